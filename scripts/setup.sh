@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what ARP needs on a fresh machine: a virtualenv with the package (and, with --dev,
+# the test tools), plus the system programs the tests drive (PostgreSQL, Redis, Chromium).
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+
+python=""
+for candidate in python3.13 python3.12 python3.11 python3; do
+  if command -v "$candidate" >/dev/null 2>&1 &&
+     "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    python=$candidate; break
+  fi
+done
+[ -n "$python" ] || { echo "setup: Python 3.11 or newer is required" >&2; exit 1; }
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $python"
+  "$python" -m venv .venv
+fi
+stamp=.venv/.installed-$( (cat pyproject.toml; echo "$dev") | sha256sum | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  echo "setup: installing the package into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  if [ "$dev" = 1 ]; then
+    .venv/bin/python -m pip install -q -e '.[dev]'
+  else
+    .venv/bin/python -m pip install -q -e .
+  fi
+  rm -f .venv/.installed-* && touch "$stamp"
+fi
+
+if [ "$dev" = 1 ]; then
+  missing=()
+  command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+  { command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing+=(postgresql)
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing system packages: ${missing[*]}"
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+      sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+  fi
+fi

@@ -1,0 +1,60 @@
+"""Shared fixtures: one scaled time unit, free ports, and a loop that fails tests on stray errors."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+# Every wait in a test is a multiple of this, so a slow machine can stretch them all at once.
+TIME_UNIT = float(os.environ.get("ARP_TEST_TIME_UNIT", "1.0"))
+
+
+def units(n: float) -> float:
+    """`n` test time units, in seconds."""
+    return n * TIME_UNIT
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (for child processes that take a port flag)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def event_loop_policy() -> Any:
+    """Tests run on uvloop where the product does, so the data path is tested as it runs."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - non-Linux
+        return asyncio.DefaultEventLoopPolicy()
+    return uvloop.EventLoopPolicy()
+
+
+@pytest.fixture
+async def _loop_errors() -> AsyncIterator[None]:
+    """An exception that reached the loop's handler (a task nobody awaited) fails the test."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        errors.append(context)
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+    yield
+    loop.set_exception_handler(None)
+    assert not errors, f"the event loop logged unhandled errors: {errors}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        function = getattr(item, "function", None)
+        if function is not None and inspect.iscoroutinefunction(function):
+            item.fixturenames.insert(0, "_loop_errors")  # type: ignore[attr-defined]
