@@ -66,6 +66,8 @@ class Limits:
     """Concurrent public connections the relay serves (beyond: 503)."""
     max_clients: int = 10_000
     """Registered clients the relay keeps (beyond: registration refused)."""
+    max_client_tunnels: int = 4096
+    """Tunnels one arpc keeps open at once (idle in the pool or carrying a connection)."""
     max_tcp_ports_per_client: int = 16
     """Dedicated public TCP ports one client may hold."""
     socket_buffer: int = 1024 * 1024

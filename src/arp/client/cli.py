@@ -1,0 +1,216 @@
+"""`arpc`: the client's command line. Flags override environment, which overrides defaults."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import ssl
+import sys
+from collections.abc import Callable, Sequence
+
+from arp import __version__, logs
+from arp.client.control import Client, ClientConfig, Target
+from arp.client.identity import load_or_create_client_id
+from arp.config import DEFAULT_CONTROL_PORT, DEFAULT_PROXY_PORT, Timeouts, env_int
+from arp.protocol import frames
+from arp.relay.cli import port, positive_float
+from arp.runtime import on_stop_signal, run
+
+log = logging.getLogger("arpc")
+
+EXIT_REFUSED = 2
+
+
+def remote_port(text: str) -> tuple[int, int | None]:
+    """`25432` (exposes --local-port) or `25432:5432` (exposes local port 5432)."""
+    remote, sep, local = text.partition(":")
+    try:
+        pair = (int(remote), int(local) if sep else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not REMOTE or REMOTE:LOCAL (e.g. 25432 or 25432:5432)"
+        ) from None
+    if not all(1 <= p <= 65535 for p in pair if p is not None):
+        raise argparse.ArgumentTypeError(f"{text!r}: ports must be 1..65535")
+    return pair
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = Timeouts()
+    parser = argparse.ArgumentParser(
+        prog="arpc",
+        description="ARP client: connects out to an arps relay and exposes a local service "
+        "(forward mode) or the built-in agent API (--command-mode).",
+    )
+    parser.add_argument("--version", action="version", version=f"arpc {__version__}")
+    parser.add_argument(
+        "--server-addr",
+        default=os.environ.get("ARPC_SERVER_ADDR", "127.0.0.1"),
+        help="relay host (env ARPC_SERVER_ADDR; default %(default)s)",
+    )
+    parser.add_argument(
+        "--control-port",
+        type=port,
+        default=env_int("CONTROL_PORT", DEFAULT_CONTROL_PORT),
+        help="relay control port (env CONTROL_PORT; default %(default)s)",
+    )
+    parser.add_argument(
+        "--proxy-port",
+        type=port,
+        default=env_int("PROXY_PORT", DEFAULT_PROXY_PORT),
+        help="relay proxy port (env PROXY_PORT; default %(default)s)",
+    )
+    parser.add_argument(
+        "--local-addr", default="127.0.0.1", help="local service host (default %(default)s)"
+    )
+    parser.add_argument(
+        "--local-port", type=port, help="local service port (required in forward mode)"
+    )
+    parser.add_argument(
+        "--client-id",
+        default=os.environ.get("ARPC_CLIENT_ID"),
+        help="this client's id, also its token (env ARPC_CLIENT_ID; default: "
+        "a stable id derived from this machine, kept in the config folder)",
+    )
+    parser.add_argument(
+        "--remote-port",
+        type=remote_port,
+        action="append",
+        default=[],
+        metavar="REMOTE[:LOCAL]",
+        help="ask the relay for dedicated public TCP port REMOTE, forwarded to "
+        "LOCAL (default --local-port); repeatable",
+    )
+    parser.add_argument(
+        "--auth-token",
+        default=os.environ.get("ARPC_AUTH_TOKEN") or os.environ.get("ARPS_AUTH_TOKEN"),
+        help="the relay's shared secret (env ARPC_AUTH_TOKEN or ARPS_AUTH_TOKEN)",
+    )
+    parser.add_argument("--tls", action="store_true", help="use TLS on the control and proxy links")
+    parser.add_argument("--tls-ca", help="PEM CA bundle to verify the relay (implies --tls)")
+    parser.add_argument(
+        "--tls-server-name",
+        help="name to verify in the relay's certificate (default --server-addr)",
+    )
+    parser.add_argument(
+        "--public-host", help="host name shown in the public URL (default --server-addr)"
+    )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=positive_float,
+        default=defaults.heartbeat_interval,
+        help="seconds between heartbeats (default %(default)s)",
+    )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=positive_float,
+        default=defaults.heartbeat_timeout,
+        help="a silent relay is presumed gone after this (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-backoff",
+        type=positive_float,
+        default=defaults.backoff_max,
+        help="longest wait between reconnect attempts (default %(default)s)",
+    )
+    parser.add_argument("--log-level", help="debug, info, warning or error (env ARP_LOG)")
+    return parser
+
+
+def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not (args.tls or args.tls_ca):
+        return None
+    return ssl.create_default_context(cafile=args.tls_ca)
+
+
+def config_from_args(args: argparse.Namespace, http_target: Target) -> ClientConfig:
+    client_id = args.client_id or load_or_create_client_id()
+    tcp_targets: dict[int, Target] = {}
+    for remote, local in args.remote_port:
+        if local is None:
+            if args.local_port is None:
+                raise ValueError(f"--remote-port {remote} needs --local-port (or REMOTE:LOCAL)")
+            local = args.local_port
+        tcp_targets[remote] = Target(args.local_addr, local)
+    timeouts = Timeouts(
+        heartbeat_interval=args.heartbeat_interval,
+        heartbeat_timeout=args.heartbeat_timeout,
+        backoff_max=args.max_backoff,
+    )
+    return ClientConfig(
+        client_id=client_id,
+        http_target=http_target,
+        server_addr=args.server_addr,
+        control_port=args.control_port,
+        proxy_port=args.proxy_port,
+        tcp_targets=tcp_targets,
+        auth_token=args.auth_token or None,
+        tls=tls_context(args),
+        tls_server_name=args.tls_server_name,
+        timeouts=timeouts,
+    )
+
+
+def announce(config: ClientConfig, public_host: str) -> Callable[[frames.RegisterResult], None]:
+    """Print the public URL on the first registration, as the original did."""
+    first = True
+
+    def on_registered(result: frames.RegisterResult) -> None:
+        nonlocal first
+        log.info("registered with the relay as %s", config.client_id)
+        if first:
+            print(f"✅ client_id {config.client_id} registered", flush=True)
+            port_text = f":{result.public_port}" if result.public_port else ""
+            print(
+                f"🌐 Public URL: http://{public_host}{port_text}/?token={config.client_id}",
+                flush=True,
+            )
+            for remote in result.tcp_ports:
+                target = config.tcp_targets.get(remote)
+                print(f"🔌 TCP: {public_host}:{remote} → {target}", flush=True)
+            first = False
+
+    return on_registered
+
+
+async def serve(args: argparse.Namespace) -> int:
+    if args.local_port is None:
+        log.error("forward mode needs --local-port (the local service to expose)")
+        return EXIT_REFUSED
+    http_target = Target(args.local_addr, args.local_port)
+    config = config_from_args(args, http_target)
+    print(
+        f"arpc {__version__}: client_id {config.client_id}, forwarding to {http_target}", flush=True
+    )
+    client = Client(config, on_registered=announce(config, args.public_host or args.server_addr))
+    await client.start()
+    on_stop_signal(lambda: asyncio.ensure_future(client.close()))
+    await client.wait_closed()
+    await client.close()
+    if client.fatal_error is not None:
+        print(
+            f"❌ the relay refused this client: {client.fatal_error.message}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_REFUSED
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        logs.setup(args.log_level, file_app="arpc")
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        return run(serve(args))
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

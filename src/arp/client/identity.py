@@ -1,0 +1,87 @@
+"""A stable client id for machines that were not given one (`arpc` without `--client-id`).
+
+As the original: a UUID v5 over the host name, the machine id (`/etc/machine-id`, macOS
+`/etc/hostid`), the user name, the OS and architecture and, on Linux, the distribution; shown as
+32 upper-case hex digits. Once made, it is kept in the user's config folder, so it stays the
+same even if one of those facts changes later.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import platform
+import socket
+import uuid
+from pathlib import Path
+
+import platformdirs
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = uuid.UUID("9f1c3a52-5b7e-4c1d-8a2f-6e0d4b3c2a10")
+ID_FILE = "client_id"
+
+
+def _read_first(*paths: str) -> str:
+    for path in paths:
+        try:
+            text = Path(path).read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            continue
+        if text:
+            return text
+    return ""
+
+
+def _distro() -> str:
+    try:
+        info = platform.freedesktop_os_release()
+    except OSError:
+        return ""
+    return f"{info.get('ID', '')} {info.get('VERSION_ID', '')}".strip()
+
+
+def machine_facts() -> list[str]:
+    """The facts the id is derived from, in a fixed order."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = ""
+    system = platform.system()
+    return [
+        socket.gethostname(),
+        _read_first("/etc/machine-id", "/var/lib/dbus/machine-id", "/etc/hostid"),
+        user,
+        system,
+        platform.machine(),
+        _distro() if system == "Linux" else "",
+    ]
+
+
+def derive_client_id(facts: list[str]) -> str:
+    """The id for these facts: UUID v5, 32 upper-case hex digits."""
+    return uuid.uuid5(NAMESPACE, "\n".join(facts)).hex.upper()
+
+
+def config_folder() -> Path:
+    return Path(platformdirs.user_config_dir("arpc", appauthor=False))
+
+
+def load_or_create_client_id(folder: Path | None = None) -> str:
+    """The persisted id, made and saved on first use (kept unsaved if the folder is read-only)."""
+    folder = folder or config_folder()
+    path = folder / ID_FILE
+    try:
+        saved = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        saved = ""
+    if saved:
+        return saved
+    client_id = derive_client_id(machine_facts())
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(client_id + "\n", encoding="utf-8")
+    except OSError as exc:
+        log.warning("could not save client id to %s: %s", path, exc)
+    return client_id

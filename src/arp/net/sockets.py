@@ -1,0 +1,133 @@
+"""Socket set-up shared by every listener and link: the only place that tunes sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import resource
+import socket
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from arp.config import Limits
+
+log = logging.getLogger(__name__)
+
+
+def tune(sock: socket.socket, limits: Limits) -> None:
+    """TCP_NODELAY, large buffers and keepalive, so links are fast and dead peers get noticed."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.socket_buffer)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, limits.socket_buffer)
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+
+
+def listen(host: str, port: int, limits: Limits) -> socket.socket:
+    """A non-blocking listening socket with a high backlog; raises OSError naming the address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        # Accepted sockets inherit the buffer sizes, which must be set before the handshake.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, limits.socket_buffer)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.socket_buffer)
+        sock.bind((host, port))
+        sock.listen(limits.listen_backlog)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
+
+
+async def connect(host: str, port: int, timeout: float, limits: Limits) -> socket.socket:
+    """A connected, tuned, non-blocking socket; OSError or TimeoutError names the address."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(timeout):
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        last: OSError | None = None
+        for family, type_, proto, _, address in infos:
+            sock = socket.socket(family, type_, proto)
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, limits.socket_buffer)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.socket_buffer)
+            try:
+                await loop.sock_connect(sock, address)
+            except OSError as exc:
+                sock.close()
+                last = exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            tune(sock, limits)
+            return sock
+    reason = last.strerror if last is not None else "no address"
+    raise OSError(getattr(last, "errno", None), f"cannot connect to {host}:{port}: {reason}")
+
+
+def peer_closed(sock: socket.socket) -> bool:
+    """Whether an idle socket's peer has gone (FIN, RST) or sent bytes it should not have.
+
+    Used on pooled tunnels before one is handed a request, so a dead tunnel never eats one.
+    """
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+    # EOF (b""), or bytes an idle tunnel must never carry: either way it cannot be used.
+    return True
+
+
+def raise_fd_limit() -> None:
+    """Lift the soft open-files limit to the hard one: each relayed connection holds several fds."""
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+async def accept_loop(
+    listener: socket.socket,
+    handle: Callable[[socket.socket], Coroutine[Any, Any, None]],
+    limits: Limits,
+    tasks: set[asyncio.Task[None]],
+    name: str,
+) -> None:
+    """Accept forever, running `handle` per connection in a task kept in `tasks`.
+
+    Running out of file descriptors pauses accepting briefly instead of ending the server.
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            conn, _ = await loop.sock_accept(listener)
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                log.warning("%s: cannot accept (%s); pausing 100 ms", name, exc.strerror)
+                await asyncio.sleep(0.1)
+                continue
+            if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR, errno.EAGAIN):
+                continue
+            raise
+        conn.setblocking(False)
+        tune(conn, limits)
+        task: asyncio.Task[None] = loop.create_task(handle(conn))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)

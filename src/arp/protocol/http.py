@@ -1,0 +1,217 @@
+"""Routing decisions on the public port: sniff the HTTP head, find the token (no I/O here).
+
+Rules:
+- A request head is parsed with h11 only to route it; its bytes are forwarded untouched.
+- The token comes from, in order: the query's ``token``, the ``X-ARP-Token`` header, the
+  ``arp_token`` cookie, then the subdomain ``<client_id>.<domain>`` of the Host header.
+- A token taken from the query that differs from the cookie is remembered in the browser by a
+  ``Set-Cookie`` added to the first response, so the page's assets, fetches and WebSocket upgrades
+  reach the same client without the token in their URLs.
+- The relay's own answers (errors) are complete HTTP/1.1 responses that close the connection.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+import h11
+
+TOKEN_QUERY = "token"
+TOKEN_HEADER = b"x-arp-token"
+TOKEN_COOKIE = "arp_token"
+COOKIE_MAX_AGE = 30 * 24 * 3600
+
+_METHOD_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+class TokenSource(enum.Enum):
+    QUERY = "query"
+    HEADER = "header"
+    COOKIE = "cookie"
+    SUBDOMAIN = "subdomain"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    method: str
+    target: str
+    http_version: str
+    headers: tuple[tuple[bytes, bytes], ...]
+    """Header names lower-cased, values as sent."""
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    token: str
+    source: TokenSource
+    set_cookie: bool
+    """Whether the first response should carry a Set-Cookie remembering `token`."""
+
+
+class HeadError(Exception):
+    """The public connection's first bytes are not a usable HTTP request head."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def looks_like_http(data: bytes) -> bool:
+    """Whether the first bytes can start an HTTP/1.x request line (a method token, a space)."""
+    head = data[:16]
+    space = head.find(b" ")
+    if space == -1:
+        return len(head) < 16 and all(c in _METHOD_CHARS for c in head)
+    return space > 0 and all(c in _METHOD_CHARS for c in head[:space])
+
+
+def parse_request_head(data: bytes, max_head: int) -> RequestHead | None:
+    """The request head at the start of `data`; None while more bytes are needed.
+
+    Raises `HeadError` with 400 for a malformed head and 431 for one larger than `max_head`.
+    """
+    if not looks_like_http(data):
+        raise HeadError(400, "this port speaks HTTP; the request line is not HTTP")
+    end = data.find(b"\r\n\r\n")
+    if end == -1:
+        if len(data) > max_head:
+            raise HeadError(431, f"request head larger than {max_head} bytes")
+        return None
+    if end + 4 > max_head:
+        raise HeadError(431, f"request head larger than {max_head} bytes")
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head)
+    conn.receive_data(data[: end + 4])
+    try:
+        event = conn.next_event()
+    except h11.RemoteProtocolError as exc:
+        status = exc.error_status_hint if exc.error_status_hint in (400, 431) else 400
+        raise HeadError(status, f"malformed HTTP request head: {exc}") from None
+    if not isinstance(event, h11.Request):  # pragma: no cover - a full head always yields one
+        raise HeadError(400, "malformed HTTP request head")
+    return RequestHead(
+        method=event.method.decode("ascii", "replace"),
+        target=event.target.decode("latin-1"),
+        http_version=event.http_version.decode("ascii"),
+        headers=tuple((bytes(k), bytes(v)) for k, v in event.headers),
+    )
+
+
+def _query_token(target: str) -> str | None:
+    _, sep, query = target.partition("?")
+    if not sep:
+        return None
+    query = query.partition("#")[0]
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == TOKEN_QUERY and value:
+            return value
+    return None
+
+
+def cookie_value(cookie_header: bytes | None, name: str) -> str | None:
+    """The value of cookie `name` in a Cookie header, tolerant of the odd formats browsers send."""
+    if not cookie_header:
+        return None
+    for part in cookie_header.decode("latin-1").split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            value = value.strip().strip('"')
+            return value or None
+    return None
+
+
+def _subdomain_token(host: bytes | None, domain: str | None) -> str | None:
+    if not host or not domain:
+        return None
+    hostname = host.decode("latin-1").strip().lower()
+    if hostname.startswith("["):
+        return None
+    hostname = hostname.rpartition(":")[0] if ":" in hostname else hostname
+    suffix = "." + domain.strip(".").lower()
+    if hostname.endswith(suffix):
+        label = hostname[: -len(suffix)]
+        if label and "." not in label:
+            return label
+    return None
+
+
+def route(head: RequestHead, domain: str | None = None) -> Route | None:
+    """Which client the request is for, or None when it names none."""
+    cookie = cookie_value(head.header(b"cookie"), TOKEN_COOKIE)
+    token = _query_token(head.target)
+    if token is not None:
+        return Route(token, TokenSource.QUERY, set_cookie=token != cookie)
+    header = head.header(TOKEN_HEADER)
+    if header:
+        return Route(header.decode("latin-1").strip(), TokenSource.HEADER, set_cookie=False)
+    if cookie is not None:
+        return Route(cookie, TokenSource.COOKIE, set_cookie=False)
+    sub = _subdomain_token(head.header(b"host"), domain)
+    if sub is not None:
+        return Route(sub, TokenSource.SUBDOMAIN, set_cookie=False)
+    return None
+
+
+def set_cookie_header(token: str) -> bytes:
+    value = token.encode("latin-1", "replace")
+    return (
+        b"Set-Cookie: " + TOKEN_COOKIE.encode() + b"=" + value
+        + b"; Path=/; Max-Age=" + str(COOKIE_MAX_AGE).encode()
+        + b"; HttpOnly; SameSite=Lax\r\n"
+    )  # fmt: skip
+
+
+def inject_header(first_chunk: bytes, header_line: bytes) -> bytes | None:
+    """`first_chunk` of a response with `header_line` added after its status line.
+
+    None when the chunk does not start with a complete HTTP/1.x status line, or is an interim
+    1xx response other than 101 (the header belongs on the final response).
+    """
+    if not first_chunk.startswith(b"HTTP/1."):
+        return None
+    eol = first_chunk.find(b"\r\n")
+    if eol == -1:
+        return None
+    parts = first_chunk[:eol].split(b" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit():
+        return None
+    status = int(parts[1])
+    if 100 <= status < 200 and status != 101:
+        return None
+    return first_chunk[: eol + 2] + header_line + first_chunk[eol + 2 :]
+
+
+_REASONS = {
+    400: "Bad Request",
+    404: "Not Found",
+    408: "Request Timeout",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    413: "Content Too Large",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+def error_response(status: int, message: str, *, origin: str) -> bytes:
+    """A complete plain-text response from ARP itself (`origin` says which program spoke);
+    the connection closes after it."""
+    body = (f"{origin}: {message}\n").encode()
+    reason = _REASONS.get(status, "Error")
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Cache-Control: no-store\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body

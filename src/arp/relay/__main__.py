@@ -1,0 +1,5 @@
+import sys
+
+from arp.relay.cli import main
+
+sys.exit(main())

@@ -1,0 +1,191 @@
+"""What the relay knows of each client: its control link, its pool of tunnels, its TCP ports.
+
+A client is *online* while its control link lives. After that its state (id, resume key, TCP
+ports) is kept for the retention window so the same client can come back to it, and public
+requests meanwhile get a clear "offline" answer rather than "unknown".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from arp.net.links import Link
+from arp.protocol import frames
+
+log = logging.getLogger(__name__)
+
+CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_client_id(client_id: str) -> str | None:
+    """Why `client_id` cannot be a token (it travels in URLs, cookies, host names), or None."""
+    if not CLIENT_ID_PATTERN.fullmatch(client_id):
+        return (
+            f"client_id {client_id[:64]!r} is not allowed: use 1 to 128 characters from "
+            "A-Z a-z 0-9 . _ - starting with a letter or digit"
+        )
+    return None
+
+
+class ClientOffline(Exception):
+    """The client's control link is gone; no tunnel can be had now."""
+
+
+class TunnelTimeout(Exception):
+    """The client did not open a tunnel in time."""
+
+
+class TooManyPending(Exception):
+    """Too many tunnel requests are already outstanding for this client."""
+
+
+class ControlLink:
+    """The relay's end of a client's control link: sends frames without blocking the caller."""
+
+    def __init__(self, writer: asyncio.StreamWriter, max_frame: int, max_buffer: int) -> None:
+        self.writer = writer
+        self.max_frame = max_frame
+        self.max_buffer = max_buffer
+
+    def send(self, message: frames.Message) -> None:
+        """Queue one frame; a peer that stopped reading past `max_buffer` is cut off."""
+        if self.writer.is_closing():
+            return
+        self.writer.write(frames.encode(message, self.max_frame))
+        if self.writer.transport.get_write_buffer_size() > self.max_buffer:
+            log.warning("control link not reading (send buffer full); closing it")
+            self.close()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@dataclass(eq=False)
+class TcpPort:
+    """A dedicated public TCP port held for one client."""
+
+    port: int
+    listener: socket.socket
+    task: asyncio.Task[None] | None = None
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        self.listener.close()
+
+
+@dataclass(eq=False)
+class ClientState:
+    client_id: str
+    resume_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    control: ControlLink | None = None
+    disconnected_at: float | None = None
+    pool: deque[Link] = field(default_factory=deque)
+    requested: set[str] = field(default_factory=set)
+    """proxy_conn_ids asked of the client and not yet answered."""
+    waiters: deque[asyncio.Future[Link]] = field(default_factory=deque)
+    tcp_ports: dict[int, TcpPort] = field(default_factory=dict)
+
+    @property
+    def online(self) -> bool:
+        return self.control is not None
+
+    def offline_for(self, now: float | None = None) -> float:
+        if self.disconnected_at is None:
+            return 0.0
+        return (now if now is not None else time.monotonic()) - self.disconnected_at
+
+
+class Pools:
+    """Tunnel bookkeeping for every client: request, deliver, take, expire."""
+
+    def __init__(self, pool_size: int, max_pending: int) -> None:
+        self.pool_size = pool_size
+        self.max_pending = max_pending
+
+    def top_up(self, state: ClientState) -> None:
+        """Ask the client for as many tunnels as the pool and the waiters lack."""
+        if state.control is None:
+            return
+        deficit = self.pool_size + len(state.waiters) - len(state.pool) - len(state.requested)
+        deficit = min(deficit, self.max_pending - len(state.requested))
+        for _ in range(max(0, deficit)):
+            proxy_conn_id = secrets.token_hex(8)
+            state.requested.add(proxy_conn_id)
+            state.control.send(frames.RequestNewProxyConn(proxy_conn_id=proxy_conn_id))
+
+    def deliver(self, state: ClientState, link: Link) -> None:
+        """A tunnel arrived: the oldest waiter gets it, else the pool (or it is closed)."""
+        while state.waiters:
+            waiter = state.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(link)
+                return
+        if state.control is not None and len(state.pool) < self.pool_size:
+            state.pool.append(link)
+        else:
+            link.close()
+
+    def take_pooled(self, state: ClientState) -> Link | None:
+        """A live pooled tunnel (fast path), or None; dead ones found on the way are dropped."""
+        while state.pool:
+            link = state.pool.popleft()
+            if link.is_idle_alive():
+                self.top_up(state)
+                return link
+            log.debug("client %s: dropped a dead pooled tunnel", state.client_id)
+            link.close()
+        return None
+
+    async def take(self, state: ClientState, timeout: float) -> Link:
+        """A tunnel for one public connection: pooled if one lives, else a fresh one in time."""
+        if state.control is None:
+            raise ClientOffline
+        link = self.take_pooled(state)
+        if link is not None:
+            return link
+        if len(state.requested) >= self.max_pending:
+            raise TooManyPending
+        waiter: asyncio.Future[Link] = asyncio.get_running_loop().create_future()
+        state.waiters.append(waiter)
+        self.top_up(state)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    # wait() leaves the waiter alone when we are cancelled, so a tunnel
+                    # delivered at that very moment is found below instead of lost.
+                    await asyncio.wait([waiter])
+        except BaseException:
+            self._abandon(state, waiter)
+            raise
+        if waiter.done():
+            return waiter.result()  # the link, or ClientOffline
+        self._abandon(state, waiter)
+        raise TunnelTimeout
+
+    def _abandon(self, state: ClientState, waiter: asyncio.Future[Link]) -> None:
+        """Withdraw a waiter; a tunnel it was handed goes to the next one instead."""
+        if not waiter.done():
+            waiter.cancel()
+            with contextlib.suppress(ValueError):
+                state.waiters.remove(waiter)
+        elif not waiter.cancelled() and waiter.exception() is None:
+            self.deliver(state, waiter.result())
+
+    def drop(self, state: ClientState) -> None:
+        """The control link died: close pooled tunnels, fail waiters, forget requests."""
+        while state.pool:
+            state.pool.popleft().close()
+        while state.waiters:
+            waiter = state.waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(ClientOffline())
+        state.requested.clear()
