@@ -1,0 +1,573 @@
+"""The agent gateway: control-plane HTTP API, one WebSocket per agent, Redis Streams out.
+
+    control plane ──HTTP──► Gateway ──WS (task, task_cancel)──► agent
+                                    ◄─WS (heartbeat, log, status, result)──
+                            Redis ◄─ streams, registry, outboxes
+
+An agent's log/status/result is acked only after its Redis write succeeded, so while Redis is down
+the agent keeps (and later resends) everything. Tasks handed to an agent wait in its Redis outbox
+until the agent acks them and are sent again whenever it reconnects, to whichever gateway node.
+Tasks for an agent that is not connected to this node are refused with 409 (not queued).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from arp.errors import ArpError, RemoteProtocolError
+from arp.gateway import auth
+from arp.gateway import messages as m
+from arp.gateway.config import GatewayConfig
+from arp.gateway.metrics import GatewayMetrics
+from arp.gateway.poller import TaskPoller
+from arp.gateway.store import RedisUnavailable, Store
+
+log = logging.getLogger(__name__)
+
+AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_BODY = 1024 * 1024
+MAX_WRITE_BATCH = 512
+INBOUND_QUEUE = 4096
+LIST_LIMIT = 10_000
+SHUTDOWN_GRACE = 5.0
+REDIS_RETRY_PAUSE = 0.2
+
+CLOSE_REPLACED = 4000
+CLOSE_HEARTBEAT = 4001
+CLOSE_SLOW_CONSUMER = 4002
+
+
+class NotFound(ArpError):
+    status = 404
+
+
+class Conflict(ArpError):
+    status = 409
+
+
+class TooMany(ArpError):
+    status = 429
+
+
+class AgentConnection:
+    """One agent's live WebSocket: a bounded outbound queue, a writer, a Redis flusher."""
+
+    def __init__(
+        self, gateway: Gateway, agent_id: str, ws: web.WebSocketResponse, now: float
+    ) -> None:
+        self.gateway = gateway
+        self.agent_id = agent_id
+        self.ws = ws
+        self.last_heartbeat = now
+        self.connected_at = now
+        self.outbound: asyncio.Queue[str] = asyncio.Queue(gateway.config.agent.outbound_queue)
+        self.inbound: asyncio.Queue[dict[str, Any]] = asyncio.Queue(INBOUND_QUEUE)
+        self.close_reason: tuple[int, str] | None = None
+        self.closing = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def send(self, message: dict[str, Any]) -> bool:
+        """Queue `message` for the writer; a full queue disconnects the slow consumer."""
+        if self.closing.is_set():
+            return False
+        try:
+            self.outbound.put_nowait(m.encode(message))
+        except asyncio.QueueFull:
+            self.gateway.metrics.drop("outbound_queue_full")
+            self.close(CLOSE_SLOW_CONSUMER, "outbound queue full: the agent does not keep up")
+            return False
+        self.gateway.metrics.count_out(message["type"])
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        """Ask the connection to end with `code`/`reason` (the reader loop does the closing)."""
+        if self.close_reason is None:
+            self.close_reason = (code, reason)
+        self.closing.set()
+
+    async def writer(self) -> None:
+        while True:
+            text = await self.outbound.get()
+            await self.ws.send_str(text)
+
+    async def flusher(self) -> None:
+        """Write received log/status/result messages to Redis in batches; ack what was written."""
+        gateway = self.gateway
+        while True:
+            batch = [await self.inbound.get()]
+            while len(batch) < MAX_WRITE_BATCH and not self.inbound.empty():
+                batch.append(self.inbound.get_nowait())
+            now = gateway.clock()
+            try:
+                fresh = await gateway.store.write_messages(self.agent_id, batch, now)
+            except RedisUnavailable as exc:
+                log.warning("agent %s: %d messages not acked: %s", self.agent_id, len(batch), exc)
+                await asyncio.sleep(REDIS_RETRY_PAUSE)
+                continue
+            finished: list[str] = []
+            for message, is_new in zip(batch, fresh, strict=True):
+                gateway.seen.add(message["message_id"])
+                if not is_new:
+                    gateway.metrics.duplicates += 1
+                elif message["type"] == m.RESULT:
+                    finished.append(message["task_id"])
+            self.send(m.ack([message["message_id"] for message in batch]))
+            if finished:
+                await gateway.finish_tasks(self.agent_id, finished, now)
+
+
+class Gateway:
+    """The gateway server (an async context manager). `.port` is the bound port after start."""
+
+    def __init__(self, config: GatewayConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.metrics = GatewayMetrics()
+        self.store = Store(config.redis, self.metrics)
+        self.verifier = auth.RequestVerifier(
+            shared_secret=config.auth.shared_secret,
+            require_signature=config.auth.require_signature,
+            clock_skew=config.auth.clock_skew,
+            bearer=config.control_plane.token,
+        )
+        self.connections: dict[str, AgentConnection] = {}
+        self.seen = m.DedupWindow(config.agent.dedup_window)
+        self.metrics.connected = lambda: len(self.connections)
+        self.metrics.acks_pending = self._acks_pending
+        self.port: int | None = None
+        self._pending_out: dict[str, set[str]] = {}
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._poller: TaskPoller | None = None
+        self._started = False
+        self._closed = asyncio.Event()
+        self._closing = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        await self.store.start()
+        if not await self.store.ping():
+            log.warning("Redis at %s is not answering; the gateway starts degraded", self._redis)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._errors])
+        app.add_routes(
+            [
+                web.post("/api/agents/register/", self._register),
+                web.get("/api/agents/", self._list_agents),
+                web.get("/api/agents/{agent_id}/", self._get_agent),
+                web.post("/api/agents/{agent_id}/tasks/", self._post_task),
+                web.post("/api/agents/{agent_id}/tasks/{task_id}/cancel/", self._cancel_task),
+                web.get("/ws/agent/{agent_id}", self._websocket),
+                web.get("/metrics", self._metrics),
+                web.get("/healthz", self._health),
+            ]
+        )
+        self._runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE
+        )
+        await self._runner.setup()
+        server = self.config.server
+        self._site = web.TCPSite(self._runner, server.host, server.port, backlog=4096)
+        await self._site.start()
+        addresses = self._runner.addresses
+        self.port = int(addresses[0][1]) if addresses else server.port
+        self._background.append(asyncio.create_task(self._cleanup_loop(), name="gateway-cleanup"))
+        if self.config.control_plane.url:
+            self._poller = TaskPoller(self.config, self.dispatch_polled, self.connections.keys)
+            self._background.append(asyncio.create_task(self._poller.run(), name="gateway-poll"))
+        log.info("agent gateway listening on %s:%s", server.host, self.port)
+
+    @property
+    def _redis(self) -> str:
+        return self.config.redis.url.rsplit("@", 1)[-1]
+
+    async def close(self) -> None:
+        """Stop accepting, close every agent with going-away, wait briefly, cancel the rest."""
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True
+        try:
+            for task in self._background:
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
+            if self._site is not None:
+                await self._site.stop()
+            for connection in list(self.connections.values()):
+                connection.close(WSCloseCode.GOING_AWAY, "gateway shutting down")
+            if self._handlers:
+                _done, pending = await asyncio.wait(self._handlers, timeout=SHUTDOWN_GRACE)
+                for task in pending:
+                    task.cancel()
+            if self._runner is not None:
+                await self._runner.cleanup()
+            if self._poller is not None:
+                await self._poller.close()
+            await self.store.close()
+        finally:
+            self._closed.set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    # -- HTTP plumbing -------------------------------------------------------------------------
+
+    @web.middleware
+    async def _errors(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        try:
+            return await handler(request)
+        except ArpError as exc:
+            return web.json_response({"error": exc.message}, status=exc.status)
+        finally:
+            if task is not None:
+                self._handlers.discard(task)
+
+    async def _authorized_body(self, request: web.Request) -> bytes:
+        body = await request.read()
+        self.verifier.verify(request.method, request.raw_path, request.headers, body, self.clock())
+        return body
+
+    @staticmethod
+    def _json(body: bytes) -> Any:
+        try:
+            return json.loads(body or b"{}")
+        except ValueError:
+            raise RemoteProtocolError("the body is not valid JSON") from None
+
+    @staticmethod
+    def _agent_id(raw: str) -> str:
+        if not AGENT_ID.match(raw):
+            raise RemoteProtocolError("agent_id must be 1..128 of letters, digits, '.', '_' or '-'")
+        return raw
+
+    def _acks_pending(self) -> int:
+        return sum(len(ids) for ids in self._pending_out.values())
+
+    # -- control-plane API ---------------------------------------------------------------------
+
+    async def _register(self, request: web.Request) -> web.Response:
+        data = self._json(await self._authorized_body(request))
+        if not isinstance(data, dict):
+            raise RemoteProtocolError("the body must be a JSON object")
+        agent_id = self._agent_id(str(data.get("agent_id") or m.new_message_id()))
+        name = data.get("name", agent_id)
+        labels = data.get("labels") or {}
+        if not isinstance(name, str) or not isinstance(labels, dict):
+            raise RemoteProtocolError("name must be a string and labels an object")
+        labels = {str(key): str(value) for key, value in labels.items()}
+        existing = await self.store.get_agent(agent_id)
+        if existing is None and await self.store.agent_count() >= LIST_LIMIT:
+            raise TooMany(f"at most {LIST_LIMIT} agents can be registered")
+        token = auth.new_agent_token()
+        await self.store.register_agent(
+            agent_id, name, labels, auth.hash_token(token), self.clock()
+        )
+        log.info("agent %s registered%s", agent_id, " again (new token)" if existing else "")
+        return web.json_response(
+            {"agent_id": agent_id, "name": name, "labels": labels, "token": token},
+            status=200 if existing else 201,
+        )
+
+    def _describe(self, agent_id: str, data: dict[str, str], running: list[str]) -> dict[str, Any]:
+        now = self.clock()
+        last = float(data.get("last_heartbeat") or 0) or None
+        recent = last is not None and now - last <= self.config.agent.heartbeat_timeout
+        online = agent_id in self.connections or (data.get("status") == "online" and recent)
+        connection = self.connections.get(agent_id)
+        if connection is not None:
+            last = connection.last_heartbeat
+        return {
+            "agent_id": agent_id,
+            "name": data.get("name", agent_id),
+            "labels": json.loads(data.get("labels") or "{}"),
+            "status": "online" if online else "offline",
+            "last_heartbeat": last,
+            "running_tasks": running,
+        }
+
+    async def _list_agents(self, request: web.Request) -> web.Response:
+        await self._authorized_body(request)
+        agents = await self.store.list_agents(LIST_LIMIT)
+        return web.json_response(
+            {"agents": [self._describe(agent_id, data, run) for agent_id, data, run in agents]}
+        )
+
+    async def _get_agent(self, request: web.Request) -> web.Response:
+        await self._authorized_body(request)
+        agent_id = self._agent_id(request.match_info["agent_id"])
+        data = await self.store.get_agent(agent_id)
+        if data is None:
+            raise NotFound(f"agent {agent_id} is not registered")
+        running = await self.store.running_tasks(agent_id)
+        return web.json_response(self._describe(agent_id, data, running))
+
+    async def _post_task(self, request: web.Request) -> web.Response:
+        body = await self._authorized_body(request)
+        agent_id = self._agent_id(request.match_info["agent_id"])
+        spec = m.TaskSpec.from_json(self._json(body))
+        await self.dispatch(agent_id, spec.to_message())
+        return web.json_response(
+            {"agent_id": agent_id, "task_id": spec.task_id, "status": "dispatched"}, status=202
+        )
+
+    async def _cancel_task(self, request: web.Request) -> web.Response:
+        await self._authorized_body(request)
+        agent_id = self._agent_id(request.match_info["agent_id"])
+        task_id = request.match_info["task_id"]
+        await self.dispatch(agent_id, m.task_cancel(task_id))
+        return web.json_response(
+            {"agent_id": agent_id, "task_id": task_id, "status": "cancelling"}, status=202
+        )
+
+    async def dispatch(self, agent_id: str, message: dict[str, Any]) -> None:
+        """Hand a task or cancel to a connected agent, kept in its outbox until acked."""
+        connection = self.connections.get(agent_id)
+        if connection is None:
+            if await self.store.get_agent(agent_id) is None:
+                raise NotFound(f"agent {agent_id} is not registered")
+            raise Conflict(f"agent {agent_id} is offline; tasks are not queued for it")
+        queued = await self.store.queue_outbound(
+            agent_id, message, self.clock(), self.config.agent.max_pending_tasks
+        )
+        if not queued:
+            raise TooMany(
+                f"agent {agent_id} already has {self.config.agent.max_pending_tasks} "
+                "unacknowledged messages"
+            )
+        self._pending_out.setdefault(agent_id, set()).add(message["message_id"])
+        if not connection.send(message):
+            raise Conflict(f"agent {agent_id} disconnected; the message waits in its outbox")
+
+    async def dispatch_polled(self, agent_id: str, spec: m.TaskSpec) -> bool:
+        try:
+            await self.dispatch(agent_id, spec.to_message())
+        except ArpError as exc:
+            log.info("polled task %s for %s not handed over: %s", spec.task_id, agent_id, exc)
+            return False
+        return True
+
+    async def finish_tasks(self, agent_id: str, task_ids: list[str], now: float) -> None:
+        try:
+            started = await self.store.finish_tasks(agent_id, task_ids)
+        except RedisUnavailable as exc:
+            log.warning("agent %s: finished tasks not recorded: %s", agent_id, exc)
+            return
+        for at in started:
+            if at is not None:
+                self.metrics.task_duration.observe(max(0.0, now - at))
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            text=self.metrics.render(),
+            content_type="text/plain",
+            charset="utf-8",
+            headers={"X-Content-Type-Options": "nosniff"},
+        )
+
+    async def _health(self, request: web.Request) -> web.Response:
+        redis_ok = await self.store.ping()
+        return web.json_response(
+            {
+                "status": "ok" if redis_ok else "degraded",
+                "redis": "up" if redis_ok else "down",
+                "connected_agents": len(self.connections),
+            },
+            status=200 if redis_ok else 503,
+        )
+
+    # -- the agent WebSocket -------------------------------------------------------------------
+
+    async def _authenticate(self, request: web.Request) -> str:
+        agent_id = self._agent_id(request.match_info["agent_id"])
+        token = auth.token_from_subprotocols(request.headers.get("Sec-WebSocket-Protocol", ""))
+        if token is None:
+            self.metrics.refuse("no_token")
+            raise auth.AuthError(
+                "send the agent token as Sec-WebSocket-Protocol: agent-token, <token>"
+            )
+        data = await self.store.get_agent(agent_id)
+        if data is None:
+            self.metrics.refuse("unknown_agent")
+            raise auth.ForbiddenError(f"agent {agent_id} is not registered")
+        if not auth.token_matches(token, data.get("token_hash", "")):
+            self.metrics.refuse("bad_token")
+            raise auth.AuthError("wrong agent token")
+        return agent_id
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        if self._closing:
+            raise RedisUnavailable("the gateway is shutting down")
+        agent_id = await self._authenticate(request)
+        ws = web.WebSocketResponse(
+            protocols=(auth.SUBPROTOCOL,),
+            max_msg_size=self.config.agent.max_message_size,
+            autoping=True,
+            heartbeat=None,
+        )
+        await ws.prepare(request)
+        limit = self.config.agent.max_connections
+        if agent_id not in self.connections and len(self.connections) >= limit:
+            self.metrics.refuse("max_connections")
+            await ws.close(
+                code=WSCloseCode.TRY_AGAIN_LATER,
+                message=f"gateway full: max_connections={limit}".encode(),
+            )
+            return ws
+        previous = self.connections.get(agent_id)
+        if previous is not None:
+            previous.close(CLOSE_REPLACED, "replaced by a newer connection")
+        connection = AgentConnection(self, agent_id, ws, self.clock())
+        self.connections[agent_id] = connection
+        try:
+            await self._serve(connection)
+        finally:
+            if self.connections.get(agent_id) is connection:
+                del self.connections[agent_id]
+                self._pending_out.pop(agent_id, None)
+                await self._mark(agent_id, "offline", connection.close_reason)
+        return ws
+
+    async def _mark(self, agent_id: str, state: str, reason: tuple[int, str] | None) -> None:
+        now = self.clock()
+        detail = reason[1] if reason else ("connected" if state == "online" else "disconnected")
+        try:
+            await self.store.set_presence([agent_id], state, now)
+            await self.store.write_agent_status(agent_id, state, detail, now)
+        except RedisUnavailable as exc:
+            log.warning("agent %s %s, not recorded: %s", agent_id, state, exc)
+
+    async def _serve(self, connection: AgentConnection) -> None:
+        ws = connection.ws
+        agent_id = connection.agent_id
+        log.info("agent %s connected", agent_id)
+        connection.tasks = [
+            asyncio.create_task(connection.writer(), name=f"ws-writer-{agent_id}"),
+            asyncio.create_task(connection.flusher(), name=f"ws-flusher-{agent_id}"),
+        ]
+        reader = asyncio.create_task(self._read(connection), name=f"ws-reader-{agent_id}")
+        closing = asyncio.create_task(connection.closing.wait())
+        try:
+            await self._mark(agent_id, "online", None)
+            await self._redeliver(connection)
+            await asyncio.wait(
+                [reader, closing, *connection.tasks], return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for task in (reader, closing, *connection.tasks):
+                task.cancel()
+            await asyncio.gather(reader, closing, *connection.tasks, return_exceptions=True)
+            code, reason = connection.close_reason or (WSCloseCode.OK, "")
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(SHUTDOWN_GRACE):
+                    await ws.close(code=code, message=reason.encode()[:120])
+            log.info("agent %s disconnected %s", agent_id, reason)
+
+    async def _redeliver(self, connection: AgentConnection) -> None:
+        try:
+            waiting = await self.store.outbound(connection.agent_id)
+        except RedisUnavailable as exc:
+            log.warning("agent %s: outbox not read: %s", connection.agent_id, exc)
+            return
+        pending = self._pending_out.setdefault(connection.agent_id, set())
+        for message in waiting:
+            pending.add(message["message_id"])
+            self.metrics.redeliveries += 1
+            connection.send(message)
+
+    async def _read(self, connection: AgentConnection) -> None:
+        async for frame in connection.ws:
+            if frame.type == WSMsgType.TEXT:
+                await self._receive(connection, frame.data)
+            elif frame.type == WSMsgType.BINARY:
+                self.metrics.drop("binary")
+            elif frame.type == WSMsgType.ERROR:
+                exc = connection.ws.exception()
+                connection.close(WSCloseCode.MESSAGE_TOO_BIG, f"receive error: {exc}")
+                return
+
+    async def _receive(self, connection: AgentConnection, raw: str) -> None:
+        try:
+            message = m.parse(raw, allowed=m.FROM_AGENT)
+        except m.DroppedMessage as exc:
+            self.metrics.drop(exc.reason)
+            log.warning("agent %s: message dropped: %s", connection.agent_id, exc.message)
+            return
+        kind = message["type"]
+        self.metrics.count_in(kind)
+        if kind == m.HEARTBEAT:
+            connection.last_heartbeat = self.clock()
+        elif kind == m.ACK:
+            ids = message["ack_ids"]
+            pending = self._pending_out.get(connection.agent_id)
+            if pending is not None:
+                pending.difference_update(ids)
+            try:
+                await self.store.acked_outbound(connection.agent_id, ids)
+            except RedisUnavailable as exc:
+                log.warning(
+                    "agent %s: ack not recorded (resent later): %s", connection.agent_id, exc
+                )
+        elif message["message_id"] in self.seen:
+            self.metrics.duplicates += 1
+            connection.send(m.ack([message["message_id"]]))
+        else:
+            await connection.inbound.put(message)
+
+    # -- the periodic sweep --------------------------------------------------------------------
+
+    async def _cleanup_loop(self) -> None:
+        interval = self.config.agent.cleanup_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.cleanup()
+            except Exception:  # the sweep must survive anything one pass meets
+                log.exception("gateway cleanup pass failed")
+
+    async def cleanup(self) -> None:
+        """Close agents silent past heartbeat_timeout; record the rest's last heartbeat."""
+        now = self.clock()
+        timeout = self.config.agent.heartbeat_timeout
+        beats: dict[str, float] = {}
+        for agent_id, connection in list(self.connections.items()):
+            if now - connection.last_heartbeat > timeout:
+                log.warning("agent %s: no heartbeat for %.0fs, offline", agent_id, timeout)
+                connection.close(CLOSE_HEARTBEAT, "heartbeat timeout")
+            else:
+                beats[agent_id] = connection.last_heartbeat
+        try:
+            await self.store.set_heartbeats(beats)
+        except RedisUnavailable as exc:
+            log.warning("heartbeats not recorded: %s", exc)
