@@ -1,0 +1,137 @@
+"""Parsed sessions kept in memory, re-read only where the file changed.
+
+A session file is parsed once; a later read of the same size and mtime is served from memory,
+and a file that grew (an agent still running) is parsed only from where the last read stopped.
+A rewritten file is parsed again from the start. The memory held is bounded by the sum of the
+cached files' sizes; the least recently read are dropped first.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from arp.agents.history.files import (
+    Stamp,
+    iter_lines,
+    loads_object,
+    same_prefix,
+    signature,
+    stamp_of,
+)
+from arp.agents.history.model import HistoryLimits, HistoryMessage, HistoryNotFound
+from arp.errors import ArpError
+
+
+class TranscriptParser(Protocol):
+    """Turns an agent's records, fed in file order, into normalised messages."""
+
+    def feed(self, record: dict[str, Any]) -> None: ...
+
+    def messages(self) -> Sequence[HistoryMessage]: ...
+
+
+@dataclass(slots=True)
+class _Entry:
+    stamp: Stamp
+    head: bytes
+    offset: int
+    parser: TranscriptParser
+
+
+class TranscriptCache:
+    """Thread-safe: the HTTP layer calls it from worker threads."""
+
+    def __init__(self, limits: HistoryLimits) -> None:
+        self._limits = limits
+        self._entries: OrderedDict[Path, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def page(
+        self,
+        path: Path,
+        new_parser: Callable[[], TranscriptParser],
+        *,
+        jsonl: bool,
+        offset: int,
+        limit: int,
+    ) -> tuple[tuple[HistoryMessage, ...], int]:
+        """Messages [offset, offset+limit) of the session at `path`, and how many there are."""
+        with self._lock:
+            entry = self._update(path, new_parser, jsonl)
+            messages = entry.parser.messages()
+            return tuple(messages[offset : offset + limit]), len(messages)
+
+    def forget(self, path: Path) -> None:
+        with self._lock:
+            self._entries.pop(path, None)
+
+    def _update(
+        self, path: Path, new_parser: Callable[[], TranscriptParser], jsonl: bool
+    ) -> _Entry:
+        stamp = stamp_of(path)
+        if stamp is None:
+            self._entries.pop(path, None)
+            raise HistoryNotFound(f"session file {path.name} is gone")
+        if stamp.size > self._limits.max_transcript_bytes:
+            raise ArpError(
+                f"session file {path.name} is {stamp.size} bytes, more than the "
+                f"{self._limits.max_transcript_bytes} this reader parses",
+                status=413,
+            )
+        entry = self._entries.get(path)
+        if entry is not None and entry.stamp == stamp:
+            self._entries.move_to_end(path)
+            return entry
+        head = signature(path)
+        resumable = (
+            jsonl
+            and entry is not None
+            and stamp.size >= entry.stamp.size
+            and same_prefix(entry.head, head)
+        )
+        if entry is None or not resumable:
+            entry = _Entry(stamp, head, 0, new_parser())
+        entry.stamp = stamp
+        entry.head = head
+        if jsonl:
+            entry.offset = self._feed_lines(path, entry, stamp.size)
+        else:
+            self._feed_document(path, entry)
+        self._entries[path] = entry
+        self._entries.move_to_end(path)
+        self._evict()
+        return entry
+
+    def _feed_lines(self, path: Path, entry: _Entry, end: int) -> int:
+        offset = entry.offset
+        for offset, line in iter_lines(  # noqa: B007 - the last offset is the resume point
+            path,
+            entry.offset,
+            chunk=self._limits.read_chunk,
+            max_line=self._limits.max_line,
+            end=end,
+        ):
+            record = loads_object(line)
+            if record is not None:
+                entry.parser.feed(record)
+        return offset
+
+    def _feed_document(self, path: Path, entry: _Entry) -> None:
+        try:
+            value = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            value = None  # half-written or gone: an empty session until the next write
+        if isinstance(value, dict):
+            entry.parser.feed(value)
+
+    def _evict(self) -> None:
+        total = sum(entry.stamp.size for entry in self._entries.values())
+        while total > self._limits.transcript_cache_bytes and len(self._entries) > 1:
+            _, dropped = self._entries.popitem(last=False)
+            total -= dropped.stamp.size
