@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
@@ -27,7 +28,9 @@ from tests.gateway.conftest import (
 
 
 async def test_task_round_trip_lands_in_streams_once(
-    gateway: Gateway, http: aiohttp.ClientSession, redis_server: RedisServer,
+    gateway: Gateway,
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
     config: GatewayConfig,
 ) -> None:
     token = await register(http, gateway, "a1")
@@ -95,7 +98,9 @@ async def test_unknown_agent_404_and_offline_agent_409(
 
 
 async def test_message_without_id_is_dropped(
-    gateway: Gateway, http: aiohttp.ClientSession, redis_server: RedisServer,
+    gateway: Gateway,
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
     config: GatewayConfig,
 ) -> None:
     token = await register(http, gateway, "a1")
@@ -159,10 +164,8 @@ async def test_heartbeat_timeout_marks_offline(
         while not quiet.ws.closed:
             assert time.monotonic() - started < units(5), "the silent agent was never closed"
             await lively.send(m.heartbeat(time.time()))
-            try:
+            with contextlib.suppress(TimeoutError, ConnectionError):
                 await quiet.next("task", timeout=units(0.1))
-            except (TimeoutError, ConnectionError):
-                pass
         assert time.monotonic() - started >= units(0.6)
         assert quiet.ws.close_code == 4001
         async with http.get(base(gateway) + "/api/agents/a1/") as reply:
