@@ -1,4 +1,4 @@
-"""Shared fixtures: one scaled time unit, free ports, and a loop that fails tests on stray errors."""
+"""Shared fixtures: one scaled time unit, free ports, a loop that fails tests on stray errors."""
 
 from __future__ import annotations
 
@@ -27,14 +27,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def event_loop_policy() -> Any:
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
     """Tests run on uvloop where the product does, so the data path is tested as it runs."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - non-Linux
-        return asyncio.DefaultEventLoopPolicy()
-    return uvloop.EventLoopPolicy()
+        return {"asyncio": asyncio.new_event_loop}
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture

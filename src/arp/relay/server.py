@@ -187,6 +187,19 @@ class Relay:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
+        try:
+            await self._control_session(reader, writer)
+        except asyncio.CancelledError:
+            # Shutdown cancels this task; asyncio's start_server (3.11) mishandles a handler
+            # that ends cancelled, so it ends normally here, at its outermost frame.
+            writer.close()
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _control_session(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         sock = writer.get_extra_info("socket")
         peer = writer.get_extra_info("peername")
         if sock is not None:
@@ -223,8 +236,6 @@ class Relay:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1):
                     await writer.wait_closed()
-            if task is not None:
-                self._tasks.discard(task)
 
     def _register(self, msg: frames.Register, link: ControlLink) -> ClientState | None:
         """Apply a Register; answers it either way; returns the state when it succeeded."""
