@@ -741,12 +741,16 @@ class SessionManager:
             chunk = await stream.read(self.config.read_chunk)
             if not chunk:
                 break
+            if skipping:
+                # The rest of a line already cut: drop it up to its newline.
+                newline = chunk.find(b"\n")
+                if newline < 0:
+                    continue
+                chunk = chunk[newline + 1 :]
+                skipping = False
             pending += chunk
             lines = pending.split(b"\n")
             pending = lines.pop()
-            if skipping and lines:
-                lines = lines[1:]
-                skipping = False
             if len(pending) > max_line:
                 lines.append(pending[:max_line] + b" [line cut by arp]")
                 pending = b""

@@ -1,0 +1,256 @@
+"""The sessions API: a thin HTTP face over `arp.agents.sessions.SessionManager`.
+
+Served under ``/api`` and, as the originals also used them, under the bare paths::
+
+    POST   /api/sessions                  start (201 + the session)
+    GET    /api/sessions                  list, newest first (?limit=&offset=)
+    GET    /api/sessions/{id}             state + events (?after=<seq>&limit=)
+    GET    /api/sessions/{id}/events      Server-Sent Events (Last-Event-ID or ?after=)
+    GET    /api/sessions/{id}/ws          WebSocket, same replay (?after=)
+    POST   /api/sessions/{id}/messages    follow-up prompt, resumes the conversation
+    POST   /api/sessions/{id}/cancel      stop the run, keep its output
+    DELETE /api/sessions/{id}             stop and remove (204)
+
+The streams send the stored event lines as they are (``id:`` is the seq on SSE), so a replay
+costs no re-encoding; when the session is no longer running they send a last ``end`` message
+holding the session (SSE ``event: end``; WebSocket ``{"type": "end", "session": {...}}``) and
+close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+from aiohttp import WSMsgType, web
+
+from arp.agents.errors import BadRequest
+from arp.agents.sessions import Session, SessionManager, StartRequest
+from arp.command.app import STREAMS_KEY, context, json_response
+
+log = logging.getLogger(__name__)
+
+PREFIXES: Final = ("/api", "")
+DEFAULT_LIST_LIMIT: Final = 50
+MAX_LIST_LIMIT: Final = 1000
+DEFAULT_EVENTS_LIMIT: Final = 1000
+MAX_EVENTS_LIMIT: Final = 10_000
+WS_HEARTBEAT: Final = 30.0
+
+
+def setup_session_routes(app: web.Application) -> None:
+    for prefix in PREFIXES:
+        base = f"{prefix}/sessions"
+        app.router.add_post(base, start_session)
+        app.router.add_get(base, list_sessions)
+        app.router.add_get(base + "/{session_id}", get_session)
+        app.router.add_get(base + "/{session_id}/events", stream_events)
+        app.router.add_get(base + "/{session_id}/ws", websocket_events)
+        app.router.add_post(base + "/{session_id}/messages", send_message)
+        app.router.add_post(base + "/{session_id}/cancel", cancel_session)
+        app.router.add_delete(base + "/{session_id}", delete_session)
+
+
+def _manager(request: web.Request) -> SessionManager:
+    return context(request).sessions
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"?{name}= must be a whole number, not {raw!r}") from None
+    if not low <= value <= high:
+        raise BadRequest(f"?{name}= must be between {low} and {high}")
+    return value
+
+
+async def _json_body(request: web.Request) -> Any:
+    if request.content_type != "application/json":
+        raise BadRequest(
+            "send the body as JSON with Content-Type: application/json",
+            status=415,
+        )
+    try:
+        return await request.json()
+    except ValueError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+
+def _location(request: web.Request, session: Session) -> str:
+    prefix = "/api" if request.path.startswith("/api/") else ""
+    return f"{prefix}/sessions/{session.session_id}"
+
+
+async def start_session(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    session = await _manager(request).start_session(StartRequest.from_json(body))
+    return json_response(
+        session.to_json(), status=201, headers={"Location": _location(request, session)}
+    )
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    manager = _manager(request)
+    limit = _int_param(request, "limit", DEFAULT_LIST_LIMIT, 1, MAX_LIST_LIMIT)
+    offset = _int_param(request, "offset", 0, 0, 10**9)
+    sessions = manager.list(limit=limit, offset=offset)
+    return json_response(
+        {
+            "sessions": [s.to_json() for s in sessions],
+            "total": manager.count(),
+            "limit": limit,
+            "offset": offset,
+        }
+    )
+
+
+async def get_session(request: web.Request) -> web.Response:
+    """State plus the events after ``?after=`` (the body is assembled from the stored lines)."""
+    manager = _manager(request)
+    session_id = request.match_info["session_id"]
+    session = manager.get(session_id)
+    after = _int_param(request, "after", 0, 0, 2**62)
+    limit = _int_param(request, "limit", DEFAULT_EVENTS_LIMIT, 1, MAX_EVENTS_LIMIT)
+    lines = manager.lines_after(session_id, after, limit)
+    next_after = lines[-1][0] if lines else max(after, 0)
+    state = session.to_json()
+    state["has_more"] = next_after < session.last_seq
+    state["next_after"] = next_after
+    head = json.dumps(state, ensure_ascii=False)
+    body = head[:-1] + ',"events":[' + ",".join(line for _, line in lines) + "]}"
+    return web.Response(text=body, content_type="application/json")
+
+
+async def send_message(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object with a 'prompt'")
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str):
+        raise BadRequest("'prompt' is required and must be a string")
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise BadRequest("'model' must be a string")
+    session = await _manager(request).send_message(
+        request.match_info["session_id"], prompt, model=model or None
+    )
+    return json_response(session.to_json())
+
+
+async def cancel_session(request: web.Request) -> web.Response:
+    session = await _manager(request).cancel(request.match_info["session_id"])
+    return json_response(session.to_json())
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    await _manager(request).delete(request.match_info["session_id"])
+    return web.Response(status=204)
+
+
+def _replay_from(request: web.Request) -> int:
+    """Last-Event-ID (a reconnecting EventSource) wins over ``?after=``."""
+    last = request.headers.get("Last-Event-ID", "").strip()
+    if last:
+        try:
+            value = int(last)
+        except ValueError:
+            raise BadRequest(f"Last-Event-ID must be an event seq, not {last!r}") from None
+        return max(0, value)
+    return _int_param(request, "after", 0, 0, 2**62)
+
+
+@contextlib.asynccontextmanager
+async def _owned_stream(request: web.Request) -> AsyncIterator[None]:
+    """Registers the handler's task so closing the server can end the stream."""
+    task = asyncio.current_task()
+    streams = request.app[STREAMS_KEY]
+    if task is not None:
+        streams.add(task)
+    try:
+        yield
+    finally:
+        if task is not None:
+            streams.discard(task)
+
+
+def _end_message(manager: SessionManager, session_id: str) -> dict[str, Any] | None:
+    try:
+        return manager.get(session_id).to_json()
+    except Exception:  # deleted while streaming
+        return None
+
+
+async def stream_events(request: web.Request) -> web.StreamResponse:
+    manager = _manager(request)
+    session_id = request.match_info["session_id"]
+    manager.get(session_id)  # 404 before the stream starts
+    after = _replay_from(request)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    async with _owned_stream(request):
+        try:
+            await response.write(b"retry: 2000\n\n")
+            async for batch in manager.follow_lines(session_id, after):
+                if not batch:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                chunk = "".join(f"id: {seq}\ndata: {line}\n\n" for seq, line in batch)
+                await response.write(chunk.encode("utf-8"))
+            state = _end_message(manager, session_id)
+            payload = json.dumps(state if state is not None else {"deleted": True})
+            await response.write(f"event: end\ndata: {payload}\n\n".encode())
+            await response.write_eof()
+        except (ConnectionResetError, ConnectionError):
+            pass
+    return response
+
+
+async def websocket_events(request: web.Request) -> web.StreamResponse:
+    manager = _manager(request)
+    session_id = request.match_info["session_id"]
+    manager.get(session_id)
+    after = _int_param(request, "after", 0, 0, 2**62)
+    ws = web.WebSocketResponse(heartbeat=WS_HEARTBEAT, max_msg_size=64 * 1024)
+    await ws.prepare(request)
+    async with _owned_stream(request):
+        sender = asyncio.ensure_future(_ws_send(ws, manager, session_id, after))
+        try:
+            # Reading is what notices the peer's close; messages from the client are ignored.
+            async for message in ws:
+                if message.type == WSMsgType.ERROR:
+                    break
+        finally:
+            if not sender.done():
+                sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await sender
+            await ws.close()
+    return ws
+
+
+async def _ws_send(
+    ws: web.WebSocketResponse, manager: SessionManager, sid: str, after: int
+) -> None:
+    try:
+        async for batch in manager.follow_lines(sid, after):
+            for _, line in batch:
+                await ws.send_str(line)
+        state = _end_message(manager, sid)
+        await ws.send_str(json.dumps({"type": "end", "session": state}, ensure_ascii=False))
+    except ConnectionError:
+        return
+    await ws.close()

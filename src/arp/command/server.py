@@ -1,0 +1,117 @@
+"""`CommandServer`: command mode's HTTP API on a loopback port.
+
+arpc's forward mode splices each tunnel connection to this port, so the API is reachable only
+with the client's token through the relay, and locally only on 127.0.0.1::
+
+    async with CommandServer(config) as server:
+        server.port      # the bound port (config.command_port, or a free one when 0)
+
+Closing: stop accepting, end the open event streams, stop every running session (it becomes
+``interrupted``, as after a restart), then close what is left within ``shutdown_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+
+from aiohttp import web
+
+from arp.agents.sessions import SessionManager
+from arp.command.app import STREAMS_KEY, CommandConfig, CommandContext, create_app
+
+LOOPBACK = "127.0.0.1"
+
+
+class CommandServer:
+    """Serves `create_app` on ``host:port``; owns the session manager unless one is given."""
+
+    def __init__(
+        self,
+        config: CommandConfig,
+        *,
+        manager: SessionManager | None = None,
+        host: str = LOOPBACK,
+        port: int | None = None,
+    ) -> None:
+        self.config = config
+        self.host = host
+        self._requested_port = config.command_port if port is None else port
+        self._owns_manager = manager is None
+        self.manager = manager if manager is not None else SessionManager(config.session_config())
+        self.app: web.Application | None = None
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+        self._close_task: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the command server is not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def __aenter__(self) -> CommandServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            return
+        if self._owns_manager:
+            await self.manager.start()
+        self.app = create_app(CommandContext(self.config, self.manager))
+        runner = web.AppRunner(
+            self.app,
+            shutdown_timeout=self.config.shutdown_timeout,
+            handle_signals=False,
+            access_log=None,
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self._requested_port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            if self._owns_manager:
+                await self.manager.close()
+            raise
+        self._runner = runner
+        for server in runner.addresses:
+            self._port = int(server[1])
+            break
+
+    async def close(self) -> None:
+        """Idempotent; see the module docstring for the order."""
+        if self._close_task is None:
+            self._close_task = asyncio.ensure_future(self._shutdown())
+        await asyncio.shield(self._close_task)
+
+    async def wait_closed(self) -> None:
+        if self._close_task is not None:
+            await asyncio.shield(self._close_task)
+
+    async def _shutdown(self) -> None:
+        runner = self._runner
+        if runner is not None:
+            for site in list(runner.sites):
+                await site.stop()
+        if self.app is not None:
+            streams = self.app[STREAMS_KEY]
+            for task in tuple(streams):
+                task.cancel()
+        if self._owns_manager:
+            await self.manager.close()
+        if runner is not None:
+            await runner.cleanup()
