@@ -1,0 +1,319 @@
+"""arps and arpc as a user runs them: real processes, real signals, a real PostgreSQL client."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import glob
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import free_port, units
+from tests.relay.conftest import Target
+
+PY = sys.executable
+
+
+class Proc:
+    """A child process whose combined output is read line by line with deadlines."""
+
+    def __init__(self, process: asyncio.subprocess.Process, name: str) -> None:
+        self.process = process
+        self.name = name
+        self.lines: list[str] = []
+        self._seen = 0
+
+    @classmethod
+    async def start(cls, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
+        process = await asyncio.create_subprocess_exec(
+            PY,
+            "-m",
+            name,
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        return cls(process, name)
+
+    async def expect(self, pattern: str, timeout: float = units(10)) -> re.Match[str]:
+        """The first line from here on matching `pattern`; fails with the output so far."""
+        regex = re.compile(pattern)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    while self._seen < len(self.lines):
+                        line = self.lines[self._seen]
+                        self._seen += 1
+                        if match := regex.search(line):
+                            return match
+                    assert self.process.stdout is not None
+                    raw = await self.process.stdout.readline()
+                    if not raw:
+                        raise AssertionError(f"{self.name} exited before printing {pattern!r}")
+                    self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+        except (TimeoutError, AssertionError) as exc:
+            output = "\n".join(self.lines)
+            raise AssertionError(f"{self.name}: no line matching {pattern!r}:\n{output}") from exc
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = units(10)) -> int:
+        """Signal the process (if it still runs) and return its exit code."""
+        if self.process.returncode is None:
+            self.process.send_signal(sig)
+        return await self.wait_exit(timeout)
+
+    async def wait_exit(self, timeout: float = units(10)) -> int:
+        async with asyncio.timeout(timeout):
+            assert self.process.stdout is not None
+            rest = await self.process.stdout.read()
+            self.lines += rest.decode(errors="replace").splitlines()
+            return await self.process.wait()
+
+
+@pytest.fixture
+async def procs() -> AsyncIterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for proc in started:
+        if proc.process.returncode is None:
+            proc.process.kill()
+            await proc.process.wait()
+
+
+FAST = ["--heartbeat-interval", "0.2", "--heartbeat-timeout", "1.5"]
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> dict[str, str]:
+    """A private home, so the client id and logs land in the test's folder."""
+    return {
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+    }
+
+
+async def start_relay(procs: list[Proc], ports: tuple[int, int, int], *extra: str) -> Proc:
+    control, proxy, public = ports
+    relay = await Proc.start(
+        "arp.relay",
+        "--bind", "127.0.0.1",
+        "--control-port", str(control),
+        "--proxy-port", str(proxy),
+        "--public-port", str(public),
+        "--pool-size", "2",
+        *FAST,
+        *extra,
+    )  # fmt: skip
+    procs.append(relay)
+    await relay.expect("arps listening")
+    return relay
+
+
+async def start_client(
+    procs: list[Proc], ports: tuple[int, int, int], *args: str, env: dict[str, str]
+) -> Proc:
+    control, proxy, _ = ports
+    client = await Proc.start(
+        "arp.client",
+        "--control-port", str(control),
+        "--proxy-port", str(proxy),
+        "--max-backoff", "0.5",
+        *FAST,
+        *args,
+        env=env,
+    )  # fmt: skip
+    procs.append(client)
+    return client
+
+
+def three_ports() -> tuple[int, int, int]:
+    return free_port(), free_port(), free_port()
+
+
+async def get(url: str) -> tuple[int, str]:
+    timeout = aiohttp.ClientTimeout(total=units(10))
+    async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url) as response:
+        return response.status, await response.text()
+
+
+async def test_user_flow_prints_url_and_forwards(
+    procs: list[Proc], target: Target, home: dict[str, str]
+) -> None:
+    ports = three_ports()
+    relay = await start_relay(procs, ports)
+    client = await start_client(procs, ports, "--local-port", str(target.port), env=home)
+    match = await client.expect(r"✅ client_id ([0-9A-F]{32}) registered")
+    client_id = match.group(1)
+    url = (await client.expect(r"🌐 Public URL: (\S+)")).group(1)
+    assert url == f"http://127.0.0.1:{ports[2]}/?token={client_id}"
+    status, body = await get(url.replace("/?", "/echo/api/x?"))
+    assert status == 200 and '"path": "/echo/api/x"' in body
+    # The generated id is persisted in the config folder and reused.
+    saved = Path(home["XDG_CONFIG_HOME"], "arpc", "client_id").read_text().strip()
+    assert saved == client_id
+    # arpc writes a daily log file in the data folder.
+    today = dt.date.today().isoformat()
+    log_file = Path(home["XDG_DATA_HOME"], "arpc", "logs", f"arpc.log.{today}")
+    assert log_file.exists() and "registered" in log_file.read_text()
+    assert await client.stop() == 0
+    assert await relay.stop() == 0
+
+
+async def test_env_ports_apply_below_flags(procs: list[Proc]) -> None:
+    control, proxy, public, flag_public = free_port(), free_port(), free_port(), free_port()
+    relay = await Proc.start(
+        "arp.relay",
+        "--bind", "127.0.0.1",
+        "--public-port", str(flag_public),
+        env={"CONTROL_PORT": str(control), "PROXY_PORT": str(proxy), "PUBLIC_PORT": str(public)},
+    )  # fmt: skip
+    procs.append(relay)
+    line = (await relay.expect("arps listening")).string
+    assert f"control 127.0.0.1:{control}," in line
+    assert f"proxy 127.0.0.1:{proxy}," in line
+    assert f"public 127.0.0.1:{flag_public}" in line
+
+
+async def test_bad_flags_fail_with_a_clear_message(procs: list[Proc]) -> None:
+    relay = await Proc.start("arp.relay", "--tcp-ports", "9-3")
+    procs.append(relay)
+    await relay.expect("ports must be 1..65535, low to high")
+    assert await relay.wait_exit() == 2
+    client = await Proc.start("arp.client", "--client-id", "x")
+    procs.append(client)
+    await client.expect("forward mode needs --local-port")
+    assert await client.wait_exit() == 2
+
+
+async def test_client_survives_relay_restart(
+    procs: list[Proc], target: Target, home: dict[str, str]
+) -> None:
+    ports = three_ports()
+    relay = await start_relay(procs, ports)
+    client = await start_client(
+        procs, ports, "--local-port", str(target.port), "--client-id", "phoenix", env=home
+    )
+    await client.expect("✅ client_id phoenix registered")
+    assert await relay.stop() == 0
+    await client.expect("reconnecting in")
+    await asyncio.sleep(units(1))  # the relay is away for a while; the client keeps trying
+    assert client.process.returncode is None
+    relay = await start_relay(procs, ports)
+    await relay.expect("client phoenix registered", timeout=units(10))
+    status, _ = await get(f"http://127.0.0.1:{ports[2]}/echo?token=phoenix")
+    assert status == 200
+
+
+async def test_client_killed_mid_transfer_then_back(
+    procs: list[Proc], target: Target, home: dict[str, str]
+) -> None:
+    ports = three_ports()
+    await start_relay(procs, ports)
+    args = ("--local-port", str(target.port), "--client-id", "victim")
+    client = await start_client(procs, ports, *args, env=home)
+    await client.expect("registered")
+    received = 0
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=units(30))) as http:
+        async with http.get(f"http://127.0.0.1:{ports[2]}/blob/{1 << 30}?token=victim") as r:
+            with pytest.raises(aiohttp.ClientPayloadError):
+                async for chunk in r.content.iter_chunked(1 << 20):
+                    received += len(chunk)
+                    if received > 4 << 20 and client.process.returncode is None:
+                        client.process.kill()  # SIGKILL: no goodbye
+        assert received < 1 << 30
+        status, body = await get(f"http://127.0.0.1:{ports[2]}/?token=victim")
+        assert status == 503 and "offline" in body
+        client = await start_client(procs, ports, *args, env=home)
+        await client.expect("registered")
+        status, _ = await get(f"http://127.0.0.1:{ports[2]}/echo?token=victim")
+        assert status == 200
+
+
+async def test_wrong_secret_exits_with_a_reason(procs: list[Proc], home: dict[str, str]) -> None:
+    ports = three_ports()
+    await start_relay(procs, ports, "--auth-token", "right")
+    client = await start_client(
+        procs, ports, "--local-port", "9", "--client-id", "c", "--auth-token", "wrong", env=home
+    )
+    await client.expect("❌ the relay refused this client: .*--auth-token")
+    assert await client.wait_exit() == 2
+
+
+# -- PostgreSQL through a dedicated TCP port ----------------------------------------------------
+
+
+def _pg_binary(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or [shutil.which(name) or ""]
+    path = found[-1]
+    assert path, f"{name} not installed: run scripts/setup.sh --dev"
+    return path
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[int]:
+    """A private PostgreSQL server on a free port, in a temporary folder."""
+    root = Path(tempfile.mkdtemp(prefix="arp-pg-"))
+    root.chmod(0o755)
+    data, port = root / "data", free_port()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(root, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(
+        [*as_user, _pg_binary("initdb"), "-D", str(data), "--auth=trust", "-U", "postgres"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
+    pg_ctl = [*as_user, _pg_binary("pg_ctl"), "-D", str(data)]
+    subprocess.run(
+        [*pg_ctl, "-o", options, "-l", str(root / "log"), "-w", "-t", "60", "start"],
+        check=True, capture_output=True, timeout=90,
+    )  # fmt: skip
+    try:
+        yield port
+    finally:
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_psql_through_a_dedicated_port(
+    procs: list[Proc], postgres: int, home: dict[str, str]
+) -> None:
+    ports = three_ports()
+    public_tcp = free_port()
+    await start_relay(procs, ports, "--tcp-ports", f"{public_tcp}-{public_tcp}")
+    client = await start_client(
+        procs,
+        ports,
+        "--local-port", str(postgres),
+        "--remote-port", str(public_tcp),
+        "--client-id", "pg",
+        env=home,
+    )  # fmt: skip
+    await client.expect(rf"🔌 TCP: 127.0.0.1:{public_tcp} → 127.0.0.1:{postgres}")
+    psql = await asyncio.create_subprocess_exec(
+        "psql",
+        "-h", "127.0.0.1", "-p", str(public_tcp), "-U", "postgres", "-d", "postgres",
+        "-tA", "-c", "select 40 + 2", "-c", "select repeat('x', 100000)",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PGCONNECT_TIMEOUT": "10"},
+    )  # fmt: skip
+    async with asyncio.timeout(units(30)):
+        out, err = await psql.communicate()
+    assert psql.returncode == 0, err.decode()
+    lines = out.decode().split("\n")
+    assert lines[0] == "42"
+    assert lines[1] == "x" * 100000
