@@ -1,4 +1,9 @@
-"""`python -m arp.gateway --config configs/config.yaml`: run the agent gateway on its own."""
+"""Run the gateway, or an agent of it, on its own.
+
+    python -m arp.gateway --config configs/config.yaml           # the gateway
+    python -m arp.gateway agent --gateway ws://127.0.0.1:8080 \\
+        --agent-id ID --agent-token-file FILE [--binary claude=/path/to/claude]
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,17 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 
 from arp import logs
+from arp.agents.sessions import SessionConfig
 from arp.errors import ConfigError
+from arp.gateway.agent import add_agent_arguments, agent_options_from_args, run_agent
 from arp.gateway.config import add_gateway_arguments, load_gateway_config
 from arp.gateway.server import Gateway
 
 
-def build_parser() -> argparse.ArgumentParser:
+def gateway_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m arp.gateway",
         description="The ARP agent gateway: control plane → agents over WebSocket, Redis Streams.",
@@ -24,34 +32,84 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def serve(gateway: Gateway) -> None:
-    """Run until SIGINT/SIGTERM, then close gracefully."""
+def agent_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m arp.gateway agent", description="Run as an agent of an ARP gateway."
+    )
+    add_agent_arguments(parser)
+    parser.add_argument(
+        "--binary",
+        action="append",
+        default=[],
+        metavar="EXECUTOR=PATH",
+        help="the CLI binary of an executor (claude, codex, gemini); repeatable",
+    )
+    parser.add_argument("--log-level", help="debug, info, warning or error")
+    return parser
+
+
+async def until_signalled(body: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run `body(stop)`; SIGINT/SIGTERM set `stop`."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    async with gateway:
-        print(f"gateway listening on port {gateway.port}", flush=True)
-        await stop.wait()
+    await body(stop)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        config = load_gateway_config(args)
-        logs.setup(args.log_level or config.logging.level)
-    except (ConfigError, ValueError) as exc:
-        sys.stderr.write(f"gateway: {exc}\n")
-        return 2
+def _run(main: Awaitable[None]) -> None:
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:  # pragma: no cover - non-Linux
         pass
-    asyncio.run(serve(Gateway(config)))
+    asyncio.run(main)  # type: ignore[arg-type]
+
+
+def gateway_main(argv: list[str]) -> int:
+    args = gateway_parser().parse_args(argv)
+    try:
+        config = load_gateway_config(args)
+        logs.setup(args.log_level or config.logging.level)
+    except (ConfigError, ValueError) as exc:
+        sys.stderr.write(f"gateway: {exc}\n")
+        return 2
+
+    async def body(stop: asyncio.Event) -> None:
+        async with Gateway(config) as gateway:
+            print(f"gateway listening on port {gateway.port}", flush=True)
+            await stop.wait()
+
+    _run(until_signalled(body))
     return 0
+
+
+def agent_main(argv: list[str]) -> int:
+    args = agent_parser().parse_args(argv)
+    try:
+        options = agent_options_from_args(args)
+        logs.setup(args.log_level)
+        binaries: dict[str, str | None] = {}
+        for item in args.binary:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise ConfigError(f"--binary {item!r}: use EXECUTOR=PATH")
+            binaries[name] = path
+    except (ConfigError, ValueError) as exc:
+        sys.stderr.write(f"agent: {exc}\n")
+        return 2
+    config = SessionConfig(binaries=binaries)
+    _run(until_signalled(lambda stop: run_agent(options, config, stop=stop)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["agent"]:
+        return agent_main(argv[1:])
+    return gateway_main(argv)
 
 
 if __name__ == "__main__":
