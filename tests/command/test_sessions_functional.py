@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from arp.agents.history import HistoryReaders
 from arp.command.server import CommandServer
 from tests.command.sessions_support import (
     fake_config,
@@ -27,7 +28,12 @@ from tests.conftest import units
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[CommandServer]:
-    async with CommandServer(fake_config(tmp_path)) as srv:
+    history = HistoryReaders(
+        claude_dir=tmp_path / "home" / ".claude",
+        codex_dir=tmp_path / "home" / ".codex",
+        gemini_dir=tmp_path / "home" / ".gemini",
+    )
+    async with CommandServer(fake_config(tmp_path), history=history) as srv:
         yield srv
 
 
@@ -180,6 +186,12 @@ async def test_bare_paths_and_openapi(http: aiohttp.ClientSession) -> None:
         "/api/sessions/{session_id}/cancel",
     ):
         assert path in doc["paths"]
+
+
+async def test_history_routes_are_mounted(http: aiohttp.ClientSession) -> None:
+    for path in ("/api/claude/sessions", "/api/codex/sessions", "/gemini/sessions"):
+        async with http.get(path) as resp:
+            assert resp.status == 200, path
 
 
 async def test_list_is_newest_first_and_paged(http: aiohttp.ClientSession) -> None:

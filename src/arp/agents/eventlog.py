@@ -60,6 +60,7 @@ class EventLog:
         self._size = 0
         self.last_seq = 0
         if path is not None and path.exists():
+            _cut_torn_tail(path)
             self._size = path.stat().st_size
             self.last_seq = _last_seq_of(path)
             # Built lazily on the first file read; nothing is known about offsets yet.
@@ -186,6 +187,26 @@ class EventLog:
                 offset += len(raw)
         self._size = offset
         self._indexed_upto = last
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Drops a last line without its newline (a crash mid-write), so appends stay whole."""
+    with path.open("r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        pos = size
+        while pos > 0:
+            step = min(64 * 1024, pos)
+            f.seek(pos - step)
+            block = f.read(step)
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                end = pos - step + newline + 1
+                if end != size:
+                    f.truncate(end)
+                return
+            pos -= step
+        if size:
+            f.truncate(0)
 
 
 def _last_seq_of(path: Path) -> int:

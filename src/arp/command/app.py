@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import platformdirs
 from aiohttp import web
 
+from arp.agents.history import HistoryReaders
 from arp.agents.sessions import SessionConfig, SessionManager
 from arp.errors import ArpError
 
@@ -167,6 +168,8 @@ class CommandContext:
 
     config: CommandConfig
     sessions: SessionManager
+    history: HistoryReaders | None = None
+    """The agents' own history (None: the default folders under the user's home)."""
 
 
 CONTEXT_KEY: Final = web.AppKey("arp_command_context", CommandContext)
@@ -175,7 +178,8 @@ STREAMS_KEY: Final[web.AppKey[set[asyncio.Task[Any]]]] = web.AppKey("arp_command
 
 
 def create_app(ctx: CommandContext) -> web.Application:
-    """The command-mode application: sessions API, OpenAPI document, history if present."""
+    """The command-mode application: sessions API, the agents' history, OpenAPI document."""
+    from arp.command.api_history import setup_history_routes
     from arp.command.api_sessions import setup_session_routes
     from arp.command.openapi import setup_openapi_route
 
@@ -188,6 +192,7 @@ def create_app(ctx: CommandContext) -> web.Application:
     app[CONTEXT_KEY] = ctx
     app[STREAMS_KEY] = set()
     setup_session_routes(app)
+    setup_history_routes(app, ctx.history if ctx.history is not None else HistoryReaders())
     setup_openapi_route(app)
     return app
 

@@ -17,6 +17,7 @@ from types import TracebackType
 
 from aiohttp import web
 
+from arp.agents.history import HistoryReaders
 from arp.agents.sessions import SessionManager
 from arp.command.app import STREAMS_KEY, CommandConfig, CommandContext, create_app
 
@@ -24,17 +25,22 @@ LOOPBACK = "127.0.0.1"
 
 
 class CommandServer:
-    """Serves `create_app` on ``host:port``; owns the session manager unless one is given."""
+    """Serves `create_app` on ``host:port``; owns the session manager unless one is given.
+
+    ``history`` reads the agents' own stored sessions (default: the usual folders in ``~``).
+    """
 
     def __init__(
         self,
         config: CommandConfig,
         *,
         manager: SessionManager | None = None,
+        history: HistoryReaders | None = None,
         host: str = LOOPBACK,
         port: int | None = None,
     ) -> None:
         self.config = config
+        self.history = history
         self.host = host
         self._requested_port = config.command_port if port is None else port
         self._owns_manager = manager is None
@@ -71,7 +77,7 @@ class CommandServer:
             return
         if self._owns_manager:
             await self.manager.start()
-        self.app = create_app(CommandContext(self.config, self.manager))
+        self.app = create_app(CommandContext(self.config, self.manager, self.history))
         runner = web.AppRunner(
             self.app,
             shutdown_timeout=self.config.shutdown_timeout,

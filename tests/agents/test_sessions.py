@@ -1,0 +1,125 @@
+"""The session manager used directly (as the MCP, TCP and console adapters use it)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from arp.agents.errors import Conflict, ManagerClosed, SessionNotFound, TooManySessions
+from arp.agents.sessions import SessionConfig, SessionManager, StartRequest
+from tests.conftest import units
+from tests.fakes.install import install_fakes
+
+
+def config(tmp_path: Path, **changes: object) -> SessionConfig:
+    values: dict[str, object] = {
+        "data_dir": tmp_path / "data",
+        "binaries": install_fakes(tmp_path / "bin"),
+        "sigint_grace": units(1),
+        "sigterm_grace": units(1),
+        "kill_wait": units(3),
+        "idle_tick": units(0.2),
+    }
+    values.update(changes)
+    return SessionConfig(**values)  # type: ignore[arg-type]
+
+
+async def test_follow_wait_and_events(tmp_path: Path) -> None:
+    async with SessionManager(config(tmp_path)) as manager:
+        session = await manager.start_session(StartRequest("claude", "events=3"))
+        assert session.running
+        kinds = [event.kind async for event in manager.follow(session.session_id)]
+        final = await manager.wait(session.session_id, units(5))
+        assert final.status == "completed"
+        assert kinds[0] == "prompt" and kinds[-1] == "status"
+        assert kinds.count("text") == 3
+        events = manager.events_after(session.session_id, 2, limit=2)
+        assert [e.seq for e in events] == [3, 4]
+        assert final.usage.cost_usd == pytest.approx(0.0125)
+        assert manager.list() == [final]
+        assert manager.get(session.session_id) == final
+
+
+async def test_follow_sends_keepalive_batches_while_silent(tmp_path: Path) -> None:
+    async with SessionManager(config(tmp_path)) as manager:
+        session = await manager.start_session(
+            StartRequest("gemini", f"events=1 sleep={units(0.8)}")
+        )
+        empties = 0
+        async for batch in manager.follow_lines(session.session_id):
+            if not batch:
+                empties += 1
+        assert empties >= 1
+
+
+async def test_memory_only_manager(tmp_path: Path) -> None:
+    async with SessionManager(config(tmp_path, data_dir=None)) as manager:
+        session = await manager.start_session(StartRequest("codex", "events=2"))
+        final = await manager.wait(session.session_id, units(5))
+        assert final.status == "completed"
+        assert final.agent_session_id
+        assert not (tmp_path / "data").exists()
+
+
+async def test_close_interrupts_running_sessions(tmp_path: Path) -> None:
+    manager = SessionManager(config(tmp_path))
+    await manager.start()
+    session = await manager.start_session(
+        StartRequest("claude", f"events=1000 sleep={units(0.05)}")
+    )
+    await asyncio.sleep(units(0.2))
+    await manager.close()
+    await manager.close()  # idempotent
+    await manager.wait_closed()
+    assert manager.get(session.session_id).status == "interrupted"
+    with pytest.raises(ManagerClosed):
+        await manager.start_session(StartRequest("claude", "x"))
+
+
+async def test_errors(tmp_path: Path) -> None:
+    async with SessionManager(config(tmp_path, max_sessions=1)) as manager:
+        with pytest.raises(SessionNotFound):
+            manager.get("nope")
+        slow = await manager.start_session(
+            StartRequest("claude", f"events=1000 sleep={units(0.05)}")
+        )
+        with pytest.raises(TooManySessions):
+            await manager.start_session(StartRequest("claude", "x"))
+        with pytest.raises(Conflict):
+            await manager.send_message(slow.session_id, "x")
+        cancelled = await manager.cancel(slow.session_id)
+        assert cancelled.status == "cancelled"
+        await manager.delete(slow.session_id)
+        with pytest.raises(SessionNotFound):
+            manager.events_after(slow.session_id)
+
+
+def test_start_request_from_json_accepts_both_spellings() -> None:
+    a = StartRequest.from_json(
+        {
+            "executor": "Claude",
+            "prompt": "p",
+            "projectPath": "/x",
+            "permissionMode": "plan",
+            "allowedTools": "Read, Bash",
+            "maxTurns": 2,
+            "useTools": False,
+            "agentSessionId": "s-1",
+        }
+    )
+    b = StartRequest.from_json(
+        {
+            "executor": "Claude",
+            "prompt": "p",
+            "project_path": "/x",
+            "permission_mode": "plan",
+            "allowed_tools": ["Read", "Bash"],
+            "max_turns": 2,
+            "no_tools": True,
+            "resume": "s-1",
+        }
+    )
+    assert a == b
+    assert a.allowed_tools == ("Read", "Bash") and a.no_tools and a.resume_id == "s-1"
