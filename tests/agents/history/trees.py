@@ -26,6 +26,14 @@ def encode(path: str) -> str:
     return "".join(ch if ch.isascii() and ch.isalnum() else "-" for ch in path)
 
 
+_CODE = 'def handler(request):\n    return {"status": "ok", "path": request.path}\n\n'
+
+
+def filler_text(size: int) -> str:
+    """Tool output shaped like source code (newlines and quotes to escape), `size` chars."""
+    return (_CODE * (size // len(_CODE) + 1))[:size]
+
+
 def sid(n: int) -> str:
     return str(uuid.UUID(int=n + 1))
 
@@ -130,7 +138,7 @@ def claude_lines(
                             {
                                 "type": "tool_result",
                                 "tool_use_id": f"toolu_{turn}",
-                                "content": "x" * filler + f"output {turn}",
+                                "content": filler_text(filler) + f"output {turn}",
                                 "is_error": False,
                             }
                         ],

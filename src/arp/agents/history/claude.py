@@ -96,6 +96,8 @@ def read_head(records: Iterable[dict[str, Any]]) -> HeadInfo:
 
 def read_title(record: dict[str, Any], titles: dict[str, str]) -> None:
     kind = record.get("type")
+    if kind not in _TITLE_TYPES:
+        return
     for field_name in ("customTitle", "aiTitle", "title", "summary"):
         value = record.get(field_name)
         if isinstance(kind, str) and isinstance(value, str) and value.strip():
@@ -103,8 +105,11 @@ def read_title(record: dict[str, Any], titles: dict[str, str]) -> None:
             return
 
 
+_TITLE_TYPES = ("custom-title", "ai-title", "summary")
+
+
 def title_of(info: HeadInfo, titles: dict[str, str], chars: int) -> str:
-    for kind in ("custom-title", "ai-title", "summary"):
+    for kind in _TITLE_TYPES:
         if kind in titles:
             return clip(titles[kind], chars)
     return clip(info.first_prompt or "", chars)
@@ -113,7 +118,7 @@ def title_of(info: HeadInfo, titles: dict[str, str], chars: int) -> str:
 RULES = ScanRules(
     count=(b'"type":"user"', b'"type":"assistant"'),
     exclude=(b'"type":"progress"',),
-    titles=(b'"type":"summary"', b'"type":"custom-title"', b'"type":"ai-title"'),
+    titles=(b'"type":"summary"', b'-title"'),  # one pass finds custom-title and ai-title
     read_head=read_head,
     read_title=read_title,
 )
@@ -280,7 +285,7 @@ class ClaudeParser:
         for block in content:
             if not isinstance(block, dict):
                 continue
-            key = hash(json.dumps(block, sort_keys=True, default=str))
+            key = _block_key(block)
             if key in seen:
                 continue
             normalised = self._assistant_block(block, common, model, message_id, flags)
@@ -343,6 +348,17 @@ class ClaudeParser:
                 **base,
             )
         return None
+
+
+def _block_key(block: dict[str, Any]) -> int:
+    """Identifies a content block repeated on another line of the same message, cheaply."""
+    block_type = block.get("type")
+    if block_type in ("tool_use", "server_tool_use") and isinstance(block.get("id"), str):
+        return hash((block_type, block["id"]))
+    text = block.get("text", block.get("thinking"))
+    if isinstance(text, str):
+        return hash((block_type, len(text), text[:256], text[-256:]))
+    return hash(json.dumps(block, sort_keys=True, default=str))
 
 
 def _str(value: object) -> str | None:

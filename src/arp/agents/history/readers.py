@@ -19,6 +19,7 @@ from typing import Any
 from arp.agents.history import claude, codex, gemini
 from arp.agents.history.files import Stamp, is_dir, is_file, list_dir, stamp_of
 from arp.agents.history.model import (
+    AGENTS,
     DeletedSession,
     HistoryLimits,
     HistoryMessage,
@@ -46,6 +47,8 @@ class SessionFile:
     side_folder: Path | None
     """A folder of the same session (sub-agents, tool outputs) removed with it."""
     jsonl: bool
+    stamp: Stamp | None = None
+    """Size and mtime when listed: a lookup trusts the listing while they hold."""
 
 
 def _newest_first(session: SessionSummary) -> tuple[float, str]:
@@ -132,7 +135,7 @@ class _ClaudeStore(_Store):
                     version=state.info.version,
                 )
                 side = path.with_suffix("") if session_id in names else None
-                found.append(SessionFile(summary, path, side, jsonl=True))
+                found.append(SessionFile(summary, path, side, jsonl=True, stamp=stamp))
         self._scanner.keep_only(seen)
         self._empty = empty
         return found
@@ -194,7 +197,7 @@ class _CodexStore(_Store):
                 git_branch=state.info.git_branch,
                 version=state.info.version,
             )
-            found.append(SessionFile(summary, path, None, jsonl=True))
+            found.append(SessionFile(summary, path, None, jsonl=True, stamp=stamp))
         self._scanner.keep_only(seen)
         return found
 
@@ -244,7 +247,7 @@ class _GeminiStore(_Store):
                 if summary is None:
                     continue
                 side = chats / summary.id if summary.id in folders else None
-                found.append(SessionFile(summary, path, side, jsonl=jsonl))
+                found.append(SessionFile(summary, path, side, jsonl=jsonl, stamp=stamp))
         for path in [path for path in self._summaries if path not in seen]:
             del self._summaries[path]
         return found
@@ -340,6 +343,7 @@ class HistoryReaders:
             "gemini": _GeminiStore(self.gemini_dir, self.limits),
         }
         self._transcripts = TranscriptCache(self.limits)
+        self._by_id: dict[str, dict[str, SessionFile]] = {agent: {} for agent in AGENTS}
 
     @classmethod
     def from_env(
@@ -381,6 +385,10 @@ class HistoryReaders:
         with store._lock:
             files = store.files()
         files.sort(key=lambda file: _newest_first(file.summary))
+        by_id: dict[str, SessionFile] = {}
+        for file in reversed(files):  # the newest wins where an id is listed twice
+            by_id[file.summary.id] = file
+        self._by_id[agent] = by_id
         return files
 
     def projects(self, agent: str = "claude") -> list[Project]:
@@ -449,6 +457,13 @@ class HistoryReaders:
     def _find(self, agent: str, session_id: str) -> SessionFile:
         check_agent(agent)
         check_id("session", session_id)
+        listed = self._by_id[agent].get(session_id)
+        if (
+            listed is not None
+            and listed.stamp is not None
+            and stamp_of(listed.path) == listed.stamp
+        ):
+            return listed
         for file in self._files(agent):
             if file.summary.id == session_id:
                 return file

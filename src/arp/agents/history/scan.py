@@ -88,7 +88,7 @@ class Scanner:
         head = signature(path)
         if state is None or stamp.size < state.stamp.size or not same_prefix(state.head, head):
             state = ScanState(stamp=stamp, head=head)
-            state.info = self._rules.read_head(lines_of(read_head(path, self._limits.head_bytes)))
+            fresh = True
         else:
             state = ScanState(
                 stamp=stamp,
@@ -98,7 +98,12 @@ class Scanner:
                 info=state.info,
                 titles=dict(state.titles),
             )
-        self._advance(path, state)
+            fresh = False
+        first = self._advance(path, state)
+        if fresh:
+            if len(first) < self._limits.head_bytes and state.offset < stamp.size:
+                first = read_head(path, self._limits.head_bytes)
+            state.info = self._rules.read_head(lines_of(first[: self._limits.head_bytes]))
         state.last_activity = _last_time(read_tail(path, stamp.size, self._limits.tail_bytes))
         with self._lock:
             self._states[path] = state
@@ -110,12 +115,16 @@ class Scanner:
             for path in [path for path in self._states if path not in paths]:
                 del self._states[path]
 
-    def _advance(self, path: Path, state: ScanState) -> None:
+    def _advance(self, path: Path, state: ScanState) -> bytes:
+        """Count and find titles from `state.offset` on; returns the first block read."""
         rules = self._rules
+        first = b""
         try:
             for end, block in iter_blocks(
                 path, state.offset, state.stamp.size, chunk=self._limits.read_chunk
             ):
+                if not first:
+                    first = block
                 state.count += _count(block, rules)
                 for marker in rules.titles:
                     if marker in block:
@@ -123,37 +132,42 @@ class Scanner:
                             rules.read_title(record, state.titles)
                 state.offset = end
         except OSError:
-            return  # gone or unreadable mid-scan: what was counted stands until the next stamp
+            pass  # gone or unreadable mid-scan: what was counted stands until the next stamp
+        return first
 
 
 def _count(block: bytes, rules: ScanRules) -> int:
     total = sum(block.count(marker) for marker in rules.count)
     for marker in rules.exclude:
-        if marker in block:
-            for line in block.split(b"\n"):
-                if marker in line:
-                    total -= sum(line.count(counted) for counted in rules.count)
+        for line in _lines_with(block, marker):
+            total -= sum(line.count(counted) for counted in rules.count)
     return total
 
 
-def _records_with(block: bytes, marker: bytes) -> list[dict[str, Any]]:
+def _lines_with(block: bytes, marker: bytes) -> list[bytes]:
+    """The lines of `block` holding `marker`, found without splitting the whole block."""
     found = []
     start = block.find(marker)
     while start >= 0:
         line_start = block.rfind(b"\n", 0, start) + 1
         line_end = block.find(b"\n", start)
         line_end = len(block) if line_end < 0 else line_end
-        record = loads_object(block[line_start:line_end])
-        if record is not None:
-            found.append(record)
+        found.append(block[line_start:line_end])
         start = block.find(marker, line_end)
     return found
 
 
+def _records_with(block: bytes, marker: bytes) -> list[dict[str, Any]]:
+    records = (loads_object(line) for line in _lines_with(block, marker))
+    return [record for record in records if record is not None]
+
+
 def _last_time(tail: bytes) -> float | None:
-    last = None
-    for record in lines_of(tail):
-        moment = parse_time(record.get("timestamp"))
-        if moment is not None:
-            last = moment if last is None else max(last, moment)
-    return last
+    """The timestamp of the last line that has one (parsed from the end: tails hold big lines)."""
+    for line in reversed(tail.split(b"\n")):
+        record = loads_object(line)
+        if record is not None:
+            moment = parse_time(record.get("timestamp"))
+            if moment is not None:
+                return moment
+    return None
