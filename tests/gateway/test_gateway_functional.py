@@ -186,7 +186,7 @@ async def test_max_connections_enforced(
     async with Gateway(config) as gateway:
         tokens = {name: await register(http, gateway, name) for name in ("a1", "a2", "a3")}
         first = await RawAgent.connect(http, gateway, "a1", tokens["a1"])
-        await RawAgent.connect(http, gateway, "a2", tokens["a2"])
+        second = await RawAgent.connect(http, gateway, "a2", tokens["a2"])
         third = await RawAgent.connect(http, gateway, "a3", tokens["a3"])
         with pytest.raises(ConnectionError):
             await third.next("task")
@@ -195,7 +195,10 @@ async def test_max_connections_enforced(
         again = await RawAgent.connect(http, gateway, "a1", tokens["a1"])
         assert (await post_task(http, gateway, "a1", "t1")).status == 202
         assert (await again.next("task"))["task_id"] == "t1"
-        assert first.ws.closed or first.ws.close_code is None
+        with pytest.raises(ConnectionError):
+            await first.next("task")
+        assert first.ws.close_code == 4000, "the older a1 connection was replaced"
+        assert not second.ws.closed
         assert 'refused_connections_total{reason="max_connections"} 1' in gateway.metrics.render()
 
 

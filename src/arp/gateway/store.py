@@ -35,25 +35,28 @@ from arp.gateway.metrics import GatewayMetrics
 
 T = TypeVar("T")
 
+MAX_REDIS_CONNECTIONS = 32
+
+# One call writes a whole batch: ARGV[4] is a JSON array of [stream index, message id, field,
+# value, ...]; one argument keeps redis-py's per-argument packing off the hot path. The `seen:`
+# keys are built in the script, so the gateway needs one Redis (not Redis Cluster).
 _WRITE_SCRIPT = """
 local ttl = tonumber(ARGV[1])
 local maxlen = ARGV[2]
-local pos = 3
+local seen = ARGV[3]
+local batch = cjson.decode(ARGV[4])
 local out = {}
-for i = 1, #KEYS, 2 do
-  local n = tonumber(ARGV[pos])
-  pos = pos + 1
-  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ttl) then
-    local args = {KEYS[i + 1], 'MAXLEN', '~', maxlen, '*'}
-    for j = 0, n * 2 - 1 do args[#args + 1] = ARGV[pos + j] end
+for i, entry in ipairs(batch) do
+  if redis.call('SET', seen .. entry[2], '1', 'NX', 'EX', ttl) then
+    local args = {KEYS[entry[1]], 'MAXLEN', '~', maxlen, '*'}
+    for j = 3, #entry do args[#args + 1] = entry[j] end
     redis.call('XADD', unpack(args))
-    out[#out + 1] = 1
+    out[i] = '1'
   else
-    out[#out + 1] = 0
+    out[i] = '0'
   end
-  pos = pos + n * 2
 end
-return out
+return table.concat(out)
 """
 
 
@@ -78,6 +81,8 @@ class Store:
             m.STATUS: p + config.status_stream,
             m.RESULT: p + config.results_stream,
         }
+        self._stream_keys = list(self.streams.values())
+        self._stream_index = {kind: i + 1 for i, kind in enumerate(self.streams)}
 
     def key(self, *parts: str) -> str:
         return self.config.prefix + ":".join(parts)
@@ -85,21 +90,24 @@ class Store:
     async def start(self) -> None:
         if self._redis is not None:
             return
-        self._redis = aioredis.Redis.from_url(
+        # A blocking pool: a burst beyond its size waits (within the deadline) for a connection
+        # instead of failing with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
             self.config.url,
+            max_connections=MAX_REDIS_CONNECTIONS,
+            timeout=self.config.timeout,
             socket_timeout=self.config.timeout,
             socket_connect_timeout=self.config.timeout,
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), 1),  # once: a pooled connection may predate a restart
             decode_responses=True,
-            health_check_interval=0,
-            max_connections=64,
         )
+        self._redis = aioredis.Redis(connection_pool=pool)
         self._script = self._redis.register_script(_WRITE_SCRIPT)
 
     async def close(self) -> None:
         redis, self._redis = self._redis, None
         if redis is not None:
-            await redis.aclose()
+            await redis.aclose(close_connection_pool=True)
 
     @property
     def redis(self) -> Any:
@@ -134,19 +142,23 @@ class Store:
         """Append each log/status/result to its stream once; True where it was new."""
         if not batch:
             return []
-        keys: list[str] = []
-        args: list[str | int] = [int(self.config.dedup_ttl), self.config.stream_maxlen]
+        entries: list[list[str | int]] = []
         for message in batch:
-            keys.append(self.key("seen", message["message_id"]))
-            keys.append(self.streams[message["type"]])
-            fields = m.stream_fields(agent_id, message, now)
-            args.append(len(fields))
-            for name, value in fields.items():
-                args.extend((name, value))
+            entry: list[str | int] = [self._stream_index[message["type"]], message["message_id"]]
+            for name, value in m.stream_fields(agent_id, message, now).items():
+                entry += (name, value)
+            entries.append(entry)
+        args = [
+            int(self.config.dedup_ttl),
+            self.config.stream_maxlen,
+            self.key("seen", ""),
+            json.dumps(entries, separators=(",", ":"), ensure_ascii=False),
+        ]
+        keys = self._stream_keys
         started = time.perf_counter()
         flags = await self._call("stream write", lambda: self._script(keys=keys, args=args))
         self.metrics.redis_write.observe(time.perf_counter() - started)
-        return [bool(int(flag)) for flag in flags]
+        return [flag == "1" for flag in str(flags)]
 
     async def write_agent_status(self, agent_id: str, state: str, detail: str, now: float) -> None:
         """An agent-level status entry (`task_id` empty): online, offline."""
