@@ -12,7 +12,7 @@ import pytest
 import yarl
 from aiohttp import web
 
-from arp.agents.history import HistoryReaders
+from arp.agents.history import HistoryLimits, HistoryReaders
 from arp.command.api_history import setup_history_routes
 from tests.agents.history.trees import (
     CLAUDE_MESSAGES_PER_TURN,
@@ -44,7 +44,10 @@ def home(tmp_path: Path) -> Path:
 async def base(home: Path) -> AsyncIterator[str]:
     app = web.Application()
     readers = HistoryReaders(
-        claude_dir=home / ".claude", codex_dir=home / ".codex", gemini_dir=home / ".gemini"
+        claude_dir=home / ".claude",
+        codex_dir=home / ".codex",
+        gemini_dir=home / ".gemini",
+        limits=HistoryLimits(parse_budget=float("inf")),  # exact totals from the first page
     )
     setup_history_routes(app, readers)
     runner = web.AppRunner(app)
@@ -111,7 +114,7 @@ async def test_sessions_paging_and_filter(base: str, http: aiohttp.ClientSession
 async def test_one_session_paged(base: str, http: aiohttp.ClientSession) -> None:
     total = 300 * CLAUDE_MESSAGES_PER_TURN
     page = await get(http, f"{base}/api/claude/sessions/{sid(999)}?limit=100&offset=1450&token=x")
-    assert page["total"] == total and page["session"]["id"] == sid(999)
+    assert page["total"] == total and page["session"]["id"] == sid(999) and page["complete"]
     assert [m["index"] for m in page["messages"]] == list(range(1450, 1500))
     assert page["messages"][-1]["kind"] == "tool_result"
     assert page["messages"][-1]["text"] == "output 299"

@@ -77,13 +77,15 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
-def readers_for(home: Path, **limits: int) -> HistoryReaders:
+def readers_for(home: Path, **limits: float) -> HistoryReaders:
+    """Readers of `home`; sessions parse to the end on first read unless a budget is given."""
+    limits.setdefault("parse_budget", float("inf"))
     return HistoryReaders(
         claude_dir=home / ".claude",
         claude_json=home / ".claude.json",
         codex_dir=home / ".codex",
         gemini_dir=home / ".gemini",
-        limits=HistoryLimits(**limits),
+        limits=HistoryLimits(**limits),  # type: ignore[arg-type]
     )
 
 
@@ -123,6 +125,14 @@ def test_subagents_are_not_sessions_and_counts_skip_nested_lines(tree: Path) -> 
     assert "agent-old1" not in ids and "agent-a1" not in ids
     first = readers.session("claude", sid(0))
     assert first.message_count == 2 * CLAUDE_ENTRIES_PER_TURN
+
+
+def test_counts_do_not_depend_on_where_reads_cut_lines(tree: Path) -> None:
+    """Chunks that cut lines (and titles) anywhere give the same summaries as big chunks."""
+    whole = readers_for(tree).sessions("claude", limit=1000).items
+    cut = readers_for(tree, read_chunk=97).sessions("claude", limit=1000).items
+    assert [s.to_json() for s in cut] == [s.to_json() for s in whole]
+    assert sum(s.message_count for s in whole) > 0
 
 
 def test_sessions_paging_is_newest_first_and_complete(tree: Path) -> None:
@@ -192,6 +202,24 @@ def test_messages_are_normalised_merged_and_paged(tree: Path) -> None:
     ]
 
 
+def test_a_long_session_is_parsed_progressively(tree: Path) -> None:
+    readers = readers_for(tree, parse_budget=0.0)
+    full = 800 * CLAUDE_MESSAGES_PER_TURN
+    first = readers.messages("claude", sid(10_000), limit=10)
+    assert not first.complete and 10 < first.total < full
+    assert first.to_json()["hasMore"] and first.to_json()["complete"] is False
+    assert [m.text for m in first.items[:1]] == ["please fix the bug #0"]
+    far = readers.messages("claude", sid(10_000), offset=2000, limit=10)
+    assert far.items[0].text == "please fix the bug #400" and far.total > 2000
+    assert all_texts(readers, sid(10_000)) == all_texts(readers_for(tree), sid(10_000))
+    last = readers.messages("claude", sid(10_000), offset=full - 1)
+    assert last.complete and last.total == full and len(last.items) == 1
+
+
+def all_texts(readers: HistoryReaders, session_id: str) -> list[str]:
+    return [m.text for m in readers.all_messages("claude", session_id)]
+
+
 def test_unknown_types_and_half_written_line_are_skipped(tree: Path) -> None:
     readers = readers_for(tree)
     page = readers.messages("claude", sid(1))
@@ -255,9 +283,10 @@ def test_streaming_snapshots_of_one_message_merge(tmp_path: Path) -> None:
 def test_a_growing_file_is_re_read_from_where_it_stopped(tmp_path: Path) -> None:
     claude = tmp_path / ".claude"
     path = write_claude_session(claude, "/w", sid(1), turns=2, start=0.0, half_line=True)
-    readers = HistoryReaders(claude_dir=claude)
+    readers = readers_for(tmp_path)
     assert readers.session("claude", sid(1)).message_count == 2 * CLAUDE_ENTRIES_PER_TURN
     assert readers.messages("claude", sid(1)).total == 2 * CLAUDE_MESSAGES_PER_TURN
+    first_activity = readers.session("claude", sid(1)).last_activity
     again = readers.messages("claude", sid(1))
     assert again.total == 2 * CLAUDE_MESSAGES_PER_TURN
     with path.open("a") as handle:  # the agent finishes the half line and adds a turn
@@ -269,7 +298,7 @@ def test_a_growing_file_is_re_read_from_where_it_stopped(tmp_path: Path) -> None
     assert grown.items[2 * CLAUDE_MESSAGES_PER_TURN].text == "half wrITTEN"
     summary = readers.session("claude", sid(1))
     assert summary.message_count == 5 * CLAUDE_ENTRIES_PER_TURN + 1
-    assert summary.last_activity > readers_for(tmp_path).limits.max_messages  # moved on
+    assert summary.last_activity > first_activity  # moved on
     # A rewrite (smaller file) is parsed afresh, not appended to.
     path.write_text("".join(claude_lines(sid(1), "/w", 1, 0.0)))
     assert readers.messages("claude", sid(1)).total == CLAUDE_MESSAGES_PER_TURN

@@ -176,6 +176,9 @@ class ClaudeParser:
     def messages(self) -> Sequence[HistoryMessage]:
         return self._messages
 
+    def count(self) -> int:
+        return len(self._messages)
+
     def feed(self, record: dict[str, Any]) -> None:
         kind = record.get("type")
         if kind == "user":

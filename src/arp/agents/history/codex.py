@@ -80,7 +80,11 @@ class CodexParser:
         self._items: list[tuple[HistoryMessage, bool]] = []
         """(message, is a response_item user message standing in for missing prompts)"""
         self._has_prompts = False
+        self._stand_ins = 0
         self._view: list[HistoryMessage] | None = None
+
+    def count(self) -> int:
+        return len(self._items) - (self._stand_ins if self._has_prompts else 0)
 
     def messages(self) -> Sequence[HistoryMessage]:
         if self._view is None:
@@ -91,6 +95,7 @@ class CodexParser:
 
     def _add(self, message: HistoryMessage, *, stand_in: bool = False) -> None:
         self._items.append((message, stand_in))
+        self._stand_ins += stand_in
         self._view = None
 
     def feed(self, record: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import stat as stat_module
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,7 +68,7 @@ def loads_object(line: bytes) -> dict[str, Any] | None:
 
 def iter_lines(
     path: Path, start: int, *, chunk: int, max_line: int, end: int | None = None
-) -> Iterator[tuple[int, bytes]]:
+) -> Generator[tuple[int, bytes], None, None]:
     """(offset just past the line, line) for every complete line from `start`.
 
     Stops at the last newline (or `end`); a line longer than `max_line` is skipped whole
@@ -103,29 +103,6 @@ def iter_lines(
                 pending = b""
 
 
-def iter_blocks(path: Path, start: int, end: int, *, chunk: int) -> Iterator[tuple[int, bytes]]:
-    """(offset just past the block, block) for runs of whole lines between `start` and `end`.
-
-    For byte-level scans that need no per-line parsing; a trailing partial line is left out.
-    """
-    with path.open("rb") as handle:
-        handle.seek(start)
-        position = start
-        pending = b""
-        while position < end:
-            data = handle.read(min(chunk, end - position))
-            if not data:
-                return
-            position += len(data)
-            buffer = pending + data if pending else data
-            cut = buffer.rfind(b"\n")
-            if cut < 0:
-                pending = buffer
-                continue
-            pending = buffer[cut + 1 :]
-            yield position - len(pending), buffer[: cut + 1]
-
-
 def read_head(path: Path, size: int) -> bytes:
     """Up to `size` bytes from the start, cut after the last complete line."""
     try:
@@ -156,8 +133,12 @@ def read_tail(path: Path, file_size: int, size: int) -> bytes:
 
 def lines_of(data: bytes) -> Iterator[dict[str, Any]]:
     """The JSON objects among the lines of `data` (malformed ones skipped)."""
-    for line in data.split(b"\n"):
-        value = loads_object(line)
+    start = 0
+    while start < len(data):
+        end = data.find(b"\n", start)
+        end = len(data) if end < 0 else end
+        value = loads_object(data[start:end])
+        start = end + 1
         if value is not None:
             yield value
 

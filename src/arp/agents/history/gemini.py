@@ -108,6 +108,9 @@ class GeminiParser:
             message_id = f"\0{self._anonymous}"
         self._records[message_id] = record
 
+    def count(self) -> int:
+        return len(self.messages())  # replacements and rewinds: only the view knows
+
     def records(self) -> list[dict[str, Any]]:
         return list(self._records.values())
 

@@ -58,6 +58,8 @@ class HistoryLimits:
     """Sum of the file sizes whose parsed messages are kept in memory (least recent dropped)."""
     max_transcript_bytes: int = 2 * 1024 * 1024 * 1024
     """A session file bigger than this is refused (413) rather than parsed."""
+    parse_budget: float = 0.1
+    """Seconds a page request goes on parsing a long session past the lines it needs."""
     max_concurrency: int = 4
     """History requests running in worker threads at once (the HTTP layer's bound)."""
 
@@ -244,13 +246,18 @@ class SessionPage:
 
 @dataclass(frozen=True, slots=True)
 class MessagePage:
-    """A page of one session's messages, in conversation order."""
+    """A page of one session's messages, in conversation order.
+
+    A long session is parsed progressively: until `complete`, `total` counts the messages
+    parsed so far (a lower bound) and later requests carry the parse on.
+    """
 
     session: SessionSummary
     items: tuple[HistoryMessage, ...]
     total: int
     offset: int
     limit: int
+    complete: bool = True
 
     def to_json(self) -> dict[str, Any]:
         messages = []
@@ -262,9 +269,10 @@ class MessagePage:
             "session": self.session.to_json(),
             "messages": messages,
             "total": self.total,
+            "complete": self.complete,
             "offset": self.offset,
             "limit": self.limit,
-            "hasMore": self.offset + len(self.items) < self.total,
+            "hasMore": not self.complete or self.offset + len(self.items) < self.total,
         }
 
 

@@ -12,7 +12,7 @@ import os
 import shutil
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -259,7 +259,7 @@ class _GeminiStore(_Store):
         if cached is not None and cached[0] == stamp:
             return cached[1]
         parser = gemini.GeminiParser()
-        cache = TranscriptCache(self.limits)
+        cache = TranscriptCache(replace(self.limits, parse_budget=float("inf")))
         try:
             cache.page(path, lambda: parser, jsonl=jsonl, offset=0, limit=0)
         except HistoryNotFound:
@@ -484,27 +484,27 @@ class HistoryReaders:
         )
         file = self._find(agent, session_id)
         store = self._stores[agent]
-        items, total = self._transcripts.page(
+        items, total, complete = self._transcripts.page(
             file.path,
             lambda: store.new_parser(file),
             jsonl=file.jsonl,
             offset=offset,
             limit=limit,
         )
-        return MessagePage(file.summary, items, total, offset, limit)
+        return MessagePage(file.summary, items, total, offset, limit, complete)
 
     def all_messages(self, agent: str, session_id: str) -> tuple[HistoryMessage, ...]:
         """Every message of a session (for exports; pages are kinder to long sessions)."""
-        page = self.messages(agent, session_id, limit=self.limits.max_messages)
-        items = list(page.items)
-        while len(items) < page.total:
+        items: list[HistoryMessage] = []
+        while True:
             page = self.messages(
                 agent, session_id, offset=len(items), limit=self.limits.max_messages
             )
-            if not page.items:
-                break
             items.extend(page.items)
-        return tuple(items)
+            if page.complete and len(items) >= page.total:
+                return tuple(items)
+            if page.complete and not page.items:
+                return tuple(items)
 
     # -- deleting ----------------------------------------------------------------------------
 

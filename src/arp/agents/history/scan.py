@@ -17,7 +17,6 @@ from typing import Any
 
 from arp.agents.history.files import (
     Stamp,
-    iter_blocks,
     lines_of,
     loads_object,
     read_head,
@@ -101,7 +100,7 @@ class Scanner:
             fresh = False
         first = self._advance(path, state)
         if fresh:
-            if len(first) < self._limits.head_bytes and state.offset < stamp.size:
+            if len(first) < min(self._limits.head_bytes, stamp.size):
                 first = read_head(path, self._limits.head_bytes)
             state.info = self._rules.read_head(lines_of(first[: self._limits.head_bytes]))
         state.last_activity = _last_time(read_tail(path, stamp.size, self._limits.tail_bytes))
@@ -116,56 +115,84 @@ class Scanner:
                 del self._states[path]
 
     def _advance(self, path: Path, state: ScanState) -> bytes:
-        """Count and find titles from `state.offset` on; returns the first block read."""
-        rules = self._rules
+        """Count and find titles from `state.offset` on; returns the first chunk read.
+
+        Works on each chunk in place (ranges, not slices), so a gigabyte is not copied again;
+        only a line cut by a chunk's edge is put together.
+        """
         first = b""
+        carry = b""
+        position = state.offset
+        end = state.stamp.size
         try:
-            for end, block in iter_blocks(
-                path, state.offset, state.stamp.size, chunk=self._limits.read_chunk
-            ):
-                if not first:
-                    first = block
-                state.count += _count(block, rules)
-                for marker in rules.titles:
-                    if marker in block:
-                        for record in _records_with(block, marker):
-                            rules.read_title(record, state.titles)
-                state.offset = end
+            with path.open("rb") as handle:
+                handle.seek(position)
+                while position < end:
+                    data = handle.read(min(self._limits.read_chunk, end - position))
+                    if not data:
+                        break
+                    position += len(data)
+                    if not first:
+                        first = data
+                    start = 0
+                    if carry:
+                        newline = data.find(b"\n")
+                        if newline < 0:
+                            carry += data
+                            if len(carry) > self._limits.max_line:
+                                carry = b""  # an oversized line is left uncounted
+                            continue
+                        joined = carry + data[: newline + 1]
+                        self._take(state, joined, 0, len(joined))
+                        start = newline + 1
+                    last = data.rfind(b"\n", start)
+                    if last < 0:
+                        carry = data[start:]
+                        continue
+                    self._take(state, data, start, last + 1)
+                    carry = data[last + 1 :]
+                    state.offset = position - len(carry)
         except OSError:
             pass  # gone or unreadable mid-scan: what was counted stands until the next stamp
         return first
 
+    def _take(self, state: ScanState, data: bytes, start: int, end: int) -> None:
+        """Account for the whole lines in data[start:end]."""
+        rules = self._rules
+        total = 0
+        for marker in rules.count:
+            total += data.count(marker, start, end)
+        for marker in rules.exclude:
+            for line in _lines_with(data, marker, start, end):
+                total -= sum(line.count(counted) for counted in rules.count)
+        state.count += total
+        for marker in rules.titles:
+            for line in _lines_with(data, marker, start, end):
+                record = loads_object(line)
+                if record is not None:
+                    rules.read_title(record, state.titles)
 
-def _count(block: bytes, rules: ScanRules) -> int:
-    total = sum(block.count(marker) for marker in rules.count)
-    for marker in rules.exclude:
-        for line in _lines_with(block, marker):
-            total -= sum(line.count(counted) for counted in rules.count)
-    return total
 
-
-def _lines_with(block: bytes, marker: bytes) -> list[bytes]:
-    """The lines of `block` holding `marker`, found without splitting the whole block."""
+def _lines_with(data: bytes, marker: bytes, start: int, end: int) -> list[bytes]:
+    """The lines of data[start:end] holding `marker`, found without splitting the rest."""
     found = []
-    start = block.find(marker)
-    while start >= 0:
-        line_start = block.rfind(b"\n", 0, start) + 1
-        line_end = block.find(b"\n", start)
-        line_end = len(block) if line_end < 0 else line_end
-        found.append(block[line_start:line_end])
-        start = block.find(marker, line_end)
+    hit = data.find(marker, start, end)
+    while hit >= 0:
+        line_start = max(start, data.rfind(b"\n", start, hit) + 1)
+        line_end = data.find(b"\n", hit, end)
+        line_end = end if line_end < 0 else line_end
+        found.append(data[line_start:line_end])
+        hit = data.find(marker, line_end, end)
     return found
-
-
-def _records_with(block: bytes, marker: bytes) -> list[dict[str, Any]]:
-    records = (loads_object(line) for line in _lines_with(block, marker))
-    return [record for record in records if record is not None]
 
 
 def _last_time(tail: bytes) -> float | None:
     """The timestamp of the last line that has one (parsed from the end: tails hold big lines)."""
-    for line in reversed(tail.split(b"\n")):
-        record = loads_object(line)
+    end = len(tail)
+    while end > 0:
+        start = tail.rfind(b"\n", 0, end - 1) + 1
+        record = loads_object(tail[start:end])
+        end = start
         if record is not None:
             moment = parse_time(record.get("timestamp"))
             if moment is not None:

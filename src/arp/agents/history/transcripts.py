@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ from arp.agents.history.files import (
 from arp.agents.history.model import HistoryLimits, HistoryMessage, HistoryNotFound
 from arp.errors import ArpError
 
+_CLOCK_EVERY = 32
+"""Lines parsed between looks at the clock."""
+
 
 class TranscriptParser(Protocol):
     """Turns an agent's records, fed in file order, into normalised messages."""
@@ -35,6 +39,10 @@ class TranscriptParser(Protocol):
 
     def messages(self) -> Sequence[HistoryMessage]: ...
 
+    def count(self) -> int:
+        """len(messages()), without building them where that costs."""
+        ...
+
 
 @dataclass(slots=True)
 class _Entry:
@@ -42,13 +50,16 @@ class _Entry:
     head: bytes
     offset: int
     parser: TranscriptParser
+    complete: bool = False
+    """Every complete line up to `stamp.size` has been fed."""
 
 
 class TranscriptCache:
     """Thread-safe: the HTTP layer calls it from worker threads."""
 
-    def __init__(self, limits: HistoryLimits) -> None:
+    def __init__(self, limits: HistoryLimits, clock: Callable[[], float] = time.monotonic) -> None:
         self._limits = limits
+        self._clock = clock
         self._entries: OrderedDict[Path, _Entry] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -60,18 +71,29 @@ class TranscriptCache:
         jsonl: bool,
         offset: int,
         limit: int,
-    ) -> tuple[tuple[HistoryMessage, ...], int]:
-        """Messages [offset, offset+limit) of the session at `path`, and how many there are."""
+    ) -> tuple[tuple[HistoryMessage, ...], int, bool]:
+        """Messages [offset, offset+limit) of the session at `path`, how many are known, and
+        whether that is all of them.
+
+        A JSONL file is parsed only as far as the page needs, then on for at most
+        `HistoryLimits.parse_budget` seconds; each later call carries on from there. So the
+        first page of a huge session comes back at once, and `complete` says when the count
+        became exact.
+        """
         with self._lock:
-            entry = self._update(path, new_parser, jsonl)
+            entry = self._prepare(path, new_parser, jsonl)
+            if jsonl and not entry.complete:
+                self._feed_lines(path, entry, need=offset + limit + 1)
+            elif not jsonl and not entry.complete:
+                self._feed_document(path, entry)
             messages = entry.parser.messages()
-            return tuple(messages[offset : offset + limit]), len(messages)
+            return tuple(messages[offset : offset + limit]), len(messages), entry.complete
 
     def forget(self, path: Path) -> None:
         with self._lock:
             self._entries.pop(path, None)
 
-    def _update(
+    def _prepare(
         self, path: Path, new_parser: Callable[[], TranscriptParser], jsonl: bool
     ) -> _Entry:
         stamp = stamp_of(path)
@@ -99,30 +121,43 @@ class TranscriptCache:
             entry = _Entry(stamp, head, 0, new_parser())
         entry.stamp = stamp
         entry.head = head
-        if jsonl:
-            entry.offset = self._feed_lines(path, entry, stamp.size)
-        else:
-            self._feed_document(path, entry)
+        entry.complete = False
         self._entries[path] = entry
         self._entries.move_to_end(path)
         self._evict()
         return entry
 
-    def _feed_lines(self, path: Path, entry: _Entry, end: int) -> int:
-        offset = entry.offset
-        for offset, line in iter_lines(  # noqa: B007 - the last offset is the resume point
+    def _feed_lines(self, path: Path, entry: _Entry, need: int) -> None:
+        """Parse on from `entry.offset`: until `need` messages are known, then within budget."""
+        deadline = self._clock() + self._limits.parse_budget
+        parser = entry.parser
+        lines = iter_lines(
             path,
             entry.offset,
             chunk=self._limits.read_chunk,
             max_line=self._limits.max_line,
-            end=end,
-        ):
-            record = loads_object(line)
-            if record is not None:
-                entry.parser.feed(record)
-        return offset
+            end=entry.stamp.size,
+        )
+        try:
+            for count, (offset, line) in enumerate(lines):
+                record = loads_object(line)
+                if record is not None:
+                    parser.feed(record)
+                entry.offset = offset
+                if (
+                    count % _CLOCK_EVERY == 0
+                    and self._clock() >= deadline
+                    and parser.count() >= need
+                ):
+                    return
+        except OSError:
+            return  # gone mid-read: what was parsed stands, the next call sees the new stamp
+        finally:
+            lines.close()
+        entry.complete = True
 
     def _feed_document(self, path: Path, entry: _Entry) -> None:
+        entry.complete = True
         try:
             value = json.loads(path.read_bytes())
         except (OSError, ValueError):
