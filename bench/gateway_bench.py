@@ -190,8 +190,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             results["connect_seconds"] = round(time.perf_counter() - started, 2)
 
             # 1. Heartbeats, one a second per agent, spread over the second.
-            async def beat(agent: SimAgent, stop: float) -> None:
-                await asyncio.sleep(random.random())
+            async def beat(agent: SimAgent, stop: float, period: float = 1.0) -> None:
+                await asyncio.sleep(random.random() * period)
                 while time.monotonic() < stop:
                     await agent.send(
                         {
@@ -201,7 +201,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                             "running": [],
                         }
                     )
-                    await asyncio.sleep(1.0)
+                    await asyncio.sleep(period)
 
             cpu_before, wall_before = cpu_seconds(gateway_proc.pid), time.monotonic()
             stop = wall_before + args.seconds
@@ -210,6 +210,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             wall = time.monotonic() - wall_before
             results["heartbeats_per_second"] = args.agents
             results["heartbeat_gateway_cpu_percent_of_core"] = round(100 * cpu / wall, 1)
+            # From here on a slower beat, as real agents keep (well inside heartbeat_timeout).
+            keepalive = asyncio.gather(
+                *(beat(agent, time.monotonic() + 3 * PHASE_DEADLINE, 10.0) for agent in agents)
+            )
 
             # 2. Dispatch latency.
             latencies = []
@@ -238,6 +242,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             for agent in senders:
                 agent.acked = 0
             cpu_before = cpu_seconds(gateway_proc.pid)
+            redis_before, self_before = cpu_seconds(redis_proc.pid), time.process_time()
             started = time.perf_counter()
             await asyncio.wait_for(
                 asyncio.gather(
@@ -255,11 +260,18 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             results["log_lines_in_stream"] = xlen
             results["log_lines_per_second"] = round(total / elapsed)
             results["log_gateway_cpu_percent_of_core"] = round(100 * cpu / elapsed, 1)
+            redis_cpu = cpu_seconds(redis_proc.pid) - redis_before
+            results["log_redis_cpu_percent_of_core"] = round(100 * redis_cpu / elapsed, 1)
+            bench_cpu = time.process_time() - self_before
+            results["log_bench_agents_cpu_percent_of_core"] = round(100 * bench_cpu / elapsed, 1)
             async with http.get(base + "/metrics") as reply:
                 metrics = await reply.text()
             for line in metrics.splitlines():
                 if line.startswith("arp_gateway_redis_write_seconds_count"):
                     results["redis_batched_writes"] = int(line.split()[-1])
+            keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keepalive
     finally:
         for agent in agents:
             agent.reader.cancel()

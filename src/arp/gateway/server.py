@@ -526,9 +526,9 @@ class Gateway:
             return
         kind = message["type"]
         self.metrics.count_in(kind)
-        if kind == m.HEARTBEAT:
-            connection.last_heartbeat = self.clock()
-        elif kind == m.ACK:
+        # Any message proves the agent alive, so a busy agent is never swept for a late beat.
+        connection.last_heartbeat = self.clock()
+        if kind == m.ACK:
             ids = message["ack_ids"]
             pending = self._pending_out.get(connection.agent_id)
             if pending is not None:
@@ -539,6 +539,8 @@ class Gateway:
                 log.warning(
                     "agent %s: ack not recorded (resent later): %s", connection.agent_id, exc
                 )
+        elif kind == m.HEARTBEAT:
+            pass
         elif message["message_id"] in self.seen:
             self.metrics.duplicates += 1
             connection.send(m.ack([message["message_id"]]))
