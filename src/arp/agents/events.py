@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
 EventKind = Literal[
@@ -114,6 +114,8 @@ class Draft:
     exit_code: int | None = None
     status: str | None = None
     raw: Any = None
+    raw_text: str | None = None
+    """``raw``'s exact JSON text, when it came from a line (stored as is, not re-encoded)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +140,7 @@ class Event:
     exit_code: int | None = None
     status: str | None = None
     raw: Any = None
+    raw_text: str | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_draft(cls, draft: Draft, *, seq: int, ts: float, run: int) -> Event:
@@ -156,20 +159,27 @@ class Event:
             exit_code=draft.exit_code,
             status=draft.status,
             raw=draft.raw,
+            raw_text=draft.raw_text,
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, *, with_raw: bool = True) -> dict[str, Any]:
         """The JSON form; fields that are ``None`` are left out (``seq`` always comes first)."""
         out: dict[str, Any] = {"seq": self.seq, "ts": self.ts, "run": self.run, "kind": self.kind}
         for name in _OPTIONAL_FIELDS:
             value = getattr(self, name)
             if value is not None:
                 out[name] = value.to_json() if isinstance(value, Usage) else value
+        if with_raw and self.raw is not None:
+            out["raw"] = self.raw
         return out
 
     def to_line(self) -> str:
         """One line of JSON, no newline: the stored and the streamed form."""
-        return json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":"))
+        if self.raw_text is None:
+            return _ENCODER.encode(self.to_json())
+        # The CLI's line is valid JSON already: splice it in rather than encode it again.
+        head = _ENCODER.encode(self.to_json(with_raw=False))
+        return f'{head[:-1]},"raw":{self.raw_text}}}'
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Event:
@@ -201,6 +211,8 @@ class Event:
         return cls.from_json(data)
 
 
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
 _OPTIONAL_FIELDS: Final = (
     "text",
     "tool_name",
@@ -211,7 +223,6 @@ _OPTIONAL_FIELDS: Final = (
     "agent_session_id",
     "exit_code",
     "status",
-    "raw",
 )
 
 
@@ -242,8 +253,7 @@ class StreamParser:
             drafts = []
         if not drafts:
             return [Draft("system", raw=data)]
-        first = drafts[0]
-        return [_with_raw(first, data), *drafts[1:]]
+        return [replace(drafts[0], raw=data, raw_text=stripped), *drafts[1:]]
 
     def parse_object(self, data: dict[str, Any]) -> Iterator[Draft]:  # pragma: no cover
         raise NotImplementedError
@@ -467,22 +477,6 @@ PARSERS: Final[dict[str, Callable[[], StreamParser]]] = {
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers.
-
-
-def _with_raw(draft: Draft, raw: Any) -> Draft:
-    return Draft(
-        kind=draft.kind,
-        text=draft.text,
-        tool_name=draft.tool_name,
-        tool_id=draft.tool_id,
-        tool_input=draft.tool_input,
-        is_error=draft.is_error,
-        usage=draft.usage,
-        agent_session_id=draft.agent_session_id,
-        exit_code=draft.exit_code,
-        status=draft.status,
-        raw=raw,
-    )
 
 
 def _dict(value: Any) -> dict[str, Any]:

@@ -97,8 +97,9 @@ class SessionConfig:
     """Bytes of events of each session kept in memory besides the file."""
     max_line: int = 8 * 1024 * 1024
     """The longest output line kept whole; a longer one is cut (the rest is dropped)."""
-    read_chunk: int = 256 * 1024
-    """The read size on a child's stdout/stderr."""
+    read_chunk: int = 16 * 1024
+    """The read size on a child's stdout/stderr: also the most output parsed in one go, which
+    keeps each turn of the event loop short while many sessions print at once."""
     sigint_grace: float = 3.0
     """Cancel: how long after SIGINT before SIGTERM."""
     sigterm_grace: float = 3.0
@@ -357,6 +358,9 @@ class SessionManager:
         self._closing = False
         self._close_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Parsing output is the manager's CPU work; one chunk at a time, in turn, so the HTTP
+        # API stays responsive however many sessions print at once.
+        self._ingest = asyncio.Lock()
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -756,7 +760,11 @@ class SessionManager:
                 pending = b""
                 skipping = True
             if lines:
-                self._emit_lines(entry, run, lines, parser)
+                async with self._ingest:
+                    self._emit_lines(entry, run, lines, parser)
+                    # Held over one turn of the loop: the other pumps queue on the lock rather
+                    # than on the loop, so a request waits for one chunk's parsing, not a hundred.
+                    await asyncio.sleep(0)
         if pending and not skipping:
             self._emit_lines(entry, run, [pending], parser)
 
