@@ -308,6 +308,8 @@ def test_a_growing_file_is_re_read_from_where_it_stopped(tmp_path: Path) -> None
 def test_unchanged_files_are_not_scanned_again(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     readers = readers_for(tree)
     readers.projects("claude")
+    readers.sessions("claude")
+    before = readers.session("claude", sid(200)).message_count
     from arp.agents.history import scan
 
     calls: list[Path] = []
@@ -319,14 +321,39 @@ def test_unchanged_files_are_not_scanned_again(tree: Path, monkeypatch: pytest.M
 
     monkeypatch.setattr(scan.Scanner, "_advance", counting)
     readers.projects("claude")
+    readers.sessions("claude")
+    assert readers.session("claude", sid(200)).message_count == before
     assert calls == []
     target = tree / ".claude" / "projects" / encode(PROJECTS[3]) / f"{sid(200)}.jsonl"
-    before = readers.session("claude", sid(200)).message_count
     with target.open("a") as handle:
         handle.write(claude_lines(sid(200), PROJECTS[3], 1, 99_999.0)[1])
     after = readers.session("claude", sid(200))
     assert calls == [target]
     assert after.message_count == before + 1
+
+
+def test_a_listing_reads_whole_files_only_for_the_sessions_it_shows(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from arp.agents.history import scan
+
+    calls: list[Path] = []
+    original = scan.Scanner._advance
+
+    def counting(self: scan.Scanner, path: Path, state: scan.ScanState) -> None:
+        calls.append(path)
+        original(self, path, state)
+
+    monkeypatch.setattr(scan.Scanner, "_advance", counting)
+    readers = readers_for(tree)
+    page = readers.sessions("claude", limit=7, offset=3)
+    assert sorted(calls) == sorted(
+        tree / ".claude" / "projects" / encode(s.project_path or "") / f"{s.id}.jsonl"
+        for s in page.items
+    )
+    calls.clear()
+    projects = readers.projects("claude")
+    assert len(calls) <= sum(len(p.recent_sessions) for p in projects)
 
 
 def test_delete_removes_exactly_the_session(tmp_path: Path) -> None:

@@ -36,6 +36,17 @@ def stamp_of(path: Path) -> Stamp | None:
     return Stamp(stat.st_size, stat.st_mtime_ns)
 
 
+def entry_stamp(entry: os.DirEntry[str]) -> Stamp | None:
+    """`stamp_of` for a folder entry just listed (no path object built)."""
+    try:
+        stat = entry.stat(follow_symlinks=False)
+    except OSError:
+        return None
+    if not _is_regular(stat.st_mode):
+        return None
+    return Stamp(stat.st_size, stat.st_mtime_ns)
+
+
 def _is_regular(mode: int) -> bool:
     return stat_module.S_ISREG(mode)
 

@@ -49,8 +49,8 @@ class HistoryLimits:
     max_line: int = 64 * 1024 * 1024
     """A JSONL line longer than this is skipped, not buffered."""
     read_chunk: int = 1024 * 1024
-    head_bytes: int = 256 * 1024
-    """How much of a file's start is parsed for its cwd and first prompt."""
+    head_bytes: int = 1024 * 1024
+    """How much of a file's start may be parsed for its cwd and first prompt."""
     tail_bytes: int = 64 * 1024
     """How much of a file's end is parsed for its last activity."""
     title_chars: int = 200

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from arp.agents.history import claude, codex, gemini
-from arp.agents.history.files import Stamp, is_dir, is_file, list_dir, stamp_of
+from arp.agents.history.files import Stamp, entry_stamp, is_dir, is_file, list_dir, stamp_of
 from arp.agents.history.model import (
     AGENTS,
     DeletedSession,
@@ -34,7 +34,7 @@ from arp.agents.history.model import (
     page_bounds,
     parse_time,
 )
-from arp.agents.history.scan import Scanner
+from arp.agents.history.scan import Scanner, ScanState
 from arp.agents.history.transcripts import TranscriptCache, TranscriptParser
 
 
@@ -68,9 +68,50 @@ class _Store:
     def __init__(self, limits: HistoryLimits) -> None:
         self.limits = limits
         self._lock = threading.Lock()
+        self.scanner: Scanner | None = None
 
     def files(self) -> list[SessionFile]:
+        """Every session, summarised from the quick part of a scan (count and title may lag)."""
         raise NotImplementedError
+
+    def title(self, state: ScanState) -> str:
+        return clip(state.info.first_prompt or "", self.limits.title_chars)
+
+    def summarise(
+        self,
+        state: ScanState,
+        session_id: str,
+        project_id: str,
+        project_path: str | None,
+    ) -> SessionSummary:
+        return SessionSummary(
+            agent=self.agent,
+            id=session_id,
+            project_id=project_id,
+            project_path=project_path,
+            title=self.title(state),
+            created=state.info.created,
+            last_activity=state.last_activity or state.stamp.mtime_ns / 1e9,
+            message_count=state.count,
+            size=state.stamp.size,
+            git_branch=state.info.git_branch,
+            version=state.info.version,
+        )
+
+    def complete(self, file: SessionFile) -> SessionFile:
+        """The file with its count and title scanned to the end (done only for what is shown)."""
+        stamp = stamp_of(file.path) or file.stamp
+        if self.scanner is None or stamp is None:
+            return file
+        state = self.scanner.scan(file.path, stamp, full=True)
+        summary = replace(
+            file.summary,
+            title=self.title(state),
+            message_count=state.count,
+            last_activity=state.last_activity or stamp.mtime_ns / 1e9,
+            size=stamp.size,
+        )
+        return replace(file, summary=summary, stamp=stamp)
 
     def new_parser(self, file: SessionFile) -> TranscriptParser:
         raise NotImplementedError
@@ -87,61 +128,66 @@ class _ClaudeStore(_Store):
         super().__init__(limits)
         self.projects_dir = root / "projects"
         self.claude_json = claude_json
-        self._scanner = Scanner(claude.RULES, limits)
+        self.scanner = self._scanner = Scanner(claude.RULES, limits)
         self._known: dict[str, Any] = {}
         self._empty: dict[str, str | None] = {}
+        self._listed: dict[str, tuple[Stamp, str | None, SessionFile]] = {}
 
     def files(self) -> list[SessionFile]:
         found: list[SessionFile] = []
         empty: dict[str, str | None] = {}
         seen: set[Path] = set()
+        listed: dict[str, tuple[Stamp, str | None, SessionFile]] = {}
         known = claude.known_paths(self.claude_json, self._known)
         for folder in list_dir(self.projects_dir):
             if not is_dir(folder) or not _valid(folder.name):
                 continue
-            folder_path = Path(folder.path)
-            names = {entry.name for entry in list_dir(folder_path) if is_dir(entry)}
-            project: list[tuple[Path, Stamp, str, Any]] = []
-            for entry in list_dir(folder_path):
+            entries = list_dir(Path(folder.path))
+            names = {entry.name for entry in entries if is_dir(entry)}
+            project: list[tuple[str, Stamp, str, ScanState]] = []
+            for entry in entries:
                 if not entry.name.endswith(".jsonl") or not is_file(entry):
                     continue
                 session_id = entry.name[: -len(".jsonl")]
                 if session_id.startswith("agent-") or not _valid(session_id):
                     continue
-                path = Path(entry.path)
-                stamp = stamp_of(path)
+                stamp = entry_stamp(entry)
                 if stamp is None:
                     continue
-                seen.add(path)
-                project.append((path, stamp, session_id, self._scanner.scan(path, stamp)))
+                cached = self._listed.get(entry.path)
+                if cached is not None and cached[0] == stamp:
+                    state = self._scanner.scan(cached[2].path, stamp, full=False)
+                else:
+                    state = self._scanner.scan(Path(entry.path), stamp, full=False)
+                project.append((entry.path, stamp, session_id, state))
             newest = sorted(project, key=lambda item: -(item[3].last_activity or 0.0))
             real = next((item[3].info.cwd for item in newest if item[3].info.cwd), None)
             if real is None:
                 real = next((p for p in known if claude.folder_matches(folder.name, p)), None)
             if not project:
                 empty[folder.name] = real
-            for path, stamp, session_id, state in project:
-                summary = SessionSummary(
-                    agent=self.agent,
-                    id=session_id,
-                    project_id=folder.name,
-                    project_path=state.info.cwd or real,
-                    title=claude.title_of(state.info, state.titles, self.limits.title_chars),
-                    created=state.info.created,
-                    last_activity=state.last_activity or stamp.mtime_ns / 1e9,
-                    message_count=state.count,
-                    size=stamp.size,
-                    git_branch=state.info.git_branch,
-                    version=state.info.version,
-                )
-                side = path.with_suffix("") if session_id in names else None
-                found.append(SessionFile(summary, path, side, jsonl=True, stamp=stamp))
+            for text_path, stamp, session_id, state in project:
+                cached = self._listed.get(text_path)
+                if cached is not None and cached[0] == stamp and cached[1] == real:
+                    file = cached[2]  # unchanged: the same value as last time, built once
+                else:
+                    path = Path(text_path)
+                    summary = self.summarise(state, session_id, folder.name, state.info.cwd or real)
+                    side = path.with_suffix("") if session_id in names else None
+                    file = SessionFile(summary, path, side, jsonl=True, stamp=stamp)
+                listed[text_path] = (stamp, real, file)
+                seen.add(file.path)
+                found.append(file)
         self._scanner.keep_only(seen)
+        self._listed = listed
         self._empty = empty
         return found
 
     def empty_projects(self) -> dict[str, str | None]:
         return dict(self._empty)
+
+    def title(self, state: ScanState) -> str:
+        return claude.title_of(state.info, state.titles, self.limits.title_chars)
 
     def new_parser(self, file: SessionFile) -> TranscriptParser:
         return claude.ClaudeParser()
@@ -153,7 +199,7 @@ class _CodexStore(_Store):
     def __init__(self, root: Path, limits: HistoryLimits) -> None:
         super().__init__(limits)
         self.sessions_dir = root / "sessions"
-        self._scanner = Scanner(codex.RULES, limits)
+        self.scanner = self._scanner = Scanner(codex.RULES, limits)
 
     def _rollouts(self) -> list[Path]:
         paths: list[Path] = []
@@ -179,24 +225,13 @@ class _CodexStore(_Store):
             if stamp is None:
                 continue
             seen.add(path)
-            state = self._scanner.scan(path, stamp)
+            state = self._scanner.scan(path, stamp, full=False)
             session_id = state.info.session_id or _rollout_id(path.name)
             if session_id is None or not _valid(session_id):
                 continue
             cwd = state.info.cwd
-            summary = SessionSummary(
-                agent=self.agent,
-                id=session_id,
-                project_id=claude.encode_path(cwd) if cwd else "unknown",
-                project_path=cwd,
-                title=clip(state.info.first_prompt or "", self.limits.title_chars),
-                created=state.info.created,
-                last_activity=state.last_activity or stamp.mtime_ns / 1e9,
-                message_count=state.count,
-                size=stamp.size,
-                git_branch=state.info.git_branch,
-                version=state.info.version,
-            )
+            project_id = claude.encode_path(cwd) if cwd else "unknown"
+            summary = self.summarise(state, session_id, project_id, cwd)
             found.append(SessionFile(summary, path, None, jsonl=True, stamp=stamp))
         self._scanner.keep_only(seen)
         return found
@@ -391,23 +426,30 @@ class HistoryReaders:
         self._by_id[agent] = by_id
         return files
 
+    def _complete(self, agent: str, files: list[SessionFile]) -> list[SessionFile]:
+        """Count and title, scanned to the end, for the sessions about to be shown."""
+        store = self._stores[agent]
+        with store._lock:
+            return [store.complete(file) for file in files]
+
     def projects(self, agent: str = "claude") -> list[Project]:
         """Every project, most recently active first, each with its newest sessions."""
         files = self._files(agent)
-        grouped: dict[str, list[SessionSummary]] = {}
+        grouped: dict[str, list[SessionFile]] = {}
         for file in files:
-            grouped.setdefault(file.summary.project_id, []).append(file.summary)
+            grouped.setdefault(file.summary.project_id, []).append(file)
         projects = []
         for project_id, sessions in grouped.items():
-            path = next((s.project_path for s in sessions if s.project_path), None)
+            path = next((s.summary.project_path for s in sessions if s.summary.project_path), None)
+            recent = self._complete(agent, sessions[: self.limits.recent_sessions])
             projects.append(
                 Project(
                     agent=agent,
                     id=project_id,
                     path=path,
                     session_count=len(sessions),
-                    last_activity=sessions[0].last_activity,
-                    recent_sessions=tuple(sessions[: self.limits.recent_sessions]),
+                    last_activity=sessions[0].summary.last_activity,
+                    recent_sessions=tuple(file.summary for file in recent),
                 )
             )
         for project_id, path in self._stores[agent].empty_projects().items():
@@ -451,8 +493,8 @@ class HistoryReaders:
                 for file in files
                 if file.summary.project_path and _normal_path(file.summary.project_path) == wanted
             ]
-        page = tuple(file.summary for file in files[offset : offset + limit])
-        return SessionPage(page, len(files), offset, limit)
+        shown = self._complete(agent, files[offset : offset + limit])
+        return SessionPage(tuple(file.summary for file in shown), len(files), offset, limit)
 
     def _find(self, agent: str, session_id: str) -> SessionFile:
         check_agent(agent)
@@ -463,10 +505,10 @@ class HistoryReaders:
             and listed.stamp is not None
             and stamp_of(listed.path) == listed.stamp
         ):
-            return listed
+            return self._complete(agent, [listed])[0]  # unchanged since listed
         for file in self._files(agent):
             if file.summary.id == session_id:
-                return file
+                return self._complete(agent, [file])[0]
         raise HistoryNotFound(f"no {agent} session {session_id!r}")
 
     def session(self, agent: str, session_id: str) -> SessionSummary:

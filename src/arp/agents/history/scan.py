@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,11 @@ class ScanState:
     info: HeadInfo = field(default_factory=HeadInfo)
     titles: dict[str, str] = field(default_factory=dict)
     last_activity: float | None = None
+    full: bool = False
+    """The count and titles cover the file up to `offset`, the last whole line of `stamp`."""
+
+
+_SHORT_HEAD = 64 * 1024
 
 
 class Scanner:
@@ -79,34 +84,47 @@ class Scanner:
         self._states: dict[Path, ScanState] = {}
         self._lock = threading.Lock()
 
-    def scan(self, path: Path, stamp: Stamp) -> ScanState:
+    def scan(self, path: Path, stamp: Stamp, *, full: bool) -> ScanState:
+        """The file's summary: head and tail always; the count and titles too when `full`.
+
+        A listing sorts and filters on the quick part of every file and asks for the full part
+        only for the sessions it returns, so a gigabyte of history is not read to list it.
+        """
         with self._lock:
-            state = self._states.get(path)
-        if state is not None and state.stamp == stamp:
-            return state
-        head = signature(path)
-        if state is None or stamp.size < state.stamp.size or not same_prefix(state.head, head):
-            state = ScanState(stamp=stamp, head=head)
-            fresh = True
+            old = self._states.get(path)
+        if old is not None and old.stamp == stamp:
+            if old.full or not full:
+                return old
+            state = replace(old, titles=dict(old.titles))
         else:
-            state = ScanState(
-                stamp=stamp,
-                head=head,
-                offset=state.offset,
-                count=state.count,
-                info=state.info,
-                titles=dict(state.titles),
-            )
-            fresh = False
-        first = self._advance(path, state)
-        if fresh:
-            if len(first) < min(self._limits.head_bytes, stamp.size):
-                first = read_head(path, self._limits.head_bytes)
-            state.info = self._rules.read_head(lines_of(first[: self._limits.head_bytes]))
-        state.last_activity = _last_time(read_tail(path, stamp.size, self._limits.tail_bytes))
+            head = signature(path)
+            if old is None or stamp.size < old.stamp.size or not same_prefix(old.head, head):
+                state = ScanState(stamp=stamp, head=head, info=self._read_head(path, stamp))
+            else:
+                state = ScanState(
+                    stamp=stamp,
+                    head=head,
+                    offset=old.offset,
+                    count=old.count,
+                    info=old.info,
+                    titles=dict(old.titles),
+                )
+            tail = read_tail(path, stamp.size, self._limits.tail_bytes)
+            state.last_activity = _last_time(tail)
+        if full:
+            self._advance(path, state)
+            state.full = True
         with self._lock:
             self._states[path] = state
         return state
+
+    def _read_head(self, path: Path, stamp: Stamp) -> HeadInfo:
+        """Parse the first lines: a short read, a longer one only when it said too little."""
+        size = min(_SHORT_HEAD, self._limits.head_bytes)
+        info = self._rules.read_head(lines_of(read_head(path, size)))
+        if (info.cwd is None or info.first_prompt is None) and stamp.size > size:
+            info = self._rules.read_head(lines_of(read_head(path, self._limits.head_bytes)))
+        return info
 
     def keep_only(self, paths: set[Path]) -> None:
         """Forget the files no longer listed (deleted sessions)."""
@@ -114,13 +132,12 @@ class Scanner:
             for path in [path for path in self._states if path not in paths]:
                 del self._states[path]
 
-    def _advance(self, path: Path, state: ScanState) -> bytes:
-        """Count and find titles from `state.offset` on; returns the first chunk read.
+    def _advance(self, path: Path, state: ScanState) -> None:
+        """Count and find titles from `state.offset` on.
 
         Works on each chunk in place (ranges, not slices), so a gigabyte is not copied again;
         only a line cut by a chunk's edge is put together.
         """
-        first = b""
         carry = b""
         position = state.offset
         end = state.stamp.size
@@ -132,8 +149,6 @@ class Scanner:
                     if not data:
                         break
                     position += len(data)
-                    if not first:
-                        first = data
                     start = 0
                     if carry:
                         newline = data.find(b"\n")
@@ -154,7 +169,6 @@ class Scanner:
                     state.offset = position - len(carry)
         except OSError:
             pass  # gone or unreadable mid-scan: what was counted stands until the next stamp
-        return first
 
     def _take(self, state: ScanState, data: bytes, start: int, end: int) -> None:
         """Account for the whole lines in data[start:end]."""
