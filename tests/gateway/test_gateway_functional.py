@@ -312,3 +312,36 @@ async def test_signed_requests(redis_server: RedisServer, http: aiohttp.ClientSe
         async with http.get(base(gateway) + "/api/agents/") as reply:
             assert reply.status == 401
             assert "signed request" in (await reply.json())["error"]
+
+
+async def test_slow_consumer_is_disconnected_with_a_reason(
+    redis_server: RedisServer, http: aiohttp.ClientSession
+) -> None:
+    config = gateway_config(redis_server.url, outbound_queue=4)
+    async with Gateway(config) as gateway:
+        token = await register(http, gateway, "a1")
+        agent = await RawAgent.connect(http, gateway, "a1", token)
+        connection = gateway.connections["a1"]
+        # Faster than any writer can drain: the fifth queued message overflows the bound.
+        sent = [connection.send(m.task_cancel(f"t{i}")) for i in range(6)]
+        assert sent == [True] * 4 + [False] * 2
+        with pytest.raises(ConnectionError, match="does not keep up"):
+            await agent.next("never")
+        assert agent.ws.close_code == 4002
+        assert 'dropped_messages_total{reason="outbound_queue_full"}' in gateway.metrics.render()
+
+
+async def test_oversize_message_closes_the_connection(
+    redis_server: RedisServer, http: aiohttp.ClientSession
+) -> None:
+    config = gateway_config(redis_server.url, max_message_size=1024)
+    async with Gateway(config) as gateway:
+        token = await register(http, gateway, "a1")
+        agent = await RawAgent.connect(http, gateway, "a1", token)
+        await agent.send(m.log("t1", 0, "x" * 2048))
+        with pytest.raises(ConnectionError):
+            await agent.next("never")
+        assert agent.ws.close_code == 1009
+        async with asyncio.timeout(units(5)):
+            while "a1" in gateway.connections:
+                await asyncio.sleep(units(0.02))

@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from arp import logs
 from arp.agents.sessions import SessionConfig
@@ -68,6 +70,18 @@ def _run(main: Awaitable[None]) -> None:
     asyncio.run(main)  # type: ignore[arg-type]
 
 
+def add_log_file(path: Path) -> None:
+    """Also log to `logging.file` (the original's agent-server.log); a failure only warns."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError as exc:
+        logging.getLogger(__name__).warning("logging.file %s not used: %s", path, exc)
+        return
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+
+
 def gateway_main(argv: list[str]) -> int:
     args = gateway_parser().parse_args(argv)
     try:
@@ -76,6 +90,8 @@ def gateway_main(argv: list[str]) -> int:
     except (ConfigError, ValueError) as exc:
         sys.stderr.write(f"gateway: {exc}\n")
         return 2
+    if config.logging.file:
+        add_log_file(Path(config.logging.file))
 
     async def body(stop: asyncio.Event) -> None:
         async with Gateway(config) as gateway:

@@ -59,6 +59,10 @@ class TooMany(ArpError):
     status = 429
 
 
+class ShuttingDown(ArpError):
+    status = 503
+
+
 class AgentConnection:
     """One agent's live WebSocket: a bounded outbound queue, a writer, a Redis flusher."""
 
@@ -428,7 +432,7 @@ class Gateway:
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         if self._closing:
-            raise RedisUnavailable("the gateway is shutting down")
+            raise ShuttingDown("the gateway is shutting down; reconnect shortly")
         agent_id = await self._authenticate(request)
         ws = web.WebSocketResponse(
             protocols=(auth.SUBPROTOCOL,),
