@@ -158,3 +158,11 @@ def test_find_binary_order_and_error(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(BadRequest, match="--command-path /nope is not an executable file"):
         claude.find_binary("/nope")
     assert os.access(local, os.X_OK)
+
+
+def test_a_prompt_is_never_read_as_an_option() -> None:
+    for name in ("claude", "gemini"):
+        argv = EXECUTORS[name].build(name, RunSpec(prompt="--help me"))
+        assert argv[1:3] == ["-p", " --help me"]
+    assert EXECUTORS["codex"].build("codex", RunSpec(prompt="-x"))[-1] == " -x"
+    assert EXECUTORS["codex"].build("codex", RunSpec(prompt="-x", resume_id="t"))[-1] == " -x"

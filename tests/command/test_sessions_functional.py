@@ -564,3 +564,55 @@ async def test_long_lines_are_cut_not_fatal(tmp_path: Path) -> None:
     assert len(cut) == 1 and len(cut[0]["text"]) < 4200
     # The lines after the long one are parsed as usual.
     assert [e["kind"] for e in events][-2:] == ["result", "status"]
+
+
+async def test_output_beyond_the_cap_is_not_kept(tmp_path: Path) -> None:
+    config = fake_config(tmp_path, session_overrides={"max_output_bytes": 4000})
+    async with CommandServer(config) as srv, aiohttp.ClientSession(base_url=srv.url) as http:
+        session = await start(http, executor="claude", prompt="events=200")
+        events, final = await run_to_end(http, session["session_id"])
+    assert final["status"] == "completed"
+    capped = [e for e in events if e["kind"] == "error"]
+    assert len(capped) == 1 and "not kept" in capped[0]["text"]
+    # The state still follows the run: its usage arrived after the cap.
+    assert final["usage"]["output_tokens"] == 20
+    assert events[-1]["kind"] == "status"
+    assert len(events) < 150  # checked per chunk read, so it overshoots by at most one
+
+
+async def test_open_streams_end_when_the_server_closes(tmp_path: Path) -> None:
+    server = CommandServer(fake_config(tmp_path))
+    await server.start()
+    try:
+        async with aiohttp.ClientSession(base_url=server.url) as http:
+            session = await start(
+                http, executor="claude", prompt=f"events=1000 sleep={units(0.05)}"
+            )
+            sid = session["session_id"]
+            async with http.get(f"/api/sessions/{sid}/events", params={"token": "abc"}) as resp:
+                got = 0
+                async for _ in sse_events(resp):
+                    got += 1
+                    if got == 2:
+                        break
+                loop = asyncio.get_running_loop()
+                began = loop.time()
+                await server.close()
+                assert loop.time() - began < units(5)
+                rest = await asyncio.wait_for(resp.content.read(), units(5))
+                assert b"id: " not in rest or rest.endswith(b"\n\n")
+    finally:
+        await server.close()
+    assert server.manager.get(sid).status == "interrupted"
+
+
+async def test_token_query_parameter_is_ignored(http: aiohttp.ClientSession) -> None:
+    async with http.post(
+        "/api/sessions", params={"token": "client-1"}, json={"executor": "claude", "prompt": "x"}
+    ) as resp:
+        assert resp.status == 201
+        sid = (await resp.json())["session_id"]
+    async with http.get(f"/api/sessions/{sid}", params={"token": "client-1", "after": 1}) as resp:
+        assert resp.status == 200
+    async with http.get("/api/sessions", params={"token": "client-1"}) as resp:
+        assert (await resp.json())["total"] == 1

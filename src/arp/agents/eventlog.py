@@ -59,6 +59,7 @@ class EventLog:
         self._indexed_upto = 0
         self._size = 0
         self.last_seq = 0
+        self._memory_written = 0
         if path is not None and path.exists():
             _cut_torn_tail(path)
             self._size = path.stat().st_size
@@ -88,6 +89,8 @@ class EventLog:
             writer.write(data)
             self._size += len(data.encode("utf-8")) if not data.isascii() else len(data)
             self._dirty = True
+        else:
+            self._memory_written += len(line) + 1
         self._tail.append((seq, line))
         self._tail_bytes += len(line)
         while len(self._tail) > self._max_events or (
@@ -104,6 +107,11 @@ class EventLog:
                 self._build_index()
             self._writer = self.path.open("a", encoding="utf-8", newline="\n")
         return self._writer
+
+    @property
+    def bytes_stored(self) -> int:
+        """The size of everything stored so far (the file, or what passed through memory)."""
+        return self._size if self.path is not None else self._memory_written
 
     def flush(self) -> None:
         if self._writer is not None and self._dirty:

@@ -13,7 +13,8 @@ which parser reads its stream (`arp.agents.events`). The command lines, as the C
 - Gemini CLI: ``gemini -p <prompt> --output-format stream-json [-m M] [--approval-mode
   default|auto_edit|yolo] [--allowed-tools T …] [--resume <session_id>]``; cwd is the project path.
 
-Every child gets stdin from /dev/null (Codex reads a prompt from stdin when it has one).
+Every child gets stdin from /dev/null (Codex reads a prompt from stdin when it has one). A prompt
+that starts with ``-`` is passed with one leading space, so it can never be read as an option.
 
 Which executor honours which `RunSpec` option (`Executor.options`; asking an executor for an
 option it does not honour is a 400, so an adapter checks ``"max_turns" in executor.options``):
@@ -159,8 +160,14 @@ def _npm_places(binary: str) -> tuple[str, ...]:
     )
 
 
+def _prompt_arg(prompt: str) -> str:
+    """The prompt as an argument: one starting with ``-`` gets a leading space, so no CLI's
+    option parser can take it for a flag (a model does not mind the space)."""
+    return " " + prompt if prompt.startswith("-") else prompt
+
+
 def build_claude(binary: str, spec: RunSpec) -> list[str]:
-    argv = [binary, "-p", spec.prompt, "--output-format", "stream-json", "--verbose"]
+    argv = [binary, "-p", _prompt_arg(spec.prompt), "--output-format", "stream-json", "--verbose"]
     if spec.model:
         argv += ["--model", spec.model]
     if spec.resume_id:
@@ -190,7 +197,7 @@ def build_codex(binary: str, spec: RunSpec) -> list[str]:
             "--skip-git-repo-check",
             "resume",
             spec.resume_id,
-            spec.prompt,
+            _prompt_arg(spec.prompt),
         ]
     argv = [binary, "exec", "--json"]
     if spec.model:
@@ -200,12 +207,12 @@ def build_codex(binary: str, spec: RunSpec) -> list[str]:
     argv.append("--skip-git-repo-check")
     if spec.permission_mode:
         argv += ["-s", spec.permission_mode]
-    argv.append(spec.prompt)
+    argv.append(_prompt_arg(spec.prompt))
     return argv
 
 
 def build_gemini(binary: str, spec: RunSpec) -> list[str]:
-    argv = [binary, "-p", spec.prompt, "--output-format", "stream-json"]
+    argv = [binary, "-p", _prompt_arg(spec.prompt), "--output-format", "stream-json"]
     if spec.model:
         argv += ["-m", spec.model]
     if spec.permission_mode:

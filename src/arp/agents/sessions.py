@@ -95,6 +95,9 @@ class SessionConfig:
     """Events of each session kept in memory besides the file."""
     memory_bytes: int = 512 * 1024
     """Bytes of events of each session kept in memory besides the file."""
+    max_output_bytes: int = 1024 * 1024 * 1024
+    """The most output stored per session (checked per chunk read, so it may overshoot by one);
+    beyond it one ``error`` event says so, and nothing more is kept."""
     max_line: int = 8 * 1024 * 1024
     """The longest output line kept whole; a longer one is cut (the rest is dropped)."""
     read_chunk: int = 16 * 1024
@@ -262,6 +265,7 @@ class _Run:
         self.interrupt_requested = False
         self.result_error: str | None = None
         self.saw_error_result = False
+        self.output_capped = False
 
 
 class _Entry:
@@ -689,6 +693,8 @@ class SessionManager:
         exit_code: int | None = None
         error: str | None = None
         try:
+            if run.cancel_requested or run.interrupt_requested:
+                return  # stopped before it started
             try:
                 process = await asyncio.create_subprocess_exec(
                     *argv,
@@ -704,6 +710,9 @@ class SessionManager:
                 self._emit(entry, run, [Draft("error", text=error)])
                 return
             run.process = process
+            if run.cancel_requested or run.interrupt_requested:
+                # Stopped while it was being spawned: it has done nothing worth a grace period.
+                _kill_group(process.pid, signal.SIGKILL)
             entry.changed()
             assert process.stdout is not None and process.stderr is not None
             parser = entry.executor.parser()
@@ -786,23 +795,31 @@ class SessionManager:
         if entry.deleted:
             return
         now = time.time()
-        events = entry.log.append(drafts, run=run.number, now=now)
-        entry.log.flush()
         save = False
-        for event in events:
-            if event.agent_session_id and event.kind == "system":
-                if entry.agent_session_id != event.agent_session_id:
-                    entry.agent_session_id = event.agent_session_id
+        for draft in drafts:
+            if draft.agent_session_id and draft.kind == "system":
+                if entry.agent_session_id != draft.agent_session_id:
+                    entry.agent_session_id = draft.agent_session_id
                     save = True
-            elif event.kind == "result":
-                if event.usage is not None:
-                    entry.usage = entry.usage + event.usage
+            elif draft.kind == "result":
+                if draft.usage is not None:
+                    entry.usage = entry.usage + draft.usage
                     save = True
-                if event.agent_session_id and not entry.agent_session_id:
-                    entry.agent_session_id = event.agent_session_id
-                if event.is_error:
+                if draft.agent_session_id and not entry.agent_session_id:
+                    entry.agent_session_id = draft.agent_session_id
+                if draft.is_error:
                     run.saw_error_result = True
-                    run.result_error = event.text or "the agent reported an error"
+                    run.result_error = draft.text or "the agent reported an error"
+        if entry.log.bytes_stored < self.config.max_output_bytes:
+            entry.log.append(drafts, run=run.number, now=now)
+        elif not run.output_capped:
+            run.output_capped = True
+            note = (
+                f"output beyond {self.config.max_output_bytes} bytes is not kept "
+                "(the run goes on; its state is still tracked)"
+            )
+            entry.log.append([Draft("error", text=note)], run=run.number, now=now)
+        entry.log.flush()
         entry.updated_at = now
         if save:
             self._save(entry)

@@ -6,8 +6,9 @@ with the client's token through the relay, and locally only on 127.0.0.1::
     async with CommandServer(config) as server:
         server.port      # the bound port (config.command_port, or a free one when 0)
 
-Closing: stop accepting, end the open event streams, stop every running session (it becomes
-``interrupted``, as after a restart), then close what is left within ``shutdown_timeout``.
+Closing: stop accepting, stop every running session (it becomes ``interrupted``, as after a
+restart) so the open event streams send their end and close, then cancel what is left within
+``shutdown_timeout``. A manager passed in (not owned) keeps running; streams over it are cut.
 """
 
 from __future__ import annotations
@@ -113,11 +114,14 @@ class CommandServer:
         if runner is not None:
             for site in list(runner.sites):
                 await site.stop()
+        if self._owns_manager:
+            # Its runs end as `interrupted`, so every open stream sends its end and closes.
+            await self.manager.close()
         if self.app is not None:
             streams = self.app[STREAMS_KEY]
+            if streams:
+                await asyncio.wait(tuple(streams), timeout=self.config.shutdown_timeout / 2)
             for task in tuple(streams):
                 task.cancel()
-        if self._owns_manager:
-            await self.manager.close()
         if runner is not None:
             await runner.cleanup()
