@@ -502,3 +502,18 @@ def test_from_env_honours_the_agents_variables(tmp_path: Path) -> None:
     plain = HistoryReaders.from_env({}, home=tmp_path / "home")
     assert plain.claude_json == tmp_path / "home" / ".claude.json"
     assert plain.sessions("claude").total == 0
+    gemini = HistoryReaders.from_env({"GEMINI_CLI_HOME": str(tmp_path / "g")}, home=tmp_path)
+    assert gemini.gemini_dir == tmp_path / "g" / ".gemini"
+
+
+def test_the_plain_constructor_reads_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_claude_session(tmp_path / "cc", "/e", sid(1), turns=1, start=0.0)
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "cc"))
+    monkeypatch.setenv("CODEX_HOME", str(tmp_path / "cx"))
+    readers = HistoryReaders()
+    assert readers.claude_json == tmp_path / "cc" / ".claude.json"
+    assert readers.codex_dir == tmp_path / "cx"
+    assert [s.id for s in readers.sessions("claude").items] == [sid(1)]
+    assert HistoryReaders(claude_dir=tmp_path / "cc").claude_json is None

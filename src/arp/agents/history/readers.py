@@ -349,6 +349,28 @@ def _valid(value: str) -> bool:
     return True
 
 
+def default_folders(env: Mapping[str, str], home: Path) -> dict[str, Path]:
+    """Where the agents keep history: CLAUDE_CONFIG_DIR (else ~/.claude, with ~/.claude.json;
+    with it set, .claude.json lives inside it), CODEX_HOME (else ~/.codex), GEMINI_CLI_HOME
+    (its .gemini, else ~/.gemini)."""
+    claude_config = env.get("CLAUDE_CONFIG_DIR")
+    if claude_config:
+        claude_dir = Path(claude_config).expanduser()
+        claude_json = claude_dir / ".claude.json"
+    else:
+        claude_dir = home / ".claude"
+        claude_json = home / ".claude.json"
+    codex_home = env.get("CODEX_HOME")
+    gemini_home = env.get("GEMINI_CLI_HOME")
+    gemini_base = Path(gemini_home).expanduser() if gemini_home else home
+    return {
+        "claude_dir": claude_dir,
+        "claude_json": claude_json,
+        "codex_dir": Path(codex_home).expanduser() if codex_home else home / ".codex",
+        "gemini_dir": gemini_base / ".gemini",
+    }
+
+
 class HistoryReaders:
     """Browse, read and delete the sessions Claude Code, Codex and Gemini CLI keep on disk.
 
@@ -366,12 +388,18 @@ class HistoryReaders:
         gemini_dir: Path | None = None,
         limits: HistoryLimits | None = None,
     ) -> None:
-        home = Path.home()
+        """Folders not given are this user's (see `default_folders`); `.claude.json` is read
+        only with the default Claude folder or when given, so a test tree never meets the
+        real one."""
+        defaults = default_folders(os.environ, Path.home())
+        if claude_dir is None:
+            claude_dir = defaults["claude_dir"]
+            claude_json = claude_json or defaults["claude_json"]
         self.limits = limits or HistoryLimits()
-        self.claude_dir = claude_dir or home / ".claude"
+        self.claude_dir = claude_dir
         self.claude_json = claude_json
-        self.codex_dir = codex_dir or home / ".codex"
-        self.gemini_dir = gemini_dir or home / ".gemini"
+        self.codex_dir = codex_dir or defaults["codex_dir"]
+        self.gemini_dir = gemini_dir or defaults["gemini_dir"]
         self._stores: dict[str, _Store] = {
             "claude": _ClaudeStore(self.claude_dir, claude_json, self.limits),
             "codex": _CodexStore(self.codex_dir, self.limits),
@@ -388,30 +416,9 @@ class HistoryReaders:
         home: Path | None = None,
         limits: HistoryLimits | None = None,
     ) -> HistoryReaders:
-        """Readers of this user's folders: CLAUDE_CONFIG_DIR, CODEX_HOME, GEMINI_CLI_HOME honoured.
-
-        `.claude.json` lives in CLAUDE_CONFIG_DIR when that is set, else in the home folder.
-        """
-        env = os.environ if env is None else env
-        home = home or Path.home()
-        claude_config = env.get("CLAUDE_CONFIG_DIR")
-        if claude_config:
-            claude_dir = Path(claude_config).expanduser()
-            claude_json = claude_dir / ".claude.json"
-        else:
-            claude_dir = home / ".claude"
-            claude_json = home / ".claude.json"
-        codex_home = env.get("CODEX_HOME")
-        gemini_home = env.get("GEMINI_CLI_HOME")
-        return cls(
-            claude_dir=claude_dir,
-            claude_json=claude_json,
-            codex_dir=Path(codex_home).expanduser() if codex_home else home / ".codex",
-            gemini_dir=(Path(gemini_home).expanduser() / ".gemini")
-            if gemini_home
-            else home / ".gemini",
-            limits=limits,
-        )
+        """Readers of the folders `env` and `home` name (see `default_folders`)."""
+        folders = default_folders(os.environ if env is None else env, home or Path.home())
+        return cls(**folders, limits=limits)
 
     # -- listing ---------------------------------------------------------------------------
 
