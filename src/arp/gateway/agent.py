@@ -143,13 +143,7 @@ def agent_options_from_args(
     if interval is not None:
         if interval <= 0:
             raise ConfigError("--agent-heartbeat-interval must be more than zero")
-        options = AgentOptions(
-            gateway=gateway,
-            agent_id=agent_id,
-            token=token,
-            state_dir=state_dir,
-            heartbeat_interval=interval,
-        )
+        options = dataclasses.replace(options, heartbeat_interval=interval)
     return options
 
 
@@ -278,6 +272,8 @@ class AgentLoop:
                 log.log(level, "gateway refused the agent (%s %s)", exc.status, exc.message)
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 log.warning("gateway connection failed: %s", exc or type(exc).__name__)
+            except Exception:  # reconnecting forever means surviving the unexpected too
+                log.exception("gateway connection broke")
             self.connected.clear()
             if self.clock() - started > self.options.backoff_max:
                 backoff.reset()
@@ -298,17 +294,25 @@ class AgentLoop:
         self.outbox.disconnected()
         self.connected.set()
         sender = asyncio.create_task(self._send_loop(ws), name="agent-sender")
+        reader = asyncio.create_task(self._read_loop(ws), name="agent-reader")
         try:
-            async for frame in ws:
-                if frame.type == aiohttp.WSMsgType.TEXT:
-                    self._receive(frame.data)
-                elif frame.type == aiohttp.WSMsgType.ERROR:
-                    break
-            log.warning("gateway closed the connection (%s %s)", ws.close_code, frame_reason(ws))
+            done, _ = await asyncio.wait([sender, reader], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.warning("gateway link failed: %s", task.exception())
+            log.warning("gateway connection ended (%s %s)", ws.close_code, frame_reason(ws))
         finally:
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
+            for task in (sender, reader):
+                task.cancel()
+            await asyncio.gather(sender, reader, return_exceptions=True)
             await ws.close()
+
+    async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for frame in ws:
+            if frame.type == aiohttp.WSMsgType.TEXT:
+                self._receive(frame.data)
+            elif frame.type == aiohttp.WSMsgType.ERROR:
+                return
 
     async def _send_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         next_beat = 0.0
