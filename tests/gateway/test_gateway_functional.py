@@ -227,10 +227,15 @@ async def test_polling_hands_pending_tasks_to_connected_agents(
     redis_server: RedisServer, http: aiohttp.ClientSession
 ) -> None:
     seen_headers: list[str] = []
+    verifier = auth.RequestVerifier(
+        shared_secret="poll-secret", require_signature=True, clock_skew=30, bearer=""
+    )
 
     async def pending(request: web.Request) -> web.Response:
         seen_headers.append(request.headers.get("Authorization", ""))
-        assert request.query["scope"] == "default"
+        # The control plane can check our signature with the same rules the gateway uses.
+        verifier.verify("GET", request.raw_path, request.headers, b"", time.time())
+        assert request.query["scope"] == "team a&b"
         tasks = [
             {"agent_id": "a1", "task_id": "p1", "executor": "codex", "prompt": "polled"},
             {"agent_id": "elsewhere", "task_id": "p2", "executor": "codex", "prompt": "x"},
@@ -248,8 +253,10 @@ async def test_polling_hands_pending_tasks_to_connected_agents(
         control_plane={
             "url": f"http://127.0.0.1:{plane_port}",
             "token": "plane-token",
+            "scope": "team a&b",
             "task_poll_interval": units(0.1),
-        }
+        },
+        auth={"shared_secret": "poll-secret"},
     )
     try:
         async with Gateway(config) as gateway:

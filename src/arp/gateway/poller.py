@@ -20,9 +20,9 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from urllib.parse import urlsplit
 
 import aiohttp
+from yarl import URL
 
 from arp.errors import ArpError
 from arp.gateway import auth
@@ -70,17 +70,18 @@ class TaskPoller:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=plane.timeout)
             )
-        url = plane.url.rstrip("/") + POLL_PATH
-        params = {"scope": plane.scope}
+        url = URL(plane.url.rstrip("/") + POLL_PATH).with_query({"scope": plane.scope})
         headers: dict[str, str] = {}
         if plane.token:
             headers["Authorization"] = f"Bearer {plane.token}"
         if self.config.auth.shared_secret:
-            path = urlsplit(url).path + "?" + f"scope={plane.scope}"
+            # Signed over the path and query exactly as they go on the request line.
             headers.update(
-                auth.signed_headers(self.config.auth.shared_secret, "GET", path, b"", time.time())
+                auth.signed_headers(
+                    self.config.auth.shared_secret, "GET", url.raw_path_qs, b"", time.time()
+                )
             )
-        async with self._session.get(url, params=params, headers=headers) as response:
+        async with self._session.get(url, headers=headers) as response:
             if response.status != 200:
                 raise ArpError(f"the control plane answered {response.status}")
             body = await response.content.read(MAX_RESPONSE + 1)
