@@ -616,3 +616,18 @@ async def test_token_query_parameter_is_ignored(http: aiohttp.ClientSession) -> 
         assert resp.status == 200
     async with http.get("/api/sessions", params={"token": "client-1"}) as resp:
         assert (await resp.json())["total"] == 1
+
+
+async def test_nothing_outlives_a_completed_run(
+    http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    childfile = tmp_path / "child.pid"
+    session = await start(http, executor="gemini", prompt=f"events=1 child={childfile}")
+    _, final = await run_to_end(http, session["session_id"])
+    assert final["status"] == "completed"
+    child = int(childfile.read_text())
+    for _ in range(100):
+        if process_gone(child):
+            break
+        await asyncio.sleep(0.02)
+    assert process_gone(child), "a grandchild outlived its completed run"

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 EventKind = Literal[
@@ -165,10 +165,25 @@ class Event:
     def to_json(self, *, with_raw: bool = True) -> dict[str, Any]:
         """The JSON form; fields that are ``None`` are left out (``seq`` always comes first)."""
         out: dict[str, Any] = {"seq": self.seq, "ts": self.ts, "run": self.run, "kind": self.kind}
-        for name in _OPTIONAL_FIELDS:
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value.to_json() if isinstance(value, Usage) else value
+        # Spelled out rather than looped over: this runs for every event stored.
+        if self.text is not None:
+            out["text"] = self.text
+        if self.tool_name is not None:
+            out["tool_name"] = self.tool_name
+        if self.tool_id is not None:
+            out["tool_id"] = self.tool_id
+        if self.tool_input is not None:
+            out["tool_input"] = self.tool_input
+        if self.is_error is not None:
+            out["is_error"] = self.is_error
+        if self.usage is not None:
+            out["usage"] = self.usage.to_json()
+        if self.agent_session_id is not None:
+            out["agent_session_id"] = self.agent_session_id
+        if self.exit_code is not None:
+            out["exit_code"] = self.exit_code
+        if self.status is not None:
+            out["status"] = self.status
         if with_raw and self.raw is not None:
             out["raw"] = self.raw
         return out
@@ -213,18 +228,6 @@ class Event:
 
 _ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
-_OPTIONAL_FIELDS: Final = (
-    "text",
-    "tool_name",
-    "tool_id",
-    "tool_input",
-    "is_error",
-    "usage",
-    "agent_session_id",
-    "exit_code",
-    "status",
-)
-
 
 # ---------------------------------------------------------------------------------------------
 # Parsers: one per CLI, each a small stateful object (it remembers tool names by id).
@@ -253,7 +256,23 @@ class StreamParser:
             drafts = []
         if not drafts:
             return [Draft("system", raw=data)]
-        return [replace(drafts[0], raw=data, raw_text=stripped), *drafts[1:]]
+        first = drafts[0]
+        # Positional, not dataclasses.replace: this runs for every line a CLI prints.
+        drafts[0] = Draft(
+            first.kind,
+            first.text,
+            first.tool_name,
+            first.tool_id,
+            first.tool_input,
+            first.is_error,
+            first.usage,
+            first.agent_session_id,
+            first.exit_code,
+            first.status,
+            data,
+            stripped,
+        )
+        return drafts
 
     def parse_object(self, data: dict[str, Any]) -> Iterator[Draft]:  # pragma: no cover
         raise NotImplementedError
