@@ -14,6 +14,7 @@ from aiohttp import web
 
 from arp.agents.history import HistoryLimits, HistoryReaders
 from arp.command.api_history import setup_history_routes
+from arp.command.openapi import setup_openapi_route
 from tests.agents.history.trees import (
     CLAUDE_MESSAGES_PER_TURN,
     claude_lines,
@@ -50,6 +51,7 @@ async def base(home: Path) -> AsyncIterator[str]:
         limits=HistoryLimits(parse_budget=float("inf")),  # exact totals from the first page
     )
     setup_history_routes(app, readers)
+    setup_openapi_route(app)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -223,3 +225,12 @@ async def test_many_requests_at_once(base: str, http: aiohttp.ClientSession) -> 
     urls += [f"{base}/api/claude/projects"] * 10
     bodies = await asyncio.wait_for(asyncio.gather(*(get(http, url) for url in urls)), units(30))
     assert all("messages" in body or "projects" in body for body in bodies)
+
+
+async def test_errors_and_the_openapi_document(base: str, http: aiohttp.ClientSession) -> None:
+    error = await get(http, f"{base}/api/claude/sessions/nope", 404)
+    assert error["status"] == 404 and "nope" in error["error"]
+    document = await get(http, f"{base}/api/openapi.json")
+    for agent in ("claude", "codex", "gemini"):
+        assert set(document["paths"][f"/api/{agent}/sessions/{{session_id}}"]) == {"get", "delete"}
+    assert "HistoryMessagePage" in document["components"]["schemas"]

@@ -12,19 +12,21 @@ Routes, each also served without the `/api` prefix (the original documents use b
 for agent in claude, codex, gemini (projects and working directories too, for every agent).
 The readers block on file I/O, so each request runs them in a worker thread, at most
 `HistoryLimits.max_concurrency` at once (beyond that, requests wait their turn). Errors answer
-`{"error": message}` with the status the `ArpError` carries. A `token` query parameter (the
-relay's routing) is ignored.
+`{"error": message, "status": status}` with the status the `ArpError` carries. A `token` query
+parameter (the relay's routing) is ignored. Where the app serves an OpenAPI document
+(`arp.command.openapi`), these paths are added to it at startup.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
 
-from arp.agents.history import AGENTS, HistoryReaders, HistoryRequestError
+from arp.agents.history import AGENTS, KINDS, HistoryReaders, HistoryRequestError
 from arp.errors import ArpError
 
 _T = TypeVar("_T")
@@ -48,6 +50,15 @@ def setup_history_routes(app: web.Application, readers: HistoryReaders) -> None:
             app.router.add_get(f"{base}/sessions", _sessions(agent))
             app.router.add_get(f"{base}/sessions/{{session_id}}", _messages(agent))
             app.router.add_delete(f"{base}/sessions/{{session_id}}", _delete(agent))
+    app.on_startup.append(_document)
+
+
+async def _document(app: web.Application) -> None:
+    """Describe these routes in the app's OpenAPI document, when it has one."""
+    from arp.command import openapi
+
+    if openapi.DOCUMENT_KEY in app:
+        openapi.add_paths(app, _openapi_paths(), _OPENAPI_SCHEMAS)
 
 
 async def _run(request: web.Request, call: Callable[[], _T]) -> _T:
@@ -63,10 +74,16 @@ def _reply(handler: Callable[[web.Request], Awaitable[Any]]) -> Handler:
         try:
             body = await handler(request)
         except ArpError as error:
-            return web.json_response({"error": error.message}, status=error.status)
-        return web.json_response(body)
+            body, status = {"error": error.message, "status": error.status}, error.status
+        else:
+            status = 200
+        return web.json_response(body, status=status, dumps=_dumps)
 
     return wrapped
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)  # titles and prompts in any script, unescaped
 
 
 def _int(request: web.Request, name: str, default: int | None) -> int | None:
@@ -153,3 +170,196 @@ def _delete(agent: str) -> Handler:
         return deleted.to_json()
 
     return _reply(handler)
+
+
+_PAGE = [
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+]
+_ERRORS = {
+    status: {
+        "description": reason,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    for status, reason in (("400", "bad paging"), ("404", "no such agent, project or session"))
+}
+
+
+def _ok(schema: str, description: str) -> dict[str, Any]:
+    return {
+        "200": {
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+        },
+        **_ERRORS,
+    }
+
+
+def _openapi_paths() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    session_id = {
+        "name": "session_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+    project_id = {
+        "name": "project_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+    project_path = {"name": "projectPath", "in": "query", "schema": {"type": "string"}}
+    for agent in AGENTS:
+        base = f"/api/{agent}"
+        tags = [f"{agent} history"]
+        paths[f"{base}/projects"] = {
+            "get": {
+                "tags": tags,
+                "summary": "projects, newest first, with recent sessions",
+                "responses": _ok("HistoryProjects", "projects"),
+            }
+        }
+        paths[f"{base}/projects/working-directories"] = {
+            "get": {
+                "tags": tags,
+                "summary": "distinct real working directories, newest first",
+                "responses": _ok("HistoryDirectories", "paths"),
+            }
+        }
+        paths[f"{base}/projects/{{project_id}}/sessions"] = {
+            "get": {
+                "tags": tags,
+                "summary": "one project's sessions, newest first",
+                "parameters": [project_id, *_PAGE],
+                "responses": _ok("HistorySessionPage", "a page of sessions"),
+            }
+        }
+        paths[f"{base}/sessions"] = {
+            "get": {
+                "tags": tags,
+                "summary": "all sessions, newest first",
+                "parameters": [*_PAGE, project_path],
+                "responses": _ok("HistorySessionPage", "a page of sessions"),
+            }
+        }
+        paths[f"{base}/sessions/{{session_id}}"] = {
+            "get": {
+                "tags": tags,
+                "summary": "one session's messages in order, paged",
+                "parameters": [session_id, *_PAGE],
+                "responses": _ok("HistoryMessagePage", "a page of messages"),
+            },
+            "delete": {
+                "tags": tags,
+                "summary": "delete the session's file and side folder",
+                "parameters": [session_id],
+                "responses": _ok("HistoryDeleted", "deleted"),
+            },
+        }
+    return paths
+
+
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_OPENAPI_SCHEMAS: dict[str, Any] = {
+    "HistorySession": {
+        "type": "object",
+        "properties": {
+            "agent": {"type": "string"},
+            "id": {"type": "string"},
+            "projectId": {"type": "string"},
+            "projectPath": _NULLABLE_STRING,
+            "title": {"type": "string"},
+            "createdAt": _NULLABLE_STRING,
+            "lastActivity": {"type": "string", "format": "date-time"},
+            "messageCount": {"type": "integer"},
+            "sizeBytes": {"type": "integer"},
+            "gitBranch": _NULLABLE_STRING,
+            "version": _NULLABLE_STRING,
+        },
+    },
+    "HistoryProject": {
+        "type": "object",
+        "properties": {
+            "agent": {"type": "string"},
+            "id": {"type": "string"},
+            "path": _NULLABLE_STRING,
+            "sessionCount": {"type": "integer"},
+            "lastActivity": _NULLABLE_STRING,
+            "recentSessions": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/HistorySession"},
+            },
+        },
+    },
+    "HistoryProjects": {
+        "type": "object",
+        "properties": {
+            "agent": {"type": "string"},
+            "projects": {"type": "array", "items": {"$ref": "#/components/schemas/HistoryProject"}},
+        },
+    },
+    "HistoryDirectories": {
+        "type": "object",
+        "properties": {
+            "agent": {"type": "string"},
+            "workingDirectories": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "HistorySessionPage": {
+        "type": "object",
+        "properties": {
+            "sessions": {"type": "array", "items": {"$ref": "#/components/schemas/HistorySession"}},
+            "total": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "limit": {"type": "integer"},
+            "hasMore": {"type": "boolean"},
+        },
+    },
+    "HistoryMessage": {
+        "type": "object",
+        "required": ["index", "role", "kind", "text"],
+        "properties": {
+            "index": {"type": "integer"},
+            "role": {"type": "string", "enum": ["user", "assistant", "system"]},
+            "kind": {"type": "string", "enum": list(KINDS)},
+            "text": {"type": "string"},
+            "timestamp": {"type": "string"},
+            "id": {"type": "string"},
+            "messageId": {"type": "string"},
+            "parentId": {"type": "string"},
+            "toolName": {"type": "string"},
+            "toolInput": {},
+            "toolUseId": {"type": "string"},
+            "isError": {"type": "boolean"},
+            "model": {"type": "string"},
+            "extra": {"type": "object"},
+        },
+    },
+    "HistoryMessagePage": {
+        "type": "object",
+        "properties": {
+            "session": {"$ref": "#/components/schemas/HistorySession"},
+            "messages": {"type": "array", "items": {"$ref": "#/components/schemas/HistoryMessage"}},
+            "total": {
+                "type": "integer",
+                "description": "messages known; exact once complete is true",
+            },
+            "complete": {
+                "type": "boolean",
+                "description": "false while a long session is still being parsed: ask again",
+            },
+            "offset": {"type": "integer"},
+            "limit": {"type": "integer"},
+            "hasMore": {"type": "boolean"},
+        },
+    },
+    "HistoryDeleted": {
+        "type": "object",
+        "properties": {
+            "deleted": {"type": "boolean"},
+            "agent": {"type": "string"},
+            "id": {"type": "string"},
+        },
+    },
+}
