@@ -160,13 +160,12 @@ async def replay_phase(
         last_seq = (await resp.json())["last_seq"]
     count = 0
     began = time.perf_counter()
-    tail = b""
+    pending = b""
     async with http.get(f"/api/sessions/{sid}/events", params={"after": 0}) as resp:
         async for chunk in resp.content.iter_chunked(1 << 16):
-            data = tail + chunk
-            count += data.count(b"\nid: ") + (1 if data.startswith(b"id: ") else 0)
-            tail = data[-5:]
-            count -= tail.count(b"\nid: ")  # counted again with the next chunk
+            blocks = (pending + chunk).split(b"\n\n")
+            pending = blocks.pop()  # an event not complete yet
+            count += sum(1 for block in blocks if block.startswith(b"id: "))
     took = time.perf_counter() - began
     return {
         "replayed_events": count,

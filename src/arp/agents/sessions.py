@@ -12,9 +12,16 @@ the remote TCP protocol are adapters over it. Public interface::
         session = await manager.send_message(session.session_id, "and now?")   # resumes
         session = await manager.cancel(session.session_id)  # SIGINT → SIGTERM → SIGKILL
         manager.get(session_id) -> Session                  # a frozen snapshot
-        manager.list(limit=50, offset=0) -> list[Session]   # newest first; manager.count()
-        manager.events_after(session_id, after_seq, limit) -> list[Event]
+        manager.list(limit=50, offset=0) -> list[Session]   # newest first
+        manager.count(), manager.running_count()
+        manager.events_after(session_id, after_seq=0, limit=1000) -> list[Event]
+        manager.lines_after(session_id, after_seq=0, limit=1000) -> list[(seq, JSON line)]
+        async for batch in manager.follow_lines(session_id, after_seq): ...   # lines, batched
         await manager.delete(session_id)                    # stops it, removes its files
+
+    StartRequest(executor, prompt, model=None, project_path=None, permission_mode=None,
+                 allowed_tools=(), disallowed_tools=(), no_tools=False, max_turns=None,
+                 append_system_prompt=None, resume_id=None)   # StartRequest.from_json(body)
 
 - Errors are `arp.agents.errors.SessionError` subclasses carrying the HTTP status: 400 bad
   request (unknown executor, binary not found, missing project folder, option the executor does
