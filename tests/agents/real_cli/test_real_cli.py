@@ -21,7 +21,7 @@ import pytest
 from arp.agents.events import Event
 from arp.agents.history import HistoryReaders
 from arp.agents.sessions import Session, SessionManager, StartRequest
-from tests.agents.real_cli.conftest import KEYS, AgentHome
+from tests.agents.real_cli.agent_home import KEYS, AgentHome
 from tests.agents.real_cli.mock_models import HOLD, MockModelApi, RecordedRequest
 from tests.conftest import units
 
