@@ -631,3 +631,38 @@ async def test_nothing_outlives_a_completed_run(
             break
         await asyncio.sleep(0.02)
     assert process_gone(child), "a grandchild outlived its completed run"
+
+
+async def test_sse_keeps_a_silent_stream_alive(http: aiohttp.ClientSession) -> None:
+    session = await start(http, executor="claude", prompt=f"events=1 sleep={units(1.2)}")
+    async with http.get(f"/api/sessions/{session['session_id']}/events") as resp:
+        body = await asyncio.wait_for(resp.content.read(), units(10))
+    assert b": keep-alive\n\n" in body  # idle_tick is half a unit in these tests
+    assert body.rstrip().endswith(b"}") and b"event: end" in body
+
+
+async def test_websocket_client_may_leave_mid_stream(http: aiohttp.ClientSession) -> None:
+    session = await start(http, executor="codex", prompt=f"events=100 sleep={units(0.05)}")
+    sid = session["session_id"]
+    async with http.ws_connect(f"/api/sessions/{sid}/ws") as ws:
+        first = json.loads((await ws.receive(timeout=units(5))).data)
+        assert first["seq"] == 1
+    status, body = await post_json(http, f"/api/sessions/{sid}/cancel")
+    assert status == 200 and body["status"] == "cancelled"
+    # A new connection still replays everything from the start.
+    seqs = []
+    async with http.ws_connect(f"/api/sessions/{sid}/ws") as ws:
+        async for message in ws:
+            data = json.loads(message.data)
+            if data.get("type") == "end":
+                break
+            seqs.append(data["seq"])
+    assert seqs == list(range(1, data["session"]["last_seq"] + 1))
+
+
+async def test_stored_sessions_are_private(http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    session = await start(http, executor="claude", prompt="events=1")
+    await run_to_end(http, session["session_id"])
+    assert (tmp_path / "data" / "sessions").stat().st_mode & 0o777 == 0o700
+    folder = tmp_path / "data" / "sessions" / session["session_id"]
+    assert folder.stat().st_mode & 0o777 == 0o700

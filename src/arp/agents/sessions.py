@@ -394,6 +394,7 @@ class SessionManager:
             return
         self._started = True
         if self.config.data_dir is not None:
+            (self.config.data_dir / "sessions").mkdir(mode=0o700, parents=True, exist_ok=True)
             self._load()
 
     async def close(self) -> None:
@@ -663,6 +664,8 @@ class SessionManager:
         )
 
     def _new_log(self, folder: Path | None) -> EventLog:
+        if folder is not None:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         return EventLog(
             folder / "events.jsonl" if folder is not None else None,
             max_memory_events=self.config.memory_events,
@@ -897,7 +900,8 @@ class SessionManager:
         if entry.folder is None or entry.deleted:
             return
         try:
-            entry.folder.mkdir(parents=True, exist_ok=True)
+            # Prompts and agent output are private: the folders are the user's alone.
+            entry.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             tmp = entry.folder / "session.json.tmp"
             tmp.write_text(json.dumps(entry.to_meta(), ensure_ascii=False), encoding="utf-8")
             os.replace(tmp, entry.folder / "session.json")
