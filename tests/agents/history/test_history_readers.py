@@ -517,3 +517,162 @@ def test_the_plain_constructor_reads_the_environment(
     assert readers.codex_dir == tmp_path / "cx"
     assert [s.id for s in readers.sessions("claude").items] == [sid(1)]
     assert HistoryReaders(claude_dir=tmp_path / "cc").claude_json is None
+
+
+def gemini_resumed_lines(session_id: str, *, new_ids: bool = False) -> list[str]:
+    """What Gemini CLI 0.61 writes for a tool turn, then a resume and one more turn: on resume
+    it rewrites every turn from the model's history in a `$set` of all `messages`, the tool
+    call as a functionCall part and its result as a `<id>_response` user turn."""
+    header = {
+        "sessionId": session_id,
+        "projectHash": "p",
+        "startTime": "2025-06-01T00:00:00Z",
+        "lastUpdated": "2025-06-01T00:00:00Z",
+        "kind": "main",
+    }
+    call = {
+        "id": "c1",
+        "name": "read_file",
+        "args": {"file_path": "/n.txt"},
+        "status": "success",
+        "result": [
+            {
+                "functionResponse": {
+                    "id": "c1",
+                    "name": "read_file",
+                    "response": {"output": "notes body"},
+                }
+            }
+        ],
+        "resultDisplay": "",
+        "displayName": "ReadFile",
+        "description": "Reads a file",
+    }
+    ask = {
+        "id": "u1",
+        "timestamp": "2025-06-01T00:00:01Z",
+        "type": "user",
+        "content": [{"text": "ASK-h read it"}],
+    }
+    tool_turn = {
+        "id": "g1",
+        "timestamp": "2025-06-01T00:00:02Z",
+        "type": "gemini",
+        "content": "",
+        "toolCalls": [call],
+        "thoughts": [{"subject": "Reading", "description": "the file"}],
+        "model": "gemini-x",
+    }
+    answer = {
+        "id": "g2",
+        "timestamp": "2025-06-01T00:00:03Z",
+        "type": "gemini",
+        "content": "TOOL-RESULT-SEEN",
+        "thoughts": [],
+        "model": "gemini-x",
+    }
+    again = {
+        "id": "u2",
+        "timestamp": "2025-06-01T00:01:00Z",
+        "type": "user",
+        "content": [{"text": "ASK-again"}],
+    }
+    reply = {
+        "id": "g3",
+        "timestamp": "2025-06-01T00:01:01Z",
+        "type": "gemini",
+        "content": "second reply",
+        "thoughts": [],
+        "model": "gemini-x",
+    }
+    rewritten = [
+        {**ask, "content": [{"text": "ASK-h read it"}]},
+        {
+            **tool_turn,
+            "content": [
+                {
+                    "functionCall": {
+                        "id": "c1",
+                        "name": "read_file",
+                        "args": {"file_path": "/n.txt"},
+                    }
+                },
+                {"text": "the file", "thought": True},
+            ],
+        },
+        {
+            "id": "g1_response",
+            "timestamp": "2025-06-01T00:01:00Z",
+            "type": "user",
+            "content": [
+                {
+                    "functionResponse": {
+                        "id": "c1",
+                        "name": "read_file",
+                        "response": {"output": "notes body"},
+                    }
+                }
+            ],
+        },
+        {**answer, "content": [{"text": "TOOL-RESULT-SEEN"}]},
+        again,
+        {**reply, "content": [{"text": "second reply"}]},
+    ]
+    records = [
+        header,
+        ask,
+        {**tool_turn, "toolCalls": [{**call, "result": None}]},
+        tool_turn,
+        answer,
+        {"$set": {"lastUpdated": "2025-06-01T00:00:03Z"}},
+        {"$set": {"sessionId": session_id}},
+        again,
+        reply,
+        {"$set": {"messages": rewritten, "lastUpdated": "2025-06-01T00:01:01Z"}},
+    ]
+    return [json.dumps(record) + "\n" for record in records]
+
+
+@pytest.mark.parametrize("new_ids", [False, True])
+def test_gemini_resume_rewrites_do_not_change_what_is_shown(tmp_path: Path, new_ids: bool) -> None:
+    gemini = tmp_path / ".gemini"
+    chats = gemini / "tmp" / "p" / "chats"
+    chats.mkdir(parents=True)
+    lines = gemini_resumed_lines(sid(7), new_ids=new_ids)
+    path = chats / f"session-2025-06-01T00-00-{sid(7)[:8]}.jsonl"
+    path.write_text("".join(lines[:6]))
+    readers = HistoryReaders(gemini_dir=gemini)
+
+    def shown() -> list[tuple[str, str, str | None, str]]:
+        return [
+            (m.role, m.kind, m.tool_name, m.text) for m in readers.all_messages("gemini", sid(7))
+        ]
+
+    before = shown()
+    assert before == [
+        ("user", "text", None, "ASK-h read it"),
+        ("assistant", "thinking", None, "Reading\nthe file"),
+        ("assistant", "tool_use", "read_file", "Reads a file"),
+        ("user", "tool_result", "read_file", "notes body"),
+        ("assistant", "text", None, "TOOL-RESULT-SEEN"),
+    ]
+    path.write_text("".join(lines))
+    assert shown() == [
+        *before,
+        ("user", "text", None, "ASK-again"),
+        ("assistant", "text", None, "second reply"),
+    ]
+
+
+def test_a_gemini_json_session_resumed_into_jsonl_is_one_session(tmp_path: Path) -> None:
+    gemini = tmp_path / ".gemini"
+    old = write_gemini_json(gemini, "p", "/p", sid(3), turns=1, start=0.0)
+    resumed = old.with_suffix(".jsonl")
+    resumed.write_text("".join(gemini_resumed_lines(sid(3))))
+    readers = HistoryReaders(gemini_dir=gemini)
+    page = readers.sessions("gemini")
+    assert [s.id for s in page.items] == [sid(3)] and page.total == 1
+    assert readers.messages("gemini", sid(3)).items[-1].text == "second reply"
+    deleted = readers.delete_session("gemini", sid(3))
+    assert set(deleted.removed) == {str(resumed), str(old)}
+    assert readers.sessions("gemini").total == 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +68,17 @@ def _result_text(call: dict[str, Any]) -> str:
 
 
 class GeminiParser:
-    """Gemini records (either format) → normalised messages (a `TranscriptParser`)."""
+    """Gemini records (either format) → normalised messages (a `TranscriptParser`).
+
+    Records are told apart as Gemini CLI's own loader does: `$rewindTo`, then a message (a
+    string `id`), then `$set`, then a metadata line (`sessionId` and `projectHash`).
+    """
 
     def __init__(self) -> None:
         self.metadata: dict[str, Any] = {}
         self._records: dict[str, dict[str, Any]] = {}
-        self._anonymous = 0
+        self._calls: dict[str, dict[str, Any]] = {}
+        """Every tool call recorded, by id: a rewrite on resume keeps only the bare call."""
         self._view: list[HistoryMessage] | None = None
 
     def feed(self, record: dict[str, Any]) -> None:
@@ -83,30 +89,32 @@ class GeminiParser:
             cut = ids.index(target) if target in ids else 0
             for message_id in ids[cut:]:
                 del self._records[message_id]
-            return
-        patch = record.get("$set")
-        if isinstance(patch, dict):
-            self._patch(patch)
-        elif isinstance(record.get("type"), str) and "sessionId" not in record:
+        elif isinstance(record.get("id"), str):
             self._add(record)
-        elif "$rewindTo" not in record:
-            self._patch(record)
+        elif isinstance(record.get("$set"), dict):
+            patch = record["$set"]
+            self.metadata.update(patch)
+            if isinstance(patch.get("messages"), list):
+                self._records = {}
+                self._add_all(patch["messages"])
+        elif isinstance(record.get("sessionId"), str):
+            self.metadata.update(record)
+            if isinstance(record.get("messages"), list):
+                self._add_all(record["messages"])
+        self.metadata.pop("messages", None)
 
-    def _patch(self, patch: dict[str, Any]) -> None:
-        self.metadata.update({key: value for key, value in patch.items() if key != "messages"})
-        messages = patch.get("messages")
-        if isinstance(messages, list):
-            self._records = {}
-            for message in messages:
-                if isinstance(message, dict):
-                    self._add(message)
+    def _add_all(self, messages: list[Any]) -> None:
+        for message in messages:
+            if isinstance(message, dict) and isinstance(message.get("id"), str):
+                self._add(message)
 
     def _add(self, record: dict[str, Any]) -> None:
-        message_id = record.get("id")
-        if not isinstance(message_id, str):
-            self._anonymous += 1
-            message_id = f"\0{self._anonymous}"
-        self._records[message_id] = record
+        self._records[record["id"]] = record
+        calls = record.get("toolCalls")
+        if isinstance(calls, list):
+            for call in calls:
+                if isinstance(call, dict) and isinstance(call.get("id"), str):
+                    self._calls[call["id"]] = call
 
     def count(self) -> int:
         return len(self.messages())  # replacements and rewinds: only the view knows
@@ -117,88 +125,175 @@ class GeminiParser:
     def messages(self) -> Sequence[HistoryMessage]:
         if self._view is None:
             view: list[HistoryMessage] = []
+            calls: set[str] = set()
+            results: set[str] = set()
             for record in self._records.values():
-                view.extend(_normalise(record))
+                view.extend(_normalise(record, calls, results, self._calls))
             self._view = view
         return self._view
 
 
-def _normalise(record: dict[str, Any]) -> list[HistoryMessage]:
+@dataclass(slots=True)
+class _Parts:
+    texts: list[str] = field(default_factory=list)
+    thoughts: list[str] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    responses: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.texts)
+
+
+def _parts(content: object) -> _Parts:
+    """A content value split into texts, thought texts, function calls and responses."""
+    parts = _Parts()
+    if isinstance(content, str):
+        parts.texts.append(content)
+        return parts
+    if isinstance(content, dict):
+        content = [content]
+    if not isinstance(content, list):
+        return parts
+    for part in content:
+        if isinstance(part, str):
+            parts.texts.append(part)
+        elif not isinstance(part, dict):
+            continue
+        elif isinstance(part.get("functionCall"), dict):
+            parts.calls.append(part["functionCall"])
+        elif isinstance(part.get("functionResponse"), dict):
+            parts.responses.append(part["functionResponse"])
+        elif isinstance(part.get("text"), str):
+            (parts.thoughts if part.get("thought") else parts.texts).append(part["text"])
+    return parts
+
+
+def _response_text(response: dict[str, Any]) -> str:
+    body = response.get("response")
+    if isinstance(body, dict) and "output" in body:
+        output = body["output"]
+        return output if isinstance(output, str) else json.dumps(output)
+    if isinstance(body, dict) and "error" in body:
+        error = body["error"]
+        return error if isinstance(error, str) else json.dumps(error)
+    return "" if body is None else json.dumps(body)
+
+
+def _normalise(
+    record: dict[str, Any],
+    calls_seen: set[str],
+    results_seen: set[str],
+    known_calls: dict[str, dict[str, Any]],
+) -> list[HistoryMessage]:
+    """One record's messages. A tool call or result already shown (Gemini repeats them: in a
+    message's `toolCalls` and, after a resume, as function parts of rewritten turns) is not
+    shown again; a bare functionCall part borrows what the recorded call said of itself."""
     kind = record.get("type")
     common: dict[str, Any] = {
         "id": _str(record.get("id")),
         "timestamp": _str(record.get("timestamp")),
     }
-    text = parts_text(record.get("content"))
+    parts = _parts(record.get("content"))
+    out: list[HistoryMessage] = []
     if kind == "user":
-        return [HistoryMessage(role="user", kind="text", text=text, **common)]
-    if kind != "gemini":
-        if kind in ("info", "error", "warning"):
-            extra = {"type": kind}
-            return [
+        shown = _parts(record.get("displayContent")).text or parts.text
+        if shown:
+            out.append(HistoryMessage(role="user", kind="text", text=shown, **common))
+        for response in parts.responses:
+            call_id = _str(response.get("id"))
+            if call_id is not None and call_id in results_seen:
+                continue
+            if call_id is not None:
+                results_seen.add(call_id)
+            out.append(
                 HistoryMessage(
-                    role="system",
-                    kind="text",
-                    text=text,
-                    is_error=kind == "error",
-                    extra=extra,
+                    role="user",
+                    kind="tool_result",
+                    text=_response_text(response),
+                    tool_name=_str(response.get("name")),
+                    tool_use_id=call_id,
                     **common,
                 )
-            ]
+            )
+        return out
+    if kind in ("info", "error", "warning"):
+        return [
+            HistoryMessage(
+                role="system",
+                kind="text",
+                text=parts.text,
+                is_error=kind == "error",
+                extra={"type": kind},
+                **common,
+            )
+        ]
+    if kind != "gemini":
         return []
     model = _str(record.get("model"))
-    out: list[HistoryMessage] = []
     thoughts = record.get("thoughts")
+    # A resumed session rewrites turns with the model's parts: its thought parts repeat `thoughts`.
+    texts = [] if thoughts else list(parts.thoughts)
     if isinstance(thoughts, list):
         for thought in thoughts:
             if isinstance(thought, dict):
                 subject = _str(thought.get("subject")) or ""
                 description = _str(thought.get("description")) or ""
-                joined = f"{subject}\n{description}".strip() if subject else description
-                out.append(
-                    HistoryMessage(
-                        role="assistant", kind="thinking", text=joined, model=model, **common
-                    )
-                )
-    if text:
+                texts.append(f"{subject}\n{description}".strip() if subject else description)
+    for text in texts:
+        out.append(
+            HistoryMessage(role="assistant", kind="thinking", text=text, model=model, **common)
+        )
+    if parts.text:
         extra = {"tokens": record["tokens"]} if isinstance(record.get("tokens"), dict) else {}
         out.append(
             HistoryMessage(
-                role="assistant", kind="text", text=text, model=model, extra=extra, **common
+                role="assistant", kind="text", text=parts.text, model=model, extra=extra, **common
             )
         )
-    calls = record.get("toolCalls")
-    if isinstance(calls, list):
-        for call in calls:
-            if not isinstance(call, dict):
-                continue
-            call_id = _str(call.get("id"))
-            status = _str(call.get("status"))
+    calls = [call for call in record.get("toolCalls") or [] if isinstance(call, dict)]
+    listed = {call.get("id") for call in calls}
+    calls += [
+        {**known_calls.get(str(call.get("id")), {}), **call}
+        for call in parts.calls
+        if call.get("id") not in listed
+    ]
+    for call in calls:
+        call_id = _str(call.get("id"))
+        if call_id is not None and call_id in calls_seen:
+            continue
+        if call_id is not None:
+            calls_seen.add(call_id)
+        status = _str(call.get("status"))
+        out.append(
+            HistoryMessage(
+                role="assistant",
+                kind="tool_use",
+                text=_str(call.get("description")) or "",
+                tool_name=_str(call.get("name")),
+                tool_input=call.get("args"),
+                tool_use_id=call_id,
+                model=model,
+                extra={"status": status} if status else {},
+                **common,
+            )
+        )
+        has_result = call.get("result") is not None or call.get("resultDisplay") is not None
+        if has_result and not (call_id is not None and call_id in results_seen):
+            if call_id is not None:
+                results_seen.add(call_id)
             out.append(
                 HistoryMessage(
-                    role="assistant",
-                    kind="tool_use",
-                    text=_str(call.get("description")) or "",
+                    role="user",
+                    kind="tool_result",
+                    text=_result_text(call),
                     tool_name=_str(call.get("name")),
-                    tool_input=call.get("args"),
                     tool_use_id=call_id,
-                    model=model,
-                    extra={"status": status} if status else {},
-                    **common,
+                    is_error=status == "error",
+                    id=common["id"],
+                    timestamp=_str(call.get("timestamp")) or common["timestamp"],
                 )
             )
-            if call.get("result") is not None or call.get("resultDisplay") is not None:
-                out.append(
-                    HistoryMessage(
-                        role="user",
-                        kind="tool_result",
-                        text=_result_text(call),
-                        tool_use_id=call_id,
-                        is_error=status == "error",
-                        id=common["id"],
-                        timestamp=_str(call.get("timestamp")) or common["timestamp"],
-                    )
-                )
     return out
 
 

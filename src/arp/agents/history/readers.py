@@ -8,6 +8,7 @@ by `TranscriptCache`. Methods block on file I/O: async callers run them in a wor
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -49,6 +50,8 @@ class SessionFile:
     jsonl: bool
     stamp: Stamp | None = None
     """Size and mtime when listed: a lookup trusts the listing while they hold."""
+    older_files: tuple[Path, ...] = ()
+    """Earlier files of the same session (Gemini's .json a resume carried on in .jsonl)."""
 
 
 def _newest_first(session: SessionSummary) -> tuple[float, str]:
@@ -285,7 +288,19 @@ class _GeminiStore(_Store):
                 found.append(SessionFile(summary, path, side, jsonl=jsonl, stamp=stamp))
         for path in [path for path in self._summaries if path not in seen]:
             del self._summaries[path]
-        return found
+        # Resuming an older .json session, Gemini CLI carries on in a .jsonl beside it: one
+        # session, two files. The newer stands for it (and is what a delete removes first).
+        by_id: dict[str, list[SessionFile]] = {}
+        for file in found:
+            by_id.setdefault(file.summary.id, []).append(file)
+        sessions = []
+        for files in by_id.values():
+            files.sort(key=lambda file: (file.summary.last_activity, file.jsonl), reverse=True)
+            newest = files[0]
+            if len(files) > 1:
+                newest = replace(newest, older_files=tuple(file.path for file in files[1:]))
+            sessions.append(newest)
+        return sessions
 
     def _summary(
         self, path: Path, stamp: Stamp, jsonl: bool, project_id: str, real: str | None
@@ -567,6 +582,10 @@ class HistoryReaders:
             raise HistoryNotFound(f"no {agent} session {session_id!r}") from None
         removed.append(str(file.path))
         self._transcripts.forget(file.path)
+        for older in file.older_files:
+            with contextlib.suppress(FileNotFoundError):
+                older.unlink()
+                removed.append(str(older))
         side = file.side_folder
         if side is not None and side.is_dir() and not side.is_symlink():
             shutil.rmtree(side)
