@@ -444,10 +444,15 @@ async def test_restart_keeps_history(tmp_path: Path) -> None:
 
 
 async def test_crash_while_running_shows_interrupted(tmp_path: Path) -> None:
-    """A session stored as running (arpc died) is interrupted when the next arpc starts."""
+    """A session stored as running (arpc died) is interrupted when the next arpc starts, and
+    the agent the dead arpc left behind is stopped."""
     config = fake_config(tmp_path)
+    pidfile = tmp_path / "fake.pid"
     async with CommandServer(config) as first, aiohttp.ClientSession(base_url=first.url) as http:
-        alive = await start(http, executor="claude", prompt=f"events=1000 sleep={units(0.05)}")
+        alive = await start(
+            http, executor="claude", prompt=f"events=1000 sleep={units(0.05)} pidfile={pidfile}"
+        )
+        pid = int(await wait_for_file(pidfile, units(10)))
         await asyncio.sleep(units(0.3))
         # A second arpc on the same data dir sees the first one's state as a crash would leave it.
         async with CommandServer(config) as second:
@@ -455,6 +460,11 @@ async def test_crash_while_running_shows_interrupted(tmp_path: Path) -> None:
             assert session.status == "interrupted"
             assert session.last_seq >= 2
             assert session.error and "arpc stopped" in session.error
+            for _ in range(100):
+                if process_gone(pid):
+                    break
+                await asyncio.sleep(0.02)
+            assert process_gone(pid), "the dead arpc's agent was left running"
 
 
 @pytest.mark.parametrize(

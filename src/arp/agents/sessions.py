@@ -306,6 +306,9 @@ class _Entry:
         self.error: str | None = None
         self.run: _Run | None = None
         self.deleted = False
+        self.child: dict[str, Any] | None = None
+        """The running child's identity (pid, start time, boot id), kept so that an arpc that
+        died without stopping it can find and stop it at the next start."""
         self._changed = asyncio.Event()
 
     def snapshot(self) -> Session:
@@ -356,6 +359,7 @@ class _Entry:
             "usage": self.usage.to_json(),
             "runs": self.runs,
             "error": self.error,
+            "child": self.child if self.status == "running" else None,
         }
 
 
@@ -720,6 +724,8 @@ class SessionManager:
                 self._emit(entry, run, [Draft("error", text=error)])
                 return
             run.process = process
+            entry.child = _child_identity(process.pid)
+            self._save(entry)
             if run.cancel_requested or run.interrupt_requested:
                 # Stopped while it was being spawned: it has done nothing worth a grace period.
                 _kill_group(process.pid, signal.SIGKILL)
@@ -849,6 +855,7 @@ class SessionManager:
                 error = run.result_error or f"{entry.executor.name} exited with code {exit_code}"
         now = time.time()
         entry.status = status
+        entry.child = None
         entry.exit_code = exit_code
         entry.error = error if status == "failed" else None
         entry.ended_at = entry.updated_at = now
@@ -929,6 +936,7 @@ class SessionManager:
         for entry in loaded[-self.config.max_kept_sessions :]:
             self._entries[entry.session_id] = entry
             if entry.status == "running":
+                _stop_leftover(entry)
                 entry.status = "interrupted"
                 entry.error = "arpc stopped while this session was running"
                 entry.ended_at = entry.ended_at or entry.updated_at
@@ -975,12 +983,57 @@ class SessionManager:
         entry.usage = Usage.from_json(meta.get("usage")) or Usage()
         entry.runs = int(meta.get("runs", 1))
         entry.error = meta.get("error")
+        child = meta.get("child")
+        entry.child = child if isinstance(child, dict) else None
         return entry
 
 
 def _check_still_a_folder(path: str) -> None:
     if not os.path.isdir(path):
         raise BadRequest(f"project path {path} no longer exists")
+
+
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot), so a reused pid is never mistaken for it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _child_identity(pid: int) -> dict[str, Any]:
+    return {"pid": pid, "start": _start_ticks(pid), "boot": _boot_id()}
+
+
+def _stop_leftover(entry: _Entry) -> None:
+    """Kills the process group of a child an earlier arpc left running, if it is still there.
+
+    Only when the pid, its start time and the boot all match what was recorded (Linux /proc);
+    anything less certain is left alone rather than risk signalling a stranger.
+    """
+    child = entry.child
+    entry.child = None
+    if not child or child.get("start") is None or child.get("boot") is None:
+        return
+    pid = child.get("pid")
+    if not isinstance(pid, int) or pid <= 1:
+        return
+    if _boot_id() != child["boot"] or _start_ticks(pid) != child["start"]:
+        return
+    log.warning(
+        "session %s: stopping its agent (pid %d) left by an earlier arpc", entry.session_id, pid
+    )
+    _kill_group(pid, signal.SIGKILL)
 
 
 def _kill_group(pgid: int, sig: signal.Signals) -> None:
