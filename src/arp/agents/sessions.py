@@ -41,7 +41,9 @@ the remote TCP protocol are adapters over it. Public interface::
   child exits, whatever is left of its process group is killed, so nothing outlives a run.
 - Storage, when ``data_dir`` is set: ``<data_dir>/sessions/<session_id>/session.json`` (state,
   rewritten atomically on each change) and ``events.jsonl`` (one event a line). `start()` loads
-  them; a session that was ``running`` becomes ``interrupted``.
+  them; a session that was ``running`` becomes ``interrupted``, and if the agent that arpc
+  left behind is still alive (same pid, start time and boot, read from /proc) its process group
+  is killed.
 """
 
 from __future__ import annotations
