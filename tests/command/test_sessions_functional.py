@@ -192,6 +192,9 @@ async def test_history_routes_are_mounted(http: aiohttp.ClientSession) -> None:
     for path in ("/api/claude/sessions", "/api/codex/sessions", "/gemini/sessions"):
         async with http.get(path) as resp:
             assert resp.status == 200, path
+    async with http.get("/api/openapi.json") as resp:
+        doc = await resp.json()
+    assert any(path.startswith("/api/claude/") for path in doc["paths"])
 
 
 async def test_list_is_newest_first_and_paged(http: aiohttp.ClientSession) -> None:
