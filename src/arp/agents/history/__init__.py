@@ -4,8 +4,11 @@ Pure readers (no asyncio, no sockets); every method blocks on file I/O, so async
 them in a worker thread (`asyncio.to_thread`) with a bound on how many at once. Every face of
 command mode (HTTP API, MCP server, web console, remote TCP) calls these and nothing else.
 
-    readers = HistoryReaders.from_env()          # CLAUDE_CONFIG_DIR, CODEX_HOME, GEMINI_CLI_HOME
-    readers = HistoryReaders(claude_dir=..., claude_json=..., codex_dir=..., gemini_dir=...)
+    readers = HistoryReaders()                   # this user's folders: CLAUDE_CONFIG_DIR,
+                                                 # CODEX_HOME, GEMINI_CLI_HOME honoured
+    readers = HistoryReaders.from_env(env, home=...)           # the same from a given env/home
+    readers = HistoryReaders(claude_dir=..., claude_json=..., codex_dir=..., gemini_dir=...,
+                             limits=HistoryLimits(...))        # tests: fixture trees
 
     readers.projects(agent="claude") -> list[Project]
         every project, most recently active first, each with `recent_sessions`
@@ -16,7 +19,9 @@ command mode (HTTP API, MCP server, web console, remote TCP) calls these and not
         newest first; `project_path` filters by real path, `project_id` by project (404 if unknown)
     readers.session(agent, session_id) -> SessionSummary
     readers.messages(agent, session_id, *, offset=0, limit=None) -> MessagePage
-        messages in conversation order; `total` is the full count, pages are slices of it
+        messages in conversation order, paged. A long session is parsed progressively (as far
+        as the page needs, then for at most `HistoryLimits.parse_budget` seconds): until
+        `complete` is true, `total` counts the messages parsed so far; ask again to go on
     readers.all_messages(agent, session_id) -> tuple[HistoryMessage, ...]
     readers.delete_session(agent, session_id) -> DeletedSession
         removes the session's file and its side folder (sub-agents), nothing else
@@ -31,9 +36,12 @@ Every value has `to_json()` (camelCase keys, ISO 8601 UTC times): `SessionSummar
 projectId, projectPath, title, createdAt, lastActivity, messageCount, sizeBytes, gitBranch,
 version}; `Project` {agent, id, path, sessionCount, lastActivity, recentSessions};
 `SessionPage` {sessions, total, offset, limit, hasMore}; `MessagePage` {session, messages, total,
-offset, limit, hasMore}; `HistoryMessage` {index (in pages), role: user|assistant|system,
-kind: text|thinking|tool_use|tool_result|summary, text, timestamp?, id?, messageId?, parentId?,
-toolName?, toolInput?, toolUseId?, isError?, model?, extra?}.
+complete, offset, limit, hasMore}; `DeletedSession` {deleted, agent, id}; `HistoryMessage`
+{index (in pages), role: user|assistant|system, kind: text|thinking|tool_use|tool_result|summary,
+text, timestamp?, id?, messageId?, parentId?, toolName?, toolInput?, toolUseId?, isError?,
+model?, extra?}. `messageCount` in listings
+counts the session's user/assistant records (Claude: lines; Codex: prompts and answers;
+Gemini: user and model messages), not the normalised pieces `messages()` returns.
 """
 
 from arp.agents.history.model import (
