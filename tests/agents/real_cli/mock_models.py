@@ -9,6 +9,8 @@ Prompt words the rule reads:
 - `ASK-<word>`: a prompt marker; the reply names the newest marker and every marker in the history.
 - `READ-FILE:<absolute path>`: the reply is one tool call that reads that file; once the
   tool's result comes back, the reply quotes it.
+- `WRITE-FILE:<absolute path>`: likewise, one tool call that creates that file holding `WRITTEN`
+  (which needs the agent's permission to edit; the reply then quotes the tool's answer).
 - `HOLD-REPLY`: the server holds the answer back until `MockModelApi.release()` (or its close), so
   a test can cancel a run while the CLI waits on its model.
 """
@@ -33,6 +35,9 @@ HOLD_LIMIT = 60.0
 
 MARKER = re.compile(r"\bASK-[A-Za-z0-9]+\b")
 READ_FILE = re.compile(r"\bREAD-FILE:(/[A-Za-z0-9._/-]+)")
+WRITE_FILE = re.compile(r"\bWRITE-FILE:(/[A-Za-z0-9._/-]+)")
+WRITTEN = "written-by-the-mock"
+"""What a `WRITE-FILE` tool call puts in the file."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,14 @@ class ReadFileReply:
     path: str
 
 
-Reply = TextReply | ReadFileReply
+@dataclass(frozen=True)
+class WriteFileReply:
+    """Ask the agent to create the file at absolute `path` holding `WRITTEN` with its own tool."""
+
+    path: str
+
+
+Reply = TextReply | ReadFileReply | WriteFileReply
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,27 @@ class Conversation:
 
     user_texts: list[str]  # every user-authored text, oldest first
     tool_results: list[str]  # tool outputs that came back in the newest turn
+
+
+ToolReply = ReadFileReply | WriteFileReply
+
+
+def claude_tool(reply: ToolReply) -> tuple[str, dict[str, Any]]:
+    if isinstance(reply, ReadFileReply):
+        return "Read", {"file_path": reply.path}
+    return "Write", {"file_path": reply.path, "content": WRITTEN}
+
+
+def codex_tool(reply: ToolReply) -> tuple[str, dict[str, Any]]:
+    if isinstance(reply, ReadFileReply):
+        return "exec_command", {"cmd": f"cat {reply.path}"}
+    return "exec_command", {"cmd": f"printf %s {WRITTEN} > {reply.path}"}
+
+
+def gemini_tool(reply: ToolReply) -> tuple[str, dict[str, Any]]:
+    if isinstance(reply, ReadFileReply):
+        return "read_file", {"file_path": reply.path}
+    return "write_file", {"file_path": reply.path, "content": WRITTEN}
 
 
 def wants_hold(conv: Conversation) -> bool:
@@ -70,6 +103,9 @@ def plan_reply(conv: Conversation) -> Reply:
     wanted = READ_FILE.search(newest)
     if wanted:
         return ReadFileReply(wanted.group(1))
+    wanted = WRITE_FILE.search(newest)
+    if wanted:
+        return WriteFileReply(wanted.group(1))
     markers: list[str] = []
     for text in conv.user_texts:
         for found in MARKER.findall(text):
@@ -234,11 +270,12 @@ async def _claude_messages(
         full: dict[str, Any] = {"type": "text", "text": reply.text}
         stop = "end_turn"
     else:
-        tool_input = json.dumps({"file_path": reply.path})
+        name, args = claude_tool(reply)
+        tool_input = json.dumps(args)
         block = {
             "type": "tool_use",
             "id": f"toolu_{uuid.uuid4().hex[:20]}",
-            "name": "Read",
+            "name": name,
             "input": {},
         }
         deltas = [
@@ -381,8 +418,8 @@ async def _codex_responses(
             "type": "function_call",
             "id": f"fc_{uuid.uuid4().hex[:24]}",
             "call_id": f"call_{uuid.uuid4().hex[:24]}",
-            "name": "exec_command",
-            "arguments": json.dumps({"cmd": f"cat {reply.path}"}),
+            "name": codex_tool(reply)[0],
+            "arguments": json.dumps(codex_tool(reply)[1]),
             "status": "completed",
         }
         events.append(
@@ -444,7 +481,8 @@ def gemini_conversation(body: dict[str, Any]) -> Conversation:
 def _gemini_parts(reply: Reply) -> list[dict[str, Any]]:
     if isinstance(reply, TextReply):
         return [{"text": reply.text}]
-    return [{"functionCall": {"name": "read_file", "args": {"file_path": reply.path}}}]
+    name, args = gemini_tool(reply)
+    return [{"functionCall": {"name": name, "args": args}}]
 
 
 _GEMINI_USAGE = {"promptTokenCount": 42, "candidatesTokenCount": 7, "totalTokenCount": 49}

@@ -22,7 +22,7 @@ from arp.agents.events import Event
 from arp.agents.history import HistoryReaders
 from arp.agents.sessions import Session, SessionManager, StartRequest
 from tests.agents.real_cli.agent_home import KEYS, AgentHome
-from tests.agents.real_cli.mock_models import HOLD, MockModelApi, RecordedRequest
+from tests.agents.real_cli.mock_models import HOLD, WRITTEN, MockModelApi, RecordedRequest
 from tests.conftest import units
 
 pytestmark = pytest.mark.skipif(
@@ -255,3 +255,78 @@ async def test_gemini_history_of_a_resumed_session_shows_the_tool_call(
     assert (await finished(manager, started.session_id)).status == "completed"
     after = await asyncio.to_thread(tool_turn)
     assert after == before, f"before resume: {before}\nafter resume: {after}"
+
+
+@pytest.mark.parametrize("cli", CLIS, ids=[c.name for c in CLIS])
+async def test_default_permission_refuses_edits(
+    cli: Cli, manager: SessionManager, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    target = project / "refused.txt"
+    started = await manager.start_session(
+        StartRequest(
+            executor=cli.name, prompt=f"ASK-w WRITE-FILE:{target}", project_path=str(project)
+        )
+    )
+    events = await collect(manager, started.session_id)
+    session = await finished(manager, started.session_id)
+    story = describe(events)
+    # The run itself succeeds: the agent was told no and answered with that.
+    assert session.status == "completed", f"{session.error}\n{story}"
+    assert not target.exists()
+    if cli.name == "codex":
+        # The sandbox refuses the write; Codex shows no command item for it, only the answer.
+        assert "Read-only file system" in texts(events, run=0), story
+    else:
+        refused = [e for e in events if e.kind == "tool_result"]
+        assert len(refused) == 1 and refused[0].is_error, story
+    if cli.name == "claude":
+        result = next(e for e in events if e.kind == "result")
+        assert isinstance(result.raw, dict) and result.raw["permission_denials"], story
+
+
+EDIT_CLIS = [
+    pytest.param(
+        cli,
+        id=cli.name,
+        marks=[
+            pytest.mark.xfail(
+                strict=True,
+                reason="the Codex executor drops -s on follow-ups (`exec resume`), and a resumed "
+                "Codex thread runs read-only (docs/real-cli-notes.md, executors 1)",
+            )
+        ]
+        if cli.name == "codex"
+        else [],
+    )
+    for cli in CLIS
+]
+
+
+@pytest.mark.parametrize("cli", EDIT_CLIS)
+async def test_accept_edits_holds_across_a_follow_up(
+    cli: Cli, manager: SessionManager, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    first, second = project / "first.txt", project / "second.txt"
+    started = await manager.start_session(
+        StartRequest(
+            executor=cli.name,
+            prompt=f"ASK-w1 WRITE-FILE:{first}",
+            project_path=str(project),
+            permission_mode="acceptEdits",
+        )
+    )
+    events = await collect(manager, started.session_id)
+    session = await finished(manager, started.session_id)
+    assert session.status == "completed", f"{session.error}\n{describe(events)}"
+    assert first.read_text(encoding="utf-8") == WRITTEN, describe(events)
+
+    await manager.send_message(started.session_id, f"ASK-w2 WRITE-FILE:{second}")
+    more = await collect(manager, started.session_id, after=events[-1].seq)
+    resumed = await finished(manager, started.session_id)
+    assert resumed.status == "completed", f"{resumed.error}\n{describe(more)}"
+    assert second.exists(), f"the follow-up could not edit:\n{describe(more)}"
+    assert second.read_text(encoding="utf-8") == WRITTEN
