@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -234,3 +237,63 @@ async def test_errors_and_the_openapi_document(base: str, http: aiohttp.ClientSe
     for agent in ("claude", "codex", "gemini"):
         assert set(document["paths"][f"/api/{agent}/sessions/{{session_id}}"]) == {"get", "delete"}
     assert "HistoryMessagePage" in document["components"]["schemas"]
+
+
+class _CountingReaders(HistoryReaders):
+    """Real readers that note how many listings run at once (each made to take a while)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.active = 0
+        self.most = 0
+        self._guard = threading.Lock()
+
+    def sessions(self, *args: Any, **kwargs: Any) -> Any:
+        with self._guard:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            time.sleep(units(0.05))
+            return super().sessions(*args, **kwargs)
+        finally:
+            with self._guard:
+                self.active -= 1
+
+
+async def test_history_work_runs_off_the_loop_within_its_bound(
+    home: Path, http: aiohttp.ClientSession
+) -> None:
+    readers = _CountingReaders(claude_dir=home / ".claude", limits=HistoryLimits(max_concurrency=2))
+    app = web.Application()
+    setup_history_routes(app, readers)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(units(0.01))
+                ticks += 1
+
+        clock = asyncio.create_task(ticker())
+        try:
+            bodies = await asyncio.wait_for(
+                asyncio.gather(
+                    *(get(http, f"{base}/api/claude/sessions?limit=5") for _ in range(8))
+                ),
+                units(30),
+            )
+        finally:
+            clock.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await clock
+        assert all(body["total"] == 121 for body in bodies)
+        assert readers.most == 2  # parallel, and never more than the bound
+        assert ticks >= 10  # the loop kept running while the readers worked
+    finally:
+        await runner.cleanup()
