@@ -259,6 +259,19 @@ def test_streaming_snapshots_of_one_message_merge(tmp_path: Path) -> None:
             },
         },
         {**base, "type": "mystery-type", "data": 1},
+        {
+            **base,
+            "type": "system",
+            "subtype": "compact_boundary",
+            "content": "Conversation compacted",
+        },
+        {
+            **base,
+            "type": "user",
+            "uuid": "c",
+            "isCompactSummary": True,
+            "message": {"role": "user", "content": "This session is being continued..."},
+        },
         "not json at all",
         {
             **base,
@@ -273,10 +286,12 @@ def test_streaming_snapshots_of_one_message_merge(tmp_path: Path) -> None:
     text = "".join((json.dumps(x) if isinstance(x, dict) else x) + "\n" for x in lines)
     (folder / "s.jsonl").write_text(text)
     page = HistoryReaders(claude_dir=tmp_path).messages("claude", "s")
-    assert [(m.kind, m.text) for m in page.items] == [
-        ("text", "go"),
-        ("text", "Hello"),
-        ("tool_use", ""),
+    assert [(m.role, m.kind, m.text) for m in page.items] == [
+        ("user", "text", "go"),
+        ("assistant", "text", "Hello"),
+        ("assistant", "tool_use", ""),
+        ("system", "text", "Conversation compacted"),
+        ("user", "summary", "This session is being continued..."),
     ]
 
 

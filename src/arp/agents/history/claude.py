@@ -230,6 +230,13 @@ class ClaudeParser:
         content = message.get("content")
         common = self._common(record)
         flags = self._flags(record)
+        if record.get("isCompactSummary"):
+            # After /compact the conversation goes on from a summary written as a user turn.
+            text = content if isinstance(content, str) else _block_text(content)[0]
+            self._messages.append(
+                HistoryMessage(role="user", kind="summary", text=text, **common, extra=flags)
+            )
+            return
         if isinstance(content, str):
             self._messages.append(
                 HistoryMessage(role="user", kind="text", text=content, **common, extra=flags)
