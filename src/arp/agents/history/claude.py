@@ -85,6 +85,7 @@ def read_head(records: Iterable[dict[str, Any]]) -> HeadInfo:
             and record.get("type") == "user"
             and not record.get("isMeta")
             and not record.get("isSidechain")
+            and not record.get("isCompactSummary")
         ):
             message = record.get("message")
             if isinstance(message, dict):
