@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import ssl
@@ -13,6 +14,8 @@ from collections.abc import Callable, Sequence
 from arp import __version__, logs
 from arp.client.control import Client, ClientConfig, Target
 from arp.client.identity import load_or_create_client_id
+from arp.command.app import CommandConfig, add_command_arguments
+from arp.command.server import CommandServer
 from arp.config import DEFAULT_CONTROL_PORT, DEFAULT_PROXY_PORT, Timeouts, env_int
 from arp.protocol import frames
 from arp.relay.cli import port, positive_float
@@ -116,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="longest wait between reconnect attempts (default %(default)s)",
     )
     parser.add_argument("--log-level", help="debug, info, warning or error (env ARP_LOG)")
+    parser.add_argument(
+        "--command-mode",
+        action="store_true",
+        help="serve the built-in agent API and web console instead of forwarding to --local-port",
+    )
+    add_command_arguments(parser)
     return parser
 
 
@@ -176,19 +185,26 @@ def announce(config: ClientConfig, public_host: str) -> Callable[[frames.Registe
 
 
 async def serve(args: argparse.Namespace) -> int:
-    if args.local_port is None:
+    if not args.command_mode and args.local_port is None:
         log.error("forward mode needs --local-port (the local service to expose)")
         return EXIT_REFUSED
-    http_target = Target(args.local_addr, args.local_port)
-    config = config_from_args(args, http_target)
-    print(
-        f"arpc {__version__}: client_id {config.client_id}, forwarding to {http_target}", flush=True
-    )
-    client = Client(config, on_registered=announce(config, args.public_host or args.server_addr))
-    await client.start()
-    on_stop_signal(lambda: asyncio.ensure_future(client.close()))
-    await client.wait_closed()
-    await client.close()
+    async with contextlib.AsyncExitStack() as stack:
+        if args.command_mode:
+            command = CommandServer(CommandConfig.from_args(args))
+            await stack.enter_async_context(command)
+            http_target = Target(command.host, command.port)
+            mode = f"command mode, API on {http_target}"
+        else:
+            http_target = Target(args.local_addr, args.local_port)
+            mode = f"forwarding to {http_target}"
+        config = config_from_args(args, http_target)
+        print(f"arpc {__version__}: client_id {config.client_id}, {mode}", flush=True)
+        public_host = args.public_host or args.server_addr
+        client = Client(config, on_registered=announce(config, public_host))
+        stack.push_async_callback(client.close)
+        await client.start()
+        on_stop_signal(lambda: asyncio.ensure_future(client.close()))
+        await client.wait_closed()
     if client.fatal_error is not None:
         print(
             f"❌ the relay refused this client: {client.fatal_error.message}",

@@ -146,7 +146,7 @@ class Client:
         try:
             sock = writer.get_extra_info("socket")
             if sock is not None:
-                tune(sock, cfg.limits)
+                tune(sock, cfg.limits, keepalive=True)
             writer.write(
                 frames.encode(
                     frames.Register(
@@ -219,6 +219,7 @@ class Client:
                 limits=cfg.limits,
                 tls=cfg.tls,
                 server_hostname=cfg.tls_server_name,
+                keepalive=True,
             )
             await tunnel.send(
                 frames.encode(

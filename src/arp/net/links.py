@@ -129,9 +129,10 @@ async def open_link(
     limits: Limits,
     tls: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
+    keepalive: bool = False,
 ) -> Link:
     """Connect to host:port, over TLS when `tls` is given; errors name the address."""
-    sock = await connect(host, port, timeout, limits)
+    sock = await connect(host, port, timeout, limits, keepalive=keepalive)
     if tls is None:
         return SocketLink(sock)
     try:
@@ -149,7 +150,7 @@ async def open_link(
     with contextlib.suppress(OSError):
         raw = writer.get_extra_info("socket")
         if raw is not None:
-            tune(raw, limits)
+            tune(raw, limits, keepalive=keepalive)
     return StreamLink(reader, writer)
 
 

@@ -16,13 +16,16 @@ from arp.config import Limits
 log = logging.getLogger(__name__)
 
 
-def tune(sock: socket.socket, limits: Limits) -> None:
-    """TCP_NODELAY, large buffers and keepalive, so links are fast and dead peers get noticed."""
+def tune(sock: socket.socket, limits: Limits, *, keepalive: bool = False) -> None:
+    """TCP_NODELAY and large buffers; with `keepalive`, probes that find a dead peer of a
+    long-lived idle link (control links and pooled tunnels) within about a minute."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.socket_buffer)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, limits.socket_buffer)
+    if not keepalive:
+        return
     with contextlib.suppress(OSError, AttributeError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
@@ -52,7 +55,9 @@ def listen(host: str, port: int, limits: Limits) -> socket.socket:
     return sock
 
 
-async def connect(host: str, port: int, timeout: float, limits: Limits) -> socket.socket:
+async def connect(
+    host: str, port: int, timeout: float, limits: Limits, *, keepalive: bool = False
+) -> socket.socket:
     """A connected, tuned, non-blocking socket; OSError or TimeoutError names the address."""
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout):
@@ -73,7 +78,7 @@ async def connect(host: str, port: int, timeout: float, limits: Limits) -> socke
             except BaseException:
                 sock.close()
                 raise
-            tune(sock, limits)
+            tune(sock, limits, keepalive=keepalive)
             return sock
     reason = last.strerror if last is not None else "no address"
     raise OSError(getattr(last, "errno", None), f"cannot connect to {host}:{port}: {reason}")
@@ -109,6 +114,8 @@ async def accept_loop(
     limits: Limits,
     tasks: set[asyncio.Task[None]],
     name: str,
+    *,
+    keepalive: bool = False,
 ) -> None:
     """Accept forever, running `handle` per connection in a task kept in `tasks`.
 
@@ -127,7 +134,7 @@ async def accept_loop(
                 continue
             raise
         conn.setblocking(False)
-        tune(conn, limits)
+        tune(conn, limits, keepalive=keepalive)
         task: asyncio.Task[None] = loop.create_task(handle(conn))
         tasks.add(task)
         task.add_done_callback(tasks.discard)

@@ -129,12 +129,14 @@ class Relay:
             ssl_handshake_timeout=cfg.timeouts.handshake if self._tls else None,
             limit=limits.max_frame + 8,
         )
-        for sock, handler, name in (
-            (proxy_sock, self._serve_proxy, "proxy"),
-            (public_sock, self._serve_public, "public"),
+        for sock, handler, name, keepalive in (
+            (proxy_sock, self._serve_proxy, "proxy", True),
+            (public_sock, self._serve_public, "public", False),
         ):
             self._loops.append(
-                loop.create_task(accept_loop(sock, handler, limits, self._tasks, name))
+                loop.create_task(
+                    accept_loop(sock, handler, limits, self._tasks, name, keepalive=keepalive)
+                )
             )
         self._loops.append(loop.create_task(self._tick()))
         log.info(
@@ -203,7 +205,7 @@ class Relay:
         sock = writer.get_extra_info("socket")
         peer = writer.get_extra_info("peername")
         if sock is not None:
-            tune(sock, self.config.limits)
+            tune(sock, self.config.limits, keepalive=True)
         limits, timeouts = self.config.limits, self.config.timeouts
         link = ControlLink(writer, limits.max_frame, _CONTROL_SEND_BUFFER)
         decoder = frames.FrameDecoder(limits.max_frame)
