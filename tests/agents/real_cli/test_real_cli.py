@@ -180,8 +180,10 @@ async def test_tool_round_trip_then_resume(
     messages = await asyncio.to_thread(readers.all_messages, cli.name, agent_id)
     said = [m.text for m in messages if m.role == "user" and m.kind == "text"]
     assert any("ASK-first" in t for t in said) and any("ASK-second" in t for t in said), said
-    if cli.name != "gemini":  # see test_gemini_history_shows_the_tool_call
-        assert any(m.kind == "tool_use" for m in messages), [(m.role, m.kind) for m in messages]
+    uses = [m for m in messages if m.kind == "tool_use"]
+    assert len(uses) == 1 and str(notes) in json.dumps(uses[0].tool_input), uses
+    tool_results = [m for m in messages if m.kind == "tool_result"]
+    assert len(tool_results) == 1 and token in tool_results[0].text, tool_results
     answers = " ".join(m.text for m in messages if m.role == "assistant" and m.kind == "text")
     assert "TOOL-RESULT-SEEN" in answers and "history: ASK-first,ASK-second" in answers
 
@@ -219,42 +221,6 @@ async def test_cancel_while_waiting_on_the_model(
     # SIGINT is enough for every CLI: no need to climb to SIGTERM/SIGKILL.
     assert took < units(3), f"{cli.name} took {took:.1f}s to stop on SIGINT"
     assert events[-1].kind == "status" and events[-1].status == "cancelled"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="the Gemini history reader loses the tool call of a resumed session: on --resume "
-    "Gemini CLI 0.61 appends a new header and a `$set` of the whole `messages` list, and the "
-    "reader then shows the tool turn as empty user texts (docs/real-cli-notes.md, Gemini)",
-)
-async def test_gemini_history_of_a_resumed_session_shows_the_tool_call(
-    manager: SessionManager, agent_home: AgentHome, tmp_path: Path
-) -> None:
-    project = tmp_path / "project"
-    project.mkdir()
-    notes = project / "notes.txt"
-    notes.write_text("gemini history check\n", encoding="utf-8")
-    started = await manager.start_session(
-        StartRequest(
-            executor="gemini", prompt=f"ASK-h READ-FILE:{notes}", project_path=str(project)
-        )
-    )
-    await collect(manager, started.session_id)
-    session = await finished(manager, started.session_id)
-    assert session.status == "completed" and session.agent_session_id
-    readers = HistoryReaders.from_env(agent_home.env, home=agent_home.home)
-
-    def tool_turn() -> list[tuple[str, str | None, str]]:
-        messages = readers.all_messages("gemini", str(session.agent_session_id))
-        return [(m.kind, m.tool_name, m.text) for m in messages if m.kind.startswith("tool_")]
-
-    before = await asyncio.to_thread(tool_turn)
-    assert [(kind, name) for kind, name, _ in before][:1] == [("tool_use", "read_file")], before
-    await manager.send_message(started.session_id, "ASK-again")
-    await collect(manager, started.session_id, after=session.last_seq)
-    assert (await finished(manager, started.session_id)).status == "completed"
-    after = await asyncio.to_thread(tool_turn)
-    assert after == before, f"before resume: {before}\nafter resume: {after}"
 
 
 @pytest.mark.parametrize("cli", CLIS, ids=[c.name for c in CLIS])
