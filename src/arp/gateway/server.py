@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_BODY = 1024 * 1024
 MAX_WRITE_BATCH = 512
+MAX_CONCURRENT_WRITES = 4
 INBOUND_QUEUE = 4096
 LIST_LIMIT = 10_000
 SHUTDOWN_GRACE = 5.0
@@ -104,18 +105,27 @@ class AgentConnection:
             text = await self.outbound.get()
             await self.ws.send_str(text)
 
+    async def _write(self, batch: list[dict[str, Any]], now: float) -> list[bool] | None:
+        """Which messages were new, or None when Redis failed (nothing acked: agents resend)."""
+        try:
+            return await self.gateway.store.write_messages(self.agent_id, batch, now)
+        except RedisUnavailable as exc:
+            log.warning("agent %s: %d messages not acked: %s", self.agent_id, len(batch), exc)
+            return None
+
     async def flusher(self) -> None:
         """Write received log/status/result messages to Redis in batches; ack what was written."""
         gateway = self.gateway
         while True:
             batch = [await self.inbound.get()]
-            while len(batch) < MAX_WRITE_BATCH and not self.inbound.empty():
-                batch.append(self.inbound.get_nowait())
-            now = gateway.clock()
-            try:
-                fresh = await gateway.store.write_messages(self.agent_id, batch, now)
-            except RedisUnavailable as exc:
-                log.warning("agent %s: %d messages not acked: %s", self.agent_id, len(batch), exc)
+            # Few writes at once: the rest wait here, outside the Redis deadline, and meanwhile
+            # their batches grow, so a flood costs fewer and larger script calls.
+            async with gateway.write_slots:
+                while len(batch) < MAX_WRITE_BATCH and not self.inbound.empty():
+                    batch.append(self.inbound.get_nowait())
+                now = gateway.clock()
+                fresh = await self._write(batch, now)
+            if fresh is None:
                 await asyncio.sleep(REDIS_RETRY_PAUSE)
                 continue
             finished: list[str] = []
@@ -146,6 +156,7 @@ class Gateway:
         )
         self.connections: dict[str, AgentConnection] = {}
         self.seen = m.DedupWindow(config.agent.dedup_window)
+        self.write_slots = asyncio.Semaphore(MAX_CONCURRENT_WRITES)
         self.metrics.connected = lambda: len(self.connections)
         self.metrics.acks_pending = self._acks_pending
         self.port: int | None = None
