@@ -691,3 +691,15 @@ def test_a_gemini_json_session_resumed_into_jsonl_is_one_session(tmp_path: Path)
     deleted = readers.delete_session("gemini", sid(3))
     assert set(deleted.removed) == {str(resumed), str(old)}
     assert readers.sessions("gemini").total == 0
+
+
+def test_a_session_removed_behind_our_back_is_not_found(tmp_path: Path) -> None:
+    path = write_claude_session(tmp_path / ".claude", "/g", sid(1), turns=2, start=0.0)
+    readers = readers_for(tmp_path, parse_budget=0.0)
+    assert readers.messages("claude", sid(1), limit=1).items
+    path.unlink()
+    with pytest.raises(HistoryNotFound):
+        readers.messages("claude", sid(1), offset=5)
+    with pytest.raises(HistoryNotFound):
+        readers.delete_session("claude", sid(1))
+    assert readers.projects("claude")[0].session_count == 0

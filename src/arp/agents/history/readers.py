@@ -565,9 +565,7 @@ class HistoryReaders:
                 agent, session_id, offset=len(items), limit=self.limits.max_messages
             )
             items.extend(page.items)
-            if page.complete and len(items) >= page.total:
-                return tuple(items)
-            if page.complete and not page.items:
+            if not page.items or (page.complete and len(items) >= page.total):
                 return tuple(items)
 
     # -- deleting ----------------------------------------------------------------------------

@@ -150,8 +150,12 @@ class TranscriptCache:
                     and parser.count() >= need
                 ):
                     return
-        except OSError:
-            return  # gone mid-read: what was parsed stands, the next call sees the new stamp
+        except FileNotFoundError:
+            self._entries.pop(path, None)
+            raise HistoryNotFound(f"session file {path.name} is gone") from None
+        except OSError as error:
+            self._entries.pop(path, None)
+            raise ArpError(f"cannot read session file {path.name}: {error.strerror}") from None
         finally:
             lines.close()
         entry.complete = True
