@@ -68,3 +68,16 @@ def test_missing_or_bad_values_say_what_to_pass(
 def test_wss_url_kept() -> None:
     options = AgentOptions(gateway="wss://gw.example", agent_id="a", token="t", state_dir=Path())
     assert options.url == "wss://gw.example/ws/agent/a"
+
+
+def test_an_oversize_event_stays_valid_json() -> None:
+    import json
+
+    from arp.agents.events import Event
+    from arp.gateway.agent import _event_data
+
+    event = Event(seq=3, ts=1.0, run=0, kind="text", text="y" * 5000, raw="y" * 5000)
+    data = json.loads(_event_data(event, 1000))
+    assert data["truncated"] is True and data["seq"] == 3 and len(data["text"]) == 500
+    small = Event(seq=4, ts=1.0, run=0, kind="text", text="hi")
+    assert json.loads(_event_data(small, 1000))["text"] == "hi"

@@ -435,8 +435,7 @@ class AgentLoop:
         limit = self.options.max_log_data
         try:
             async for event in self.sessions.follow(session_id, 0):
-                line = event.to_line()
-                await self._queue(m.log(task_id, event.seq, line[:limit], stream=event.kind))
+                await self._queue(m.log(task_id, event.seq, _event_data(event, limit), event.kind))
                 if event.kind == "result":
                     final_text = event.text or ""
                     if event.usage is not None:
@@ -451,6 +450,16 @@ class AgentLoop:
         await self._queue(m.status(task_id, state, session.error or ""))
         text = final_text or session.error or f"the task {state}"
         await self._queue(m.result(task_id, exit_code, text, usage or session.usage.to_json()))
+
+
+def _event_data(event: Event, limit: int) -> str:
+    """The event as one JSON line; an oversize one keeps its head, still valid JSON."""
+    line = event.to_line()
+    if len(line) <= limit:
+        return line
+    short: dict[str, Any] = {"seq": event.seq, "ts": event.ts, "run": event.run, "kind": event.kind}
+    short.update(truncated=True, text=(event.text or line)[: limit // 2])
+    return json.dumps(short, ensure_ascii=False, separators=(",", ":"))
 
 
 async def run_agent(
