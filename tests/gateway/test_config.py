@@ -51,7 +51,7 @@ def test_file_then_env_then_flags(tmp_path: Path) -> None:
     )
     env = {"AGENT_SERVER_PORT": "9100", "AUTH_SHARED_SECRET": "from-env", "REDIS_URL": ""}
     config = load_gateway_config(
-        parse(["--config", str(path), "--gateway-port", "9200", "--cleanup-interval", "10s"]),
+        parse(["--config", str(path), "--gateway-port", "9200", "--agent-cleanup-interval", "10s"]),
         environ=env,
     )
     assert config.server.host == "10.0.0.1"
