@@ -284,6 +284,10 @@ async def test_health_and_metrics_report_redis_down(http: aiohttp.ClientSession)
             assert (await reply.json())["redis"] == "down"
         async with http.post(base(gateway) + "/api/agents/register/", json={}) as reply:
             assert reply.status == 503
+        url = f"ws://127.0.0.1:{gateway.port}/ws/agent/a1"
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(url, protocols=("agent-token", "t"))
+        assert refused.value.status == 503
         text = gateway.metrics.render()
         assert "arp_gateway_redis_up 0" in text
 
