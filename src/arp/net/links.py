@@ -58,11 +58,22 @@ class SocketLink(Link):
         return self._sock
 
     async def recv(self, size: int) -> bytes:
-        return await asyncio.get_running_loop().sock_recv(self._sock, size)
+        # Try the syscall first: on the relay's hot path data is usually there already, and
+        # waiting through the loop costs a poll handle and two epoll_ctl calls.
+        try:
+            return self._sock.recv(size)
+        except (BlockingIOError, InterruptedError):
+            return await asyncio.get_running_loop().sock_recv(self._sock, size)
 
     async def send(self, data: bytes) -> None:
-        if data:
-            await asyncio.get_running_loop().sock_sendall(self._sock, data)
+        if not data:
+            return
+        try:
+            sent = self._sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent < len(data):
+            await asyncio.get_running_loop().sock_sendall(self._sock, data[sent:])
 
     def shutdown_write(self) -> None:
         with contextlib.suppress(OSError):
