@@ -5,7 +5,8 @@
                             Redis ◄─ streams, registry, outboxes
 
 An agent's log/status/result is acked only after its Redis write succeeded, so while Redis is down
-the agent keeps (and later resends) everything. Tasks handed to an agent wait in its Redis outbox
+the agent keeps (and later resends) everything; the gateway retries the batch it holds first, so
+an outage does not reorder an agent's entries. Tasks handed to an agent wait in its Redis outbox
 until the agent acks them and are sent again whenever it reconnects, to whichever gateway node.
 Tasks for an agent that is not connected to this node are refused with 409 (not queued).
 """
@@ -41,7 +42,8 @@ MAX_CONCURRENT_WRITES = 4
 INBOUND_QUEUE = 4096
 LIST_LIMIT = 10_000
 SHUTDOWN_GRACE = 5.0
-REDIS_RETRY_PAUSE = 0.2
+REDIS_RETRY_PAUSE = 0.1
+REDIS_RETRY_MAX = 2.0
 
 CLOSE_REPLACED = 4000
 CLOSE_HEARTBEAT = 4001
@@ -118,16 +120,22 @@ class AgentConnection:
         gateway = self.gateway
         while True:
             batch = [await self.inbound.get()]
-            # Few writes at once: the rest wait here, outside the Redis deadline, and meanwhile
-            # their batches grow, so a flood costs fewer and larger script calls.
-            async with gateway.write_slots:
-                while len(batch) < MAX_WRITE_BATCH and not self.inbound.empty():
-                    batch.append(self.inbound.get_nowait())
-                now = gateway.clock()
-                fresh = await self._write(batch, now)
-            if fresh is None:
-                await asyncio.sleep(REDIS_RETRY_PAUSE)
-                continue
+            pause = REDIS_RETRY_PAUSE
+            while True:
+                # Few writes at once: the rest wait here, outside the Redis deadline, and
+                # meanwhile their batches grow, so a flood costs fewer, larger script calls.
+                async with gateway.write_slots:
+                    while len(batch) < MAX_WRITE_BATCH and not self.inbound.empty():
+                        batch.append(self.inbound.get_nowait())
+                    now = gateway.clock()
+                    fresh = await self._write(batch, now)
+                if fresh is not None:
+                    break
+                # Head of line: this batch is retried before anything later from this agent,
+                # so a Redis outage does not reorder its entries. The bounded queue behind it
+                # pushes back on the agent's socket meanwhile.
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, REDIS_RETRY_MAX)
             finished: list[str] = []
             for message, is_new in zip(batch, fresh, strict=True):
                 gateway.seen.add(message["message_id"])
