@@ -84,6 +84,11 @@ def test_codex_command_lines() -> None:
         "th-1",
         "more",
     ]
+    follow_up = RunSpec(prompt="more", resume_id="th-1", model="o4", permission_mode="w")
+    assert codex.build("codex", follow_up) == [
+        "codex", "exec", "--json", "--skip-git-repo-check", "-s", "w",
+        "resume", "-m", "o4", "th-1", "more",
+    ]  # fmt: skip
 
 
 def test_gemini_command_line() -> None:

@@ -190,15 +190,16 @@ def build_claude(binary: str, spec: RunSpec) -> list[str]:
 
 def build_codex(binary: str, spec: RunSpec) -> list[str]:
     if spec.resume_id:
-        return [
-            binary,
-            "exec",
-            "--json",
-            "--skip-git-repo-check",
-            "resume",
-            spec.resume_id,
-            _prompt_arg(spec.prompt),
-        ]
+        # `exec resume` keeps the thread but not the sandbox: pass -s before `resume` (an
+        # exec option) and -m after it, or a follow-up of an acceptEdits session runs
+        # read-only and ignores its model (seen with codex 0.169; docs/real-cli-notes.md).
+        argv = [binary, "exec", "--json", "--skip-git-repo-check"]
+        if spec.permission_mode:
+            argv += ["-s", spec.permission_mode]
+        argv.append("resume")
+        if spec.model:
+            argv += ["-m", spec.model]
+        return [*argv, spec.resume_id, _prompt_arg(spec.prompt)]
     argv = [binary, "exec", "--json"]
     if spec.model:
         argv += ["-m", spec.model]

@@ -252,25 +252,7 @@ async def test_default_permission_refuses_edits(
         assert isinstance(result.raw, dict) and result.raw["permission_denials"], story
 
 
-EDIT_CLIS = [
-    pytest.param(
-        cli,
-        id=cli.name,
-        marks=[
-            pytest.mark.xfail(
-                strict=True,
-                reason="the Codex executor drops -s on follow-ups (`exec resume`), and a resumed "
-                "Codex thread runs read-only (docs/real-cli-notes.md, executors 1)",
-            )
-        ]
-        if cli.name == "codex"
-        else [],
-    )
-    for cli in CLIS
-]
-
-
-@pytest.mark.parametrize("cli", EDIT_CLIS)
+@pytest.mark.parametrize("cli", CLIS, ids=[c.name for c in CLIS])
 async def test_accept_edits_holds_across_a_follow_up(
     cli: Cli, manager: SessionManager, tmp_path: Path
 ) -> None:
