@@ -154,6 +154,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "warning",
         ],
         env=env,
+        cwd=folder,  # its logging.file (logs/agent-server.log) lands in the temp folder
         stdout=subprocess.DEVNULL,
     )
     results: dict[str, Any] = {"agents": args.agents}
