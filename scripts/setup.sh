@@ -21,8 +21,10 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $python"
   "$python" -m venv .venv
 fi
-stamp=.venv/.installed-$( (cat pyproject.toml; echo "$dev") | sha256sum | cut -c1-16)
-if [ ! -f "$stamp" ]; then
+# One stamp per flavour, named by a hash of pyproject.toml: a dev install satisfies both.
+hash=$(sha256sum pyproject.toml | cut -c1-16)
+if [ "$dev" = 1 ]; then want=.venv/.installed-dev-$hash; else want=.venv/.installed-base-$hash; fi
+if [ ! -f "$want" ] && [ ! -f ".venv/.installed-dev-$hash" ]; then
   echo "setup: installing the package into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
   if [ "$dev" = 1 ]; then
@@ -30,7 +32,7 @@ if [ ! -f "$stamp" ]; then
   else
     .venv/bin/python -m pip install -q -e .
   fi
-  rm -f .venv/.installed-* && touch "$stamp"
+  rm -f .venv/.installed-* && touch "$want"
 fi
 
 if [ "$dev" = 1 ]; then
