@@ -92,7 +92,10 @@ async def main() -> int:
         )  # fmt: skip
         line = await wait_for_line(client, "Public URL:", 20)
         url = line.split("Public URL:", 1)[1].strip()
-        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())
+        if not url.startswith("http://127.0.0.1:"):
+            raise RuntimeError(f"unexpected public URL {url!r}")
+        opener = urllib.request.urlopen
+        body = await asyncio.to_thread(lambda: opener(url, timeout=10).read())
         if b"Hello from behind NAT" not in body:
             print("the public URL did not return the demo page", file=sys.stderr)
             return 1

@@ -1,4 +1,4 @@
-"""The README's main job runs: relay, client and demo service on loopback, URL printed and working."""
+"""The README's main job runs: relay, client and demo service on loopback, URL works."""
 
 from __future__ import annotations
 
