@@ -30,6 +30,7 @@ def test_parse_accepts_a_log_and_defaults_its_stream() -> None:
         ('{"type": "log", "message_id": "x", "task_id": "t", "seq": "1", "data": ""}', "bad_field"),
         ('{"type": "ack", "message_id": "x", "ack_ids": []}', "bad_field"),
         ('{"type": "result", "message_id": "x", "task_id": "t"}', "bad_field"),
+        ('{"type": "status", "message_id": "x", "task_id": "../etc", "state": "s"}', "bad_field"),
     ],
 )
 def test_parse_drops_with_a_reason(raw: str, reason: str) -> None:
@@ -65,7 +66,9 @@ def test_outbox_resends_after_disconnect_and_after_retry_time() -> None:
 def test_task_spec_validation() -> None:
     spec = m.TaskSpec.from_json({"task_id": "t1", "executor": "codex", "prompt": "p"})
     assert spec.to_message()["message_id"] == "task:t1"
-    for bad in ({"prompt": "p"}, {"task_id": "a:b", "prompt": "p"}, {"task_id": "t"}, []):
+    bad_bodies = [{"prompt": "p"}, {"task_id": "t"}, []]
+    bad_bodies += [{"task_id": bad_id, "prompt": "p"} for bad_id in ("a:b", "../x", "a/b", "")]
+    for bad in bad_bodies:
         with pytest.raises(auth.ArpError):
             m.TaskSpec.from_json(bad)
 

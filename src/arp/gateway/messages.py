@@ -17,6 +17,7 @@ Rules (docs/gateway.md has the full protocol):
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -39,6 +40,8 @@ RELIABLE = frozenset({TASK, TASK_CANCEL, LOG, STATUS, RESULT})
 KNOWN = TO_AGENT | FROM_AGENT
 
 MAX_ID_LENGTH = 200
+TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+"""Task ids name files on the agent and parts of URLs: letters, digits, '.', '_', '-' only."""
 MAX_ACK_IDS = 1000
 
 TASK_STATES = frozenset(
@@ -89,6 +92,16 @@ def _require_str(message: dict[str, Any], key: str, *, allow_empty: bool = False
         raise DroppedMessage("bad_field", f"{message.get('type')}: {key} must be a string")
     if len(value) > MAX_ID_LENGTH and key.endswith("id"):
         raise DroppedMessage("bad_field", f"{key} is longer than {MAX_ID_LENGTH} characters")
+    return value
+
+
+def check_task_id(value: object) -> str:
+    """A task id, or `RemoteProtocolError` saying what a task id may hold."""
+    if not isinstance(value, str) or not TASK_ID.match(value):
+        raise RemoteProtocolError(
+            "task_id must be 1..128 of letters, digits, '.', '_' or '-' (starting with one "
+            "of the first two)"
+        )
     return value
 
 
@@ -148,8 +161,11 @@ def _validate(kind: str, message: dict[str, Any]) -> None:
         text = message.setdefault("text", "")
         if not isinstance(text, str):
             raise DroppedMessage("bad_field", "result: text must be a string")
-    elif kind in (TASK, TASK_CANCEL):
-        _require_str(message, "task_id")
+    if kind in (TASK, TASK_CANCEL, LOG, STATUS, RESULT):
+        try:
+            check_task_id(message.get("task_id"))
+        except RemoteProtocolError as exc:
+            raise DroppedMessage("bad_field", exc.message) from None
 
 
 def ack(ids: Iterable[str]) -> dict[str, Any]:
@@ -176,11 +192,7 @@ class TaskSpec:
         """Validate a task body (from HTTP or a `task` message); `RemoteProtocolError` if bad."""
         if not isinstance(data, dict):
             raise RemoteProtocolError("a task must be a JSON object")
-        task_id = data.get("task_id")
-        if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_ID_LENGTH:
-            raise RemoteProtocolError(f"task_id must be a string of 1..{MAX_ID_LENGTH} characters")
-        if ":" in task_id:
-            raise RemoteProtocolError("task_id must not contain ':'")
+        task_id = check_task_id(data.get("task_id"))
         executor = data.get("executor", "claude")
         prompt = data.get("prompt")
         if not isinstance(executor, str) or not executor:

@@ -8,7 +8,7 @@ Contract (docs/gateway.md): every `task_poll_interval` the gateway sends
 
 and expects 200 with `{"tasks": [{"agent_id": "...", "task_id": "...", "executor": "...",
 "prompt": "...", "project_path": "...", "model": "...", "options": {}}]}` (at most
-`MAX_TASKS_PER_POLL`). Tasks for agents connected to this node are handed over exactly like a
+`bounds.max_tasks_per_poll`). Tasks for agents connected to this node are handed over exactly like a
 POST; the others are skipped and expected again in a later poll. A task id handed over once is
 not handed over again by polling (the control plane stops listing it once it sees its status).
 """
@@ -32,8 +32,6 @@ from arp.gateway.config import GatewayConfig
 log = logging.getLogger(__name__)
 
 POLL_PATH = "/api/agent-server/tasks/pending/"
-MAX_TASKS_PER_POLL = 1000
-MAX_RESPONSE = 4 * 1024 * 1024
 
 
 class TaskPoller:
@@ -66,6 +64,7 @@ class TaskPoller:
     async def poll_once(self) -> int:
         """One poll; returns how many tasks were handed over."""
         plane = self.config.control_plane
+        bounds = self.config.bounds
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=plane.timeout)
@@ -84,16 +83,16 @@ class TaskPoller:
         async with self._session.get(url, headers=headers) as response:
             if response.status != 200:
                 raise ArpError(f"the control plane answered {response.status}")
-            body = await response.content.read(MAX_RESPONSE + 1)
-        if len(body) > MAX_RESPONSE:
-            raise ArpError(f"the poll response is larger than {MAX_RESPONSE} bytes")
+            body = await response.content.read(bounds.max_poll_response + 1)
+        if len(body) > bounds.max_poll_response:
+            raise ArpError(f"the poll response is larger than {bounds.max_poll_response} bytes")
         data = json.loads(body)
         tasks = data.get("tasks") if isinstance(data, dict) else None
         if not isinstance(tasks, list):
             raise ArpError('the poll response must be {"tasks": [...]}')
         here = set(self.connected())
         handed = 0
-        for item in tasks[:MAX_TASKS_PER_POLL]:
+        for item in tasks[: bounds.max_tasks_per_poll]:
             if not isinstance(item, dict) or item.get("agent_id") not in here:
                 continue
             try:

@@ -36,14 +36,6 @@ from arp.gateway.store import RedisUnavailable, Store
 log = logging.getLogger(__name__)
 
 AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-MAX_BODY = 1024 * 1024
-MAX_WRITE_BATCH = 512
-MAX_CONCURRENT_WRITES = 4
-INBOUND_QUEUE = 4096
-LIST_LIMIT = 10_000
-SHUTDOWN_GRACE = 5.0
-REDIS_RETRY_PAUSE = 0.1
-REDIS_RETRY_MAX = 2.0
 
 CLOSE_REPLACED = 4000
 CLOSE_HEARTBEAT = 4001
@@ -78,7 +70,9 @@ class AgentConnection:
         self.last_heartbeat = now
         self.connected_at = now
         self.outbound: asyncio.Queue[str] = asyncio.Queue(gateway.config.agent.outbound_queue)
-        self.inbound: asyncio.Queue[dict[str, Any]] = asyncio.Queue(INBOUND_QUEUE)
+        self.inbound: asyncio.Queue[dict[str, Any]] = asyncio.Queue(
+            gateway.config.bounds.inbound_queue
+        )
         self.close_reason: tuple[int, str] | None = None
         self.closing = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
@@ -118,14 +112,15 @@ class AgentConnection:
     async def flusher(self) -> None:
         """Write received log/status/result messages to Redis in batches; ack what was written."""
         gateway = self.gateway
+        bounds = gateway.config.bounds
         while True:
             batch = [await self.inbound.get()]
-            pause = REDIS_RETRY_PAUSE
+            pause = bounds.redis_retry_pause
             while True:
                 # Few writes at once: the rest wait here, outside the Redis deadline, and
                 # meanwhile their batches grow, so a flood costs fewer, larger script calls.
                 async with gateway.write_slots:
-                    while len(batch) < MAX_WRITE_BATCH and not self.inbound.empty():
+                    while len(batch) < bounds.max_write_batch and not self.inbound.empty():
                         batch.append(self.inbound.get_nowait())
                     now = gateway.clock()
                     fresh = await self._write(batch, now)
@@ -135,7 +130,7 @@ class AgentConnection:
                 # so a Redis outage does not reorder its entries. The bounded queue behind it
                 # pushes back on the agent's socket meanwhile.
                 await asyncio.sleep(pause)
-                pause = min(pause * 2, REDIS_RETRY_MAX)
+                pause = min(pause * 2, bounds.redis_retry_max)
             finished: list[str] = []
             for message, is_new in zip(batch, fresh, strict=True):
                 gateway.seen.add(message["message_id"])
@@ -155,7 +150,9 @@ class Gateway:
         self.config = config
         self.clock = clock
         self.metrics = GatewayMetrics()
-        self.store = Store(config.redis, self.metrics)
+        self.store = Store(
+            config.redis, self.metrics, max_connections=config.bounds.max_redis_connections
+        )
         self.verifier = auth.RequestVerifier(
             shared_secret=config.auth.shared_secret,
             require_signature=config.auth.require_signature,
@@ -164,7 +161,7 @@ class Gateway:
         )
         self.connections: dict[str, AgentConnection] = {}
         self.seen = m.DedupWindow(config.agent.dedup_window)
-        self.write_slots = asyncio.Semaphore(MAX_CONCURRENT_WRITES)
+        self.write_slots = asyncio.Semaphore(config.bounds.max_concurrent_writes)
         self.metrics.connected = lambda: len(self.connections)
         self.metrics.acks_pending = self._acks_pending
         self.port: int | None = None
@@ -199,7 +196,9 @@ class Gateway:
         await self.store.start()
         if not await self.store.ping():
             log.warning("Redis at %s is not answering; the gateway starts degraded", self._redis)
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._errors])
+        app = web.Application(
+            client_max_size=self.config.bounds.max_body, middlewares=[self._errors]
+        )
         app.add_routes(
             [
                 web.post("/api/agents/register/", self._register),
@@ -213,7 +212,10 @@ class Gateway:
             ]
         )
         self._runner = web.AppRunner(
-            app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE
+            app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=self.config.bounds.shutdown_grace,
         )
         await self._runner.setup()
         server = self.config.server
@@ -246,7 +248,9 @@ class Gateway:
             for connection in list(self.connections.values()):
                 connection.close(WSCloseCode.GOING_AWAY, "gateway shutting down")
             if self._handlers:
-                _done, pending = await asyncio.wait(self._handlers, timeout=SHUTDOWN_GRACE)
+                _done, pending = await asyncio.wait(
+                    self._handlers, timeout=self.config.bounds.shutdown_grace
+                )
                 for task in pending:
                     task.cancel()
             if self._runner is not None:
@@ -311,8 +315,9 @@ class Gateway:
             raise RemoteProtocolError("name must be a string and labels an object")
         labels = {str(key): str(value) for key, value in labels.items()}
         existing = await self.store.get_agent(agent_id)
-        if existing is None and await self.store.agent_count() >= LIST_LIMIT:
-            raise TooMany(f"at most {LIST_LIMIT} agents can be registered")
+        limit = self.config.bounds.max_agents
+        if existing is None and await self.store.agent_count() >= limit:
+            raise TooMany(f"at most {limit} agents can be registered")
         token = auth.new_agent_token()
         await self.store.register_agent(
             agent_id, name, labels, auth.hash_token(token), self.clock()
@@ -342,7 +347,7 @@ class Gateway:
 
     async def _list_agents(self, request: web.Request) -> web.Response:
         await self._authorized_body(request)
-        agents = await self.store.list_agents(LIST_LIMIT)
+        agents = await self.store.list_agents(self.config.bounds.max_agents)
         return web.json_response(
             {"agents": [self._describe(agent_id, data, run) for agent_id, data, run in agents]}
         )
@@ -368,7 +373,7 @@ class Gateway:
     async def _cancel_task(self, request: web.Request) -> web.Response:
         await self._authorized_body(request)
         agent_id = self._agent_id(request.match_info["agent_id"])
-        task_id = request.match_info["task_id"]
+        task_id = m.check_task_id(request.match_info["task_id"])
         await self.dispatch(agent_id, m.task_cancel(task_id))
         return web.json_response(
             {"agent_id": agent_id, "task_id": task_id, "status": "cancelling"}, status=202
@@ -513,7 +518,7 @@ class Gateway:
             await asyncio.gather(reader, closing, *connection.tasks, return_exceptions=True)
             code, reason = connection.close_reason or (WSCloseCode.OK, "")
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(SHUTDOWN_GRACE):
+                async with asyncio.timeout(self.config.bounds.shutdown_grace):
                     await ws.close(code=code, message=reason.encode()[:120])
             log.info("agent %s disconnected %s", agent_id, reason)
 

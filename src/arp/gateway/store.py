@@ -35,7 +35,6 @@ from arp.gateway.metrics import GatewayMetrics
 
 T = TypeVar("T")
 
-MAX_REDIS_CONNECTIONS = 32
 
 # One call writes a whole batch: ARGV[4] is a JSON array of [stream index, message id, field,
 # value, ...]; one argument keeps redis-py's per-argument packing off the hot path. The `seen:`
@@ -69,8 +68,11 @@ class RedisUnavailable(ArpError):
 class Store:
     """The gateway's Redis client: one connection pool, deadlines, health tracking."""
 
-    def __init__(self, config: RedisConfig, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, config: RedisConfig, metrics: GatewayMetrics, *, max_connections: int = 32
+    ) -> None:
         self.config = config
+        self.max_connections = max_connections
         self.metrics = metrics
         # redis-py's annotations mix sync and async return types; the boundary is typed here.
         self._redis: Any = None
@@ -94,7 +96,7 @@ class Store:
         # instead of failing with "Too many connections".
         pool = aioredis.BlockingConnectionPool.from_url(
             self.config.url,
-            max_connections=MAX_REDIS_CONNECTIONS,
+            max_connections=self.max_connections,
             timeout=self.config.timeout,
             socket_timeout=self.config.timeout,
             socket_connect_timeout=self.config.timeout,
