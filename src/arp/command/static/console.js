@@ -1,0 +1,1413 @@
+// ARP console: agent runs and the agents' history, over command mode's HTTP API.
+//
+// Plain DOM, no framework, no build step. Pages are hash routes (#/runs, #/new, #/run/<id>,
+// #/history/<agent>, #/history/<agent>/<session>), so links and reloads work through the relay,
+// which remembers the token in its cookie. Nothing is ever built from HTML strings: text goes in
+// with textContent (the page's CSP enforces Trusted Types, so innerHTML would throw).
+
+const AGENTS = ["claude", "codex", "gemini"];
+const AGENT_NAMES = { claude: "Claude", codex: "Codex", gemini: "Gemini" };
+const MODELS = {
+  claude: ["sonnet", "opus", "haiku"],
+  codex: ["gpt-5-codex", "gpt-5"],
+  gemini: ["gemini-2.5-pro", "gemini-2.5-flash"],
+};
+const PERMISSION_MODES = [
+  ["default", "Ask (default)"],
+  ["acceptEdits", "Accept edits"],
+  ["plan", "Plan / read-only"],
+  ["bypassPermissions", "Bypass permissions"],
+];
+const REQUEST_TIMEOUT_MS = 20000;
+const RUNS_POLL_MS = 4000;
+const RECONNECT_FIRST_MS = 500;
+const RECONNECT_MAX_MS = 8000;
+const HISTORY_PAGE = 200;
+const SEARCH_LIMIT = 1000;
+
+// --- small DOM helpers ------------------------------------------------------------------------
+
+/** Builds an element: attrs (class, text, on<event>, data-*, aria-*, other attributes), children. */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") el.className = value;
+    else if (key === "text") el.textContent = value;
+    else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else if (key === "value") el.value = value;
+    else if (value === true) el.setAttribute(key, "");
+    else el.setAttribute(key, String(value));
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+const $ = (selector, root = document) => root.querySelector(selector);
+
+// --- formatting ---------------------------------------------------------------------------------
+
+function parseTime(value) {
+  if (value === null || value === undefined) return null;
+  const date = typeof value === "number" ? new Date(value * 1000) : new Date(value);
+  return Number.isNaN(date.getTime()) ? null : date;
+}
+
+function ago(date) {
+  const seconds = Math.round((Date.now() - date.getTime()) / 1000);
+  if (seconds < 45) return "just now";
+  const minutes = Math.round(seconds / 60);
+  if (minutes < 60) return `${minutes} min ago`;
+  const hours = Math.round(minutes / 60);
+  if (hours < 24) return `${hours} h ago`;
+  const days = Math.round(hours / 24);
+  if (days < 14) return `${days} d ago`;
+  return date.toLocaleDateString();
+}
+
+/** A <time> showing "3 min ago" (or the clock time with `clock`), the full date on hover. */
+function timeEl(value, { clock = false } = {}) {
+  const date = parseTime(value);
+  if (!date) return null;
+  const text = clock
+    ? date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" })
+    : ago(date);
+  return h("time", { datetime: date.toISOString(), title: date.toLocaleString(), text });
+}
+
+function duration(start, end) {
+  const a = parseTime(start);
+  const b = parseTime(end) || new Date();
+  if (!a) return null;
+  const s = Math.max(0, Math.round((b - a) / 1000));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+const number = (n) => (typeof n === "number" ? n.toLocaleString() : null);
+
+function tokensText(usage) {
+  if (!usage) return null;
+  const parts = [];
+  if (typeof usage.input_tokens === "number") parts.push(`${number(usage.input_tokens)} in`);
+  if (typeof usage.output_tokens === "number") parts.push(`${number(usage.output_tokens)} out`);
+  return parts.length ? parts.join(" · ") : null;
+}
+
+function costText(cost) {
+  if (typeof cost !== "number") return null;
+  return cost < 0.01 ? `$${cost.toFixed(4)}` : `$${cost.toFixed(2)}`;
+}
+
+function firstLine(text, max = 160) {
+  const line = String(text || "").trim().split("\n").find((l) => l.trim()) || "";
+  return line.length > max ? `${line.slice(0, max - 1)}…` : line;
+}
+
+function compactJson(value, max = 120) {
+  let text;
+  if (value && typeof value === "object") {
+    const keys = Object.keys(value);
+    const single = keys.length === 1 ? value[keys[0]] : null;
+    text = typeof single === "string" ? single : JSON.stringify(value);
+  } else {
+    text = typeof value === "string" ? value : JSON.stringify(value);
+  }
+  text = (text || "").replace(/\s+/g, " ").trim();
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
+function prettyJson(value) {
+  if (typeof value === "string") return value;
+  try {
+    return JSON.stringify(value, null, 2);
+  } catch {
+    return String(value);
+  }
+}
+
+function badge(status) {
+  return h("span", { class: `badge ${status}`, "data-status": status, text: status });
+}
+
+// --- Markdown (a safe subset, built as DOM) -----------------------------------------------------
+
+const FENCE = /^\s{0,3}(`{3,}|~{3,})\s*([\w+#.-]*)/;
+const HEADING = /^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$/;
+const RULE = /^\s{0,3}([-*_])(\s*\1){2,}\s*$/;
+const QUOTE = /^\s{0,3}>\s?/;
+const ITEM = /^\s{0,6}([-*+]|\d{1,9}[.)])\s+(.*)$/;
+const TABLE_SEP = /^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$/;
+const INLINE = new RegExp(
+  [
+    "(`+)([\\s\\S]*?[^`])\\1(?!`)", // 1,2 code
+    "\\*\\*(?=\\S)([\\s\\S]*?\\S)\\*\\*", // 3 bold
+    "__(?=\\S)([\\s\\S]*?\\S)__", // 4 bold
+    "~~(?=\\S)([\\s\\S]*?\\S)~~", // 5 strike
+    "\\*(?=[^\\s*])([^*]*?[^\\s*])\\*", // 6 italic
+    "(?<![\\w])_(?=[^\\s_])([^_]*?[^\\s_])_(?![\\w])", // 7 italic
+    "\\[([^\\]\\n]+)\\]\\(\\s*([^)\\s]+)\\s*\\)", // 8,9 link
+    "(https?:\\/\\/[^\\s<>()\\[\\]]*[^\\s<>()\\[\\].,;:!?'\"])", // 10 bare URL
+  ].join("|"),
+);
+
+function safeHref(url) {
+  try {
+    const parsed = new URL(url, location.href);
+    return ["http:", "https:", "mailto:"].includes(parsed.protocol) ? parsed.href : null;
+  } catch {
+    return null;
+  }
+}
+
+function link(text, url) {
+  const href = safeHref(url);
+  if (!href) return document.createTextNode(text);
+  return h("a", { href, target: "_blank", rel: "noopener noreferrer", text });
+}
+
+function inline(text) {
+  const out = [];
+  let rest = text;
+  let guard = 0;
+  while (rest && guard++ < 10000) {
+    const m = INLINE.exec(rest);
+    if (!m) break;
+    if (m.index > 0) out.push(rest.slice(0, m.index));
+    if (m[1] !== undefined) out.push(h("code", { text: m[2].replace(/^ (.*) $/s, "$1") }));
+    else if (m[3] !== undefined) out.push(h("strong", {}, inline(m[3])));
+    else if (m[4] !== undefined) out.push(h("strong", {}, inline(m[4])));
+    else if (m[5] !== undefined) out.push(h("del", {}, inline(m[5])));
+    else if (m[6] !== undefined) out.push(h("em", {}, inline(m[6])));
+    else if (m[7] !== undefined) out.push(h("em", {}, inline(m[7])));
+    else if (m[8] !== undefined) out.push(link(m[8], m[9]));
+    else if (m[10] !== undefined) out.push(link(m[10], m[10]));
+    rest = rest.slice(m.index + m[0].length);
+  }
+  if (rest) out.push(rest);
+  return out;
+}
+
+/** Inline Markdown for a paragraph's lines, keeping the line breaks the agent wrote. */
+function inlineLines(lines) {
+  const out = [];
+  lines.forEach((line, i) => {
+    if (i > 0) out.push(h("br"));
+    out.push(inline(line));
+  });
+  return out;
+}
+
+function tableRow(line) {
+  let cells = line.trim();
+  if (cells.startsWith("|")) cells = cells.slice(1);
+  if (cells.endsWith("|")) cells = cells.slice(0, -1);
+  return cells.split("|").map((cell) => cell.trim());
+}
+
+/** Renders Markdown text into a <div class="md">. */
+function markdown(text) {
+  const root = h("div", { class: "md" });
+  const lines = String(text ?? "").replace(/\r\n?/g, "\n").split("\n");
+  let i = 0;
+  while (i < lines.length) {
+    const line = lines[i];
+    if (!line.trim()) {
+      i++;
+      continue;
+    }
+    const fence = FENCE.exec(line);
+    if (fence) {
+      const body = [];
+      i++;
+      while (i < lines.length && !lines[i].trimStart().startsWith(fence[1])) body.push(lines[i++]);
+      i++;
+      const code = h("code", { text: body.join("\n") });
+      if (fence[2]) code.dataset.lang = fence[2];
+      root.append(h("pre", {}, code));
+      continue;
+    }
+    const heading = HEADING.exec(line);
+    if (heading) {
+      root.append(h(`h${heading[1].length}`, {}, inline(heading[2])));
+      i++;
+      continue;
+    }
+    if (RULE.test(line)) {
+      root.append(h("hr"));
+      i++;
+      continue;
+    }
+    if (QUOTE.test(line)) {
+      const body = [];
+      while (i < lines.length && QUOTE.test(lines[i])) body.push(lines[i++].replace(QUOTE, ""));
+      root.append(h("blockquote", {}, markdown(body.join("\n")).childNodes));
+      continue;
+    }
+    if (line.includes("|") && i + 1 < lines.length && TABLE_SEP.test(lines[i + 1])) {
+      const head = tableRow(line);
+      i += 2;
+      const rows = [];
+      while (i < lines.length && lines[i].includes("|") && lines[i].trim()) rows.push(tableRow(lines[i++]));
+      root.append(
+        h(
+          "table",
+          {},
+          h("thead", {}, h("tr", {}, head.map((c) => h("th", {}, inline(c))))),
+          h("tbody", {}, rows.map((r) => h("tr", {}, r.map((c) => h("td", {}, inline(c)))))),
+        ),
+      );
+      continue;
+    }
+    const item = ITEM.exec(line);
+    if (item) {
+      const ordered = /\d/.test(item[1]);
+      const list = h(ordered ? "ol" : "ul");
+      if (ordered && parseInt(item[1], 10) !== 1) list.setAttribute("start", parseInt(item[1], 10));
+      while (i < lines.length) {
+        const m = ITEM.exec(lines[i]);
+        if (!m || /\d/.test(m[1]) !== ordered) break;
+        const body = [m[2]];
+        i++;
+        // Continuation lines: indented, not a new item or block.
+        while (i < lines.length && /^\s{2,}\S/.test(lines[i]) && !ITEM.exec(lines[i])) {
+          body.push(lines[i++].trim());
+        }
+        list.append(h("li", {}, inlineLines(body)));
+      }
+      root.append(list);
+      continue;
+    }
+    const para = [];
+    while (
+      i < lines.length &&
+      lines[i].trim() &&
+      !FENCE.test(lines[i]) &&
+      !HEADING.test(lines[i]) &&
+      !QUOTE.test(lines[i]) &&
+      !(para.length && ITEM.test(lines[i]))
+    ) {
+      para.push(lines[i++]);
+    }
+    if (!para.length) para.push(lines[i++]);
+    root.append(h("p", {}, inlineLines(para)));
+  }
+  return root;
+}
+
+// --- the API ------------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, message, fromRelay = false) {
+    super(message);
+    this.status = status;
+    this.fromRelay = fromRelay;
+  }
+}
+
+/**
+ * One JSON request. An answer that is not JSON comes from the relay itself (wrong token, client
+ * offline): it becomes an ApiError with `fromRelay`, shown in the banner.
+ */
+async function api(path, { method = "GET", body } = {}) {
+  const init = {
+    method,
+    headers: { Accept: "application/json" },
+    credentials: "same-origin",
+    cache: "no-store",
+    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+  };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (err) {
+    const why = err && err.name === "TimeoutError" ? "did not answer in time" : "could not be reached";
+    throw new ApiError(0, `The relay ${why}. Check your connection and retry.`, true);
+  }
+  if (response.status === 204) return null;
+  const type = response.headers.get("Content-Type") || "";
+  if (type.includes("application/json")) {
+    const data = await response.json();
+    if (!response.ok) throw new ApiError(response.status, data.error || response.statusText);
+    return data;
+  }
+  const text = (await response.text()).trim().slice(0, 500);
+  throw new ApiError(response.status, `The relay answered ${response.status}: ${text || response.statusText}`, true);
+}
+
+const enc = encodeURIComponent;
+
+// --- banner and confirmation ----------------------------------------------------------------------
+
+let retry = null;
+
+function showBanner(message, onRetry) {
+  $("#banner-text").textContent = message;
+  retry = onRetry || (() => route());
+  $("#banner").hidden = false;
+}
+
+function hideBanner() {
+  $("#banner").hidden = true;
+}
+
+/** Reports an error: relay trouble in the banner, the API's own errors where `target` says. */
+function report(err, target) {
+  if (err instanceof ApiError && !err.fromRelay && target) {
+    target.textContent = err.message;
+    target.hidden = false;
+    return;
+  }
+  showBanner(err instanceof Error ? err.message : String(err));
+}
+
+function confirmDialog({ title, text, yes }) {
+  const dialog = $("#confirm");
+  $("#confirm-title").textContent = title;
+  $("#confirm-text").textContent = text;
+  $("#confirm-yes").textContent = yes;
+  dialog.returnValue = "";
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "yes"), { once: true });
+    dialog.showModal();
+    $("#confirm-no").focus();
+  });
+}
+
+// --- theme ----------------------------------------------------------------------------------------
+
+const THEMES = ["auto", "light", "dark"];
+const THEME_LABEL = { auto: "follow the system", light: "light", dark: "dark" };
+const THEME_ICON = { auto: "◐", light: "☀", dark: "☾" };
+
+function applyTheme(theme) {
+  if (theme === "auto") delete document.documentElement.dataset.theme;
+  else document.documentElement.dataset.theme = theme;
+  const button = $("#theme");
+  button.textContent = THEME_ICON[theme];
+  button.title = `Theme: ${THEME_LABEL[theme]}`;
+  button.setAttribute("aria-label", button.title);
+}
+
+function currentTheme() {
+  try {
+    const saved = localStorage.getItem("arp-theme");
+    return THEMES.includes(saved) ? saved : "auto";
+  } catch {
+    return "auto";
+  }
+}
+
+function cycleTheme() {
+  const next = THEMES[(THEMES.indexOf(currentTheme()) + 1) % THEMES.length];
+  try {
+    localStorage.setItem("arp-theme", next);
+  } catch {
+    /* private mode: the choice lasts until reload */
+  }
+  applyTheme(next);
+}
+
+// --- router ---------------------------------------------------------------------------------------
+
+let cleanup = [];
+
+/** Registers what to stop when the page changes (timers, streams). */
+function onLeave(fn) {
+  cleanup.push(fn);
+}
+
+function parseHash() {
+  const raw = location.hash.replace(/^#\/?/, "");
+  const [path, query = ""] = raw.split("?");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  return { parts, params: new URLSearchParams(query) };
+}
+
+function setMain(...children) {
+  const main = $("#main");
+  main.replaceChildren(...children.flat());
+  return main;
+}
+
+function route() {
+  for (const fn of cleanup.splice(0)) {
+    try {
+      fn();
+    } catch (err) {
+      console.error(err);
+    }
+  }
+  hideBanner();
+  const { parts, params } = parseHash();
+  const [section, a, b] = parts;
+  for (const tab of document.querySelectorAll(".tabs a")) {
+    const current = tab.dataset.nav === (section === "history" ? "history" : "runs");
+    if (current) tab.setAttribute("aria-current", "page");
+    else tab.removeAttribute("aria-current");
+  }
+  if (section === "new") return newRunPage(params);
+  if (section === "run" && a) return runPage(a);
+  if (section === "history" && a && b) return historySessionPage(a, b);
+  if (section === "history") return historyPage(AGENTS.includes(a) ? a : "claude");
+  return runsPage();
+}
+
+function focusMain() {
+  const heading = $("#main h1");
+  (heading || $("#main")).setAttribute("tabindex", "-1");
+  (heading || $("#main")).focus({ preventScroll: true });
+}
+
+// --- runs ---------------------------------------------------------------------------------------
+
+function runCard(run) {
+  const usage = tokensText(run.usage);
+  return h(
+    "li",
+    {},
+    h(
+      "a",
+      { class: "card run", href: `#/run/${enc(run.session_id)}`, "data-session": run.session_id },
+      h(
+        "div",
+        { class: "card-top" },
+        badge(run.status),
+        h("span", { class: "chip", text: AGENT_NAMES[run.executor] || run.executor }),
+        run.model ? h("span", { class: "chip", text: run.model }) : null,
+        h("span", { class: "when" }, timeEl(run.updated_at || run.created_at)),
+      ),
+      h("div", { class: "card-title", text: firstLine(run.prompt) || "(empty prompt)" }),
+      h(
+        "div",
+        { class: "meta" },
+        h("span", { class: "path", text: run.project_path }),
+        run.runs > 1 ? h("span", { text: `${run.runs} runs` }) : null,
+        usage ? h("span", { text: usage }) : null,
+        costText(run.cost_usd) ? h("span", { text: costText(run.cost_usd) }) : null,
+      ),
+    ),
+  );
+}
+
+async function runsPage() {
+  const list = h("ul", { class: "cards grid", id: "runs", "aria-live": "polite" });
+  const empty = h(
+    "div",
+    { class: "empty", hidden: true },
+    h("p", { text: "No agent runs yet on this machine." }),
+    h("a", { class: "btn primary", href: "#/new", text: "Start a session" }),
+  );
+  setMain(
+    h("div", { class: "page-head" }, h("h1", { text: "Agent runs" }), h("a", { class: "btn", href: "#/history/claude", text: "Browse history" })),
+    list,
+    empty,
+  );
+  focusMain();
+  let timer = null;
+  let stopped = false;
+  onLeave(() => {
+    stopped = true;
+    clearTimeout(timer);
+  });
+  const load = async () => {
+    try {
+      const data = await api("/api/sessions?limit=100");
+      if (stopped) return;
+      hideBanner();
+      list.replaceChildren(...data.sessions.map(runCard));
+      empty.hidden = data.sessions.length > 0;
+    } catch (err) {
+      if (!stopped) report(err);
+    }
+    if (!stopped) timer = setTimeout(load, RUNS_POLL_MS);
+  };
+  await load();
+}
+
+// --- new run --------------------------------------------------------------------------------------
+
+async function newRunPage(params) {
+  const resume = params.get("resume");
+  const agent = AGENTS.includes(params.get("agent")) ? params.get("agent") : "claude";
+  const error = h("p", { class: "form-error", role: "alert", hidden: true });
+  const dirs = h("datalist", { id: "dirs" });
+  const models = h("datalist", { id: "models" });
+  const executor = h(
+    "fieldset",
+    { class: "field" },
+    h("legend", { text: "Agent" }),
+    h(
+      "div",
+      { class: "segmented" },
+      AGENTS.map((name) =>
+        h(
+          "label",
+          {},
+          h("input", { type: "radio", name: "executor", value: name, checked: name === agent, required: true }),
+          AGENT_NAMES[name],
+        ),
+      ),
+    ),
+  );
+  const project = h("input", {
+    id: "project",
+    name: "project",
+    list: "dirs",
+    placeholder: "the agent's working folder, e.g. /home/me/app",
+    autocomplete: "off",
+    autocapitalize: "off",
+    spellcheck: "false",
+    value: params.get("project") || "",
+  });
+  const model = h("input", {
+    id: "model",
+    name: "model",
+    list: "models",
+    placeholder: "default",
+    autocomplete: "off",
+    autocapitalize: "off",
+    spellcheck: "false",
+  });
+  const permission = h(
+    "select",
+    { id: "permission", name: "permission" },
+    PERMISSION_MODES.map(([value, label]) => h("option", { value, text: label })),
+  );
+  const prompt = h("textarea", {
+    id: "prompt",
+    name: "prompt",
+    required: true,
+    rows: 6,
+    placeholder: "What should the agent do?",
+  });
+  const submit = h("button", { class: "btn primary", type: "submit", text: resume ? "Continue" : "Start" });
+  const form = h(
+    "form",
+    { class: "form", id: "new-form", novalidate: true },
+    resume
+      ? h("p", { class: "notice" }, `Continues ${AGENT_NAMES[agent]} conversation `, h("code", { text: resume }), ".")
+      : null,
+    executor,
+    h(
+      "div",
+      { class: "row" },
+      h(
+        "div",
+        { class: "field" },
+        h("label", { for: "project", text: "Project folder" }),
+        project,
+        dirs,
+        h("span", { class: "help", text: "Pick one the agent has worked in, or type a path." }),
+      ),
+      h(
+        "div",
+        { class: "field" },
+        h("label", { for: "model", text: "Model" }),
+        model,
+        models,
+        h("span", { class: "help", text: "Empty: the agent's default." }),
+      ),
+    ),
+    h("div", { class: "field" }, h("label", { for: "permission", text: "Permission mode" }), permission),
+    h("div", { class: "field" }, h("label", { for: "prompt", text: "Prompt" }), prompt),
+    error,
+    h(
+      "div",
+      { class: "form-actions" },
+      submit,
+      h("a", { class: "btn", href: resume ? `#/history/${agent}/${enc(resume)}` : "#/runs", text: "Cancel" }),
+      h("span", { class: "hint", text: "Ctrl+Enter starts" }),
+    ),
+  );
+  setMain(h("div", { class: "page-head" }, h("h1", { text: resume ? "Continue a conversation" : "New session" })), form);
+  if (resume) for (const input of executor.querySelectorAll("input")) input.disabled = input.value !== agent;
+
+  const chosen = () => form.querySelector("input[name=executor]:checked")?.value || "claude";
+  const fillLists = async () => {
+    const name = chosen();
+    models.replaceChildren(...MODELS[name].map((m) => h("option", { value: m })));
+    try {
+      const data = await api(`/api/${name}/projects/working-directories`);
+      if (chosen() === name) dirs.replaceChildren(...data.workingDirectories.map((d) => h("option", { value: d })));
+      if (!project.value && data.workingDirectories.length) project.placeholder = data.workingDirectories[0];
+    } catch (err) {
+      report(err);
+    }
+  };
+  executor.addEventListener("change", fillLists);
+  fillLists();
+
+  form.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    error.hidden = true;
+    if (!prompt.value.trim()) {
+      error.textContent = "Write a prompt for the agent.";
+      error.hidden = false;
+      prompt.focus();
+      return;
+    }
+    const body = { executor: chosen(), prompt: prompt.value, permissionMode: permission.value };
+    if (project.value.trim()) body.projectPath = project.value.trim();
+    if (model.value.trim()) body.model = model.value.trim();
+    if (resume) body.resume = resume;
+    submit.disabled = true;
+    try {
+      const run = await api("/api/sessions", { method: "POST", body });
+      location.hash = `#/run/${enc(run.session_id)}`;
+    } catch (err) {
+      report(err, error);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  (resume ? prompt : project).focus();
+}
+
+// --- one run, live --------------------------------------------------------------------------------
+
+/**
+ * Follows a run's events over Server-Sent Events from the last seq seen. Any error closes the
+ * EventSource and opens a new one with ?after=<last seq> after a growing delay, so a dropped
+ * network (or a relay restart) resumes where it stopped; events at or below the last seq are
+ * dropped, so nothing is shown twice.
+ */
+class RunStream {
+  constructor(id, { onEvent, onEnd, onState }) {
+    this.id = id;
+    this.onEvent = onEvent;
+    this.onEnd = onEnd;
+    this.onState = onState;
+    this.lastSeq = 0;
+    this.reconnects = 0;
+    this.failures = 0;
+    this.source = null;
+    this.timer = null;
+    this.stopped = true;
+  }
+
+  start() {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.open();
+  }
+
+  open() {
+    clearTimeout(this.timer);
+    const source = new EventSource(`/api/sessions/${enc(this.id)}/events?after=${this.lastSeq}`);
+    this.source = source;
+    source.onopen = () => {
+      this.failures = 0;
+      this.onState("live");
+    };
+    source.onmessage = (message) => {
+      let event;
+      try {
+        event = JSON.parse(message.data);
+      } catch {
+        return;
+      }
+      if (typeof event.seq !== "number" || event.seq <= this.lastSeq) return;
+      this.lastSeq = event.seq;
+      this.onEvent(event);
+    };
+    source.addEventListener("end", (message) => {
+      this.close();
+      this.onState("ended");
+      let session = null;
+      try {
+        session = JSON.parse(message.data);
+      } catch {
+        /* keep null */
+      }
+      this.onEnd(session);
+    });
+    source.onerror = () => {
+      if (this.source !== source || this.stopped) return;
+      source.close();
+      this.source = null;
+      this.reconnects++;
+      const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_FIRST_MS * 2 ** this.failures++);
+      this.onState("reconnecting");
+      this.timer = setTimeout(() => this.open(), delay * (0.75 + Math.random() / 2));
+    };
+  }
+
+  close() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    if (this.source) this.source.close();
+    this.source = null;
+  }
+}
+
+/** Renders a run's events into a list; tool results join the call they answer. */
+class EventView {
+  constructor(list) {
+    this.list = list;
+    this.tools = new Map();
+    this.lastText = null;
+  }
+
+  add(event) {
+    const el = this.render(event);
+    if (el) {
+      el.dataset.seq = event.seq;
+      el.dataset.kind = event.kind;
+      this.list.append(el);
+    }
+  }
+
+  render(event) {
+    const when = timeEl(event.ts, { clock: true });
+    switch (event.kind) {
+      case "prompt":
+        return h(
+          "li",
+          { class: "ev prompt" },
+          h("div", { class: "role" }, h("span", { text: event.run ? `Follow-up · run ${event.run + 1}` : "Prompt" }), when),
+          h("div", { class: "bubble", text: event.text || "" }),
+        );
+      case "text":
+        this.lastText = (event.text || "").trim();
+        return h("li", { class: "ev text" }, h("div", { class: "bubble" }, markdown(event.text)));
+      case "thinking":
+        return h(
+          "li",
+          { class: "ev thinking" },
+          h(
+            "details",
+            { class: "fold thinking" },
+            h("summary", {}, h("span", { text: "Thinking" }), h("span", { class: "preview", text: firstLine(event.text, 100) })),
+            h("div", { class: "fold-body", text: event.text || "" }),
+          ),
+        );
+      case "tool_call": {
+        const state = h("span", { class: "state", text: "…" });
+        const body = h(
+          "div",
+          { class: "fold-body" },
+          h("div", { class: "label", text: "Input" }),
+          h("pre", { class: "wrap" }, h("code", { text: prettyJson(event.tool_input ?? {}) })),
+        );
+        const el = h(
+          "li",
+          { class: "ev tool" },
+          h(
+            "details",
+            { class: "fold" },
+            h(
+              "summary",
+              {},
+              h("span", { class: "tool", text: event.tool_name || "tool" }),
+              h("span", { class: "preview", text: compactJson(event.tool_input) }),
+              state,
+            ),
+            body,
+          ),
+        );
+        if (event.tool_id) this.tools.set(event.tool_id, { body, state });
+        return el;
+      }
+      case "tool_result": {
+        const target = event.tool_id ? this.tools.get(event.tool_id) : null;
+        const result = h(
+          "div",
+          { class: "tool-result", "data-seq": event.seq, "data-kind": "tool_result" },
+          h("div", { class: "label", text: event.is_error ? "Error" : "Result" }),
+          h("pre", { class: "wrap" }, h("code", { text: event.text || "(no output)" })),
+        );
+        if (target) {
+          target.body.append(result);
+          target.state.textContent = event.is_error ? "✗ failed" : "✓";
+          target.state.className = `state ${event.is_error ? "bad" : "ok"}`;
+          return null;
+        }
+        return h(
+          "li",
+          { class: "ev tool" },
+          h(
+            "details",
+            { class: "fold" },
+            h("summary", {}, h("span", { class: "tool", text: event.tool_name || "tool result" }), h("span", { class: "preview", text: firstLine(event.text, 100) })),
+            h("div", { class: "fold-body" }, result),
+          ),
+        );
+      }
+      case "result": {
+        const usage = tokensText(event.usage);
+        const cost = costText(event.usage?.cost_usd);
+        const facts = [usage, cost].filter(Boolean).join(" · ");
+        const text = (event.text || "").trim();
+        if (!event.is_error && (!text || text === this.lastText)) {
+          return h("li", { class: "ev system", text: facts ? `Result · ${facts}` : "Result" });
+        }
+        return h(
+          "li",
+          { class: `ev result${event.is_error ? " error" : ""}` },
+          h("div", { class: "role" }, h("span", { text: event.is_error ? "Failed" : "Result" }), facts ? h("span", { text: facts }) : null),
+          h("div", { class: "bubble" }, event.is_error ? text : markdown(text)),
+        );
+      }
+      case "error":
+        return h("li", { class: "ev error" }, h("div", { class: "bubble", text: event.text || "error" }));
+      case "stderr":
+        return h("li", { class: "ev stderr", text: event.text || "" });
+      case "status": {
+        const exit = event.exit_code !== undefined && event.exit_code !== null ? ` · exit ${event.exit_code}` : "";
+        return h("li", { class: "ev status", text: `${event.text || event.status || "run ended"}${exit}` });
+      }
+      case "system":
+      default: {
+        const raw = event.raw && typeof event.raw === "object" ? event.raw : {};
+        const bits = [raw.subtype || raw.type || event.kind];
+        if (raw.model) bits.push(raw.model);
+        if (event.text) bits.push(firstLine(event.text, 80));
+        return h("li", { class: "ev system", text: bits.join(" · ") });
+      }
+    }
+  }
+}
+
+function runFacts(run) {
+  const fact = (label, value, mono = false) =>
+    value === null || value === undefined || value === ""
+      ? null
+      : h("div", {}, h("dt", { text: label }), h("dd", { class: mono ? "mono" : null }, value));
+  return [
+    fact("Agent", AGENT_NAMES[run.executor] || run.executor),
+    fact("Model", run.model || "default"),
+    fact("Project", run.project_path, true),
+    fact("Permission", run.permission_mode || "default"),
+    fact("Started", timeEl(run.created_at)),
+    fact("Duration", duration(run.started_at, run.ended_at)),
+    fact("Tokens", tokensText(run.usage)),
+    fact("Cost", costText(run.cost_usd)),
+    fact("Runs", run.runs > 1 ? String(run.runs) : null),
+    fact("Exit", run.exit_code !== null && run.status !== "running" ? String(run.exit_code) : null),
+    fact("Error", run.error),
+    fact("Conversation", run.agent_session_id, true),
+  ];
+}
+
+async function runPage(id) {
+  let run;
+  try {
+    run = await api(`/api/sessions/${enc(id)}?limit=1`);
+  } catch (err) {
+    setMain(h("a", { class: "back", href: "#/runs", text: "‹ Runs" }), h("p", { class: "empty", text: err.message }));
+    if (err.fromRelay) report(err);
+    return;
+  }
+  const title = h("h1", { text: firstLine(run.prompt, 400) || "(empty prompt)" });
+  const status = h("span", { id: "run-status" });
+  const facts = h("dl", { class: "facts" });
+  const live = h("span", { class: "live", id: "live", "data-state": "connecting", "aria-live": "polite", text: "connecting…" });
+  const cancel = h("button", { class: "btn danger", type: "button", id: "cancel", text: "Cancel run" });
+  const remove = h("button", { class: "btn danger", type: "button", id: "delete", text: "Delete" });
+  const events = h("ol", { class: "events", id: "events", "aria-label": "Agent output" });
+  const error = h("p", { class: "form-error", role: "alert", hidden: true });
+  const followUp = h("textarea", {
+    id: "follow-up",
+    name: "prompt",
+    rows: 1,
+    "aria-label": "Follow-up prompt",
+    placeholder: "Follow-up prompt…",
+  });
+  const send = h("button", { class: "btn primary", type: "submit", id: "send", text: "Send" });
+  const hint = h("p", { class: "hint" });
+  const composer = h(
+    "div",
+    { class: "composer" },
+    error,
+    h("form", { id: "follow-form" }, followUp, send),
+    hint,
+  );
+  setMain(
+    h("a", { class: "back", href: "#/runs", text: "‹ Runs" }),
+    h(
+      "section",
+      { class: "summary", "aria-label": "Session" },
+      h("div", { class: "card-top" }, status, live),
+      title,
+      facts,
+      h("div", { class: "actions" }, cancel, remove),
+    ),
+    events,
+    composer,
+  );
+  focusMain();
+
+  const view = new EventView(events);
+  const show = (state) => {
+    run = state;
+    status.replaceChildren(badge(run.status));
+    facts.replaceChildren(...runFacts(run).filter(Boolean));
+    const running = run.status === "running";
+    cancel.hidden = !running;
+    followUp.disabled = send.disabled = running;
+    hint.textContent = running
+      ? "The agent is working; a follow-up can be sent when it finishes."
+      : "Ctrl+Enter sends; the agent resumes the same conversation.";
+  };
+  show(run);
+
+  const stream = new RunStream(id, {
+    onEvent: (event) => {
+      const nearBottom = window.innerHeight + window.scrollY >= document.body.scrollHeight - 80;
+      view.add(event);
+      if (event.kind === "status" || event.kind === "result") refresh();
+      if (nearBottom) events.lastElementChild?.scrollIntoView({ block: "end" });
+    },
+    onEnd: (session) => {
+      if (session && session.deleted) {
+        location.hash = "#/runs";
+        return;
+      }
+      if (session && session.session_id) show(session);
+      else refresh();
+    },
+    onState: (state) => {
+      live.dataset.state = state;
+      live.dataset.reconnects = String(stream.reconnects);
+      live.textContent = { live: "live", reconnecting: "reconnecting…", ended: "finished", connecting: "connecting…" }[state] || state;
+    },
+  });
+  const refresh = async () => {
+    try {
+      show(await api(`/api/sessions/${enc(id)}?limit=1`));
+    } catch (err) {
+      report(err);
+    }
+  };
+  onLeave(() => stream.close());
+  stream.start();
+
+  cancel.addEventListener("click", async () => {
+    const ok = await confirmDialog({
+      title: "Cancel this run?",
+      text: "The agent is stopped. Its output so far is kept, and you can send a follow-up later.",
+      yes: "Cancel run",
+    });
+    if (!ok) return;
+    cancel.disabled = true;
+    try {
+      show(await api(`/api/sessions/${enc(id)}/cancel`, { method: "POST" }));
+    } catch (err) {
+      report(err, error);
+    } finally {
+      cancel.disabled = false;
+    }
+  });
+  remove.addEventListener("click", async () => {
+    const ok = await confirmDialog({
+      title: "Delete this session?",
+      text: "Its output is removed from this machine for good (a running agent is stopped first).",
+      yes: "Delete",
+    });
+    if (!ok) return;
+    try {
+      stream.close();
+      await api(`/api/sessions/${enc(id)}`, { method: "DELETE" });
+      location.hash = "#/runs";
+    } catch (err) {
+      report(err, error);
+    }
+  });
+  const form = $("#follow-form");
+  followUp.addEventListener("input", () => {
+    followUp.style.height = "auto";
+    followUp.style.height = `${Math.min(followUp.scrollHeight, window.innerHeight * 0.4)}px`;
+  });
+  followUp.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    error.hidden = true;
+    const text = followUp.value;
+    if (!text.trim()) {
+      followUp.focus();
+      return;
+    }
+    send.disabled = true;
+    try {
+      show(await api(`/api/sessions/${enc(id)}/messages`, { method: "POST", body: { prompt: text } }));
+      followUp.value = "";
+      followUp.style.height = "";
+      stream.start();
+    } catch (err) {
+      report(err, error);
+      send.disabled = run.status === "running";
+    }
+  });
+}
+
+// --- history --------------------------------------------------------------------------------------
+
+function agentTabs(current, base = "#/history/") {
+  return h(
+    "nav",
+    { class: "agent-tabs", "aria-label": "Agent" },
+    AGENTS.map((name) => h("a", { href: base + name, "aria-current": name === current ? "page" : null, text: AGENT_NAMES[name] })),
+  );
+}
+
+function historyItem(agent, session) {
+  return h(
+    "li",
+    {},
+    h(
+      "a",
+      { href: `#/history/${agent}/${enc(session.id)}`, "data-session": session.id },
+      h("div", { class: "card-title", text: session.title || "(untitled)" }),
+      h(
+        "div",
+        { class: "meta" },
+        timeEl(session.lastActivity),
+        h("span", { text: `${session.messageCount} messages` }),
+        session.gitBranch ? h("span", { text: `⎇ ${session.gitBranch}` }) : null,
+      ),
+    ),
+  );
+}
+
+function projectEntry(agent, project, open) {
+  const list = h("ul", {}, project.recentSessions.map((s) => historyItem(agent, s)));
+  const details = h(
+    "details",
+    { class: "project", open, "data-project": project.id },
+    h(
+      "summary",
+      {},
+      h("span", { class: "name", text: project.path || project.id }),
+      h(
+        "span",
+        { class: "meta" },
+        h("span", { text: `${project.sessionCount} session${project.sessionCount === 1 ? "" : "s"}` }),
+        timeEl(project.lastActivity),
+      ),
+    ),
+    list,
+  );
+  if (project.sessionCount > project.recentSessions.length) {
+    let offset = project.recentSessions.length;
+    const more = h("button", { class: "btn small", type: "button", text: `Show more (${project.sessionCount - offset})` });
+    const holder = h("li", {}, more);
+    list.append(holder);
+    more.addEventListener("click", async () => {
+      more.disabled = true;
+      try {
+        const page = await api(`/api/${agent}/projects/${enc(project.id)}/sessions?limit=50&offset=${offset}`);
+        offset += page.sessions.length;
+        holder.before(...page.sessions.map((s) => historyItem(agent, s)));
+        if (!page.hasMore) holder.remove();
+        else more.textContent = `Show more (${page.total - offset})`;
+      } catch (err) {
+        report(err);
+      } finally {
+        more.disabled = false;
+      }
+    });
+  }
+  return details;
+}
+
+async function historyPage(agent) {
+  const search = h("input", {
+    class: "search",
+    id: "search",
+    type: "search",
+    placeholder: "Search projects and sessions  ( / )",
+    "aria-label": "Search projects and sessions",
+    autocomplete: "off",
+  });
+  const results = h("div", { id: "matches" });
+  const projects = h("div", { class: "cards", id: "projects" }, h("p", { class: "loading", text: "Loading…" }));
+  setMain(
+    h("div", { class: "page-head" }, h("h1", { text: "History" })),
+    agentTabs(agent),
+    search,
+    results,
+    projects,
+  );
+  focusMain();
+  let data;
+  try {
+    data = await api(`/api/${agent}/projects`);
+  } catch (err) {
+    projects.replaceChildren(h("p", { class: "empty", text: err.message }));
+    report(err);
+    return;
+  }
+  const all = data.projects;
+  const draw = (list) => {
+    if (!all.length) {
+      projects.replaceChildren(h("p", { class: "empty", text: `No ${AGENT_NAMES[agent]} sessions on this machine yet.` }));
+      return;
+    }
+    projects.replaceChildren(...list.map((p, i) => projectEntry(agent, p, i < 3)));
+  };
+  draw(all);
+
+  let everything = null; // every session of the agent, fetched on the first search
+  let token = 0;
+  const filter = async () => {
+    const query = search.value.trim().toLowerCase();
+    const mine = ++token;
+    if (!query) {
+      results.replaceChildren();
+      draw(all);
+      return;
+    }
+    draw(
+      all.filter(
+        (p) =>
+          (p.path || p.id).toLowerCase().includes(query) ||
+          p.recentSessions.some((s) => (s.title || "").toLowerCase().includes(query)),
+      ),
+    );
+    try {
+      everything ??= (await api(`/api/${agent}/sessions?limit=${SEARCH_LIMIT}`)).sessions;
+    } catch (err) {
+      report(err);
+      return;
+    }
+    if (mine !== token) return;
+    const hits = everything.filter(
+      (s) => (s.title || "").toLowerCase().includes(query) || (s.projectPath || "").toLowerCase().includes(query),
+    );
+    results.replaceChildren(
+      h("h2", { class: "section-title", text: `${hits.length} matching session${hits.length === 1 ? "" : "s"}` }),
+      hits.length ? h("ul", { class: "results" }, hits.slice(0, 100).map((s) => historyItem(agent, s))) : null,
+      h("h2", { class: "section-title", text: "Projects" }),
+    );
+  };
+  let debounce = null;
+  search.addEventListener("input", () => {
+    clearTimeout(debounce);
+    debounce = setTimeout(filter, 150);
+  });
+  onLeave(() => clearTimeout(debounce));
+}
+
+/** Renders one normalised history message; tool results join their call by toolUseId. */
+function historyMessage(message, tools) {
+  const when = timeEl(message.timestamp, { clock: true });
+  const role = message.role === "user" ? "You" : message.role === "assistant" ? AGENT_NAMES[message.agent] || "Agent" : "System";
+  switch (message.kind) {
+    case "thinking":
+      return h(
+        "li",
+        { class: "msg ev thinking" },
+        h(
+          "details",
+          { class: "fold thinking" },
+          h("summary", {}, h("span", { text: "Thinking" }), h("span", { class: "preview", text: firstLine(message.text, 100) })),
+          h("div", { class: "fold-body", text: message.text }),
+        ),
+      );
+    case "tool_use": {
+      const state = h("span", { class: "state", text: "" });
+      const body = h(
+        "div",
+        { class: "fold-body" },
+        h("div", { class: "label", text: "Input" }),
+        h("pre", { class: "wrap" }, h("code", { text: prettyJson(message.toolInput ?? message.text) })),
+      );
+      if (message.toolUseId) tools.set(message.toolUseId, { body, state });
+      return h(
+        "li",
+        { class: "msg ev tool" },
+        h(
+          "details",
+          { class: "fold" },
+          h(
+            "summary",
+            {},
+            h("span", { class: "tool", text: message.toolName || "tool" }),
+            h("span", { class: "preview", text: compactJson(message.toolInput ?? message.text) }),
+            state,
+            when,
+          ),
+          body,
+        ),
+      );
+    }
+    case "tool_result": {
+      const result = h(
+        "div",
+        { class: "tool-result" },
+        h("div", { class: "label", text: message.isError ? "Error" : "Result" }),
+        h("pre", { class: "wrap" }, h("code", { text: message.text || "(no output)" })),
+      );
+      const target = message.toolUseId ? tools.get(message.toolUseId) : null;
+      if (target) {
+        target.body.append(result);
+        target.state.textContent = message.isError ? "✗ failed" : "✓";
+        target.state.className = `state ${message.isError ? "bad" : "ok"}`;
+        return null;
+      }
+      return h(
+        "li",
+        { class: "msg ev tool" },
+        h(
+          "details",
+          { class: "fold" },
+          h("summary", {}, h("span", { class: "tool", text: message.toolName || "tool result" }), h("span", { class: "preview", text: firstLine(message.text, 100) }), when),
+          h("div", { class: "fold-body" }, result),
+        ),
+      );
+    }
+    case "summary":
+      return h(
+        "li",
+        { class: "msg ev system" },
+        h("details", { class: "fold" }, h("summary", {}, h("span", { text: "Summary" }), h("span", { class: "preview", text: firstLine(message.text, 100) })), h("div", { class: "fold-body" }, markdown(message.text))),
+      );
+    default:
+      if (message.role === "user") {
+        return h("li", { class: "msg user" }, h("div", { class: "role" }, h("span", { text: role }), when), h("div", { class: "bubble", text: message.text }));
+      }
+      return h(
+        "li",
+        { class: `msg ${message.role === "assistant" ? "assistant" : "system"}` },
+        h("div", { class: "role" }, h("span", { text: role }), message.model ? h("span", { text: message.model }) : null, when),
+        h("div", { class: "bubble" }, markdown(message.text)),
+      );
+  }
+}
+
+async function historySessionPage(agent, sid) {
+  const back = h("a", { class: "back", href: `#/history/${agent}`, text: `‹ ${AGENT_NAMES[agent] || agent} history` });
+  let page;
+  try {
+    page = await api(`/api/${agent}/sessions/${enc(sid)}?limit=${HISTORY_PAGE}`);
+  } catch (err) {
+    setMain(back, h("p", { class: "empty", text: err.message }));
+    if (err.fromRelay) report(err);
+    return;
+  }
+  const session = page.session;
+  const list = h("ol", { class: "events", id: "messages", "aria-label": "Conversation" });
+  const more = h("button", { class: "btn", type: "button", id: "more", text: "Load more" });
+  const error = h("p", { class: "form-error", role: "alert", hidden: true });
+  const fact = (label, value, mono = false) =>
+    value ? h("div", {}, h("dt", { text: label }), h("dd", { class: mono ? "mono" : null }, value)) : null;
+  const resumeHref = `#/new?agent=${agent}&resume=${enc(session.id)}${session.projectPath ? `&project=${enc(session.projectPath)}` : ""}`;
+  const remove = h("button", { class: "btn danger", type: "button", id: "delete", text: "Delete" });
+  setMain(
+    back,
+    h(
+      "section",
+      { class: "summary", "aria-label": "Conversation" },
+      h("div", { class: "card-top" }, h("span", { class: "chip", text: AGENT_NAMES[agent] }), h("span", { class: "when" }, timeEl(session.lastActivity))),
+      h("h1", { text: session.title || "(untitled)" }),
+      h(
+        "dl",
+        { class: "facts" },
+        fact("Project", session.projectPath, true),
+        fact("Started", timeEl(session.createdAt)),
+        fact("Messages", String(session.messageCount)),
+        fact("Branch", session.gitBranch),
+        fact("Version", session.version),
+        fact("Session", session.id, true),
+      ),
+      h("div", { class: "actions" }, h("a", { class: "btn primary", href: resumeHref, text: "Continue conversation" }), remove),
+    ),
+    error,
+    list,
+    h("div", { class: "form-actions" }, more),
+  );
+  focusMain();
+  const tools = new Map();
+  let offset = 0;
+  const add = (p) => {
+    for (const message of p.messages) {
+      const el = historyMessage({ ...message, agent }, tools);
+      if (el) {
+        el.dataset.index = message.index;
+        list.append(el);
+      }
+    }
+    offset = p.offset + p.messages.length;
+    more.hidden = !p.hasMore;
+  };
+  add(page);
+  more.addEventListener("click", async () => {
+    more.disabled = true;
+    try {
+      add(await api(`/api/${agent}/sessions/${enc(sid)}?limit=${HISTORY_PAGE}&offset=${offset}`));
+    } catch (err) {
+      report(err, error);
+    } finally {
+      more.disabled = false;
+    }
+  });
+  remove.addEventListener("click", async () => {
+    const ok = await confirmDialog({
+      title: "Delete this conversation?",
+      text: `${AGENT_NAMES[agent]}'s own file for it is removed from this machine; the agent cannot resume it afterwards.`,
+      yes: "Delete",
+    });
+    if (!ok) return;
+    try {
+      await api(`/api/${agent}/sessions/${enc(sid)}`, { method: "DELETE" });
+      location.hash = `#/history/${agent}`;
+    } catch (err) {
+      report(err, error);
+    }
+  });
+}
+
+// --- start ----------------------------------------------------------------------------------------
+
+function start() {
+  // The relay has remembered the token in its cookie: keep it out of the address bar, history
+  // and anything copied from there.
+  const url = new URL(location.href);
+  if (url.searchParams.has("token")) {
+    url.searchParams.delete("token");
+    history.replaceState(null, "", url.pathname + url.search + url.hash);
+  }
+  applyTheme(currentTheme());
+  $("#theme").addEventListener("click", cycleTheme);
+  $("#banner-retry").addEventListener("click", () => {
+    hideBanner();
+    if (retry) retry();
+  });
+  document.addEventListener("keydown", (event) => {
+    const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement?.tagName || "");
+    if (event.key === "/" && !typing && $("#search")) {
+      event.preventDefault();
+      $("#search").focus();
+    }
+  });
+  window.addEventListener("hashchange", route);
+  if (!location.hash) history.replaceState(null, "", "#/runs");
+  route();
+}
+
+start();
