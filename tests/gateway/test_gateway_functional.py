@@ -356,3 +356,12 @@ async def test_oversize_message_closes_the_connection(
         async with asyncio.timeout(units(5)):
             while "a1" in gateway.connections:
                 await asyncio.sleep(units(0.02))
+
+
+async def test_port_taken_fails_start_cleanly(gateway: Gateway, config: GatewayConfig) -> None:
+    taken = config.replace(server={"port": gateway.port})
+    second = Gateway(taken)
+    with pytest.raises(OSError):
+        await second.start()
+    await second.close()  # idempotent after a failed start
+    await second.wait_closed()

@@ -190,9 +190,17 @@ class Gateway:
         await self.close()
 
     async def start(self) -> None:
+        """Bind and serve; on failure (port taken, bad host) everything opened is closed again."""
         if self._started:
             return
         self._started = True
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self) -> None:
         await self.store.start()
         if not await self.store.ping():
             log.warning("Redis at %s is not answering; the gateway starts degraded", self._redis)
