@@ -210,6 +210,7 @@ class AgentLoop:
         self._wake = asyncio.Event()
         self._immediate: list[dict[str, Any]] = []
         self._starting: set[str] = set()
+        self._cancel_early: set[str] = set()
         self._space = asyncio.Event()
         self._pumps: dict[str, asyncio.Task[None]] = {}
         self._helpers: set[asyncio.Task[Any]] = set()
@@ -400,12 +401,18 @@ class AgentLoop:
         self.seen.add(message["message_id"])
         self._send_now(m.ack([message["message_id"]]))
         self._pump(task_id, session_id, error)
+        if task_id in self._cancel_early and session_id is not None:
+            self._cancel_early.discard(task_id)
+            with contextlib.suppress(ArpError):
+                await self.sessions.cancel(session_id)
 
     async def _on_cancel(self, message: dict[str, Any]) -> None:
         task_id = message["task_id"]
         session_id = self.tasks.get(task_id)
         self._send_now(m.ack([message["message_id"]]))
-        if session_id is not None:
+        if task_id in self._starting:
+            self._cancel_early.add(task_id)  # honoured as soon as its session exists
+        elif session_id is not None:
             log.info("task %s: cancel requested", task_id)
             with contextlib.suppress(ArpError):
                 await self.sessions.cancel(session_id)
@@ -413,7 +420,14 @@ class AgentLoop:
     def _pump(self, task_id: str, session_id: str | None, error: str | None) -> None:
         task = asyncio.create_task(self._report(task_id, session_id, error), name=f"task-{task_id}")
         self._pumps[task_id] = task
-        task.add_done_callback(lambda _t: self._pumps.pop(task_id, None))
+        task.add_done_callback(lambda done: self._pump_done(task_id, done))
+
+    def _pump_done(self, task_id: str, task: asyncio.Task[None]) -> None:
+        if self._pumps.get(task_id) is task:
+            del self._pumps[task_id]
+        if not task.cancelled() and task.exception() is not None:
+            # Its state file stays: the next start of the agent reports the task again.
+            log.error("task %s: reporting failed", task_id, exc_info=task.exception())
 
     async def _queue(self, message: dict[str, Any]) -> None:
         """Keep `message` until acked, waiting while the outbox is full."""
