@@ -267,3 +267,20 @@ async def test_agent_killed_mid_task_and_restarted(
     assert result["exit_code"] == "-1"
     states = [e["state"] for e in entries(redis_server, config, "agent_status", "t1")]
     assert states == ["running", "interrupted"]
+
+
+async def test_refused_agent_keeps_retrying_with_backoff(
+    gateway: Gateway, http: aiohttp.ClientSession, sessions: SessionManager, tmp_path: Path
+) -> None:
+    await register(http, gateway, "a1")
+    agent = AgentLoop(options(gateway, "a1", "wrong-token", tmp_path / "state"), sessions)
+    async with agent:
+
+        def refusals() -> int:
+            return gateway.metrics.refused_connections.get("bad_token", 0)
+
+        await wait_for(lambda: refusals() >= 3, timeout=units(5))
+        assert agent.connections == 0 and "a1" not in gateway.connections
+        seen = refusals()
+        await asyncio.sleep(units(0.3))
+        assert refusals() <= seen + 3, "retries are spaced by the backoff, not a busy loop"
