@@ -1,0 +1,786 @@
+"""The remote TCP server: newline-delimited JSON requests to the agents (``arpc --remote``).
+
+A plain TCP socket speaks the Agent CLI remote protocol (docs/remote-protocol.md; the pure core
+is `arp.command.remote_protocol`). Each request line starts an agent session through command
+mode's `SessionManager` (or runs a built-in Instruction), and its answer is one line with the
+same ``request_id``. arpc wires it in two lines::
+
+    add_remote_arguments(parser)                       # --remote HOST:PORT, --remote-executor …
+    service = remote_service(args, command_server)      # None without --remote
+    if service is not None:
+        await stack.enter_async_context(service)        # RemoteServer: start/close/wait_closed
+
+Per connection: requests are read as they come (pipelining) and run concurrently up to
+``max_concurrent``; beyond it the server stops reading until one ends (TCP pushes back). A line
+longer than ``max_line`` is answered with a ``parse_error`` and skipped to its newline. When the
+client goes away (EOF or reset) its running requests are cancelled and their agents stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import ipaddress
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final
+
+from arp.agents.errors import SessionError
+from arp.agents.history import AGENTS, HistoryReaders
+from arp.agents.sessions import SessionManager
+from arp.command.remote_protocol import (
+    Answer,
+    Attachment,
+    Defaults,
+    ErrorKind,
+    Instruction,
+    LineFramer,
+    Oversize,
+    RemoteRequest,
+    RequestError,
+    TextInput,
+    attachment_note,
+    error_line,
+    image_filename,
+    parse_request,
+    plan_run,
+    response_line,
+)
+from arp.errors import ArpError
+
+if TYPE_CHECKING:
+    from arp.command.server import CommandServer
+
+log = logging.getLogger(__name__)
+
+LOOPBACK: Final = "127.0.0.1"
+MIB: Final = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteConfig:
+    """Bounds and deadlines of the remote server (``--remote-*`` flags)."""
+
+    host: str = LOOPBACK
+    port: int = 0
+    defaults: Defaults = field(default_factory=Defaults)
+    max_line: int = 32 * MIB
+    """The longest request line: a 20 MiB image is 26.7 MiB in base64, plus room for the rest."""
+    max_attachment_bytes: int = 24 * MIB
+    """Decoded images and files in one request, together."""
+    max_concurrent: int = 4
+    """Requests running at once on one connection (more wait: the server stops reading)."""
+    max_connections: int = 64
+    """Open connections (beyond: one ``connection_error`` line, then closed)."""
+    request_timeout: float = 600.0
+    """A request's whole deadline (``config.timeout`` may ask for less, never more)."""
+    max_pending: int = 16
+    """Request lines read ahead and waiting for a free slot (also bounded by ``max_line`` bytes)."""
+    read_chunk: int = 256 * 1024
+    write_timeout: float = 30.0
+    """A client that takes no answer bytes for this long is disconnected."""
+    stop_timeout: float = 15.0
+    """How long stopping one agent (cancel) may take before it is left to the manager."""
+    shutdown_timeout: float = 10.0
+    upload_dir: Path | None = None
+    """Where the private temporary folders of attachments are made (None: the system's)."""
+    parse_in_thread: int = 256 * 1024
+    """Lines at least this long are decoded in a worker thread (keeps the loop responsive)."""
+    history_concurrency: int = 4
+
+
+_DEFAULTS: Final = RemoteConfig()
+
+# ---------------------------------------------------------------------------------------------
+# arpc wiring
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = LOOPBACK, text
+    host = host.strip("[]") or LOOPBACK
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT or PORT") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: a port is 0..65535")
+    return host, port
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
+        return value
+
+    return convert
+
+
+def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the remote TCP protocol's flags to arpc's parser (a group of its own)."""
+    group = parser.add_argument_group("remote TCP protocol (docs/remote-protocol.md)")
+    group.add_argument(
+        "--remote",
+        type=_address,
+        metavar="HOST:PORT",
+        help="serve the remote protocol (newline-delimited JSON) on this address; a bare PORT "
+        "binds 127.0.0.1. Off by default",
+    )
+    group.add_argument(
+        "--remote-executor",
+        default="claude",
+        choices=("claude", "codex", "gemini"),
+        help="the agent a request runs when its config names none (default %(default)s)",
+    )
+    group.add_argument("--remote-model", help="the model when a request names none")
+    group.add_argument(
+        "--remote-project",
+        help="the project folder agents run in when a request names none "
+        "(default: command mode's default)",
+    )
+    group.add_argument(
+        "--remote-permission-mode",
+        help="permission mode when a request says nothing about it (default: the CLI's own)",
+    )
+    group.add_argument(
+        "--remote-timeout",
+        type=_positive(float),
+        default=_DEFAULTS.request_timeout,
+        help="seconds one request may take; then its agent is stopped (default %(default)s)",
+    )
+    group.add_argument(
+        "--remote-max-line",
+        type=_positive(int),
+        default=_DEFAULTS.max_line,
+        help="the longest request line in bytes (default %(default)s: a 20 MiB image in base64)",
+    )
+    group.add_argument(
+        "--remote-max-concurrent",
+        type=_positive(int),
+        default=_DEFAULTS.max_concurrent,
+        help="requests running at once per connection (default %(default)s)",
+    )
+    group.add_argument(
+        "--remote-max-connections",
+        type=_positive(int),
+        default=_DEFAULTS.max_connections,
+        help="open connections at once (default %(default)s)",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> RemoteConfig | None:
+    if getattr(args, "remote", None) is None:
+        return None
+    host, port = args.remote
+    return RemoteConfig(
+        host=host,
+        port=port,
+        defaults=Defaults(
+            executor=args.remote_executor,
+            model=args.remote_model,
+            project_path=args.remote_project,
+            permission_mode=args.remote_permission_mode,
+        ),
+        request_timeout=args.remote_timeout,
+        max_line=args.remote_max_line,
+        max_attachment_bytes=min(_DEFAULTS.max_attachment_bytes, args.remote_max_line),
+        max_concurrent=args.remote_max_concurrent,
+        max_connections=args.remote_max_connections,
+    )
+
+
+def remote_service(args: argparse.Namespace, server: CommandServer) -> RemoteServer | None:
+    """The remote server over ``server``'s sessions and history; None without ``--remote``."""
+    config = config_from_args(args)
+    if config is None:
+        return None
+    return RemoteServer(config, server.manager, server.history)
+
+
+# ---------------------------------------------------------------------------------------------
+# The server
+
+
+class RemoteServer:
+    """The asyncio TCP server; shares (never owns) the session manager."""
+
+    def __init__(
+        self,
+        config: RemoteConfig,
+        manager: SessionManager,
+        history: HistoryReaders | None = None,
+    ) -> None:
+        self.config = config
+        self.manager = manager
+        self._history = history
+        self._history_gate = asyncio.Semaphore(config.history_concurrency)
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._close_task: asyncio.Task[None] | None = None
+        self._port: int | None = None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the remote server is not started")
+        return self._port
+
+    @property
+    def history(self) -> HistoryReaders:
+        if self._history is None:
+            self._history = HistoryReaders()
+        return self._history
+
+    async def __aenter__(self) -> RemoteServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if self._server is not None:
+            return
+        if not _is_loopback(self.config.host):
+            log.warning(
+                "remote protocol on %s: it has no authentication; anyone who reaches this "
+                "address can run agents",
+                self.config.host,
+            )
+        self._server = await asyncio.start_server(
+            self._accept, self.config.host, self.config.port, limit=64 * 1024
+        )
+        self._port = int(self._server.sockets[0].getsockname()[1])
+        log.info("remote protocol on %s:%d", self.config.host, self._port)
+
+    async def close(self) -> None:
+        """Stop accepting, cancel every connection (their agents stop), wait. Idempotent."""
+        if self._close_task is None:
+            self._close_task = asyncio.ensure_future(self._shutdown())
+        await asyncio.shield(self._close_task)
+
+    async def wait_closed(self) -> None:
+        if self._close_task is not None:
+            await asyncio.shield(self._close_task)
+
+    @property
+    def closing(self) -> bool:
+        return self._close_task is not None
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        tasks = tuple(self._connections)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.config.shutdown_timeout)
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), self.config.shutdown_timeout)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if self._close_task is not None or len(self._connections) >= self.config.max_connections:
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                writer.write(
+                    error_line(
+                        "connection_error",
+                        f"the server holds {self.config.max_connections} connections already "
+                        "(or is closing); try again later",
+                    )
+                )
+                await asyncio.wait_for(writer.drain(), self.config.write_timeout)
+            writer.close()
+            return
+        self._connections.add(task)
+        try:
+            await _Connection(self, reader, writer).serve()
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("remote connection failed")
+        finally:
+            self._connections.discard(task)
+            writer.close()
+
+    # ------------------------------------------------------------------ instructions
+
+    async def run_instruction(self, instruction: Instruction) -> Any:
+        """A built-in command's result (JSON); a `RequestError` when it cannot run."""
+        handler = INSTRUCTIONS.get(instruction.command.lower().replace("-", "_"))
+        if handler is None:
+            known = ", ".join(sorted(INSTRUCTIONS))
+            raise RequestError(
+                "processing_error", f"unknown command {instruction.command!r}; known: {known}"
+            )
+        try:
+            return await handler(self, instruction.parameters)
+        except ArpError as exc:
+            raise RequestError("processing_error", exc.message) from None
+
+    async def in_thread(self, call: Callable[[], Any]) -> Any:
+        async with self._history_gate:
+            return await asyncio.to_thread(call)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Instructions: built-in commands that start no agent
+
+
+def _int_param(params: dict[str, Any], name: str, default: int, top: int) -> int:
+    value = params.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ArpError(f"parameter {name!r} must be a whole number of at least 0")
+    return min(value, top)
+
+
+def _str_param(params: dict[str, Any], name: str) -> str:
+    value = params.get(name)
+    if not isinstance(value, str) or not value:
+        raise ArpError(f"parameter {name!r} is required (a string)")
+    return value
+
+
+async def _list_sessions(server: RemoteServer, params: dict[str, Any]) -> Any:
+    limit = _int_param(params, "limit", 50, 1000)
+    offset = _int_param(params, "offset", 0, 1_000_000)
+    sessions = server.manager.list(limit=limit, offset=offset)
+    return {"sessions": [s.to_json() for s in sessions], "total": server.manager.count()}
+
+
+async def _session_output(server: RemoteServer, params: dict[str, Any]) -> Any:
+    session_id = _str_param(params, "session_id")
+    after = _int_param(params, "after_seq", 0, 1 << 62)
+    limit = _int_param(params, "limit", 1000, 1000)
+    session = server.manager.get(session_id)
+    events = server.manager.events_after(session_id, after, limit)
+    answer = Answer(session.executor, stream=False)
+    for event in events:
+        answer.feed(event)
+    return {
+        "session": session.to_json(),
+        "text": answer.text,
+        "events": [e.to_json(with_raw=False) for e in events],
+        "has_more": bool(events) and events[-1].seq < session.last_seq,
+    }
+
+
+async def _cancel_session(server: RemoteServer, params: dict[str, Any]) -> Any:
+    session = await server.manager.cancel(_str_param(params, "session_id"))
+    return {"session": session.to_json()}
+
+
+async def _list_projects(server: RemoteServer, params: dict[str, Any]) -> Any:
+    agent = params.get("agent", "claude")
+    if agent not in AGENTS:
+        raise ArpError(f"parameter 'agent' must be one of {', '.join(AGENTS)}")
+    history = server.history
+    projects = await server.in_thread(lambda: history.projects(agent))
+    limit = _int_param(params, "limit", 100, 1000)
+    return {"projects": [p.to_json() for p in projects[:limit]], "total": len(projects)}
+
+
+async def _help(server: RemoteServer, params: dict[str, Any]) -> Any:
+    defaults = server.config.defaults
+    return {
+        "commands": sorted(INSTRUCTIONS),
+        "defaults": {
+            "executor": defaults.executor,
+            "model": defaults.model,
+            "project_path": defaults.project_path,
+            "permission_mode": defaults.permission_mode,
+        },
+        "limits": {
+            "max_line": server.config.max_line,
+            "max_concurrent": server.config.max_concurrent,
+            "request_timeout": server.config.request_timeout,
+        },
+    }
+
+
+INSTRUCTIONS: Final[dict[str, Callable[[RemoteServer, dict[str, Any]], Awaitable[Any]]]] = {
+    "list_sessions": _list_sessions,
+    "session_output": _session_output,
+    "cancel_session": _cancel_session,
+    "list_projects": _list_projects,
+    "help": _help,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# One connection
+
+
+class _Connection:
+    """Reads request lines, runs up to ``max_concurrent`` at once, writes each answer whole.
+
+    Lines beyond the running ones wait in a small queue (``max_pending`` lines, at most
+    ``max_line`` bytes together); only when that is full does reading stop. While reading goes
+    on, a client that leaves is noticed at once and its requests are cancelled.
+    """
+
+    def __init__(
+        self, server: RemoteServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.server = server
+        self.config = server.config
+        self.reader = reader
+        self.writer = writer
+        self.running: dict[asyncio.Task[None], str] = {}
+        self.pending: collections.deque[bytes] = collections.deque()
+        self.pending_bytes = 0
+        self.room = asyncio.Event()
+        self.write_lock = asyncio.Lock()
+        self.broken = False
+
+    async def serve(self) -> None:
+        framer = LineFramer(self.config.max_line)
+        try:
+            while not self.broken:
+                data = await self.reader.read(self.config.read_chunk)
+                if not data:
+                    break
+                for item in framer.feed(data):
+                    if isinstance(item, Oversize):
+                        await self.send(
+                            error_line(
+                                "parse_error",
+                                f"request line longer than {self.config.max_line} bytes "
+                                "(max line); it was skipped",
+                            )
+                        )
+                    elif item.strip():
+                        await self._queue(item)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            # The client left (or the server closes): its requests and their agents stop.
+            self.pending.clear()
+            tasks = tuple(self.running)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=self.config.stop_timeout + 1)
+
+    async def _queue(self, line: bytes) -> None:
+        self.pending.append(line)
+        self.pending_bytes += len(line)
+        self._dispatch()
+        while self.pending and (
+            len(self.pending) >= self.config.max_pending
+            or self.pending_bytes > self.config.max_line
+        ):
+            self.room.clear()
+            await self.room.wait()
+
+    def _dispatch(self) -> None:
+        while self.pending and len(self.running) < self.config.max_concurrent:
+            line = self.pending.popleft()
+            self.pending_bytes -= len(line)
+            task = asyncio.ensure_future(self._serve_line(line))
+            self.running[task] = ""
+            task.add_done_callback(self._done)
+        self.room.set()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.running.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("remote request failed", exc_info=task.exception())
+        self._dispatch()
+
+    async def send(self, line: bytes) -> None:
+        if self.broken:
+            return
+        async with self.write_lock:
+            try:
+                self.writer.write(line)
+                await asyncio.wait_for(self.writer.drain(), self.config.write_timeout)
+            except (ConnectionError, OSError, TimeoutError, RuntimeError):
+                # RuntimeError: the transport is closed already (the client left).
+                self.broken = True
+                self.reader.feed_eof()
+
+    async def _serve_line(self, line: bytes) -> None:
+        try:
+            request = await self._parse(line)
+        except RequestError as exc:
+            await self.send(error_line(exc.kind, exc.message, exc.request_id))
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        if request.request_id in self.running.values():
+            await self.send(
+                error_line(
+                    "processing_error",
+                    "a request with this request_id is still running on this connection",
+                    request.request_id,
+                )
+            )
+            return
+        self.running[task] = request.request_id
+        try:
+            if request.instructions:
+                await self._instructions(request)
+            else:
+                await _Run(self, request).go()
+        except RequestError as exc:
+            await self.send(error_line(exc.kind, exc.message, request.request_id))
+        except asyncio.CancelledError:
+            if self.server.closing:
+                await self.send(
+                    error_line(
+                        "connection_error",
+                        "the server is shutting down; the request was stopped",
+                        request.request_id,
+                    )
+                )
+            raise
+        except Exception as exc:
+            log.exception("remote request %s failed", request.request_id)
+            await self.send(
+                error_line("processing_error", f"internal error: {exc}", request.request_id)
+            )
+
+    async def _parse(self, line: bytes) -> RemoteRequest:
+        limit = self.config.max_attachment_bytes
+        if len(line) >= self.config.parse_in_thread:
+            return await asyncio.to_thread(parse_request, line, max_attachment_bytes=limit)
+        return parse_request(line, max_attachment_bytes=limit)
+
+    async def _instructions(self, request: RemoteRequest) -> None:
+        results = []
+        for instruction in request.instructions:
+            result = await self.server.run_instruction(instruction)
+            results.append({"ToolResult": {"name": instruction.command, "result": result}})
+        content = results[0] if len(results) == 1 else {"Multi": results}
+        await self.send(response_line(request.request_id, content))
+
+
+class _Run:
+    """One request that runs an agent: attachments written, session started, answer gathered."""
+
+    def __init__(self, connection: _Connection, request: RemoteRequest) -> None:
+        self.connection = connection
+        self.server = connection.server
+        self.config = connection.config
+        self.request = request
+        self.answer: Answer | None = None
+        self.session_id: str | None = None
+        self.folder: Path | None = None
+        self.written: list[Path] = []
+
+    async def go(self) -> None:
+        """Runs the request to its answer within its deadline; cancelled, it stops the agent.
+
+        The agent's events are followed in a task of their own and this one waits on it with
+        `asyncio.wait`: stopping the agent is what ends the follow, so a deadline or a client
+        that left never depends on a cancellation reaching the manager's waits.
+        """
+        request = self.request
+        limit = self.config.request_timeout
+        timeout = min(request.config.timeout or limit, limit)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        timed_out = (
+            f"timeout_error: the request took longer than {timeout:g}s; its agent was stopped"
+        )
+        follow: asyncio.Task[None] | None = None
+        try:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    session_id = await self._start()
+            except TimeoutError:
+                await self._stop_agent()
+                await self._reply(timed_out)
+                return
+            follow = asyncio.ensure_future(self._follow(session_id))
+            await asyncio.wait({follow}, timeout=max(0.0, deadline - loop.time()))
+            if not follow.done():
+                await self._stop_agent()
+                await asyncio.wait({follow}, timeout=self.config.stop_timeout)
+                await self._reply(timed_out)
+                return
+            follow.result()
+            await self._clean_up()
+            await self._reply(
+                self._outcome(session_id), usage=self.server.manager.get(session_id).usage
+            )
+        except asyncio.CancelledError:
+            await self._stop_agent()
+            raise
+        finally:
+            if follow is not None and not follow.done():
+                follow.cancel()
+            await self._clean_up()
+
+    async def _start(self) -> str:
+        request = self.request
+        defaults = self.config.defaults
+        # Which executor and project first, so attachments can go to the project when asked.
+        probe = plan_run(request, "-", defaults)
+        prompt = await self._prompt(probe.project_path)
+        start = plan_run(request, prompt, defaults)
+        try:
+            session = await self.server.manager.start_session(start)
+        except SessionError as exc:
+            kind: ErrorKind = "connection_error" if exc.status == 503 else "processing_error"
+            raise RequestError(kind, f"{exc.message} ({exc.status})") from None
+        self.session_id = session.session_id
+        self.answer = Answer(session.executor, stream=request.stream)
+        return session.session_id
+
+    async def _follow(self, session_id: str) -> None:
+        request = self.request
+        answer = self.answer
+        assert answer is not None
+        incremental = request.stream_mode == "incremental"
+        async for event in self.server.manager.follow(session_id):
+            pieces = answer.feed(event)
+            if incremental:
+                for piece in pieces:
+                    await self.connection.send(
+                        response_line(
+                            request.request_id,
+                            piece,
+                            extra={"session_id": session_id, "done": False},
+                        )
+                    )
+
+    def _outcome(self, session_id: str) -> str | None:
+        """The ``error`` of a run that ended (None when it completed)."""
+        session = self.server.manager.get(session_id)
+        if session.status == "failed":
+            return f"processing_error: {session.error or 'the agent failed'}"
+        if session.status == "cancelled":
+            return "processing_error: the agent run was cancelled"
+        if session.status == "interrupted":
+            return "connection_error: arpc is shutting down; the agent run was interrupted"
+        return None
+
+    async def _reply(self, error: str | None, *, usage: Any = None) -> None:
+        answer = self.answer or Answer("", stream=self.request.stream)
+        extra: dict[str, Any] = {}
+        if self.session_id is not None:
+            extra["session_id"] = self.session_id
+        if self.request.stream_mode == "incremental":
+            extra["done"] = True
+        await self.connection.send(
+            response_line(
+                self.request.request_id, answer.content(), error=error, usage=usage, extra=extra
+            )
+        )
+
+    async def _prompt(self, project_path: str | None) -> str:
+        parts: list[str] = []
+        images = 0
+        for leaf in self.request.inputs:
+            if isinstance(leaf, TextInput):
+                parts.append(leaf.text)
+            elif isinstance(leaf, Attachment):
+                if leaf.kind == "image":
+                    images += 1
+                    leaf = replace(leaf, filename=image_filename(images, leaf.content_type))
+                path = await self._save(leaf, project_path)
+                parts.append(attachment_note(leaf, str(path)))
+        return "\n\n".join(part for part in parts if part)
+
+    async def _save(self, attachment: Attachment, project_path: str | None) -> Path:
+        if self.request.config.save_files_to == "project":
+            path = _project_folder(self.server.manager, project_path) / attachment.filename
+            if path.exists():
+                raise RequestError("processing_error", f"{path} exists already; not overwriting it")
+        else:
+            if self.folder is None:
+                self.folder = Path(
+                    await asyncio.to_thread(
+                        tempfile.mkdtemp, prefix="arp-remote-", dir=self.config.upload_dir
+                    )
+                )
+            path = self.folder / attachment.filename
+            if path.exists():
+                raise RequestError(
+                    "parse_error", f"two attachments are named {attachment.filename!r}"
+                )
+        try:
+            await asyncio.to_thread(_write_private, path, attachment.data)
+        except OSError as exc:
+            raise RequestError("processing_error", f"could not write {path}: {exc}") from None
+        self.written.append(path)
+        return path
+
+    async def _stop_agent(self) -> None:
+        if self.session_id is None:
+            return
+        # Shielded: the agent must stop even though this request was cancelled.
+        stop = asyncio.ensure_future(self.server.manager.cancel(self.session_id))
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(stop), self.config.stop_timeout)
+
+    async def _clean_up(self) -> None:
+        folder, self.folder = self.folder, None
+        if folder is not None:
+            await asyncio.to_thread(shutil.rmtree, folder, True)
+
+
+def _project_folder(manager: SessionManager, requested: str | None) -> Path:
+    """The project an attachment may be written into: the folder the agent will run in, which
+    must exist and lie under ``--allowed-root`` (checked here, before anything is written)."""
+    config = manager.config
+    root = config.allowed_root.resolve() if config.allowed_root else None
+    if requested:
+        folder = Path(requested).expanduser().resolve()
+    else:
+        folder = (config.default_project or root or Path.cwd()).resolve()
+    if not folder.is_dir():
+        raise RequestError("processing_error", f"project path {folder} is not a directory")
+    if root is not None and not folder.is_relative_to(root):
+        raise RequestError(
+            "processing_error", f"project path {folder} is outside the allowed root {root}"
+        )
+    return folder
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+__all__ = [
+    "INSTRUCTIONS",
+    "RemoteConfig",
+    "RemoteServer",
+    "add_remote_arguments",
+    "config_from_args",
+    "remote_service",
+]
