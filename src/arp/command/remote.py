@@ -597,7 +597,6 @@ class _Run:
         self.answer: Answer | None = None
         self.session_id: str | None = None
         self.folder: Path | None = None
-        self.written: list[Path] = []
 
     async def go(self) -> None:
         """Runs the request to its answer within its deadline; cancelled, it stops the agent.
@@ -735,7 +734,6 @@ class _Run:
             await asyncio.to_thread(_write_private, path, attachment.data)
         except OSError as exc:
             raise RequestError("processing_error", f"could not write {path}: {exc}") from None
-        self.written.append(path)
         return path
 
     async def _stop_agent(self) -> None:
