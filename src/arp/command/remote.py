@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 from arp.agents.errors import SessionError
+from arp.agents.events import Usage
 from arp.agents.history import AGENTS, HistoryReaders
 from arp.agents.sessions import SessionManager
 from arp.command.remote_protocol import (
@@ -89,7 +90,8 @@ class RemoteConfig:
     """A client that takes no answer bytes for this long is disconnected."""
     stop_timeout: float = 15.0
     """How long stopping one agent (cancel) may take before it is left to the manager."""
-    shutdown_timeout: float = 10.0
+    shutdown_timeout: float = 20.0
+    """Closing waits this long for connections to stop their agents (longer than a stop)."""
     upload_dir: Path | None = None
     """Where the private temporary folders of attachments are made (None: the system's)."""
     parse_in_thread: int = 256 * 1024
@@ -302,7 +304,7 @@ class RemoteServer:
         task = asyncio.current_task()
         assert task is not None
         if self._close_task is not None or len(self._connections) >= self.config.max_connections:
-            with contextlib.suppress(ConnectionError, TimeoutError):
+            with contextlib.suppress(OSError, TimeoutError, RuntimeError):
                 writer.write(
                     error_line(
                         "connection_error",
@@ -550,7 +552,14 @@ class _Connection:
         self.running[task] = request.request_id
         try:
             if request.instructions:
-                await self._instructions(request)
+                try:
+                    async with asyncio.timeout(self.config.request_timeout):
+                        await self._instructions(request)
+                except TimeoutError:
+                    raise RequestError(
+                        "timeout_error",
+                        f"the command took longer than {self.config.request_timeout:g}s",
+                    ) from None
             else:
                 await _Run(self, request).go()
         except RequestError as exc:
@@ -629,11 +638,13 @@ class _Run:
                 await asyncio.wait({follow}, timeout=self.config.stop_timeout)
                 await self._reply(timed_out)
                 return
-            follow.result()
+            try:
+                follow.result()
+                error, usage = self._outcome(session_id)
+            except SessionError as exc:  # deleted meanwhile (through the HTTP API)
+                error, usage = f"processing_error: {exc.message}", None
             await self._clean_up()
-            await self._reply(
-                self._outcome(session_id), usage=self.server.manager.get(session_id).usage
-            )
+            await self._reply(error, usage=usage)
         except asyncio.CancelledError:
             await self._stop_agent()
             raise
@@ -675,18 +686,19 @@ class _Run:
                         )
                     )
 
-    def _outcome(self, session_id: str) -> str | None:
-        """The ``error`` of a run that ended (None when it completed)."""
+    def _outcome(self, session_id: str) -> tuple[str | None, Usage]:
+        """The ``error`` of a run that ended (None when it completed) and its token usage."""
         session = self.server.manager.get(session_id)
+        error = None
         if session.status == "failed":
-            return f"processing_error: {session.error or 'the agent failed'}"
-        if session.status == "cancelled":
-            return "processing_error: the agent run was cancelled"
-        if session.status == "interrupted":
-            return "connection_error: arpc is shutting down; the agent run was interrupted"
-        return None
+            error = f"processing_error: {session.error or 'the agent failed'}"
+        elif session.status == "cancelled":
+            error = "processing_error: the agent run was cancelled"
+        elif session.status == "interrupted":
+            error = "connection_error: arpc is shutting down; the agent run was interrupted"
+        return error, session.usage
 
-    async def _reply(self, error: str | None, *, usage: Any = None) -> None:
+    async def _reply(self, error: str | None, *, usage: Usage | None = None) -> None:
         answer = self.answer or Answer("", stream=self.request.stream)
         extra: dict[str, Any] = {}
         if self.session_id is not None:
