@@ -182,6 +182,7 @@ def create_app(ctx: CommandContext) -> web.Application:
     from arp.command.api_history import setup_history_routes
     from arp.command.api_sessions import setup_session_routes
     from arp.command.console import setup_console_routes
+    from arp.command.mcp.route import setup_mcp_route
     from arp.command.openapi import setup_openapi_route
 
     # A prompt may be escaped up to six times its size in JSON (\uXXXX); the body limit leaves
@@ -196,6 +197,7 @@ def create_app(ctx: CommandContext) -> web.Application:
     setup_history_routes(app, ctx.history if ctx.history is not None else HistoryReaders())
     setup_openapi_route(app)
     setup_console_routes(app)  # the web console at / and /console/ (issue 5; arp.command.console)
+    setup_mcp_route(app)  # MCP through the relay at /mcp (issue 8; arp.command.mcp)
     return app
 
 
