@@ -197,12 +197,13 @@ function inline(text) {
   return out;
 }
 
-/** Inline Markdown for a paragraph's lines, keeping the line breaks the agent wrote. */
+/** Inline Markdown for a paragraph's lines: a soft break is a space, "  " or "\\" at the end a <br>. */
 function inlineLines(lines) {
   const out = [];
   lines.forEach((line, i) => {
-    if (i > 0) out.push(h("br"));
-    out.push(inline(line));
+    const hard = / {2,}$|\\$/.test(line);
+    out.push(inline(hard ? line.replace(/ {2,}$|\\$/, "") : line));
+    if (i < lines.length - 1) out.push(hard ? h("br") : " ");
   });
   return out;
 }
@@ -362,6 +363,11 @@ function showBanner(message, onRetry) {
 
 function hideBanner() {
   $("#banner").hidden = true;
+}
+
+/** The text for an empty page: the relay's trouble is in the banner already. */
+function unavailable(err) {
+  return err instanceof ApiError && err.fromRelay ? "Not available while the client cannot be reached." : err.message;
 }
 
 /** Reports an error: relay trouble in the banner, the API's own errors where `target` says. */
@@ -888,11 +894,13 @@ class EventView {
   }
 }
 
+/** A <dt>/<dd> pair; mono values (paths, ids) take two columns. */
+function fact(label, value, mono = false) {
+  if (value === null || value === undefined || value === "") return null;
+  return h("div", { class: mono ? "wide" : null }, h("dt", { text: label }), h("dd", { class: mono ? "mono" : null }, value));
+}
+
 function runFacts(run) {
-  const fact = (label, value, mono = false) =>
-    value === null || value === undefined || value === ""
-      ? null
-      : h("div", {}, h("dt", { text: label }), h("dd", { class: mono ? "mono" : null }, value));
   return [
     fact("Agent", AGENT_NAMES[run.executor] || run.executor),
     fact("Model", run.model || "default"),
@@ -914,7 +922,7 @@ async function runPage(id) {
   try {
     run = await api(`/api/sessions/${enc(id)}?limit=1`);
   } catch (err) {
-    setMain(h("a", { class: "back", href: "#/runs", text: "‹ Runs" }), h("p", { class: "empty", text: err.message }));
+    setMain(h("a", { class: "back", href: "#/runs", text: "‹ Runs" }), h("p", { class: "empty", text: unavailable(err) }));
     if (err.fromRelay) report(err);
     return;
   }
@@ -970,6 +978,11 @@ async function runPage(id) {
       : "Ctrl+Enter sends; the agent resumes the same conversation.";
   };
   show(run);
+  // The duration of a running agent keeps counting.
+  const ticker = setInterval(() => {
+    if (run.status === "running") facts.replaceChildren(...runFacts(run).filter(Boolean));
+  }, 1000);
+  onLeave(() => clearInterval(ticker));
 
   const stream = new RunStream(id, {
     onEvent: (event) => {
@@ -1140,7 +1153,8 @@ async function historyPage(agent) {
     class: "search",
     id: "search",
     type: "search",
-    placeholder: "Search projects and sessions  ( / )",
+    placeholder: "Search projects and sessions",
+    "aria-keyshortcuts": "/",
     "aria-label": "Search projects and sessions",
     autocomplete: "off",
   });
@@ -1158,7 +1172,7 @@ async function historyPage(agent) {
   try {
     data = await api(`/api/${agent}/projects`);
   } catch (err) {
-    projects.replaceChildren(h("p", { class: "empty", text: err.message }));
+    projects.replaceChildren(h("p", { class: "empty", text: unavailable(err) }));
     report(err);
     return;
   }
@@ -1294,7 +1308,7 @@ function historyMessage(message, tools) {
       return h(
         "li",
         { class: `msg ${message.role === "assistant" ? "assistant" : "system"}` },
-        h("div", { class: "role" }, h("span", { text: role }), message.model ? h("span", { text: message.model }) : null, when),
+        h("div", { class: "role" }, h("span", { text: role }), message.model ? h("span", { class: "model", text: message.model }) : null, when),
         h("div", { class: "bubble" }, markdown(message.text)),
       );
   }
@@ -1306,7 +1320,7 @@ async function historySessionPage(agent, sid) {
   try {
     page = await api(`/api/${agent}/sessions/${enc(sid)}?limit=${HISTORY_PAGE}`);
   } catch (err) {
-    setMain(back, h("p", { class: "empty", text: err.message }));
+    setMain(back, h("p", { class: "empty", text: unavailable(err) }));
     if (err.fromRelay) report(err);
     return;
   }
@@ -1314,8 +1328,6 @@ async function historySessionPage(agent, sid) {
   const list = h("ol", { class: "events", id: "messages", "aria-label": "Conversation" });
   const more = h("button", { class: "btn", type: "button", id: "more", text: "Load more" });
   const error = h("p", { class: "form-error", role: "alert", hidden: true });
-  const fact = (label, value, mono = false) =>
-    value ? h("div", {}, h("dt", { text: label }), h("dd", { class: mono ? "mono" : null }, value)) : null;
   const resumeHref = `#/new?agent=${agent}&resume=${enc(session.id)}${session.projectPath ? `&project=${enc(session.projectPath)}` : ""}`;
   const remove = h("button", { class: "btn danger", type: "button", id: "delete", text: "Delete" });
   setMain(
@@ -1394,6 +1406,11 @@ function start() {
   }
   applyTheme(currentTheme());
   $("#theme").addEventListener("click", cycleTheme);
+  // The skip link must not change the hash (the hash is the route).
+  $(".skip").addEventListener("click", (event) => {
+    event.preventDefault();
+    focusMain();
+  });
   $("#banner-retry").addEventListener("click", () => {
     hideBanner();
     if (retry) retry();

@@ -38,9 +38,9 @@
       return `The client answered, but not as ARP command mode (HTTP ${response.status}, ` +
         `${type || "no type"}). Is arpc running with --command-mode?`;
     }
-    const said = body ? `: ${body}` : "";
-    return `This token did not open a console. The relay answered ${response.status}${said}\n` +
-      "Check the token arpc printed at start (its client id) and that arpc is connected.";
+    const said = body ? `: “${body}”` : "";
+    return `This token did not open a console.\nThe relay answered ${response.status}${said}.\n` +
+      "Check the token arpc printed when it started (its client id) and that arpc is running.";
   };
 
   form.addEventListener("submit", async (event) => {
