@@ -342,8 +342,11 @@ class _Entry:
         self._changed = asyncio.Event()
 
     async def wait_changed(self, timeout: float) -> None:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as
+        # the event fires, and a follower whose client left would then never stop.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
 
     def to_meta(self) -> dict[str, Any]:
         return {

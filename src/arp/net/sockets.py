@@ -117,24 +117,47 @@ async def accept_loop(
     *,
     keepalive: bool = False,
 ) -> None:
-    """Accept forever, running `handle` per connection in a task kept in `tasks`.
+    """Accept until cancelled, running `handle` per connection in a task kept in `tasks`.
 
-    Running out of file descriptors pauses accepting briefly instead of ending the server.
+    The listener stays registered with the loop and each readiness event accepts every pending
+    connection (the loop's `sock_accept` re-registers per connection). Running out of file
+    descriptors pauses accepting briefly instead of ending the server.
     """
     loop = asyncio.get_running_loop()
-    while True:
-        try:
-            conn, _ = await loop.sock_accept(listener)
-        except OSError as exc:
-            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                log.warning("%s: cannot accept (%s); pausing 100 ms", name, exc.strerror)
-                await asyncio.sleep(0.1)
-                continue
-            if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR, errno.EAGAIN):
-                continue
-            raise
-        conn.setblocking(False)
-        tune(conn, limits, keepalive=keepalive)
-        task: asyncio.Task[None] = loop.create_task(handle(conn))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+    fd = listener.fileno()
+    failed: asyncio.Future[None] = loop.create_future()
+
+    def resume() -> None:
+        if not failed.done():
+            loop.add_reader(fd, on_readable)
+
+    def on_readable() -> None:
+        for _ in range(limits.listen_backlog):
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("%s: cannot accept (%s); pausing 100 ms", name, exc.strerror)
+                    loop.remove_reader(fd)
+                    loop.call_later(0.1, resume)
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue
+                loop.remove_reader(fd)
+                failed.set_exception(exc)
+                return
+            conn.setblocking(False)
+            tune(conn, limits, keepalive=keepalive)
+            task: asyncio.Task[None] = loop.create_task(handle(conn))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    loop.add_reader(fd, on_readable)
+    try:
+        await failed
+    finally:
+        if not failed.done():
+            failed.cancel()
+        loop.remove_reader(fd)

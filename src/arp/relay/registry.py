@@ -77,9 +77,12 @@ class TcpPort:
     task: asyncio.Task[None] | None = None
 
     def close(self) -> None:
-        if self.task is not None:
+        """Stop accepting; the socket closes once the accept loop has let go of it."""
+        if self.task is None or self.task.done():
+            self.listener.close()
+        else:
+            self.task.add_done_callback(lambda _: self.listener.close())
             self.task.cancel()
-        self.listener.close()
 
 
 @dataclass(eq=False)

@@ -162,6 +162,9 @@ class Relay:
         self._closing = True
         for task in self._loops:
             task.cancel()
+        if self._loops:
+            # Accept loops let go of their listeners before the sockets close.
+            await asyncio.wait(self._loops, timeout=self.config.timeouts.shutdown)
         if self._control_server is not None:
             self._control_server.close()
         self._close_listeners()
