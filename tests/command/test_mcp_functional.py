@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -246,6 +247,20 @@ async def test_streamable_http_semantics_pass_through_the_relay(relay_url: str) 
             assert resp.status == 200
         async with http.post(relay_url, json=listing, headers=headers) as resp:
             assert resp.status == 404  # the MCP session is gone
+        # The token may travel in the relay's header instead of the query.
+        by_header = {**ACCEPT, "X-ARP-Token": CLIENT_ID}
+        async with http.post(relay_url.split("?")[0], json=INITIALIZE, headers=by_header) as resp:
+            assert resp.status == 200 and resp.headers["Mcp-Session-Id"] != session
+
+
+async def test_the_loopback_port_refuses_other_host_names(mcp: McpService) -> None:
+    """The SDK's DNS-rebinding protection holds on the loopback port."""
+    async with aiohttp.ClientSession() as http:
+        rebound = {**ACCEPT, "Host": f"evil.example:{mcp.port}"}
+        async with http.post(mcp.url, json=INITIALIZE, headers=rebound) as resp:
+            assert resp.status == 421
+        async with http.post(mcp.url, json=INITIALIZE, headers=ACCEPT) as resp:
+            assert resp.status == 200
 
 
 async def test_tool_errors(mcp: McpService, server: CommandServer) -> None:
@@ -402,7 +417,10 @@ async def test_mcp_not_enabled_answers_404_and_other_sites_403(
 
 
 async def test_loopback_port_in_use_fails_start(server: CommandServer) -> None:
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     async with McpService(server.manager, HistoryReaders(), limits=limits()) as first:
+        # uvicorn runs embedded: the process's signals stay arpc's.
+        assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
         taken = McpService(server.manager, HistoryReaders(), port=first.port, limits=limits())
         with pytest.raises(ConfigError, match="--mcp-port"):
             await taken.start()
