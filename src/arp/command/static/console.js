@@ -530,6 +530,10 @@ async function runsPage() {
     clearTimeout(timer);
   });
   const load = async () => {
+    if (document.hidden) {
+      timer = setTimeout(load, RUNS_POLL_MS); // no polling from a background tab
+      return;
+    }
     try {
       const data = await api("/api/sessions?limit=100");
       if (stopped) return;
@@ -698,11 +702,12 @@ async function newRunPage(params) {
  * dropped, so nothing is shown twice.
  */
 class RunStream {
-  constructor(id, { onEvent, onEnd, onState }) {
+  constructor(id, { onEvent, onEnd, onState, onLost }) {
     this.id = id;
     this.onEvent = onEvent;
     this.onEnd = onEnd;
     this.onState = onState;
+    this.onLost = onLost;
     this.lastSeq = 0;
     this.reconnects = 0;
     this.failures = 0;
@@ -754,8 +759,25 @@ class RunStream {
       this.reconnects++;
       const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_FIRST_MS * 2 ** this.failures++);
       this.onState("reconnecting");
-      this.timer = setTimeout(() => this.open(), delay * (0.75 + Math.random() / 2));
+      this.timer = setTimeout(() => this.retry(), delay * (0.75 + Math.random() / 2));
     };
+  }
+
+  /** Reopens, unless the session is gone (deleted elsewhere): then there is nothing to follow. */
+  async retry() {
+    if (this.stopped) return;
+    try {
+      await api(`/api/sessions/${enc(this.id)}?limit=1`);
+    } catch (err) {
+      if (this.stopped) return;
+      if (err instanceof ApiError && !err.fromRelay && err.status === 404) {
+        this.close();
+        this.onLost(err);
+        return;
+      }
+      // The relay or the client is still away: the EventSource's own error schedules the next try.
+    }
+    if (!this.stopped) this.open();
   }
 
   close() {
@@ -998,6 +1020,12 @@ async function runPage(id) {
       }
       if (session && session.session_id) show(session);
       else refresh();
+    },
+    onLost: (err) => {
+      live.dataset.state = "ended";
+      live.textContent = "gone";
+      error.textContent = err.message;
+      error.hidden = false;
     },
     onState: (state) => {
       live.dataset.state = state;
