@@ -317,3 +317,64 @@ async def test_psql_through_a_dedicated_port(
     lines = out.decode().split("\n")
     assert lines[0] == "42"
     assert lines[1] == "x" * 100000
+
+
+# -- command mode as a user runs it ---------------------------------------------------------------
+
+
+async def test_command_mode_serves_the_api_and_remote_protocol(
+    procs: list[Proc], home: dict[str, str], tmp_path: Path
+) -> None:
+    import json
+
+    from tests.fakes.install import install_fakes
+
+    fakes = install_fakes(tmp_path / "bin")
+    ports = three_ports()
+    await start_relay(procs, ports)
+    client = await start_client(
+        procs,
+        ports,
+        "--command-mode",
+        "--client-id", "agentbox",
+        "--data-dir", str(tmp_path / "data"),
+        "--command-path", fakes["claude"],
+        "--remote", "127.0.0.1:0",
+        env=home,
+    )  # fmt: skip
+    remote_port = int((await client.expect(r"remote protocol on 127\.0\.0\.1:(\d+)")).group(1))
+    await client.expect("✅ client_id agentbox registered")
+    base = f"http://127.0.0.1:{ports[2]}"
+    timeout = aiohttp.ClientTimeout(total=units(20))
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        async with http.post(
+            f"{base}/api/sessions?token=agentbox",
+            json={"executor": "Claude", "prompt": "say hello", "projectPath": str(tmp_path)},
+        ) as response:
+            assert response.status == 201, await response.text()
+            session_id = (await response.json())["session_id"]
+        async with http.get(f"{base}/api/sessions/{session_id}/events?token=agentbox") as events:
+            body = await events.text()  # the stream ends when the session does
+        assert "event: end" in body or '"completed"' in body, body
+    # The newline-JSON protocol, as the seed's example client speaks it.
+    reader, writer = await asyncio.open_connection("127.0.0.1", remote_port)
+    request = {
+        "request_id": "r1",
+        "input": {"Text": "hello"},
+        "config": {"project_path": str(tmp_path)},
+    }
+    writer.write(json.dumps(request).encode() + b"\n")
+    await writer.drain()
+    async with asyncio.timeout(units(20)):
+        answer = json.loads(await reader.readline())
+    writer.close()
+    assert answer["request_id"] == "r1" and answer["error"] is None, answer
+    assert assert_text(answer["response"])
+
+
+def assert_text(response: dict[str, object]) -> bool:
+    """A Text answer, or a Multi ending in one (a run with tool use)."""
+    if "Text" in response:
+        return isinstance(response["Text"], str) and bool(response["Text"])
+    items = response.get("Multi")
+    return isinstance(items, list) and bool(items) and assert_text(items[-1])

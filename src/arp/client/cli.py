@@ -15,6 +15,7 @@ from arp import __version__, logs
 from arp.client.control import Client, ClientConfig, Target
 from arp.client.identity import load_or_create_client_id
 from arp.command.app import CommandConfig, add_command_arguments
+from arp.command.remote import add_remote_arguments, remote_service
 from arp.command.server import CommandServer
 from arp.config import DEFAULT_CONTROL_PORT, DEFAULT_PROXY_PORT, Timeouts, env_int
 from arp.protocol import frames
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the built-in agent API and web console instead of forwarding to --local-port",
     )
     add_command_arguments(parser)
+    add_remote_arguments(parser)
     return parser
 
 
@@ -188,12 +190,20 @@ async def serve(args: argparse.Namespace) -> int:
     if not args.command_mode and args.local_port is None:
         log.error("forward mode needs --local-port (the local service to expose)")
         return EXIT_REFUSED
+    if not args.command_mode and args.remote is not None:
+        log.error("--remote serves the agents: it needs --command-mode")
+        return EXIT_REFUSED
     async with contextlib.AsyncExitStack() as stack:
         if args.command_mode:
             command = CommandServer(CommandConfig.from_args(args))
             await stack.enter_async_context(command)
             http_target = Target(command.host, command.port)
             mode = f"command mode, API on {http_target}"
+            # Faces over the same sessions; entered after the server, so they close first.
+            remote = remote_service(args, command)
+            if remote is not None:
+                await stack.enter_async_context(remote)
+                mode += f", remote protocol on {args.remote[0]}:{remote.port}"
         else:
             http_target = Target(args.local_addr, args.local_port)
             mode = f"forwarding to {http_target}"
