@@ -392,9 +392,7 @@ async def test_resources(mcp: McpService) -> None:
             await read("arp://sessions/nope")
 
 
-async def test_mcp_not_enabled_answers_404_and_other_sites_403(
-    server: CommandServer, tmp_path: Path
-) -> None:
+async def test_mcp_not_enabled_answers_404_and_other_sites_403(server: CommandServer) -> None:
     assert mcp_service(argparse.Namespace(enable_mcp=False, mcp_port=0), server) is None
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{server.url}/mcp", json=INITIALIZE, headers=ACCEPT) as resp:

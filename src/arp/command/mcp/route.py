@@ -52,7 +52,6 @@ _NOT_FORWARDED: Final = _HOP_BY_HOP | {
     "origin",
     "cookie",
     "x-arp-token",
-    "x-forwarded-for",
 }
 _NOT_RETURNED: Final = _HOP_BY_HOP | {"set-cookie"}
 _RELAY_QUERY: Final = frozenset({"token"})
