@@ -67,65 +67,53 @@ async def tools(client: Client) -> dict[str, Any]:
 
 async def test_schemas_say_what_each_argument_is(tmp_path: Path) -> None:
     async with in_process(tmp_path) as client:
-        await _test_schemas_say_what_each_argument_is(client)
-
-
-async def _test_schemas_say_what_each_argument_is(client: Client) -> None:
-    found = await tools(client)
-    start = found["start_session"].input_schema
-    assert start["required"] == ["executor", "prompt"]
-    assert start["properties"]["executor"]["enum"] == ["claude", "codex", "gemini"]
-    for name in ("model", "project_path", "permission_mode"):
-        assert name in start["properties"]
-    assert set(found["get_session"].input_schema["properties"]) == {
-        "session_id",
-        "after_seq",
-        "limit",
-        "include_raw",
-    }
-    assert found["get_session"].input_schema["properties"]["after_seq"]["minimum"] == 0
-    assert found["wait_session"].input_schema["required"] == ["session_id"]
-    assert found["read_history_session"].input_schema["required"] == ["agent", "session_id"]
-    for tool in found.values():
-        assert len(tool.description) > 40, tool.name
-        for name, schema in tool.input_schema.get("properties", {}).items():
-            assert len(schema["description"]) > 10, (tool.name, name)
+        found = await tools(client)
+        start = found["start_session"].input_schema
+        assert start["required"] == ["executor", "prompt"]
+        assert start["properties"]["executor"]["enum"] == ["claude", "codex", "gemini"]
+        for name in ("model", "project_path", "permission_mode"):
+            assert name in start["properties"]
+        assert set(found["get_session"].input_schema["properties"]) == {
+            "session_id",
+            "after_seq",
+            "limit",
+            "include_raw",
+        }
+        assert found["get_session"].input_schema["properties"]["after_seq"]["minimum"] == 0
+        assert found["wait_session"].input_schema["required"] == ["session_id"]
+        assert found["read_history_session"].input_schema["required"] == ["agent", "session_id"]
+        for tool in found.values():
+            assert len(tool.description) > 40, tool.name
+            for name, schema in tool.input_schema.get("properties", {}).items():
+                assert len(schema["description"]) > 10, (tool.name, name)
 
 
 async def test_hints_tell_reading_from_acting(tmp_path: Path) -> None:
     async with in_process(tmp_path) as client:
-        await _test_hints_tell_reading_from_acting(client)
-
-
-async def _test_hints_tell_reading_from_acting(client: Client) -> None:
-    found = await tools(client)
-    reading = {name for name, tool in found.items() if tool.annotations.read_only_hint}
-    assert reading == {
-        "get_session",
-        "wait_session",
-        "list_sessions",
-        "list_projects",
-        "list_history_sessions",
-        "read_history_session",
-    }
-    assert found["cancel_session"].annotations.destructive_hint is True
+        found = await tools(client)
+        reading = {name for name, tool in found.items() if tool.annotations.read_only_hint}
+        assert reading == {
+            "get_session",
+            "wait_session",
+            "list_sessions",
+            "list_projects",
+            "list_history_sessions",
+            "read_history_session",
+        }
+        assert found["cancel_session"].annotations.destructive_hint is True
 
 
 async def test_errors_come_back_as_tool_errors(tmp_path: Path) -> None:
     async with in_process(tmp_path) as client:
-        await _test_errors_come_back_as_tool_errors(client)
-
-
-async def _test_errors_come_back_as_tool_errors(client: Client) -> None:
-    result = await client.call_tool("start_session", {"executor": "claude", "prompt": "hi"})
-    assert result.is_error
-    text = result.content[0].text  # type: ignore[union-attr]
-    assert "claude binary not found" in text and "(status 400)" in text
-    result = await client.call_tool("wait_session", {"session_id": "gone"})
-    assert result.is_error and "no session 'gone'" in result.content[0].text  # type: ignore[union-attr]
-    listed = await client.call_tool("list_sessions", {})
-    assert listed.structured_content == {"sessions": [], "total": 0, "limit": 50, "offset": 0}
-    assert (await client.call_tool("list_projects", {})).structured_content == {
-        "projects": [],
-        "total": 0,
-    }
+        result = await client.call_tool("start_session", {"executor": "claude", "prompt": "hi"})
+        assert result.is_error
+        text = result.content[0].text  # type: ignore[union-attr]
+        assert "claude binary not found" in text and "(status 400)" in text
+        result = await client.call_tool("wait_session", {"session_id": "gone"})
+        assert result.is_error and "no session 'gone'" in result.content[0].text  # type: ignore[union-attr]
+        listed = await client.call_tool("list_sessions", {})
+        assert listed.structured_content == {"sessions": [], "total": 0, "limit": 50, "offset": 0}
+        assert (await client.call_tool("list_projects", {})).structured_content == {
+            "projects": [],
+            "total": 0,
+        }
