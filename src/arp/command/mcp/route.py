@@ -8,6 +8,9 @@ headers, status codes). What the relay needed and the MCP server must not see is
 the ``token`` query parameter, the ``arp_token`` cookie and the ``X-ARP-Token`` header, and
 ``Origin`` once checked here (a browser on another site gets 403, on every method).
 
+A caller that goes away mid-stream is noticed at the next write (the SDK's SSE streams ping
+every 15 s); the forwarded request then ends, which is how the MCP server learns of it.
+
 The route exists from the start (aiohttp freezes its routes when the app starts serving);
 until `McpService` attaches its loopback port to the app's `McpGate` it answers 404 saying
 how to enable MCP. This module needs neither the MCP SDK nor a running MCP server.
