@@ -369,3 +369,24 @@ async def test_assets_are_cached_and_confined_to_this_origin(stack: ConsoleStack
             assert resp.status == 404
         async with http.get(f"{stack.base}/console/token.js") as resp:
             assert resp.status == 404  # the token page's parts are inlined, not served
+
+
+async def test_theme_button_cycles_and_is_remembered(
+    stack: ConsoleStack, new_page: PageFactory
+) -> None:
+    page = await new_page(dark=True)
+    await open_console(page, stack)
+    root, theme = page.locator("html"), page.locator("#theme")
+    background = "getComputedStyle(document.body).backgroundColor"
+    assert await page.evaluate(background) == "rgb(15, 17, 21)"  # the system's dark
+    await expect(theme).to_have_attribute("aria-label", "Theme: follow the system")
+    await theme.click()
+    await expect(root).to_have_attribute("data-theme", "light")
+    assert await page.evaluate(background) == "rgb(244, 245, 247)"
+    await theme.press("Enter")  # the keyboard works as well as the mouse
+    await expect(root).to_have_attribute("data-theme", "dark")
+    await page.reload()
+    await expect(root).to_have_attribute("data-theme", "dark")
+    await expect(theme).to_have_attribute("aria-label", "Theme: dark")
+    await theme.click()
+    await expect(root).not_to_have_attribute("data-theme", re.compile("."))

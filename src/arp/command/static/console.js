@@ -24,6 +24,14 @@ const RECONNECT_FIRST_MS = 500;
 const RECONNECT_MAX_MS = 8000;
 const HISTORY_PAGE = 200;
 const SEARCH_LIMIT = 1000;
+const PROJECT_PAGE = 50;
+const MAX_HITS = 100;
+const LIVE_LABELS = {
+  connecting: "connecting…",
+  live: "live",
+  reconnecting: "reconnecting…",
+  ended: "finished",
+};
 
 // --- small DOM helpers ------------------------------------------------------------------------
 
@@ -93,6 +101,7 @@ function duration(start, end) {
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
 }
 
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 const number = (n) => (typeof n === "number" ? n.toLocaleString() : null);
 
 function tokensText(usage) {
@@ -346,7 +355,8 @@ async function api(path, { method = "GET", body } = {}) {
     return data;
   }
   const text = (await response.text()).trim().slice(0, 500);
-  throw new ApiError(response.status, `The relay answered ${response.status}: ${text || response.statusText}`, true);
+  const said = text || response.statusText;
+  throw new ApiError(response.status, `The relay answered ${response.status}: ${said}`, true);
 }
 
 const enc = encodeURIComponent;
@@ -367,7 +377,8 @@ function hideBanner() {
 
 /** The text for an empty page: the relay's trouble is in the banner already. */
 function unavailable(err) {
-  return err instanceof ApiError && err.fromRelay ? "Not available while the client cannot be reached." : err.message;
+  const relay = err instanceof ApiError && err.fromRelay;
+  return relay ? "Not available while the client cannot be reached." : err.message;
 }
 
 /** Reports an error: relay trouble in the banner, the API's own errors where `target` says. */
@@ -517,9 +528,16 @@ async function runsPage() {
     h("p", { text: "No agent runs yet on this machine." }),
     h("a", { class: "btn primary", href: "#/new", text: "Start a session" }),
   );
+  const more = h("p", { class: "hint", hidden: true });
   setMain(
-    h("div", { class: "page-head" }, h("h1", { text: "Agent runs" }), h("a", { class: "btn", href: "#/history/claude", text: "Browse history" })),
+    h(
+      "div",
+      { class: "page-head" },
+      h("h1", { text: "Agent runs" }),
+      h("a", { class: "btn", href: "#/history/claude", text: "Browse history" }),
+    ),
     list,
+    more,
     empty,
   );
   focusMain();
@@ -540,6 +558,8 @@ async function runsPage() {
       hideBanner();
       list.replaceChildren(...data.sessions.map(runCard));
       empty.hidden = data.sessions.length > 0;
+      more.hidden = data.total <= data.sessions.length;
+      more.textContent = `The ${data.sessions.length} newest of ${data.total} runs.`;
     } catch (err) {
       if (!stopped) report(err);
     }
@@ -567,7 +587,7 @@ async function newRunPage(params) {
         h(
           "label",
           {},
-          h("input", { type: "radio", name: "executor", value: name, checked: name === agent, required: true }),
+          h("input", { type: "radio", name: "executor", value: name, checked: name === agent }),
           AGENT_NAMES[name],
         ),
       ),
@@ -609,7 +629,12 @@ async function newRunPage(params) {
     "form",
     { class: "form", id: "new-form", novalidate: true },
     resume
-      ? h("p", { class: "notice" }, `Continues ${AGENT_NAMES[agent]} conversation `, h("code", { text: resume }), ".")
+      ? h(
+          "p",
+          { class: "notice" },
+          `Continues the ${AGENT_NAMES[agent]} conversation `,
+          h("code", { text: resume }),
+        )
       : null,
     executor,
     h(
@@ -643,7 +668,8 @@ async function newRunPage(params) {
       h("span", { class: "hint", text: "Ctrl+Enter starts" }),
     ),
   );
-  setMain(h("div", { class: "page-head" }, h("h1", { text: resume ? "Continue a conversation" : "New session" })), form);
+  const heading = h("h1", { text: resume ? "Continue a conversation" : "New session" });
+  setMain(h("div", { class: "page-head" }, heading), form);
   if (resume) for (const input of executor.querySelectorAll("input")) input.disabled = input.value !== agent;
 
   const chosen = () => form.querySelector("input[name=executor]:checked")?.value || "claude";
@@ -652,7 +678,8 @@ async function newRunPage(params) {
     models.replaceChildren(...MODELS[name].map((m) => h("option", { value: m })));
     try {
       const data = await api(`/api/${name}/projects/working-directories`);
-      if (chosen() === name) dirs.replaceChildren(...data.workingDirectories.map((d) => h("option", { value: d })));
+      const options = data.workingDirectories.map((d) => h("option", { value: d }));
+      if (chosen() === name) dirs.replaceChildren(...options);
       if (!project.value && data.workingDirectories.length) project.placeholder = data.workingDirectories[0];
     } catch (err) {
       report(err);
@@ -788,11 +815,78 @@ class RunStream {
   }
 }
 
+// --- parts of a conversation, shared by a live run and a stored one ---------------------------------
+
+const preview = (text) => h("span", { class: "preview", text: firstLine(text, 100) });
+
+/** A folded block: a one-line summary; the body shows when opened. */
+function fold(cls, summary, body) {
+  return h(
+    "details",
+    { class: `fold ${cls}`.trim() },
+    h("summary", {}, summary),
+    h("div", { class: "fold-body" }, body),
+  );
+}
+
+function thinkingItem(cls, text) {
+  const summary = [h("span", { text: "Thinking" }), preview(text)];
+  return h("li", { class: cls }, fold("thinking", summary, text || ""));
+}
+
+/** The header line of a message: who, then details (model, tokens), then when. */
+function roleLine(...parts) {
+  return h("div", { class: "role" }, parts);
+}
+
+/** Tool calls by id, so that each result is shown inside the call it answers. */
+class ToolFolds {
+  constructor(pending) {
+    this.pending = pending;
+    this.calls = new Map();
+  }
+
+  call(cls, { id, name, input, when }) {
+    const state = h("span", { class: "state", text: this.pending });
+    const summary = [
+      h("span", { class: "tool", text: name || "tool" }),
+      h("span", { class: "preview", text: compactJson(input) }),
+      state,
+      when,
+    ];
+    const details = fold("", summary, [
+      h("div", { class: "label", text: "Input" }),
+      h("pre", { class: "wrap" }, h("code", { text: prettyJson(input ?? {}) })),
+    ]);
+    if (id) this.calls.set(id, { body: details.lastElementChild, state });
+    return h("li", { class: cls }, details);
+  }
+
+  /** Puts a result inside its call (and returns null), or gives it an item of its own. */
+  result(cls, { id, name, text, isError, when, attrs = {} }) {
+    const result = h(
+      "div",
+      { class: "tool-result", ...attrs },
+      h("div", { class: "label", text: isError ? "Error" : "Result" }),
+      h("pre", { class: "wrap" }, h("code", { text: text || "(no output)" })),
+    );
+    const call = id ? this.calls.get(id) : null;
+    if (!call) {
+      const summary = [h("span", { class: "tool", text: name || "tool result" }), preview(text), when];
+      return h("li", { class: cls }, fold("", summary, result));
+    }
+    call.body.append(result);
+    call.state.textContent = isError ? "✗ failed" : "✓";
+    call.state.className = `state ${isError ? "bad" : "ok"}`;
+    return null;
+  }
+}
+
 /** Renders a run's events into a list; tool results join the call they answer. */
 class EventView {
   constructor(list) {
     this.list = list;
-    this.tools = new Map();
+    this.tools = new ToolFolds("…");
     this.lastText = null;
   }
 
@@ -808,83 +902,36 @@ class EventView {
   render(event) {
     const when = timeEl(event.ts, { clock: true });
     switch (event.kind) {
-      case "prompt":
+      case "prompt": {
+        const who = event.run ? `Follow-up · run ${event.run + 1}` : "Prompt";
         return h(
           "li",
           { class: "ev prompt" },
-          h("div", { class: "role" }, h("span", { text: event.run ? `Follow-up · run ${event.run + 1}` : "Prompt" }), when),
+          roleLine(h("span", { text: who }), when),
           h("div", { class: "bubble", text: event.text || "" }),
         );
+      }
       case "text":
         this.lastText = (event.text || "").trim();
         return h("li", { class: "ev text" }, h("div", { class: "bubble" }, markdown(event.text)));
       case "thinking":
-        return h(
-          "li",
-          { class: "ev thinking" },
-          h(
-            "details",
-            { class: "fold thinking" },
-            h("summary", {}, h("span", { text: "Thinking" }), h("span", { class: "preview", text: firstLine(event.text, 100) })),
-            h("div", { class: "fold-body", text: event.text || "" }),
-          ),
-        );
-      case "tool_call": {
-        const state = h("span", { class: "state", text: "…" });
-        const body = h(
-          "div",
-          { class: "fold-body" },
-          h("div", { class: "label", text: "Input" }),
-          h("pre", { class: "wrap" }, h("code", { text: prettyJson(event.tool_input ?? {}) })),
-        );
-        const el = h(
-          "li",
-          { class: "ev tool" },
-          h(
-            "details",
-            { class: "fold" },
-            h(
-              "summary",
-              {},
-              h("span", { class: "tool", text: event.tool_name || "tool" }),
-              h("span", { class: "preview", text: compactJson(event.tool_input) }),
-              state,
-            ),
-            body,
-          ),
-        );
-        if (event.tool_id) this.tools.set(event.tool_id, { body, state });
-        return el;
-      }
-      case "tool_result": {
-        const target = event.tool_id ? this.tools.get(event.tool_id) : null;
-        const result = h(
-          "div",
-          { class: "tool-result", "data-seq": event.seq, "data-kind": "tool_result" },
-          h("div", { class: "label", text: event.is_error ? "Error" : "Result" }),
-          h("pre", { class: "wrap" }, h("code", { text: event.text || "(no output)" })),
-        );
-        if (target) {
-          target.body.append(result);
-          target.state.textContent = event.is_error ? "✗ failed" : "✓";
-          target.state.className = `state ${event.is_error ? "bad" : "ok"}`;
-          return null;
-        }
-        return h(
-          "li",
-          { class: "ev tool" },
-          h(
-            "details",
-            { class: "fold" },
-            h("summary", {}, h("span", { class: "tool", text: event.tool_name || "tool result" }), h("span", { class: "preview", text: firstLine(event.text, 100) })),
-            h("div", { class: "fold-body" }, result),
-          ),
-        );
-      }
+        return thinkingItem("ev thinking", event.text);
+      case "tool_call":
+        return this.tools.call("ev tool", {
+          id: event.tool_id,
+          name: event.tool_name,
+          input: event.tool_input,
+        });
+      case "tool_result":
+        return this.tools.result("ev tool", {
+          id: event.tool_id,
+          name: event.tool_name,
+          text: event.text,
+          isError: event.is_error,
+          attrs: { "data-seq": event.seq, "data-kind": "tool_result" },
+        });
       case "result": {
-        const usage = tokensText(event.usage);
-        const cost = costText(event.usage?.cost_usd);
-        const facts = [usage, cost].filter(Boolean).join(" · ");
+        const facts = [tokensText(event.usage), costText(event.usage?.cost_usd)].filter(Boolean).join(" · ");
         const text = (event.text || "").trim();
         if (!event.is_error && (!text || text === this.lastText)) {
           return h("li", { class: "ev system", text: facts ? `Result · ${facts}` : "Result" });
@@ -892,7 +939,10 @@ class EventView {
         return h(
           "li",
           { class: `ev result${event.is_error ? " error" : ""}` },
-          h("div", { class: "role" }, h("span", { text: event.is_error ? "Failed" : "Result" }), facts ? h("span", { text: facts }) : null),
+          roleLine(
+            h("span", { text: event.is_error ? "Failed" : "Result" }),
+            facts ? h("span", { text: facts }) : null,
+          ),
           h("div", { class: "bubble" }, event.is_error ? text : markdown(text)),
         );
       }
@@ -901,7 +951,7 @@ class EventView {
       case "stderr":
         return h("li", { class: "ev stderr", text: event.text || "" });
       case "status": {
-        const exit = event.exit_code !== undefined && event.exit_code !== null ? ` · exit ${event.exit_code}` : "";
+        const exit = typeof event.exit_code === "number" ? ` · exit ${event.exit_code}` : "";
         return h("li", { class: "ev status", text: `${event.text || event.status || "run ended"}${exit}` });
       }
       case "system":
@@ -919,7 +969,12 @@ class EventView {
 /** A <dt>/<dd> pair; mono values (paths, ids) take two columns. */
 function fact(label, value, mono = false) {
   if (value === null || value === undefined || value === "") return null;
-  return h("div", { class: mono ? "wide" : null }, h("dt", { text: label }), h("dd", { class: mono ? "mono" : null }, value));
+  return h(
+    "div",
+    { class: mono ? "wide" : null },
+    h("dt", { text: label }),
+    h("dd", { class: mono ? "mono" : null }, value),
+  );
 }
 
 function runFacts(run) {
@@ -944,14 +999,23 @@ async function runPage(id) {
   try {
     run = await api(`/api/sessions/${enc(id)}?limit=1`);
   } catch (err) {
-    setMain(h("a", { class: "back", href: "#/runs", text: "‹ Runs" }), h("p", { class: "empty", text: unavailable(err) }));
+    setMain(
+      h("a", { class: "back", href: "#/runs", text: "‹ Runs" }),
+      h("p", { class: "empty", text: unavailable(err) }),
+    );
     if (err.fromRelay) report(err);
     return;
   }
   const title = h("h1", { text: firstLine(run.prompt, 400) || "(empty prompt)" });
   const status = h("span", { id: "run-status" });
   const facts = h("dl", { class: "facts" });
-  const live = h("span", { class: "live", id: "live", "data-state": "connecting", "aria-live": "polite", text: "connecting…" });
+  const live = h("span", {
+    class: "live",
+    id: "live",
+    "data-state": "connecting",
+    "aria-live": "polite",
+    text: "connecting…",
+  });
   const cancel = h("button", { class: "btn danger", type: "button", id: "cancel", text: "Cancel run" });
   const remove = h("button", { class: "btn danger", type: "button", id: "delete", text: "Delete" });
   const events = h("ol", { class: "events", id: "events", "aria-label": "Agent output" });
@@ -1030,7 +1094,7 @@ async function runPage(id) {
     onState: (state) => {
       live.dataset.state = state;
       live.dataset.reconnects = String(stream.reconnects);
-      live.textContent = { live: "live", reconnecting: "reconnecting…", ended: "finished", connecting: "connecting…" }[state] || state;
+      live.textContent = LIVE_LABELS[state] || state;
     },
   });
   const refresh = async () => {
@@ -1112,7 +1176,13 @@ function agentTabs(current, base = "#/history/") {
   return h(
     "nav",
     { class: "agent-tabs", "aria-label": "Agent" },
-    AGENTS.map((name) => h("a", { href: base + name, "aria-current": name === current ? "page" : null, text: AGENT_NAMES[name] })),
+    AGENTS.map((name) =>
+      h("a", {
+        href: base + name,
+        "aria-current": name === current ? "page" : null,
+        text: AGENT_NAMES[name],
+      }),
+    ),
   );
 }
 
@@ -1147,7 +1217,7 @@ function projectEntry(agent, project, open) {
       h(
         "span",
         { class: "meta" },
-        h("span", { text: `${project.sessionCount} session${project.sessionCount === 1 ? "" : "s"}` }),
+        h("span", { text: plural(project.sessionCount, "session") }),
         timeEl(project.lastActivity),
       ),
     ),
@@ -1155,17 +1225,20 @@ function projectEntry(agent, project, open) {
   );
   if (project.sessionCount > project.recentSessions.length) {
     let offset = project.recentSessions.length;
-    const more = h("button", { class: "btn small", type: "button", text: `Show more (${project.sessionCount - offset})` });
+    const label = (left) => `Show more (${left})`;
+    const left = project.sessionCount - offset;
+    const more = h("button", { class: "btn small", type: "button", text: label(left) });
     const holder = h("li", {}, more);
     list.append(holder);
     more.addEventListener("click", async () => {
       more.disabled = true;
       try {
-        const page = await api(`/api/${agent}/projects/${enc(project.id)}/sessions?limit=50&offset=${offset}`);
+        const path = `/api/${agent}/projects/${enc(project.id)}/sessions`;
+        const page = await api(`${path}?limit=${PROJECT_PAGE}&offset=${offset}`);
         offset += page.sessions.length;
         holder.before(...page.sessions.map((s) => historyItem(agent, s)));
         if (!page.hasMore) holder.remove();
-        else more.textContent = `Show more (${page.total - offset})`;
+        else more.textContent = label(page.total - offset);
       } catch (err) {
         report(err);
       } finally {
@@ -1187,7 +1260,8 @@ async function historyPage(agent) {
     autocomplete: "off",
   });
   const results = h("div", { id: "matches" });
-  const projects = h("div", { class: "cards", id: "projects" }, h("p", { class: "loading", text: "Loading…" }));
+  const loading = h("p", { class: "loading", text: "Loading…" });
+  const projects = h("div", { class: "cards", id: "projects" }, loading);
   setMain(
     h("div", { class: "page-head" }, h("h1", { text: "History" })),
     agentTabs(agent),
@@ -1207,7 +1281,8 @@ async function historyPage(agent) {
   const all = data.projects;
   const draw = (list) => {
     if (!all.length) {
-      projects.replaceChildren(h("p", { class: "empty", text: `No ${AGENT_NAMES[agent]} sessions on this machine yet.` }));
+      const none = `No ${AGENT_NAMES[agent]} sessions on this machine yet.`;
+      projects.replaceChildren(h("p", { class: "empty", text: none }));
       return;
     }
     projects.replaceChildren(...list.map((p, i) => projectEntry(agent, p, i < 3)));
@@ -1239,11 +1314,12 @@ async function historyPage(agent) {
     }
     if (mine !== token) return;
     const hits = everything.filter(
-      (s) => (s.title || "").toLowerCase().includes(query) || (s.projectPath || "").toLowerCase().includes(query),
+      (s) => `${s.title || ""}\n${s.projectPath || ""}`.toLowerCase().includes(query),
     );
+    const shown = hits.slice(0, MAX_HITS).map((x) => historyItem(agent, x));
     results.replaceChildren(
-      h("h2", { class: "section-title", text: `${hits.length} matching session${hits.length === 1 ? "" : "s"}` }),
-      hits.length ? h("ul", { class: "results" }, hits.slice(0, 100).map((s) => historyItem(agent, s))) : null,
+      h("h2", { class: "section-title", text: plural(hits.length, "matching session") }),
+      hits.length ? h("ul", { class: "results" }, shown) : null,
       h("h2", { class: "section-title", text: "Projects" }),
     );
   };
@@ -1258,92 +1334,55 @@ async function historyPage(agent) {
 /** Renders one normalised history message; tool results join their call by toolUseId. */
 function historyMessage(message, tools) {
   const when = timeEl(message.timestamp, { clock: true });
-  const role = message.role === "user" ? "You" : message.role === "assistant" ? AGENT_NAMES[message.agent] || "Agent" : "System";
   switch (message.kind) {
     case "thinking":
-      return h(
-        "li",
-        { class: "msg ev thinking" },
-        h(
-          "details",
-          { class: "fold thinking" },
-          h("summary", {}, h("span", { text: "Thinking" }), h("span", { class: "preview", text: firstLine(message.text, 100) })),
-          h("div", { class: "fold-body", text: message.text }),
-        ),
-      );
-    case "tool_use": {
-      const state = h("span", { class: "state", text: "" });
-      const body = h(
-        "div",
-        { class: "fold-body" },
-        h("div", { class: "label", text: "Input" }),
-        h("pre", { class: "wrap" }, h("code", { text: prettyJson(message.toolInput ?? message.text) })),
-      );
-      if (message.toolUseId) tools.set(message.toolUseId, { body, state });
-      return h(
-        "li",
-        { class: "msg ev tool" },
-        h(
-          "details",
-          { class: "fold" },
-          h(
-            "summary",
-            {},
-            h("span", { class: "tool", text: message.toolName || "tool" }),
-            h("span", { class: "preview", text: compactJson(message.toolInput ?? message.text) }),
-            state,
-            when,
-          ),
-          body,
-        ),
-      );
-    }
-    case "tool_result": {
-      const result = h(
-        "div",
-        { class: "tool-result" },
-        h("div", { class: "label", text: message.isError ? "Error" : "Result" }),
-        h("pre", { class: "wrap" }, h("code", { text: message.text || "(no output)" })),
-      );
-      const target = message.toolUseId ? tools.get(message.toolUseId) : null;
-      if (target) {
-        target.body.append(result);
-        target.state.textContent = message.isError ? "✗ failed" : "✓";
-        target.state.className = `state ${message.isError ? "bad" : "ok"}`;
-        return null;
-      }
-      return h(
-        "li",
-        { class: "msg ev tool" },
-        h(
-          "details",
-          { class: "fold" },
-          h("summary", {}, h("span", { class: "tool", text: message.toolName || "tool result" }), h("span", { class: "preview", text: firstLine(message.text, 100) }), when),
-          h("div", { class: "fold-body" }, result),
-        ),
-      );
-    }
+      return thinkingItem("msg ev thinking", message.text);
+    case "tool_use":
+      return tools.call("msg ev tool", {
+        id: message.toolUseId,
+        name: message.toolName,
+        input: message.toolInput ?? message.text,
+        when,
+      });
+    case "tool_result":
+      return tools.result("msg ev tool", {
+        id: message.toolUseId,
+        name: message.toolName,
+        text: message.text,
+        isError: message.isError,
+        when,
+      });
     case "summary":
       return h(
         "li",
         { class: "msg ev system" },
-        h("details", { class: "fold" }, h("summary", {}, h("span", { text: "Summary" }), h("span", { class: "preview", text: firstLine(message.text, 100) })), h("div", { class: "fold-body" }, markdown(message.text))),
+        fold("", [h("span", { text: "Summary" }), preview(message.text)], markdown(message.text)),
       );
-    default:
+    default: {
       if (message.role === "user") {
-        return h("li", { class: "msg user" }, h("div", { class: "role" }, h("span", { text: role }), when), h("div", { class: "bubble", text: message.text }));
+        return h(
+          "li",
+          { class: "msg user" },
+          roleLine(h("span", { text: "You" }), when),
+          h("div", { class: "bubble", text: message.text }),
+        );
       }
+      const assistant = message.role === "assistant";
+      const who = assistant ? AGENT_NAMES[message.agent] || "Agent" : "System";
+      const model = message.model ? h("span", { class: "model", text: message.model }) : null;
       return h(
         "li",
-        { class: `msg ${message.role === "assistant" ? "assistant" : "system"}` },
-        h("div", { class: "role" }, h("span", { text: role }), message.model ? h("span", { class: "model", text: message.model }) : null, when),
+        { class: `msg ${assistant ? "assistant" : "system"}` },
+        roleLine(h("span", { text: who }), model, when),
         h("div", { class: "bubble" }, markdown(message.text)),
       );
+    }
   }
 }
 
 async function historySessionPage(agent, sid) {
-  const back = h("a", { class: "back", href: `#/history/${agent}`, text: `‹ ${AGENT_NAMES[agent] || agent} history` });
+  const backText = `‹ ${AGENT_NAMES[agent] || agent} history`;
+  const back = h("a", { class: "back", href: `#/history/${agent}`, text: backText });
   let page;
   try {
     page = await api(`/api/${agent}/sessions/${enc(sid)}?limit=${HISTORY_PAGE}`);
@@ -1356,14 +1395,21 @@ async function historySessionPage(agent, sid) {
   const list = h("ol", { class: "events", id: "messages", "aria-label": "Conversation" });
   const more = h("button", { class: "btn", type: "button", id: "more", text: "Load more" });
   const error = h("p", { class: "form-error", role: "alert", hidden: true });
-  const resumeHref = `#/new?agent=${agent}&resume=${enc(session.id)}${session.projectPath ? `&project=${enc(session.projectPath)}` : ""}`;
+  const resume = new URLSearchParams({ agent, resume: session.id });
+  if (session.projectPath) resume.set("project", session.projectPath);
+  const resumeHref = `#/new?${resume}`;
   const remove = h("button", { class: "btn danger", type: "button", id: "delete", text: "Delete" });
   setMain(
     back,
     h(
       "section",
       { class: "summary", "aria-label": "Conversation" },
-      h("div", { class: "card-top" }, h("span", { class: "chip", text: AGENT_NAMES[agent] }), h("span", { class: "when" }, timeEl(session.lastActivity))),
+      h(
+        "div",
+        { class: "card-top" },
+        h("span", { class: "chip", text: AGENT_NAMES[agent] }),
+        h("span", { class: "when" }, timeEl(session.lastActivity)),
+      ),
       h("h1", { text: session.title || "(untitled)" }),
       h(
         "dl",
@@ -1375,14 +1421,19 @@ async function historySessionPage(agent, sid) {
         fact("Version", session.version),
         fact("Session", session.id, true),
       ),
-      h("div", { class: "actions" }, h("a", { class: "btn primary", href: resumeHref, text: "Continue conversation" }), remove),
+      h(
+        "div",
+        { class: "actions" },
+        h("a", { class: "btn primary", href: resumeHref, text: "Continue conversation" }),
+        remove,
+      ),
     ),
     error,
     list,
     h("div", { class: "form-actions" }, more),
   );
   focusMain();
-  const tools = new Map();
+  const tools = new ToolFolds("");
   let offset = 0;
   const add = (p) => {
     for (const message of p.messages) {
@@ -1409,7 +1460,9 @@ async function historySessionPage(agent, sid) {
   remove.addEventListener("click", async () => {
     const ok = await confirmDialog({
       title: "Delete this conversation?",
-      text: `${AGENT_NAMES[agent]}'s own file for it is removed from this machine; the agent cannot resume it afterwards.`,
+      text:
+        `${AGENT_NAMES[agent]}'s own file for it is removed from this machine; ` +
+        "the agent cannot resume it afterwards.",
       yes: "Delete",
     });
     if (!ok) return;
