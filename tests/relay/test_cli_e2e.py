@@ -340,10 +340,19 @@ async def test_command_mode_serves_the_api_and_remote_protocol(
         "--data-dir", str(tmp_path / "data"),
         "--command-path", fakes["claude"],
         "--remote", "127.0.0.1:0",
+        "--enable-mcp", "--mcp-port", "0",
         env=home,
     )  # fmt: skip
+    await client.expect(r"🧩 MCP: http://127\.0\.0\.1:\d+")
     remote_port = int((await client.expect(r"remote protocol on 127\.0\.0\.1:(\d+)")).group(1))
     await client.expect("✅ client_id agentbox registered")
+    # MCP through the relay with the token, by the SDK's own client.
+    from mcp import Client as McpClient
+
+    mcp_url = f"http://127.0.0.1:{ports[2]}/mcp?token=agentbox"
+    async with McpClient(mcp_url, read_timeout_seconds=units(20)) as mcp:  # type: ignore[arg-type]
+        names = {tool.name for tool in (await mcp.list_tools()).tools}
+    assert {"start_session", "get_session", "list_history_sessions"} <= names
     base = f"http://127.0.0.1:{ports[2]}"
     timeout = aiohttp.ClientTimeout(total=units(20))
     async with aiohttp.ClientSession(timeout=timeout) as http:

@@ -15,9 +15,11 @@ from arp import __version__, logs
 from arp.client.control import Client, ClientConfig, Target
 from arp.client.identity import load_or_create_client_id
 from arp.command.app import CommandConfig, add_command_arguments
+from arp.command.mcp import add_mcp_arguments, mcp_service
 from arp.command.remote import add_remote_arguments, remote_service
 from arp.command.server import CommandServer
 from arp.config import DEFAULT_CONTROL_PORT, DEFAULT_PROXY_PORT, Timeouts, env_int
+from arp.errors import ArpError
 from arp.protocol import frames
 from arp.relay.cli import port, positive_float
 from arp.runtime import on_stop_signal, run
@@ -126,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the built-in agent API and web console instead of forwarding to --local-port",
     )
     add_command_arguments(parser)
+    add_mcp_arguments(parser)
     add_remote_arguments(parser)
     return parser
 
@@ -190,9 +193,10 @@ async def serve(args: argparse.Namespace) -> int:
     if not args.command_mode and args.local_port is None:
         log.error("forward mode needs --local-port (the local service to expose)")
         return EXIT_REFUSED
-    if not args.command_mode and args.remote is not None:
-        log.error("--remote serves the agents: it needs --command-mode")
-        return EXIT_REFUSED
+    for flag, given in (("--remote", args.remote is not None), ("--enable-mcp", args.enable_mcp)):
+        if given and not args.command_mode:
+            log.error("%s serves the agents: it needs --command-mode", flag)
+            return EXIT_REFUSED
     async with contextlib.AsyncExitStack() as stack:
         if args.command_mode:
             command = CommandServer(CommandConfig.from_args(args))
@@ -200,6 +204,12 @@ async def serve(args: argparse.Namespace) -> int:
             http_target = Target(command.host, command.port)
             mode = f"command mode, API on {http_target}"
             # Faces over the same sessions; entered after the server, so they close first.
+            mcp = mcp_service(args, command)
+            if mcp is not None:
+                service = await stack.enter_async_context(mcp)
+                print(
+                    f"🧩 MCP: {service.url} (through the relay: /mcp?token=<client_id>)", flush=True
+                )
             remote = remote_service(args, command)
             if remote is not None:
                 await stack.enter_async_context(remote)
@@ -234,6 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     try:
         return run(serve(args))
+    except ArpError as exc:
+        log.error("%s", exc.message)
+        return 1
     except ValueError as exc:
         parser.error(str(exc))
 
