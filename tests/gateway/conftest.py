@@ -70,7 +70,12 @@ class RedisServer:
             self.process = None
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, decode_responses=True)
+        return redis.Redis(
+            port=self.port,
+            decode_responses=True,
+            socket_timeout=units(5),
+            socket_connect_timeout=units(5),
+        )
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -40,6 +40,23 @@ AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CLOSE_REPLACED = 4000
 CLOSE_HEARTBEAT = 4001
 CLOSE_SLOW_CONSUMER = 4002
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], timeout: float) -> None:
+    """Cancel `tasks` and wait up to `timeout` for them to end (one that will not is logged).
+
+    Every ended task's outcome is collected, so none is reported as never retrieved."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    done, stuck = await asyncio.wait(tasks, timeout=timeout)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("task %s ended with %r", task.get_name(), task.exception())
+    for task in stuck:
+        log.error("task %s did not end within %.1fs of being cancelled", task.get_name(), timeout)
 
 
 class NotFound(ArpError):
@@ -247,27 +264,31 @@ class Gateway:
             await self._closed.wait()
             return
         self._closing = True
+        grace = self.config.bounds.shutdown_grace
         try:
-            for task in self._background:
-                task.cancel()
-            await asyncio.gather(*self._background, return_exceptions=True)
+            await self._bounded("background tasks", cancel_and_wait(self._background, grace))
             if self._site is not None:
-                await self._site.stop()
+                await self._bounded("listener", self._site.stop())
             for connection in list(self.connections.values()):
                 connection.close(WSCloseCode.GOING_AWAY, "gateway shutting down")
             if self._handlers:
-                _done, pending = await asyncio.wait(
-                    self._handlers, timeout=self.config.bounds.shutdown_grace
-                )
-                for task in pending:
-                    task.cancel()
+                _done, pending = await asyncio.wait(self._handlers, timeout=grace)
+                await self._bounded("open requests", cancel_and_wait(pending, grace))
             if self._runner is not None:
-                await self._runner.cleanup()
+                await self._bounded("HTTP server", self._runner.cleanup())
             if self._poller is not None:
-                await self._poller.close()
-            await self.store.close()
+                await self._bounded("poller", self._poller.close())
+            await self._bounded("Redis client", self.store.close())
         finally:
             self._closed.set()
+
+    async def _bounded(self, what: str, step: Awaitable[None]) -> None:
+        """One shutdown step, given at most the grace period: closing never hangs."""
+        try:
+            async with asyncio.timeout(self.config.bounds.shutdown_grace):
+                await step
+        except TimeoutError:
+            log.warning("closing the gateway: %s did not finish in time", what)
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -521,9 +542,8 @@ class Gateway:
                 [reader, closing, *connection.tasks], return_when=asyncio.FIRST_COMPLETED
             )
         finally:
-            for task in (reader, closing, *connection.tasks):
-                task.cancel()
-            await asyncio.gather(reader, closing, *connection.tasks, return_exceptions=True)
+            grace = self.config.bounds.shutdown_grace
+            await cancel_and_wait([reader, closing, *connection.tasks], grace)
             code, reason = connection.close_reason or (WSCloseCode.OK, "")
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self.config.bounds.shutdown_grace):

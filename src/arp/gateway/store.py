@@ -73,6 +73,7 @@ class Store:
     ) -> None:
         self.config = config
         self.max_connections = max_connections
+        self._slots = asyncio.Semaphore(max_connections)
         self.metrics = metrics
         # redis-py's annotations mix sync and async return types; the boundary is typed here.
         self._redis: Any = None
@@ -92,12 +93,11 @@ class Store:
     async def start(self) -> None:
         if self._redis is not None:
             return
-        # A blocking pool: a burst beyond its size waits (within the deadline) for a connection
-        # instead of failing with "Too many connections".
-        pool = aioredis.BlockingConnectionPool.from_url(
+        # A plain pool, never asked for more connections than it has: `_slots` bounds the
+        # commands in flight (a burst waits for a slot within the command's deadline).
+        pool = aioredis.ConnectionPool.from_url(
             self.config.url,
             max_connections=self.max_connections,
-            timeout=self.config.timeout,
             socket_timeout=self.config.timeout,
             socket_connect_timeout=self.config.timeout,
             retry=Retry(NoBackoff(), 1),  # once: a pooled connection may predate a restart
@@ -119,7 +119,7 @@ class Store:
 
     async def _call(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         try:
-            async with asyncio.timeout(self.config.timeout):
+            async with asyncio.timeout(self.config.timeout), self._slots:
                 value = await operation()
         except (RedisError, OSError, TimeoutError) as exc:
             self.metrics.redis_up = False
