@@ -218,6 +218,7 @@ async def test_start_stream_survives_a_relay_restart_then_follow_up(
     card = page.locator(f'a.card[data-session="{session_id}"]')
     await expect(card.locator(".badge")).to_have_text("completed")
     await expect(card).to_contain_text("2 runs")
+    await screenshot(page, "desktop-runs-light")
 
 
 async def test_cancel_and_delete_with_confirmation(
