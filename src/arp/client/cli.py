@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from arp import __version__, logs
+from arp.argtypes import port, positive_float
 from arp.client.control import Client, ClientConfig, Target
 from arp.client.identity import load_or_create_client_id
 from arp.command.app import CommandConfig, add_command_arguments
@@ -21,7 +22,6 @@ from arp.command.server import CommandServer
 from arp.config import DEFAULT_CONTROL_PORT, DEFAULT_PROXY_PORT, Timeouts, env_int
 from arp.errors import ArpError
 from arp.protocol import frames
-from arp.relay.cli import port, positive_float
 from arp.runtime import on_stop_signal, run
 
 log = logging.getLogger("arpc")

@@ -32,6 +32,7 @@ from aiohttp import web
 
 from arp.agents.history import HistoryReaders
 from arp.agents.sessions import SessionConfig, SessionManager
+from arp.argtypes import port, positive_int
 from arp.errors import ArpError
 
 log = logging.getLogger(__name__)
@@ -94,26 +95,6 @@ class CommandConfig:
         )
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r}: a port is 0..65535")
-    return value
-
-
 def _folder(text: str) -> str:
     path = Path(text).expanduser()
     if not path.is_dir():
@@ -139,7 +120,7 @@ def add_command_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--max-sessions",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_SESSIONS,
         help="agent runs at once; more get 429 (default %(default)s)",
     )
@@ -150,13 +131,13 @@ def add_command_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--max-prompt-bytes",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_PROMPT_BYTES,
         help="the largest prompt, in bytes; larger gets 413 (default %(default)s)",
     )
     group.add_argument(
         "--command-port",
-        type=_port,
+        type=port,
         default=0,
         help="also serve the API on this loopback port for local use (default: any free port)",
     )

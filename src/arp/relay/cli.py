@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from arp import __version__, logs
+from arp.argtypes import port, port_range, positive_float
 from arp.config import (
     DEFAULT_CONTROL_PORT,
     DEFAULT_POOL_SIZE,
@@ -22,39 +23,6 @@ from arp.relay.server import Relay, RelayConfig
 from arp.runtime import on_stop_signal, run
 
 log = logging.getLogger("arps")
-
-
-def parse_port_range(text: str) -> range:
-    """`20000-20999` (or one port) as a range; argparse reports a ValueError as a usage error."""
-    low, sep, high = text.partition("-")
-    try:
-        start = int(low)
-        stop = int(high) if sep else start
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port range like 20000-20999") from None
-    if not (1 <= start <= stop <= 65535):
-        raise argparse.ArgumentTypeError(f"{text!r}: ports must be 1..65535, low to high")
-    return range(start, stop + 1)
-
-
-def port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port number (0..65535)")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--tcp-ports",
-        type=parse_port_range,
+        type=port_range,
         default=os.environ.get("ARPS_TCP_PORTS"),
         help="range of dedicated public TCP ports clients may ask for, "
         "e.g. 20000-20999 (env ARPS_TCP_PORTS; default none)",
@@ -143,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> RelayConfig:
     tcp_ports = args.tcp_ports
     if isinstance(tcp_ports, str):  # came from the environment, unparsed
-        tcp_ports = parse_port_range(tcp_ports)
+        tcp_ports = port_range(tcp_ports)
     timeouts = Timeouts(
         tunnel_wait=args.tunnel_wait,
         heartbeat_interval=args.heartbeat_interval,
