@@ -67,7 +67,8 @@ response.set_cookie("session", token, samesite="None", secure=True)
 | Chrome  | yes         |
 | Safari  | no          |
 
-See https://example.com/samesite for the details."""
+See https://example.com/samesite for the details. Never paste <img src=x onerror="alert(1)">
+or [this link](javascript:alert(1)) into the shop's admin page."""
 
 
 def write_rich_claude_session(claude_dir: Path, cwd: str, start: float) -> None:

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 from playwright.async_api import Locator, Page, Route, expect
 
 from arp.command.console import token_page, token_page_headers
@@ -109,6 +110,10 @@ async def test_history_through_the_relay_on_a_phone(
     link = answer.locator("a")
     await expect(link).to_have_attribute("href", "https://example.com/samesite")
     await expect(link).to_have_attribute("rel", "noopener noreferrer")
+    # Markup and script links in the text stay text.
+    await expect(answer.locator("img")).to_have_count(0)
+    await expect(answer).to_contain_text('<img src=x onerror="alert(1)">')
+    await expect(answer).to_contain_text("this link")
     tool = page.locator("#messages details.fold").filter(has_text="Read")
     await expect(tool).not_to_have_attribute("open", "")
     await expect(tool.locator(".tool-result")).to_be_hidden()
@@ -303,6 +308,27 @@ async def test_token_page_checks_the_token_then_opens_the_console(
     assert await page.context.cookies() == []
     await screenshot(page, "phone-token-page-wrong-token")
 
+    # Another relay's address: the browser goes there, token in hand (no check from here).
+    async def other_relay(request: web.Request) -> web.Response:
+        return web.Response(text="other relay")
+
+    other = web.Application()
+    other.router.add_get("/", other_relay)
+    runner = web.AppRunner(other)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        await page.get_by_label("Server address").fill(f"127.0.0.1:{port}")
+        await page.get_by_label("Token").fill("abc")
+        await page.get_by_role("button", name="Open console").click()
+        await expect(page).to_have_url(f"http://127.0.0.1:{port}/?token=abc")
+        await expect(page.locator("body")).to_have_text("other relay")
+    finally:
+        await runner.cleanup()
+
+    await page.goto(f"{stack.base}/")
     await page.get_by_label("Token").fill(TOKEN)
     await page.get_by_role("button", name="Open console").click()
     await expect(page.get_by_role("heading", name="Agent runs")).to_be_visible()
