@@ -365,3 +365,30 @@ async def test_port_taken_fails_start_cleanly(gateway: Gateway, config: GatewayC
         await second.start()
     await second.close()  # idempotent after a failed start
     await second.wait_closed()
+
+
+async def test_a_cancel_during_a_failing_redis_call_still_cancels() -> None:
+    """A cancel arriving while Redis fails must end the task, not become a Redis error."""
+    from arp.gateway.metrics import GatewayMetrics
+    from arp.gateway.store import Store
+
+    store = Store(gateway_config("redis://127.0.0.1:1/0").redis, GatewayMetrics())
+    await store.start()
+    started = asyncio.Event()
+
+    async def failing_slowly() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(units(5))
+        except asyncio.CancelledError:
+            raise ConnectionError("connection lost") from None  # as a client library might
+
+    async def caller() -> None:
+        await store._call("probe", failing_slowly)
+
+    task = asyncio.create_task(caller())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await store.close()

@@ -122,6 +122,11 @@ class Store:
             async with asyncio.timeout(self.config.timeout), self._slots:
                 value = await operation()
         except (RedisError, OSError, TimeoutError) as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # A cancel that came with the failure (redis-py or the deadline turned it into
+                # an error) must still end the task: swallowing it leaves the task running on.
+                raise asyncio.CancelledError from exc
             self.metrics.redis_up = False
             self.metrics.redis_errors += 1
             detail = str(exc) or type(exc).__name__
