@@ -47,6 +47,8 @@ DESKTOP = {"width": 1280, "height": 860}
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "console"
 TOKEN = "phone-test"
 
+LONG_TURNS = 50
+"""Turns of the older Claude session: more messages than the console's first page (200)."""
 RICH_ID = "5f0c6a52-1c1e-4f3e-9d55-7c7a3e1a2b01"
 RICH_TITLE = "Why does checkout fail on Safari?"
 RICH_ANSWER = """## What goes wrong
@@ -149,7 +151,7 @@ def write_rich_claude_session(claude_dir: Path, cwd: str, start: float) -> None:
 def write_history(home: Path) -> HistoryReaders:
     """Two Claude projects (the newer one with the rich conversation), a Codex and a Gemini one."""
     claude, codex, gemini = home / ".claude", home / ".codex", home / ".gemini"
-    trees.write_claude_session(claude, "/home/dev/arp", trees.sid(1), 2, 100.0)
+    trees.write_claude_session(claude, "/home/dev/arp", trees.sid(1), LONG_TURNS, 100.0)
     trees.write_claude_session(
         claude, "/home/dev/webshop", trees.sid(2), 3, 5000.0, prompt="add a coupon field"
     )

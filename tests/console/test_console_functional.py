@@ -13,8 +13,10 @@ from aiohttp import web
 from playwright.async_api import Locator, Page, Route, expect
 
 from arp.command.console import token_page, token_page_headers
+from tests.agents.history import trees
 from tests.conftest import units
 from tests.console.conftest import (
+    LONG_TURNS,
     RICH_ID,
     RICH_TITLE,
     TOKEN,
@@ -142,6 +144,15 @@ async def test_history_through_the_relay_on_a_phone(
     )
     shot = await screenshot(desktop, "desktop-conversation-light")
     publish(shot, "console.png")
+
+    # A long conversation comes a page at a time.
+    await desktop.goto(f"{stack.base}/#/history/claude/{trees.sid(1)}")
+    await expect(desktop.get_by_text(f"answer {LONG_TURNS - 1}")).to_have_count(0)
+    await desktop.get_by_role("button", name="Load more").click()
+    await expect(desktop.get_by_text(f"answer {LONG_TURNS - 1}")).to_have_count(1)
+    await expect(desktop.get_by_role("button", name="Load more")).to_be_hidden()
+    await expect(desktop.locator("#messages .msg.user")).to_have_count(LONG_TURNS)
+    await desktop.go_back()
 
     # Continue the conversation: the form knows the agent and the folder; the API's refusal of
     # a folder that is not on this machine shows in the form.

@@ -1070,12 +1070,29 @@ async function runPage(id) {
   }, 1000);
   onLeave(() => clearInterval(ticker));
 
+  // While the agent runs, the page follows its output, unless the reader scrolled up; the
+  // scroll happens once a frame however many events arrive.
+  let atBottom = true;
+  let scrollQueued = false;
+  const onScroll = () => {
+    atBottom = window.innerHeight + window.scrollY >= document.body.scrollHeight - 120;
+  };
+  window.addEventListener("scroll", onScroll, { passive: true });
+  onLeave(() => window.removeEventListener("scroll", onScroll));
+  const follow = () => {
+    if (scrollQueued || !atBottom || run.status !== "running") return;
+    scrollQueued = true;
+    requestAnimationFrame(() => {
+      scrollQueued = false;
+      events.lastElementChild?.scrollIntoView({ block: "end" });
+    });
+  };
+
   const stream = new RunStream(id, {
     onEvent: (event) => {
-      const nearBottom = window.innerHeight + window.scrollY >= document.body.scrollHeight - 80;
       view.add(event);
       if (event.kind === "status" || event.kind === "result") refresh();
-      if (nearBottom) events.lastElementChild?.scrollIntoView({ block: "end" });
+      follow();
     },
     onEnd: (session) => {
       if (session && session.deleted) {
