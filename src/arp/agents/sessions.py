@@ -62,7 +62,6 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final, Literal
 
 from arp.agents.errors import (
@@ -77,6 +76,7 @@ from arp.agents.errors import (
 from arp.agents.eventlog import EventLog
 from arp.agents.events import Draft, Event, StreamParser, Usage
 from arp.agents.executors import Executor, RunSpec, get_executor
+from arp.lifecycle import Service
 
 log = logging.getLogger(__name__)
 
@@ -368,7 +368,7 @@ class _Entry:
         }
 
 
-class SessionManager:
+class SessionManager(Service):
     """Starts, follows, resumes, cancels and deletes agent sessions (see the module docstring)."""
 
     def __init__(self, config: SessionConfig | None = None) -> None:
@@ -383,19 +383,6 @@ class SessionManager:
         self._ingest = asyncio.Lock()
 
     # ----------------------------------------------------------------------------- lifecycle
-
-    async def __aenter__(self) -> SessionManager:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-        await self.wait_closed()
 
     async def start(self) -> None:
         """Loads stored sessions (running ones become ``interrupted``)."""

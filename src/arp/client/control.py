@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from arp import __version__
 from arp.config import DEFAULT_CONTROL_PORT, DEFAULT_PROXY_PORT, Limits, Timeouts
 from arp.errors import RegistrationError, RemoteProtocolError
+from arp.lifecycle import Service
 from arp.net.backoff import Backoff
 from arp.net.links import Link, open_link, read_message
 from arp.net.pump import pump
@@ -59,7 +60,7 @@ class ClientConfig:
     limits: Limits = field(default_factory=Limits)
 
 
-class Client:
+class Client(Service):
     """One arpc instance's relay connection; an async context manager."""
 
     def __init__(
@@ -78,13 +79,6 @@ class Client:
         self._tunnels: set[asyncio.Task[None]] = set()
         self._run_task: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
-
-    async def __aenter__(self) -> Client:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     async def start(self) -> None:
         raise_fd_limit()

@@ -30,7 +30,6 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 from arp.agents.errors import SessionError
@@ -56,6 +55,7 @@ from arp.command.remote_protocol import (
     response_line,
 )
 from arp.errors import ArpError
+from arp.lifecycle import Service
 
 if TYPE_CHECKING:
     from arp.command.server import CommandServer
@@ -217,7 +217,7 @@ def remote_service(args: argparse.Namespace, server: CommandServer) -> RemoteSer
 # The server
 
 
-class RemoteServer:
+class RemoteServer(Service):
     """The asyncio TCP server; shares (never owns) the session manager."""
 
     def __init__(
@@ -246,18 +246,6 @@ class RemoteServer:
         if self._history is None:
             self._history = HistoryReaders()
         return self._history
-
-    async def __aenter__(self) -> RemoteServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def start(self) -> None:
         if self._server is not None:

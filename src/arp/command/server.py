@@ -14,18 +14,18 @@ restart) so the open event streams send their end and close, then cancel what is
 from __future__ import annotations
 
 import asyncio
-from types import TracebackType
 
 from aiohttp import web
 
 from arp.agents.history import HistoryReaders
 from arp.agents.sessions import SessionManager
 from arp.command.app import STREAMS_KEY, CommandConfig, CommandContext, create_app
+from arp.lifecycle import Service
 
 LOOPBACK = "127.0.0.1"
 
 
-class CommandServer:
+class CommandServer(Service):
     """Serves `create_app` on ``host:port``; owns the session manager unless one is given.
 
     ``history`` reads the agents' own stored sessions (default: the usual folders in ``~``).
@@ -60,18 +60,6 @@ class CommandServer:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
-
-    async def __aenter__(self) -> CommandServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def start(self) -> None:
         if self._runner is not None:

@@ -29,6 +29,7 @@ from arp.config import (
     Timeouts,
 )
 from arp.errors import RemoteProtocolError
+from arp.lifecycle import Service
 from arp.net.links import Link, SocketLink, read_message, wrap_tls_server
 from arp.net.pump import Transform, pump
 from arp.net.sockets import accept_loop, listen, raise_fd_limit, tune
@@ -69,7 +70,7 @@ class RelayConfig:
     limits: Limits = field(default_factory=Limits)
 
 
-class Relay:
+class Relay(Service):
     """The relay server; use as ``async with Relay(config) as relay: await relay.wait_closed()``."""
 
     def __init__(self, config: RelayConfig) -> None:
@@ -96,13 +97,6 @@ class Relay:
         self.control_port = config.control_port
         self.proxy_port = config.proxy_port
         self.public_port = config.public_port
-
-    async def __aenter__(self) -> Relay:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     async def start(self) -> None:
         """Bind every listener (raising OSError naming the port) and start serving."""

@@ -25,7 +25,6 @@ import logging
 import socket
 from asyncio import FIRST_COMPLETED
 from collections.abc import Iterator
-from types import TracebackType
 
 import aiohttp
 import uvicorn
@@ -38,6 +37,7 @@ from arp.command.mcp.limits import McpLimits
 from arp.command.mcp.route import MCP_PATH, McpGate, Upstream
 from arp.command.mcp.tools import build_mcp_server
 from arp.errors import ConfigError
+from arp.lifecycle import Service
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class _EmbeddedUvicorn(uvicorn.Server):
         self.listening.set()
 
 
-class McpService:
+class McpService(Service):
     """Serves MCP over `manager` and `history` on ``host:port``; see the module docstring."""
 
     def __init__(
@@ -98,18 +98,6 @@ class McpService:
     def url(self) -> str:
         """The Streamable HTTP endpoint on loopback."""
         return f"http://{self.host}:{self.port}{MCP_PATH}"
-
-    async def __aenter__(self) -> McpService:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def start(self) -> None:
         if self._owner is not None:
