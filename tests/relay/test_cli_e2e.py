@@ -387,3 +387,34 @@ def assert_text(response: dict[str, object]) -> bool:
         return isinstance(response["Text"], str) and bool(response["Text"])
     items = response.get("Multi")
     return isinstance(items, list) and bool(items) and assert_text(items[-1])
+
+
+async def test_arps_runs_the_gateway_when_asked(procs: list[Proc], tmp_path: Path) -> None:
+    from tests.gateway.conftest import RedisServer
+
+    (tmp_path / "redis").mkdir()
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    try:
+        ports = three_ports()
+        relay = await start_relay(
+            procs, ports, "--gateway", "--gateway-port", "0", "--redis-url", redis.url
+        )
+        port = int((await relay.expect(r"gateway listening on port (\d+)")).group(1))
+        timeout = aiohttp.ClientTimeout(total=units(10))
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            async with http.post(
+                f"http://127.0.0.1:{port}/api/agents/register/", json={"agent_id": "a1"}
+            ) as response:
+                assert response.status == 201, await response.text()
+                assert (await response.json())["token"]
+            async with http.get(f"http://127.0.0.1:{port}/api/agents/a1/") as response:
+                assert response.status == 200
+        assert await relay.stop() == 0
+        # A bad configuration value stops start-up with a message naming the key.
+        bad = await Proc.start("arp.relay", "--gateway", "--clock-skew", "soon")
+        procs.append(bad)
+        await bad.expect("clock_skew")
+        assert await bad.wait_exit() == 2
+    finally:
+        redis.stop()

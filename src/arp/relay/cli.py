@@ -19,6 +19,8 @@ from arp.config import (
     Timeouts,
     env_int,
 )
+from arp.errors import ArpError
+from arp.gateway.config import GatewayConfig, add_gateway_arguments, load_gateway_config
 from arp.relay.server import Relay, RelayConfig
 from arp.runtime import on_stop_signal, run
 
@@ -105,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a disconnected client's id and TCP ports are kept (default %(default)s)",
     )
     parser.add_argument("--log-level", help="debug, info, warning or error (env ARP_LOG)")
+    parser.add_argument(
+        "--gateway",
+        action="store_true",
+        help="also run the agent gateway on its own HTTP port (docs/gateway.md); "
+        "implied by --config",
+    )
+    add_gateway_arguments(parser)
     return parser
 
 
@@ -133,19 +142,39 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
     )
 
 
-async def serve(config: RelayConfig) -> int:
+async def serve(config: RelayConfig, gateway_config: GatewayConfig | None) -> int:
     try:
         relay = Relay(config)
         await relay.start()
     except (OSError, ValueError) as exc:
         log.error("cannot start: %s", exc)
         return 1
-    on_stop_signal(lambda: asyncio.ensure_future(relay.close()))
+    gateway = None
+    if gateway_config is not None:
+        # Imported here: the plain relay does without aiohttp and redis (idle RSS).
+        from arp.gateway.server import Gateway
+
+        gateway = Gateway(gateway_config)
+        try:
+            await gateway.start()
+        except (OSError, ArpError) as exc:
+            log.error("cannot start the gateway: %s", exc)
+            await relay.close()
+            return 1
+
+    async def stop() -> None:
+        if gateway is not None:
+            await gateway.close()
+        await relay.close()
+
+    on_stop_signal(lambda: asyncio.ensure_future(stop()))
     print(
         f"arps listening: control {config.bind}:{relay.control_port}, "
         f"proxy {config.bind}:{relay.proxy_port}, public {config.bind}:{relay.public_port}",
         flush=True,
     )
+    if gateway is not None:
+        print(f"gateway listening on port {gateway.port}", flush=True)
     await relay.wait_closed()
     log.info("arps stopped")
     return 0
@@ -153,13 +182,16 @@ async def serve(config: RelayConfig) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        args = parser.parse_args(argv)
         config = config_from_args(args)
+        gateway_config = None
+        if args.gateway or args.gateway_config:
+            gateway_config = load_gateway_config(args)
         logs.setup(args.log_level)
-    except (ValueError, argparse.ArgumentTypeError) as exc:
+    except (ValueError, argparse.ArgumentTypeError, ArpError) as exc:
         parser.error(str(exc))
-    return run(serve(config))
+    return run(serve(config, gateway_config))
 
 
 if __name__ == "__main__":
