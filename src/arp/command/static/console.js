@@ -441,6 +441,10 @@ function cycleTheme() {
 // --- router ---------------------------------------------------------------------------------------
 
 let cleanup = [];
+let generation = 0; // counts page changes, so a page whose data came too late stays away
+
+/** True when the page asked for at `since` is no longer the one shown. */
+const stale = (since) => since !== generation;
 
 /** Registers what to stop when the page changes (timers, streams). */
 function onLeave(fn) {
@@ -450,7 +454,13 @@ function onLeave(fn) {
 function parseHash() {
   const raw = location.hash.replace(/^#\/?/, "");
   const [path, query = ""] = raw.split("?");
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  const parts = path.split("/").filter(Boolean).map((part) => {
+    try {
+      return decodeURIComponent(part);
+    } catch {
+      return part; // a mangled link: look it up as typed
+    }
+  });
   return { parts, params: new URLSearchParams(query) };
 }
 
@@ -468,6 +478,7 @@ function route() {
       console.error(err);
     }
   }
+  generation++;
   hideBanner();
   const { parts, params } = parseHash();
   const [section, a, b] = parts;
@@ -476,11 +487,13 @@ function route() {
     if (current) tab.setAttribute("aria-current", "page");
     else tab.removeAttribute("aria-current");
   }
-  if (section === "new") return newRunPage(params);
-  if (section === "run" && a) return runPage(a);
-  if (section === "history" && a && b) return historySessionPage(a, b);
-  if (section === "history") return historyPage(AGENTS.includes(a) ? a : "claude");
-  return runsPage();
+  let page;
+  if (section === "new") page = newRunPage(params);
+  else if (section === "run" && a) page = runPage(a);
+  else if (section === "history" && a && b) page = historySessionPage(a, b);
+  else if (section === "history") page = historyPage(AGENTS.includes(a) ? a : "claude");
+  else page = runsPage();
+  page.catch((err) => report(err));
 }
 
 function focusMain() {
@@ -995,10 +1008,12 @@ function runFacts(run) {
 }
 
 async function runPage(id) {
+  const since = generation;
   let run;
   try {
     run = await api(`/api/sessions/${enc(id)}?limit=1`);
   } catch (err) {
+    if (stale(since)) return;
     setMain(
       h("a", { class: "back", href: "#/runs", text: "‹ Runs" }),
       h("p", { class: "empty", text: unavailable(err) }),
@@ -1006,6 +1021,7 @@ async function runPage(id) {
     if (err.fromRelay) report(err);
     return;
   }
+  if (stale(since)) return;
   const title = h("h1", { text: firstLine(run.prompt, 400) || "(empty prompt)" });
   const status = h("span", { id: "run-status" });
   const facts = h("dl", { class: "facts" });
@@ -1287,10 +1303,12 @@ async function historyPage(agent) {
     projects,
   );
   focusMain();
+  const since = generation;
   let data;
   try {
     data = await api(`/api/${agent}/projects`);
   } catch (err) {
+    if (stale(since)) return;
     projects.replaceChildren(h("p", { class: "empty", text: unavailable(err) }));
     report(err);
     return;
@@ -1400,14 +1418,17 @@ function historyMessage(message, tools) {
 async function historySessionPage(agent, sid) {
   const backText = `‹ ${AGENT_NAMES[agent] || agent} history`;
   const back = h("a", { class: "back", href: `#/history/${agent}`, text: backText });
+  const since = generation;
   let page;
   try {
     page = await api(`/api/${agent}/sessions/${enc(sid)}?limit=${HISTORY_PAGE}`);
   } catch (err) {
+    if (stale(since)) return;
     setMain(back, h("p", { class: "empty", text: unavailable(err) }));
     if (err.fromRelay) report(err);
     return;
   }
+  if (stale(since)) return;
   const session = page.session;
   const list = h("ol", { class: "events", id: "messages", "aria-label": "Conversation" });
   const more = h("button", { class: "btn", type: "button", id: "more", text: "Load more" });
