@@ -190,13 +190,13 @@ def announce(config: ClientConfig, public_host: str) -> Callable[[frames.Registe
 
 
 async def serve(args: argparse.Namespace) -> int:
-    if not args.command_mode and args.local_port is None:
-        log.error("forward mode needs --local-port (the local service to expose)")
-        return EXIT_REFUSED
     for flag, given in (("--remote", args.remote is not None), ("--enable-mcp", args.enable_mcp)):
         if given and not args.command_mode:
             log.error("%s serves the agents: it needs --command-mode", flag)
             return EXIT_REFUSED
+    if not args.command_mode and args.local_port is None:
+        log.error("forward mode needs --local-port (the local service to expose)")
+        return EXIT_REFUSED
     async with contextlib.AsyncExitStack() as stack:
         if args.command_mode:
             command = CommandServer(CommandConfig.from_args(args))
