@@ -548,3 +548,40 @@ async def test_tls_on_control_and_proxy_links(
     await asyncio.sleep(units(0.5))
     assert not untrusting.registered.is_set() and "doubter" not in stack.relay.clients
     await untrusting.close()
+
+
+async def test_public_connection_limit_answers_503(make_stack: StackFactory) -> None:
+    from arp.config import Limits
+
+    stack = await make_stack(limits=Limits(max_public_connections=2))
+    port = stack.relay.public_port
+    idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+    await wait_until(lambda: stack.relay._public_count == 2, units(3), "two held")
+    answer = await raw_exchange(port, b"GET /echo?token=tester HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 503 ") and b"connection limit" in answer
+    for _, writer in idle:
+        writer.close()
+    await wait_until(lambda: stack.relay._public_count == 0, units(3), "released")
+    async with session() as http, http.get(f"{stack.base}/echo?token=tester") as response:
+        assert response.status == 200
+
+
+async def test_too_many_waiting_for_tunnels_is_503(make_stack: StackFactory) -> None:
+    from arp.config import Limits
+
+    stack = await make_stack(client_id=None, pool_size=0, limits=Limits(max_pending_tunnels=1))
+    fake = FakeClient(stack, "slow")
+    await fake.register()
+    try:
+        async with session() as http:
+            first = asyncio.create_task(http.get(f"{stack.base}/?token=slow"))
+            await wait_until(
+                lambda: len(stack.relay.clients["slow"].requested) == 1, units(3), "one waiting"
+            )
+            async with http.get(f"{stack.base}/?token=slow") as response:
+                assert response.status == 503
+                assert "too many requests waiting" in await response.text()
+            async with await first as response:
+                assert response.status == 504
+    finally:
+        await fake.close()
