@@ -610,7 +610,7 @@ async function newRunPage(params) {
     id: "project",
     name: "project",
     list: "dirs",
-    placeholder: "the agent's working folder, e.g. /home/me/app",
+    placeholder: "empty: the folder arpc runs in",
     autocomplete: "off",
     autocapitalize: "off",
     spellcheck: "false",
@@ -678,7 +678,7 @@ async function newRunPage(params) {
       { class: "form-actions" },
       submit,
       h("a", { class: "btn", href: resume ? `#/history/${agent}/${enc(resume)}` : "#/runs", text: "Cancel" }),
-      h("span", { class: "hint", text: "Ctrl+Enter starts" }),
+      h("span", { class: "hint", text: "Ctrl+Enter (⌘+Enter) starts" }),
     ),
   );
   const heading = h("h1", { text: resume ? "Continue a conversation" : "New session" });
@@ -693,7 +693,6 @@ async function newRunPage(params) {
       const data = await api(`/api/${name}/projects/working-directories`);
       const options = data.workingDirectories.map((d) => h("option", { value: d }));
       if (chosen() === name) dirs.replaceChildren(...options);
-      if (!project.value && data.workingDirectories.length) project.placeholder = data.workingDirectories[0];
     } catch (err) {
       report(err);
     }
@@ -1077,7 +1076,7 @@ async function runPage(id) {
     followUp.disabled = send.disabled = running;
     hint.textContent = running
       ? "The agent is working; a follow-up can be sent when it finishes."
-      : "Ctrl+Enter sends; the agent resumes the same conversation.";
+      : "Ctrl+Enter (⌘+Enter) sends; the agent resumes the same conversation.";
   };
   show(run);
   // The duration of a running agent keeps counting.
