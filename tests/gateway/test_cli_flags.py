@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from arp.client.cli import build_parser as arpc_parser
 from arp.gateway.agent import add_agent_arguments
-from arp.gateway.config import add_gateway_arguments
+from arp.gateway.config import load_gateway_config
 from arp.relay.cli import build_parser as arps_parser
 
 
-def test_gateway_flags_fit_arps() -> None:
-    parser = arps_parser()
-    add_gateway_arguments(parser)
-    args = parser.parse_args(["--gateway-port", "0", "--agent-heartbeat-timeout", "5s"])
-    assert args.gateway__server__port == "0"
+def test_arps_takes_the_gateway_flags() -> None:
+    args = arps_parser().parse_args(["--gateway-port", "0", "--agent-heartbeat-timeout", "5s"])
+    config = load_gateway_config(args, environ={})
+    assert config.server.port == 0 and config.agent.heartbeat_timeout == 5.0
 
 
 def test_agent_flags_fit_arpc() -> None:
     parser = arpc_parser()
-    add_agent_arguments(parser)
+    if not any("--agent-id" in action.option_strings for action in parser._actions):
+        add_agent_arguments(parser)
     args = parser.parse_args(["--gateway", "ws://h:8080", "--agent-id", "a1"])
     assert (args.gateway, args.agent_id) == ("ws://h:8080", "a1")
