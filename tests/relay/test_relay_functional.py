@@ -123,9 +123,32 @@ async def test_unknown_and_missing_tokens_are_404_with_a_reason(stack: Stack) ->
         async with http.get(f"{stack.base}/?token=nobody") as response:
             assert response.status == 404
             assert "no client is registered with token nobody" in await response.text()
-        async with http.get(f"{stack.base}/") as response:
+        async with http.get(f"{stack.base}/api/x") as response:
             assert response.status == 404
             assert "?token=<client_id>" in await response.text()
+
+
+async def test_browsers_get_the_token_page(stack: Stack) -> None:
+    html = {"Accept": "text/html,application/xhtml+xml"}
+    async with session() as http:
+        async with http.get(f"{stack.base}/", headers=html) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/html")
+            assert "default-src" in response.headers["Content-Security-Policy"]
+            assert "<form" in await response.text()
+        async with http.head(f"{stack.base}/") as response:
+            assert response.status == 200 and int(response.headers["Content-Length"]) > 0
+        # A wrong token in a browser: the page again, saying why (404).
+        async with http.get(f"{stack.base}/?token=nobody", headers=html) as response:
+            assert response.status == 404
+            assert "no client is registered with token nobody" in await response.text()
+            assert "Set-Cookie" not in response.headers
+        # A remembered token that names no client any more is forgotten.
+        headers = {**html, "Cookie": "arp_token=gone"}
+        async with http.get(f"{stack.base}/", headers=headers) as response:
+            assert response.status == 404
+            assert "arp_token=;" in response.headers["Set-Cookie"]
+            assert "Max-Age=0" in response.headers["Set-Cookie"]
 
 
 async def test_offline_client_is_503_then_forgotten(stack: Stack) -> None:

@@ -202,6 +202,38 @@ _REASONS = {
 }
 
 
+def wants_page(head: RequestHead) -> bool:
+    """Whether a browser is asking for a page (a GET/HEAD that accepts HTML)."""
+    accept = head.header(b"accept") or b""
+    return head.method in ("GET", "HEAD") and b"text/html" in accept
+
+
+def clear_cookie_header() -> bytes:
+    """Forgets a remembered token (one that named no client)."""
+    return (
+        b"Set-Cookie: "
+        + TOKEN_COOKIE.encode()
+        + b"=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax\r\n"
+    )
+
+
+def page_response(
+    status: int,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    head_only: bool = False,
+    extra: bytes = b"",
+) -> bytes:
+    """A complete response from ARP itself carrying a page (the console's token page), with
+    `extra` raw header lines; the connection closes after it."""
+    reason = "OK" if status == 200 else _REASONS.get(status, "Error")
+    lines = [f"HTTP/1.1 {status} {reason}", *(f"{k}: {v}" for k, v in headers.items())]
+    lines += [f"Content-Length: {len(body)}", "Connection: close"]
+    head = "\r\n".join(lines).encode("latin-1") + b"\r\n" + extra + b"\r\n"
+    return head + (b"" if head_only else body)
+
+
 def error_response(status: int, message: str, *, origin: str) -> bytes:
     """A complete plain-text response from ARP itself (`origin` says which program spoke);
     the connection closes after it."""

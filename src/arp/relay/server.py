@@ -485,6 +485,10 @@ class Relay(Service):
             public.close()
             return
         route = phttp.route(head, self.config.domain)
+        if route is None and head.target.split("?")[0] == "/" and head.method in ("GET", "HEAD"):
+            # A browser that names no client gets the console's page to enter a token.
+            await _send_and_close(public, _token_page(head, 200, None, clear_cookie=False))
+            return
         if route is None:
             await _reply(
                 public,
@@ -499,7 +503,13 @@ class Relay(Service):
                 (s for s in self.clients.values() if s.client_id.lower() == route.token), None
             )
         if state is None:
-            await _reply(public, 404, f"no client is registered with token {route.token[:128]}")
+            message = f"no client is registered with token {route.token[:128]}"
+            if phttp.wants_page(head):
+                # A stale remembered token is forgotten, so the next visit starts clean.
+                clear = route.source is phttp.TokenSource.COOKIE
+                await _send_and_close(public, _token_page(head, 404, message, clear_cookie=clear))
+            else:
+                await _reply(public, 404, message)
             return
         try:
             tunnel = await self.pools.take(state, timeouts.tunnel_wait)
@@ -560,11 +570,32 @@ def _addr(peer: object) -> str:
     return str(peer)
 
 
+def _token_page(
+    head: phttp.RequestHead, status: int, message: str | None, *, clear_cookie: bool
+) -> bytes:
+    # Imported here: the page ships with the console's assets, and most connections never
+    # need it.
+    from arp.command.console import token_page, token_page_headers
+
+    return phttp.page_response(
+        status,
+        token_page(message),
+        token_page_headers(),
+        head_only=head.method == "HEAD",
+        extra=phttp.clear_cookie_header() if clear_cookie else b"",
+    )
+
+
 async def _reply(link: Link, status: int, message: str) -> None:
-    """Answer with the relay's own response, then close without resetting unread input."""
+    """Answer with the relay's own error response, then close without resetting unread input."""
+    await _send_and_close(link, phttp.error_response(status, message, origin="arps"))
+
+
+async def _send_and_close(link: Link, response: bytes) -> None:
+    """Send a complete response, then close without resetting unread input."""
     try:
         async with asyncio.timeout(2):
-            await link.send(phttp.error_response(status, message, origin="arps"))
+            await link.send(response)
             link.shutdown_write()
             # Read what the peer still sends so closing does not turn into a reset that
             # would destroy the response before the peer read it.
