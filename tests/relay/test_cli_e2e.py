@@ -418,3 +418,64 @@ async def test_arps_runs_the_gateway_when_asked(procs: list[Proc], tmp_path: Pat
         assert await bad.wait_exit() == 2
     finally:
         redis.stop()
+
+
+async def test_arpc_as_a_gateway_agent_runs_a_task_into_the_streams(
+    procs: list[Proc], tmp_path: Path, home: dict[str, str]
+) -> None:
+    from tests.fakes.install import install_fakes
+    from tests.gateway.conftest import RedisServer
+
+    (tmp_path / "redis").mkdir()
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    try:
+        relay = await start_relay(
+            procs, three_ports(), "--gateway", "--gateway-port", "0", "--redis-url", redis.url
+        )
+        port = int((await relay.expect(r"gateway listening on port (\d+)")).group(1))
+        base = f"http://127.0.0.1:{port}"
+        timeout = aiohttp.ClientTimeout(total=units(20))
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            async with http.post(f"{base}/api/agents/register/", json={"agent_id": "a1"}) as r:
+                token = (await r.json())["token"]
+            token_file = tmp_path / "token"
+            token_file.write_text(token)
+            fakes = install_fakes(tmp_path / "bin")
+            agent = await Proc.start(
+                "arp.client",
+                "--gateway", f"ws://127.0.0.1:{port}",
+                "--agent-id", "a1",
+                "--agent-token-file", str(token_file),
+                "--agent-state-dir", str(tmp_path / "state"),
+                "--command-path", fakes["claude"],
+                env=home,
+            )  # fmt: skip
+            procs.append(agent)
+            await agent.expect("🤖 agent a1 of gateway")
+            async with asyncio.timeout(units(10)):
+                while True:  # online once its WebSocket is up
+                    async with http.get(f"{base}/api/agents/a1/") as r:
+                        if (await r.json()).get("status") == "online":
+                            break
+                    await asyncio.sleep(0.05)
+            task = {
+                "task_id": "t1",
+                "executor": "claude",
+                "prompt": "hi",
+                "project_path": str(tmp_path),
+            }
+            async with http.post(f"{base}/api/agents/a1/tasks/", json=task) as r:
+                assert r.status == 202, await r.text()
+        client = redis.client()
+        async with asyncio.timeout(units(20)):
+            while not client.xlen("agent_results"):
+                await asyncio.sleep(0.05)
+        ((_, fields),) = client.xrange("agent_results")
+        assert fields["task_id"] == "t1" and fields["agent_id"] == "a1"
+        assert fields["exit_code"] == "0"
+        assert client.xlen("agent_logs") > 0
+        client.close()
+        assert await agent.stop() == 0
+    finally:
+        redis.stop()

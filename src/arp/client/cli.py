@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import ssl
@@ -12,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from arp import __version__, logs
+from arp.agents.sessions import SessionManager
 from arp.argtypes import port, positive_float
 from arp.client.control import Client, ClientConfig, Target
 from arp.client.identity import load_or_create_client_id
@@ -21,6 +23,7 @@ from arp.command.remote import add_remote_arguments, remote_service
 from arp.command.server import CommandServer
 from arp.config import DEFAULT_CONTROL_PORT, DEFAULT_PROXY_PORT, Timeouts, env_int
 from arp.errors import ArpError
+from arp.gateway.agent import AgentLoop, add_agent_arguments, agent_options_from_args
 from arp.protocol import frames
 from arp.runtime import on_stop_signal, run
 
@@ -130,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_command_arguments(parser)
     add_mcp_arguments(parser)
     add_remote_arguments(parser)
+    add_agent_arguments(parser)
     return parser
 
 
@@ -194,10 +198,17 @@ async def serve(args: argparse.Namespace) -> int:
         if given and not args.command_mode:
             log.error("%s serves the agents: it needs --command-mode", flag)
             return EXIT_REFUSED
-    if not args.command_mode and args.local_port is None:
+    agent = (
+        agent_options_from_args(args) if (args.gateway or os.environ.get("ARP_GATEWAY")) else None
+    )
+    relay_wanted = args.command_mode or args.local_port is not None
+    if not relay_wanted and agent is None:
         log.error("forward mode needs --local-port (the local service to expose)")
         return EXIT_REFUSED
+    stopped = asyncio.Event()
+    client: Client | None = None
     async with contextlib.AsyncExitStack() as stack:
+        command: CommandServer | None = None
         if args.command_mode:
             command = CommandServer(CommandConfig.from_args(args))
             await stack.enter_async_context(command)
@@ -215,17 +226,34 @@ async def serve(args: argparse.Namespace) -> int:
                 await stack.enter_async_context(remote)
                 mode += f", remote protocol on {args.remote[0]}:{remote.port}"
         else:
-            http_target = Target(args.local_addr, args.local_port)
+            http_target = Target(args.local_addr, args.local_port or 0)
             mode = f"forwarding to {http_target}"
-        config = config_from_args(args, http_target)
-        print(f"arpc {__version__}: client_id {config.client_id}, {mode}", flush=True)
-        public_host = args.public_host or args.server_addr
-        client = Client(config, on_registered=announce(config, public_host))
-        stack.push_async_callback(client.close)
-        await client.start()
-        on_stop_signal(lambda: asyncio.ensure_future(client.close()))
-        await client.wait_closed()
-    if client.fatal_error is not None:
+        if agent is not None:
+            # The gateway's tasks run through the same session manager as command mode's.
+            if command is not None:
+                manager = command.manager
+            else:
+                sessions = CommandConfig.from_args(args).session_config()
+                if args.data_dir is None:
+                    sessions = dataclasses.replace(sessions, data_dir=agent.state_dir / "sessions")
+                manager = await stack.enter_async_context(SessionManager(sessions))
+            await stack.enter_async_context(AgentLoop(agent, manager))
+            print(f"🤖 agent {agent.agent_id} of gateway {agent.gateway}", flush=True)
+        on_stop_signal(stopped.set)
+        if relay_wanted:
+            config = config_from_args(args, http_target)
+            print(f"arpc {__version__}: client_id {config.client_id}, {mode}", flush=True)
+            public_host = args.public_host or args.server_addr
+            client = Client(config, on_registered=announce(config, public_host))
+            await stack.enter_async_context(client)
+            waiter = asyncio.ensure_future(client.wait_closed())
+            stopper = asyncio.ensure_future(stopped.wait())
+            await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+            for future in (waiter, stopper):
+                future.cancel()
+        else:
+            await stopped.wait()
+    if client is not None and client.fatal_error is not None:
         print(
             f"❌ the relay refused this client: {client.fatal_error.message}",
             file=sys.stderr,
