@@ -654,6 +654,24 @@ async def test_bad_lines_are_answered_and_the_connection_goes_on(client: SeedCli
     assert ok["request_id"] == "after" and ok["response"] == {"Text": "piece 0"}
 
 
+async def test_deeply_nested_json_is_answered_and_the_connection_goes_on(
+    make_remote: MakeRemote,
+) -> None:
+    # Once parsed on the loop, once in a worker thread (lines past parse_in_thread).
+    remote = await make_remote(parse_in_thread=150_000)
+    sock = SeedClient(remote.port)
+    for size in (100_000, 200_000):
+        answer = await call(sock.request, b"[" * size + b"\n")
+        assert answer["request_id"] is None
+        assert answer["error"] == "parse_error: Failed to parse request: JSON nested too deeply"
+    ok = await call(
+        sock.request,
+        {"request_id": "after", "input": {"Instruction": {"command": "help", "parameters": {}}}},
+    )
+    assert ok["request_id"] == "after" and ok["error"] is None
+    sock.close()
+
+
 async def test_half_lines_and_an_over_long_line(make_remote: MakeRemote) -> None:
     remote = await make_remote(max_line=4096)
     sock = SeedClient(remote.port)

@@ -171,6 +171,14 @@ def test_bad_json_and_bad_utf8() -> None:
         parse_request(b'{"request_id": "\xff"}', max_attachment_bytes=10)
 
 
+def test_deeply_nested_json_is_a_parse_error() -> None:
+    # The decoder gives up on deep nesting with a RecursionError, not a ValueError.
+    for line in (b"[" * 100_000, b'{"a":' * 100_000):
+        with pytest.raises(RequestError, match="nested too deeply") as caught:
+            parse_request(line, max_attachment_bytes=10)
+        assert caught.value.kind == "parse_error" and caught.value.request_id is None
+
+
 # --------------------------------------------------------------------------------- mapping
 
 

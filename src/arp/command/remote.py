@@ -526,6 +526,12 @@ class _Connection:
         except RequestError as exc:
             await self.send(error_line(exc.kind, exc.message, exc.request_id))
             return
+        except Exception as exc:
+            # parse_request turns every bad line into a RequestError; this is a bug's backstop,
+            # so the line still gets its answer and the connection goes on.
+            log.exception("parsing a remote request line failed")
+            await self.send(error_line("processing_error", f"internal error: {exc!r}"))
+            return
         task = asyncio.current_task()
         assert task is not None
         if request.request_id in self.running.values():

@@ -180,6 +180,11 @@ def parse_request(line: bytes, *, max_attachment_bytes: int) -> RemoteRequest:
         data = json.loads(text)
     except ValueError as exc:
         raise RequestError("parse_error", f"Failed to parse request: {exc}") from None
+    except RecursionError:
+        # Deep nesting ("[[[[…") exhausts the decoder's recursion limit, not a ValueError.
+        raise RequestError(
+            "parse_error", "Failed to parse request: JSON nested too deeply"
+        ) from None
     if not isinstance(data, dict):
         raise RequestError("parse_error", "a request must be a JSON object")
     raw_id = data.get("request_id")
