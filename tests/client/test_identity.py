@@ -24,6 +24,7 @@ def test_id_is_persisted_and_reused(tmp_path: Path) -> None:
     folder = tmp_path / "cfg"
     made = identity.load_or_create_client_id(folder)
     assert (folder / "client_id").read_text().strip() == made
+    assert (folder / "client_id").stat().st_mode & 0o077 == 0  # a credential: this user only
     (folder / "client_id").write_text("CUSTOM\n")
     assert identity.load_or_create_client_id(folder) == "CUSTOM"
 

@@ -344,7 +344,8 @@ async def test_command_mode_serves_the_api_and_remote_protocol(
         env=home,
     )  # fmt: skip
     await client.expect(r"🧩 MCP: http://127\.0\.0\.1:\d+")
-    remote_port = int((await client.expect(r"remote protocol on 127\.0\.0\.1:(\d+)")).group(1))
+    line = await client.expect(r"API on 127\.0\.0\.1:(\d+), remote protocol on 127\.0\.0\.1:(\d+)")
+    api_port, remote_port = int(line.group(1)), int(line.group(2))
     await client.expect("✅ client_id agentbox registered")
     # MCP through the relay with the token, by the SDK's own client.
     from mcp import Client as McpClient
@@ -365,6 +366,12 @@ async def test_command_mode_serves_the_api_and_remote_protocol(
         async with http.get(f"{base}/api/sessions/{session_id}/events?token=agentbox") as events:
             body = await events.text()  # the stream ends when the session does
         assert "event: end" in body or '"completed"' in body, body
+        # On its loopback port the API answers only with the token (no other local user,
+        # no DNS-rebinding page).
+        async with http.get(f"http://127.0.0.1:{api_port}/api/sessions") as response:
+            assert response.status == 401
+        async with http.get(f"http://127.0.0.1:{api_port}/api/sessions?token=agentbox") as r:
+            assert r.status == 200
     # The newline-JSON protocol, as the seed's example client speaks it.
     reader, writer = await asyncio.open_connection("127.0.0.1", remote_port)
     request = {

@@ -1,0 +1,62 @@
+"""Command mode's API answers only requests that carry the client's token (when it has one)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from arp.command.app import CommandConfig
+from arp.command.server import CommandServer
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[CommandServer]:
+    async with CommandServer(CommandConfig(token="Box-1")) as command:
+        yield command
+
+
+@pytest.mark.parametrize(
+    ("suffix", "headers"),
+    [
+        ("?token=Box-1", {}),
+        ("", {"X-ARP-Token": "Box-1"}),
+        ("", {"Cookie": "other=1; arp_token=Box-1"}),
+        ("", {"Host": "box-1.relay.example:17003"}),  # subdomain routing, any case
+    ],
+)
+async def test_each_form_of_the_token_is_accepted(
+    server: CommandServer, suffix: str, headers: dict[str, str]
+) -> None:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{server.url}/api/sessions{suffix}", headers=headers) as response,
+    ):
+        assert response.status == 200, await response.text()
+
+
+@pytest.mark.parametrize(
+    ("suffix", "headers"),
+    [
+        ("", {}),
+        ("?token=box-1", {}),  # the token itself is exact
+        ("?token=Box-12", {}),
+        ("", {"X-ARP-Token": "nope", "Cookie": "arp_token=nope"}),
+        ("", {"Host": "evil.example"}),  # a DNS-rebinding page names its own host
+    ],
+)
+async def test_requests_without_the_token_are_refused(
+    server: CommandServer, suffix: str, headers: dict[str, str]
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        for path in ("/api/sessions", "/", "/api/claude/projects", "/mcp"):
+            async with http.get(f"{server.url}{path}{suffix}", headers=headers) as response:
+                assert response.status == 401, path
+                assert "needs the client's token" in (await response.json())["error"]
+        async with http.post(
+            f"{server.url}/api/sessions{suffix}",
+            json={"executor": "claude", "prompt": "x"},
+            headers=headers,
+        ) as response:
+            assert response.status == 401
