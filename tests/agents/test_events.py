@@ -163,3 +163,18 @@ def test_event_json_round_trip() -> None:
     assert Event.from_line(text) == event
     assert "tool_name" not in json.loads(text)
     assert Usage(1, None, 0.5) + Usage(2, 3, None) == Usage(3, 3, 0.5)
+
+
+def test_to_line_escapes_a_lone_surrogate_so_the_line_encodes_as_utf8() -> None:
+    from arp.agents.events import ClaudeParser, Event
+
+    line = '{"type":"assistant","message":{"content":[{"type":"text","text":"é \\ud83d"}]}}'
+    (draft,) = ClaudeParser().parse_line(line)
+    event = Event.from_draft(draft, seq=1, ts=0.0, run=0)
+    stored = event.to_line()
+    stored.encode("utf-8")
+    back = Event.from_line(stored)
+    assert back.text == "é \ud83d"
+    assert back.raw == json.loads(line)
+    plain = Event.from_draft(draft, seq=2, ts=0.0, run=0).to_line()
+    assert plain.startswith('{"seq":2,')
