@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
+from arp import argtypes
 from arp.agents.history import HistoryReaders
 from arp.agents.sessions import SessionConfig, SessionManager
 from arp.command.mcp import DEFAULT_MCP_PORT, add_mcp_arguments, mcp_service
@@ -38,6 +39,12 @@ def test_flags_enable_and_choose_the_port() -> None:
     args = parse("--enable-mcp", "--mcp-port", "0")
     assert args.enable_mcp is True and args.mcp_port == 0
     assert parse("--mcp-port=19021").mcp_port == 19021
+
+
+def test_the_port_flag_uses_the_shared_argument_type() -> None:
+    parser = argparse.ArgumentParser()
+    add_mcp_arguments(parser)
+    assert parser._option_string_actions["--mcp-port"].type is argtypes.port
 
 
 @pytest.mark.parametrize("bad", ["-1", "65536", "http"])

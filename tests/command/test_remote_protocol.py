@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from arp import argtypes
 from arp.agents.events import Event, Usage
 from arp.command.app import CommandConfig
 from arp.command.remote import RemoteServer, add_remote_arguments, config_from_args, remote_service
@@ -342,3 +343,21 @@ def test_flags_build_the_service(tmp_path: Path) -> None:
     assert config_from_args(parser.parse_args(["--remote", "[::1]:9"])).host == "::1"  # type: ignore[union-attr]
     with pytest.raises(SystemExit):
         parser.parse_args(["--remote", "host:port"])
+
+
+def test_flags_use_the_shared_argument_types(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    add_remote_arguments(parser)
+    actions = parser._option_string_actions
+    assert actions["--remote-timeout"].type is argtypes.positive_float
+    for flag in ("--remote-max-line", "--remote-max-concurrent", "--remote-max-connections"):
+        assert actions[flag].type is argtypes.positive_int
+    for argv, message in [
+        (["--remote", "70000"], "a port is 0..65535"),
+        (["--remote", "h:-1"], "expected HOST:PORT or PORT"),
+        (["--remote-max-line", "0"], "must be at least 1"),
+        (["--remote-timeout", "0"], "must be more than 0"),
+    ]:
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+        assert message in capsys.readouterr().err, argv

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from arp import argtypes
 from arp.agents.errors import SessionError
 from arp.agents.events import Usage
 from arp.agents.history import AGENTS, HistoryReaders
@@ -110,26 +111,9 @@ def _address(text: str) -> tuple[str, int]:
     if not sep:
         host, port_text = LOOPBACK, text
     host = host.strip("[]") or LOOPBACK
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT or PORT") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r}: a port is 0..65535")
-    return host, port
-
-
-def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    def convert(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
-        return value
-
-    return convert
+    if not port_text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT or PORT")
+    return host, argtypes.port(port_text)
 
 
 def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
@@ -160,25 +144,25 @@ def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--remote-timeout",
-        type=_positive(float),
+        type=argtypes.positive_float,
         default=_DEFAULTS.request_timeout,
         help="seconds one request may take; then its agent is stopped (default %(default)s)",
     )
     group.add_argument(
         "--remote-max-line",
-        type=_positive(int),
+        type=argtypes.positive_int,
         default=_DEFAULTS.max_line,
         help="the longest request line in bytes (default %(default)s: a 20 MiB image in base64)",
     )
     group.add_argument(
         "--remote-max-concurrent",
-        type=_positive(int),
+        type=argtypes.positive_int,
         default=_DEFAULTS.max_concurrent,
         help="requests running at once per connection (default %(default)s)",
     )
     group.add_argument(
         "--remote-max-connections",
-        type=_positive(int),
+        type=argtypes.positive_int,
         default=_DEFAULTS.max_connections,
         help="open connections at once (default %(default)s)",
     )

@@ -26,6 +26,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Final
 
+from arp import argtypes
 from arp.command.mcp.limits import McpLimits
 
 if TYPE_CHECKING:
@@ -35,16 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_MCP_PORT: Final = 9021
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r}: a port is 0..65535")
-    return value
 
 
 def add_mcp_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +49,7 @@ def add_mcp_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--mcp-port",
-        type=_port,
+        type=argtypes.port,
         default=DEFAULT_MCP_PORT,
         help="the MCP server's loopback port (default %(default)s; 0: any free port)",
     )
