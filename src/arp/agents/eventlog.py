@@ -73,21 +73,24 @@ class EventLog:
         """Numbers, stores and returns the drafts' events."""
         events = []
         for draft in drafts:
-            self.last_seq += 1
-            event = Event.from_draft(draft, seq=self.last_seq, ts=now, run=run)
+            event = Event.from_draft(draft, seq=self.last_seq + 1, ts=now, run=run)
             self._store(event.seq, event.to_line())
+            # Counted only once stored: a failed store leaves no gap in the numbering.
+            self.last_seq = event.seq
             events.append(event)
         return events
 
     def _store(self, seq: int, line: str) -> None:
         if self.path is not None:
+            data = line + "\n"
+            # Encoded before anything changes, so a line that cannot be stored changes nothing.
+            size = len(data) if data.isascii() else len(data.encode("utf-8"))
             writer = self._open_writer()
+            writer.write(data)
             if self._indexed_upto >= 0 and (seq - 1) % INDEX_EVERY == 0:
                 self._index.append((seq, self._size))
                 self._indexed_upto = seq
-            data = line + "\n"
-            writer.write(data)
-            self._size += len(data.encode("utf-8")) if not data.isascii() else len(data)
+            self._size += size
             self._dirty = True
         else:
             self._memory_written += len(line) + 1

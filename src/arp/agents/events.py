@@ -189,12 +189,28 @@ class Event:
         return out
 
     def to_line(self) -> str:
-        """One line of JSON, no newline: the stored and the streamed form."""
+        """One line of JSON, no newline: the stored and the streamed form.
+
+        Always encodable as UTF-8: a lone surrogate (Node's JSON.stringify writes ``"\\ud83d"``
+        for an emoji cut in half, and json.loads keeps it) is written as its ``\\u`` escape.
+        """
+        line = self._encode(_ENCODER)
+        if not line.isascii():
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:
+                line = self._encode(_ASCII_ENCODER)
+        return line
+
+    def _encode(self, encoder: json.JSONEncoder) -> str:
         if self.raw_text is None:
-            return _ENCODER.encode(self.to_json())
+            return encoder.encode(self.to_json())
         # The CLI's line is valid JSON already: splice it in rather than encode it again.
-        head = _ENCODER.encode(self.to_json(with_raw=False))
-        return f'{head[:-1]},"raw":{self.raw_text}}}'
+        head = encoder.encode(self.to_json(with_raw=False))
+        raw_text = self.raw_text
+        if encoder is _ASCII_ENCODER and not raw_text.isascii():
+            raw_text = encoder.encode(self.raw)
+        return f'{head[:-1]},"raw":{raw_text}}}'
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Event:
@@ -227,6 +243,7 @@ class Event:
 
 
 _ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_ASCII_ENCODER: Final = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -729,7 +729,7 @@ class SessionManager(Service):
                 asyncio.ensure_future(self._pump(entry, run, process.stderr, None)),
             ]
             try:
-                exit_code = await process.wait()
+                exit_code = await self._wait_child(entry, process, pumps)
             finally:
                 # Nothing of the run may outlive it: kill what is left of its process group,
                 # which also closes pipes a grandchild still held.
@@ -746,6 +746,34 @@ class SessionManager(Service):
             error = f"internal error: {exc}"
         finally:
             self._finish(entry, run, exit_code, error)
+
+    async def _wait_child(
+        self,
+        entry: _Entry,
+        process: asyncio.subprocess.Process,
+        pumps: builtins.list[asyncio.Task[None]],
+    ) -> int:
+        """The child's exit code, watching its pumps too: a pump that died (it never should)
+        cannot drain the pipes, so the child is killed rather than left blocked forever."""
+        waiter = asyncio.ensure_future(process.wait())
+        try:
+            watched: set[asyncio.Future[Any]] = {waiter, *pumps}
+            while not waiter.done():
+                done, watched = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is not waiter and not task.cancelled() and task.exception():
+                        log.error(
+                            "session %s: an output pump failed: %r; stopping the run",
+                            entry.session_id,
+                            task.exception(),
+                        )
+                        _kill_group(process.pid, signal.SIGKILL)
+                        # Pipes nobody reads may keep wait() from returning; bound it.
+                        async with asyncio.timeout(self.config.kill_wait):
+                            return await waiter
+            return waiter.result()
+        finally:
+            waiter.cancel()
 
     async def _pump(
         self,
@@ -778,12 +806,27 @@ class SessionManager(Service):
                 skipping = True
             if lines:
                 async with self._ingest:
-                    self._emit_lines(entry, run, lines, parser)
+                    self._emit_lines_safely(entry, run, lines, parser)
                     # Held over one turn of the loop: the other pumps queue on the lock rather
                     # than on the loop, so a request waits for one chunk's parsing, not a hundred.
                     await asyncio.sleep(0)
         if pending and not skipping:
-            self._emit_lines(entry, run, [pending], parser)
+            self._emit_lines_safely(entry, run, [pending], parser)
+
+    def _emit_lines_safely(
+        self, entry: _Entry, run: _Run, lines: builtins.list[bytes], parser: StreamParser | None
+    ) -> None:
+        """`_emit_lines`, but a batch that cannot be kept never stops the pump: a pump that
+        stopped reading would leave the child blocked on a full pipe and the run never ending."""
+        try:
+            self._emit_lines(entry, run, lines, parser)
+        except Exception as exc:  # a bug or odd output: lose this batch, keep draining
+            log.exception("session %s: could not keep a batch of output", entry.session_id)
+            try:
+                note = f"arp could not keep {len(lines)} line(s) of output: {exc!r}"
+                self._emit(entry, run, [Draft("error", text=note)])
+            except Exception:
+                log.exception("session %s: could not record that", entry.session_id)
 
     def _emit_lines(
         self, entry: _Entry, run: _Run, lines: builtins.list[bytes], parser: StreamParser | None
@@ -902,7 +945,8 @@ class SessionManager(Service):
             # Prompts and agent output are private: the folders are the user's alone.
             entry.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             tmp = entry.folder / "session.json.tmp"
-            tmp.write_text(json.dumps(entry.to_meta(), ensure_ascii=False), encoding="utf-8")
+            # ASCII: an id or prompt holding a lone surrogate must not make the state unsavable.
+            tmp.write_text(json.dumps(entry.to_meta()), encoding="utf-8")
             os.replace(tmp, entry.folder / "session.json")
         except OSError as exc:
             log.warning("session %s: could not save its state: %s", entry.session_id, exc)
