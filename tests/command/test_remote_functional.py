@@ -519,6 +519,42 @@ async def test_instructions_list_output_cancel_projects(
     assert missing["error"].startswith("processing_error: no session 'nope'")
 
 
+async def test_session_output_pages_like_the_http_api(
+    command: CommandServer, client: SeedClient
+) -> None:
+    done = await call(client.request, {"request_id": "r", "input": {"Text": "pieces=3"}})
+    sid = done["session_id"]
+    last = command.manager.get(sid).last_seq
+    assert last > 2
+
+    async def page(request_id: str, **params: Any) -> dict[str, Any]:
+        answer = await call(
+            client.request,
+            {
+                "request_id": request_id,
+                "input": {
+                    "Instruction": {
+                        "command": "session_output",
+                        "parameters": {"session_id": sid, **params},
+                    }
+                },
+            },
+        )
+        assert answer["error"] is None, answer
+        return dict(answer["response"]["ToolResult"]["result"])
+
+    first = await page("o1", limit=2)
+    assert [e["seq"] for e in first["events"]] == [1, 2]
+    assert first["next_after_seq"] == 2 and first["has_more"] is True
+    # An empty page (limit 0) says there is more, as GET /api/sessions/{id} does.
+    empty = await page("o2", after_seq=1, limit=0)
+    assert empty["events"] == [] and empty["next_after_seq"] == 1 and empty["has_more"] is True
+    rest = await page("o3", after_seq=2)
+    assert rest["next_after_seq"] == last and rest["has_more"] is False
+    beyond = await page("o4", after_seq=last + 5)
+    assert beyond["events"] == [] and beyond["has_more"] is False
+
+
 # --------------------------------------------------------------------------------- config
 
 

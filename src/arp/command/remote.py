@@ -361,11 +361,15 @@ async def _session_output(server: RemoteServer, params: dict[str, Any]) -> Any:
     answer = Answer(session.executor, stream=False)
     for event in events:
         answer.feed(event)
+    # As the HTTP API and MCP's get_session page: an empty page still has more when the
+    # session holds events past where it starts.
+    next_after = events[-1].seq if events else max(after, 0)
     return {
         "session": session.to_json(),
         "text": answer.text,
         "events": [e.to_json(with_raw=False) for e in events],
-        "has_more": bool(events) and events[-1].seq < session.last_seq,
+        "next_after_seq": next_after,
+        "has_more": next_after < session.last_seq,
     }
 
 
