@@ -1,0 +1,107 @@
+"""Starting an agent CLI without stalling the event loop.
+
+The loop's own subprocess support (uvloop's libuv spawn) forks in the loop thread, and a fork
+copies the page tables of the whole arpc process: with a hundred sessions' output in memory
+that took 10 to 60 ms each, during which no request was answered. Here `subprocess.Popen` runs
+in a worker thread (CPython starts the child with vfork where it can, so even that thread waits
+only microseconds), the pipes become ordinary `asyncio.StreamReader`s, and the exit is observed
+through a pidfd where Linux has one (a worker thread's `wait` elsewhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from typing import IO
+
+
+class Child:
+    """A started child: `pid`, `stdout`/`stderr` readers, `wait()` and `returncode`,
+    the part of `asyncio.subprocess.Process` the session manager uses."""
+
+    def __init__(
+        self, popen: subprocess.Popen[bytes], stdout: asyncio.StreamReader,
+        stderr: asyncio.StreamReader,
+    ) -> None:  # fmt: skip
+        self._popen = popen
+        self.pid = popen.pid
+        self.stdout = stdout
+        self.stderr = stderr
+        self._exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._watch()
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    async def wait(self) -> int:
+        """The exit code, once the child has exited (reaped, so no zombie is left)."""
+        return await asyncio.shield(self._exited)
+
+    def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            # No pidfd (older kernels, other systems): a worker thread waits instead.
+            future = loop.run_in_executor(None, self._popen.wait)
+            future.add_done_callback(lambda f: self._set(f.result()))
+            return
+
+        def exited() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            code = self._popen.poll()
+            if code is None:  # pragma: no cover - the pidfd is readable only after exit
+                code = self._popen.wait()
+            self._set(code)
+
+        loop.add_reader(pidfd, exited)
+
+    def _set(self, code: int) -> None:
+        if not self._exited.done():
+            self._exited.set_result(code)
+
+
+async def _reader(pipe: IO[bytes], limit: int) -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=limit, loop=loop)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
+    return reader
+
+
+async def spawn(
+    argv: Sequence[str],
+    *,
+    cwd: str | os.PathLike[str] | None,
+    env: Mapping[str, str] | None,
+    limit: int,
+    stdin: int = subprocess.DEVNULL,
+) -> Child:
+    """Start `argv` in a session (process group) of its own, stdout and stderr piped.
+
+    Raises OSError (e.g. FileNotFoundError) as `Popen` does when the program cannot start.
+    """
+    popen = await asyncio.to_thread(
+        subprocess.Popen,
+        list(argv),
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        start_new_session=True,
+    )
+    try:
+        assert popen.stdout is not None and popen.stderr is not None
+        stdout = await _reader(popen.stdout, limit)
+        stderr = await _reader(popen.stderr, limit)
+        return Child(popen, stdout, stderr)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, 9)
+        await asyncio.to_thread(popen.wait)
+        raise
