@@ -6,6 +6,9 @@ import json
 import stat
 from pathlib import Path
 
+import pytest
+
+from arp.agents.errors import BadRequest
 from arp.agents.sessions import SessionConfig, SessionManager, StartRequest
 from tests.conftest import units
 from tests.fakes.install import install_fakes
@@ -66,3 +69,89 @@ async def test_lone_surrogate_in_output_neither_kills_the_pump_nor_hangs_the_run
     async with SessionManager(config(tmp_path, binaries={"claude": binary})) as manager:
         again = manager.lines_after(session.session_id, 0, limit=10_000)
         assert again == lines
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        StartRequest("claude", "hi \ud800"),
+        StartRequest("claude", "hi", model="opus\udfff"),
+        StartRequest("claude", "hi", append_system_prompt="be \ud83d"),
+        StartRequest("claude", "hi", allowed_tools=("Read\ud800",)),
+    ],
+)
+async def test_lone_surrogate_in_a_request_is_a_400_and_leaves_nothing_behind(
+    tmp_path: Path, request_: StartRequest
+) -> None:
+    async with SessionManager(config(tmp_path, max_sessions=1)) as manager:
+        with pytest.raises(BadRequest):
+            await manager.start_session(request_)
+        assert manager.count() == 0 and manager.running_count() == 0
+        assert list((tmp_path / "data" / "sessions").iterdir()) == []
+        # The slot is free: a good request runs.
+        session = await manager.start_session(StartRequest("claude", "events=1"))
+        assert (await manager.wait(session.session_id, units(5))).status == "completed"
+        with pytest.raises(BadRequest):
+            await manager.send_message(session.session_id, "again \ud800")
+        with pytest.raises(BadRequest):
+            await manager.send_message(session.session_id, "again", model="m\ud800")
+        assert manager.get(session.session_id).status == "completed"
+        assert manager.running_count() == 0
+
+
+def test_start_request_from_json_keeps_the_surrogate_for_the_manager_to_refuse() -> None:
+    body = json.loads('{"executor":"claude","prompt":"hi \\ud800"}')
+    assert StartRequest.from_json(body).prompt == "hi \ud800"
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        StartRequest("claude", "hi", allowed_tools=("Bash", "--add-dir=/")),
+        StartRequest("claude", "hi", disallowed_tools=("-x",)),
+        StartRequest("claude", "hi", allowed_tools=("Bash\nRead",)),
+        StartRequest("claude", "hi", allowed_tools=("Bash(x) --mcp-config=/tmp/x",)),
+        StartRequest("gemini", "hi", allowed_tools=("--include-directories=/",)),
+        StartRequest("claude", "hi", resume_id="--mcp-config=/tmp/x"),
+        StartRequest("claude", "hi", resume_id="abc def"),
+        StartRequest("codex", "hi", resume_id="-c"),
+        StartRequest("gemini", "hi", resume_id="-y"),
+        StartRequest("gemini", "hi", model="--include-directories=/"),
+        StartRequest("claude", "hi", model="-m"),
+        StartRequest("codex", "hi", model="gpt-5 -c x"),
+        StartRequest("codex", "hi", model="gpt\t5"),
+    ],
+)
+async def test_options_that_would_inject_flags_are_refused(
+    tmp_path: Path, request_: StartRequest
+) -> None:
+    async with SessionManager(config(tmp_path)) as manager:
+        with pytest.raises(BadRequest):
+            await manager.start_session(request_)
+        assert manager.count() == 0
+
+
+async def test_claude_tool_rules_and_ids_are_accepted(tmp_path: Path) -> None:
+    tools = ("Read", "Bash(git log:*)", "Read(./src/**)", "WebFetch(domain:example.com)")
+    async with SessionManager(config(tmp_path)) as manager:
+        session = await manager.start_session(
+            StartRequest(
+                "claude",
+                "events=1",
+                model="claude-sonnet-4.5",
+                allowed_tools=(*tools, "mcp__server__tool"),
+                disallowed_tools=("Bash(rm -rf:*)",),
+                resume_id="0b7c1d2e-aaaa-4bbb-8ccc-123456789abc",
+            )
+        )
+        assert (await manager.wait(session.session_id, units(5))).status == "completed"
+
+
+async def test_a_follow_up_refuses_an_odd_id_the_cli_printed(tmp_path: Path) -> None:
+    output = '{"type":"system","subtype":"init","session_id":"--mcp-config=/x"}\n' + RESULT
+    binary = printing_cli(tmp_path, "claude", output)
+    async with SessionManager(config(tmp_path, binaries={"claude": binary})) as manager:
+        session = await manager.start_session(StartRequest("claude", "hi"))
+        await manager.wait(session.session_id, units(5))
+        with pytest.raises(BadRequest):
+            await manager.send_message(session.session_id, "again")

@@ -55,6 +55,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import time
@@ -522,7 +523,16 @@ class SessionManager(Service):
             time.time(),
         )
         self._entries[session_id] = entry
-        self._launch(entry, binary, replace(spec, project_path=str(project)), request.prompt)
+        try:
+            self._launch(entry, binary, replace(spec, project_path=str(project)), request.prompt)
+        except BaseException:
+            # Nothing half-made stays: no entry counting against the limits, no folder.
+            self._entries.pop(session_id, None)
+            entry.deleted = True
+            entry.log.close()
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
         return entry.snapshot()
 
     async def send_message(
@@ -642,6 +652,21 @@ class SessionManager(Service):
         )
         if unsupported:
             raise BadRequest(f"{executor.name} does not support: {', '.join(unsupported)}")
+        _check_text("prompt", prompt)
+        if request.append_system_prompt is not None:
+            _check_text("appendSystemPrompt", request.append_system_prompt)
+        if request.permission_mode is not None:
+            _check_text("permissionMode", request.permission_mode)
+        if request.model is not None:
+            _check_word("model", request.model)
+        if resume_id is not None:
+            _check_id(resume_id)
+        for name, tools in (
+            ("allowedTools", request.allowed_tools),
+            ("disallowedTools", request.disallowed_tools),
+        ):
+            for tool in tools:
+                _check_tool(name, tool)
         permission = (
             executor.permission_value(request.permission_mode)
             if request.permission_mode is not None
@@ -669,7 +694,12 @@ class SessionManager(Service):
         )
 
     def _launch(self, entry: _Entry, binary: str, spec: RunSpec, prompt: str) -> None:
-        """Marks the entry running and starts the run's task (no await: capacity stays exact)."""
+        """Marks the entry running and starts the run's task (no await: capacity stays exact).
+
+        All or nothing: when something raises, the entry is left as it was (not running)."""
+        argv = entry.executor.build(binary, spec)
+        before = (entry.status, entry.started_at, entry.updated_at, entry.ended_at)
+        before_end = (entry.exit_code, entry.error)
         run = _Run(entry.runs)
         entry.run = run
         entry.runs += 1
@@ -678,11 +708,17 @@ class SessionManager(Service):
         entry.ended_at = None
         entry.exit_code = None
         entry.error = None
-        entry.log.append([Draft("prompt", text=prompt)], run=run.number, now=entry.started_at)
-        entry.log.flush()
-        self._save(entry)
+        try:
+            entry.log.append([Draft("prompt", text=prompt)], run=run.number, now=entry.started_at)
+            entry.log.flush()
+            self._save(entry)
+        except BaseException:
+            entry.run = None
+            entry.runs -= 1
+            entry.status, entry.started_at, entry.updated_at, entry.ended_at = before
+            entry.exit_code, entry.error = before_end
+            raise
         entry.changed()
-        argv = entry.executor.build(binary, spec)
         run.task = asyncio.ensure_future(self._run(entry, run, argv))
         self._tasks.add(run.task)
         run.task.add_done_callback(self._tasks.discard)
@@ -1022,6 +1058,57 @@ class SessionManager(Service):
         child = meta.get("child")
         entry.child = child if isinstance(child, dict) else None
         return entry
+
+
+# What reaches a CLI's argv besides the prompt: none of it may start with '-' (it would be
+# taken for a flag: `--add-dir=/` as a tool name, `-c ...` as a Codex id, ...), nor hold
+# whitespace or control characters where the CLI expects one word.
+_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,255}", re.ASCII)
+_TOOL: Final = re.compile(
+    # A name (`Bash`, `mcp__server__tool`, `*`), optionally with a Claude rule in parentheses:
+    # `Bash(git log:*)`, `Read(./src/**)`, `WebFetch(domain:example.com)`.
+    r"[A-Za-z0-9_*][A-Za-z0-9_.:*/-]{0,255}(?:\([A-Za-z0-9_.:*/~@=+%, -]{0,512}\))?",
+    re.ASCII,
+)
+_MAX_WORD = 256
+
+
+def _check_text(name: str, value: str) -> None:
+    """Free text for a CLI (a prompt): any characters but NUL and lone surrogates."""
+    if "\x00" in value:
+        raise BadRequest(f"{name!r} must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(
+            f"{name!r} holds a lone UTF-16 surrogate (half of a character); send valid text"
+        ) from None
+
+
+def _check_word(name: str, value: str) -> None:
+    """One word passed as an option's value (a model name)."""
+    _check_text(name, value)
+    if value.startswith("-") or len(value) > _MAX_WORD:
+        raise BadRequest(f"{name!r} must not start with '-' (nor be that long): {value[:80]!r}")
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise BadRequest(f"{name!r} must be one word without spaces or control characters")
+
+
+def _check_id(value: str) -> None:
+    if not _ID.fullmatch(value):
+        raise BadRequest(
+            f"conversation id {value[:80]!r} is not one: letters, digits and . _ : - only, "
+            "starting with a letter or digit"
+        )
+
+
+def _check_tool(name: str, value: str) -> None:
+    if not _TOOL.fullmatch(value):
+        raise BadRequest(
+            f"{name!r} item {value[:80]!r} is not a tool name or rule: use a name such as "
+            "Read or mcp__server__tool, optionally with a rule in parentheses such as "
+            "Bash(git log:*); never starting with '-'"
+        )
 
 
 def _check_still_a_folder(path: str) -> None:
