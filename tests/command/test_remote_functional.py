@@ -708,6 +708,30 @@ async def test_deeply_nested_json_is_answered_and_the_connection_goes_on(
     sock.close()
 
 
+async def test_a_token_server_runs_only_requests_that_carry_it(
+    command: CommandServer, make_remote: MakeRemote
+) -> None:
+    remote = await make_remote(token="s3cret")
+    sock = SeedClient(remote.port)
+    help_input = {"Instruction": {"command": "help", "parameters": {}}}
+    for request_id, extra in [("none", {}), ("wrong", {"token": "s3cre"}), ("num", {"token": 1})]:
+        for body in ({"Text": "pieces=1"}, help_input):
+            answer = await call(sock.request, {"request_id": request_id, "input": body, **extra})
+            assert answer["request_id"] == request_id
+            assert answer["response"] == {"Text": ""} and answer["token_usage"] is None
+            assert answer["error"].startswith("auth_error: "), answer
+            assert "session_id" not in answer
+    assert command.manager.count() == 0  # nothing ran
+    ok = await call(
+        sock.request, {"request_id": "ok", "input": {"Text": "pieces=1"}, "token": "s3cret"}
+    )
+    assert ok["error"] is None and ok["response"] == {"Text": "piece 0"}
+    assert command.manager.count() == 1
+    helped = await call(sock.request, {"request_id": "h", "input": help_input, "token": "s3cret"})
+    assert helped["error"] is None and "s3cret" not in json.dumps(helped)
+    sock.close()
+
+
 async def test_half_lines_and_an_over_long_line(make_remote: MakeRemote) -> None:
     remote = await make_remote(max_line=4096)
     sock = SeedClient(remote.port)

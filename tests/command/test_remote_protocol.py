@@ -30,6 +30,7 @@ from arp.command.remote_protocol import (
     parse_request,
     plan_run,
     response_line,
+    token_matches,
     token_usage,
 )
 from arp.command.server import CommandServer
@@ -170,6 +171,28 @@ def test_bad_json_and_bad_utf8() -> None:
         parse_request(b"{nope", max_attachment_bytes=10)
     with pytest.raises(RequestError, match="UTF-8"):
         parse_request(b'{"request_id": "\xff"}', max_attachment_bytes=10)
+
+
+def test_a_server_token_is_checked_before_the_input() -> None:
+    good = {"request_id": "t", "input": {"Text": "x"}, "token": "s3cret"}
+    request = parse_request(json.dumps(good).encode(), max_attachment_bytes=10, token="s3cret")
+    assert request.request_id == "t" and request.inputs == (TextInput("x"),)
+    # Without a server token the field is ignored.
+    assert parse(good).request_id == "t"
+    # Bad base64 and a bad field would be parse_errors: the token is looked at first.
+    bad_input = {"Image": {"data": "@@@"}}
+    for token in (None, "", "s3cre", "s3cret ", 7, ["s3cret"]):
+        obj: dict[str, Any] = {"request_id": "t", "input": bad_input, "stream": "x"}
+        if token is not None:
+            obj["token"] = token
+        with pytest.raises(RequestError) as caught:
+            parse_request(json.dumps(obj).encode(), max_attachment_bytes=10, token="s3cret")
+        assert caught.value.kind == "auth_error" and caught.value.request_id == "t", token
+        assert "token" in caught.value.message and "not run" in caught.value.message
+    line = error_line("auth_error", "no", "t")
+    assert json.loads(line)["error"] == "auth_error: no"
+    assert token_matches("ключ", "ключ") and not token_matches("ключ", "ключи")
+    assert not token_matches(None, "x")
 
 
 def test_deeply_nested_json_is_a_parse_error() -> None:
@@ -361,3 +384,21 @@ def test_flags_use_the_shared_argument_types(capsys: pytest.CaptureFixture[str])
         with pytest.raises(SystemExit):
             parser.parse_args(argv)
         assert message in capsys.readouterr().err, argv
+
+
+def test_the_token_flag_and_its_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    def token_of(argv: list[str]) -> str | None:
+        parser = argparse.ArgumentParser()
+        add_remote_arguments(parser)
+        config = config_from_args(parser.parse_args(["--remote", "0", *argv]))
+        assert config is not None
+        return config.token
+
+    monkeypatch.delenv("ARPC_REMOTE_TOKEN", raising=False)
+    assert token_of([]) is None
+    assert token_of(["--remote-token", "flag"]) == "flag"
+    monkeypatch.setenv("ARPC_REMOTE_TOKEN", "from-env")
+    assert token_of([]) == "from-env"
+    assert token_of(["--remote-token", "flag"]) == "flag"
+    monkeypatch.setenv("ARPC_REMOTE_TOKEN", "")
+    assert token_of([]) is None

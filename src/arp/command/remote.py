@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import functools
 import ipaddress
 import logging
 import os
@@ -98,6 +99,8 @@ class RemoteConfig:
     parse_in_thread: int = 256 * 1024
     """Lines at least this long are decoded in a worker thread (keeps the loop responsive)."""
     history_concurrency: int = 4
+    token: str | None = None
+    """The shared secret every request must carry as ``"token"`` (None: no check)."""
 
 
 _DEFAULTS: Final = RemoteConfig()
@@ -143,6 +146,13 @@ def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
         help="permission mode when a request says nothing about it (default: the CLI's own)",
     )
     group.add_argument(
+        "--remote-token",
+        metavar="TOKEN",
+        default=os.environ.get("ARPC_REMOTE_TOKEN"),
+        help='a shared secret every request must carry as "token" (env ARPC_REMOTE_TOKEN; '
+        "default: none, the protocol is then open to whoever reaches the port)",
+    )
+    group.add_argument(
         "--remote-timeout",
         type=argtypes.positive_float,
         default=_DEFAULTS.request_timeout,
@@ -186,6 +196,7 @@ def config_from_args(args: argparse.Namespace) -> RemoteConfig | None:
         max_attachment_bytes=min(_DEFAULTS.max_attachment_bytes, args.remote_max_line),
         max_concurrent=args.remote_max_concurrent,
         max_connections=args.remote_max_connections,
+        token=getattr(args, "remote_token", None) or None,
     )
 
 
@@ -234,9 +245,9 @@ class RemoteServer(Service):
     async def start(self) -> None:
         if self._server is not None:
             return
-        if not _is_loopback(self.config.host):
+        if not _is_loopback(self.config.host) and self.config.token is None:
             log.warning(
-                "remote protocol on %s: it has no authentication; anyone who reaches this "
+                "remote protocol on %s without --remote-token: anyone who reaches this "
                 "address can run agents",
                 self.config.host,
             )
@@ -563,10 +574,15 @@ class _Connection:
             )
 
     async def _parse(self, line: bytes) -> RemoteRequest:
-        limit = self.config.max_attachment_bytes
+        parse = functools.partial(
+            parse_request,
+            line,
+            max_attachment_bytes=self.config.max_attachment_bytes,
+            token=self.config.token,
+        )
         if len(line) >= self.config.parse_in_thread:
-            return await asyncio.to_thread(parse_request, line, max_attachment_bytes=limit)
-        return parse_request(line, max_attachment_bytes=limit)
+            return await asyncio.to_thread(parse)
+        return parse()
 
     async def _instructions(self, request: RemoteRequest) -> None:
         results = []

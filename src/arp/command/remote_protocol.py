@@ -7,7 +7,9 @@ no asyncio, no sockets, no files. `arp.command.remote` moves the bytes and runs 
 - `LineFramer` cuts a byte stream into lines, bounded by ``max_line``; a longer line is reported
   once (`Oversize`) and skipped up to its newline, so the next line is served.
 - `parse_request` turns one line into a `RemoteRequest` or raises `RequestError` (``kind`` is one
-  of `ERROR_KINDS`, ``request_id`` echoed when it could be read).
+  of `ERROR_KINDS`, ``request_id`` echoed when it could be read). Given the server's shared
+  secret, a request without the matching ``"token"`` is an ``auth_error`` before any of its
+  input (attachments included) is decoded.
 - `plan_run` maps a request's config onto a `StartRequest` for one executor (what each executor
   cannot honour is listed in `UNHONOURED`).
 - `Answer` gathers a run's normalised events into the response: text chunks, tool calls and
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import json
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -27,8 +30,16 @@ from arp.agents.executors import get_executor
 from arp.agents.sessions import StartRequest
 from arp.errors import ArpError
 
-ErrorKind = Literal["parse_error", "processing_error", "timeout_error", "connection_error"]
-ERROR_KINDS: Final = ("parse_error", "processing_error", "timeout_error", "connection_error")
+ErrorKind = Literal[
+    "parse_error", "processing_error", "timeout_error", "connection_error", "auth_error"
+]
+ERROR_KINDS: Final = (
+    "parse_error",
+    "processing_error",
+    "timeout_error",
+    "connection_error",
+    "auth_error",
+)
 
 StreamMode = Literal["collect", "incremental"]
 
@@ -170,8 +181,13 @@ class RemoteRequest:
         return [leaf for leaf in self.inputs if isinstance(leaf, Instruction)]
 
 
-def parse_request(line: bytes, *, max_attachment_bytes: int) -> RemoteRequest:
-    """One request line → a `RemoteRequest`; anything wrong is a `RequestError`."""
+def parse_request(
+    line: bytes, *, max_attachment_bytes: int, token: str | None = None
+) -> RemoteRequest:
+    """One request line → a `RemoteRequest`; anything wrong is a `RequestError`.
+
+    With ``token`` (the server's ``--remote-token``) the request must carry it as ``"token"``.
+    """
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -189,6 +205,13 @@ def parse_request(line: bytes, *, max_attachment_bytes: int) -> RemoteRequest:
         raise RequestError("parse_error", "a request must be a JSON object")
     raw_id = data.get("request_id")
     request_id = raw_id if isinstance(raw_id, str) and len(raw_id) <= MAX_REQUEST_ID else None
+    if token is not None and not token_matches(data.get("token"), token):
+        raise RequestError(
+            "auth_error",
+            'this server needs its shared secret in the request\'s "token" field '
+            "(missing or wrong); the request was not run",
+            request_id,
+        )
     try:
         if request_id is None:
             raise ValueError(
@@ -217,6 +240,13 @@ def parse_request(line: bytes, *, max_attachment_bytes: int) -> RemoteRequest:
         )
     except ValueError as exc:
         raise RequestError("parse_error", str(exc), request_id) from None
+
+
+def token_matches(given: Any, expected: str) -> bool:
+    """Whether ``given`` is the shared secret, compared in constant time."""
+    if not isinstance(given, str):
+        return False
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
 def _opt_bool(data: dict[str, Any], name: str, default: bool) -> bool:
