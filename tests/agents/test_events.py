@@ -178,3 +178,21 @@ def test_to_line_escapes_a_lone_surrogate_so_the_line_encodes_as_utf8() -> None:
     assert back.raw == json.loads(line)
     plain = Event.from_draft(draft, seq=2, ts=0.0, run=0).to_line()
     assert plain.startswith('{"seq":2,')
+
+
+def test_a_deeply_nested_line_is_text_not_an_exception() -> None:
+    from arp.agents.events import ClaudeParser
+
+    deep = '{"type":"assistant","x":' + "[" * 100_000 + "]" * 100_000 + "}"
+    (draft,) = ClaudeParser().parse_line(deep)
+    assert draft.kind == "text" and draft.text == deep
+
+
+def test_nan_and_infinity_lines_are_text_so_browsers_can_parse_the_stream() -> None:
+    from arp.agents.events import Event, GeminiParser
+
+    for line in ('{"type":"result","stats":{"x":NaN}}', '{"type":"init","n":-Infinity}'):
+        (draft,) = GeminiParser().parse_line(line)
+        assert draft.kind == "text" and draft.text == line
+        stored = Event.from_draft(draft, seq=1, ts=0.0, run=0).to_line()
+        assert json.loads(stored, parse_constant=lambda name: 1 / 0)["raw"] == line

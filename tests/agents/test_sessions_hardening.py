@@ -155,3 +155,17 @@ async def test_a_follow_up_refuses_an_odd_id_the_cli_printed(tmp_path: Path) -> 
         await manager.wait(session.session_id, units(5))
         with pytest.raises(BadRequest):
             await manager.send_message(session.session_id, "again")
+
+
+async def test_deeply_nested_and_nan_lines_are_kept_as_text(tmp_path: Path) -> None:
+    deep = '{"type":"assistant","x":' + "[" * 100_000 + "]" * 100_000 + "}\n"
+    output = deep + '{"type":"assistant","cost":NaN}\n' + RESULT
+    binary = printing_cli(tmp_path, "claude", output)
+    async with SessionManager(config(tmp_path, binaries={"claude": binary})) as manager:
+        session = await manager.start_session(StartRequest("claude", "hi"))
+        final = await manager.wait(session.session_id, units(10))
+        assert final.status == "completed"
+        events = manager.events_after(session.session_id, 0, 100)
+        assert [e.kind for e in events] == ["prompt", "text", "text", "result", "status"]
+        for _, line in manager.lines_after(session.session_id, 0, 100):
+            json.loads(line, parse_constant=lambda name: 1 / 0)

@@ -262,8 +262,10 @@ class StreamParser:
         if not stripped:
             return []
         try:
-            data = json.loads(stripped)
-        except ValueError:
+            data = json.loads(stripped, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError):
+            # Not JSON, or JSON a browser's JSON.parse refuses (NaN, Infinity) or that nests
+            # deeper than Python parses: kept as the text it is.
             return [Draft("text", text=line, raw=line)]
         if not isinstance(data, dict):
             return [Draft("text", text=stripped, raw=data)]
@@ -513,6 +515,10 @@ PARSERS: Final[dict[str, Callable[[], StreamParser]]] = {
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers.
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _dict(value: Any) -> dict[str, Any]:

@@ -137,7 +137,7 @@ def known_paths(claude_json: Path | None, cache: dict[str, Any]) -> list[str]:
         return paths
     try:
         value = json.loads(claude_json.read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         value = None
     projects = value.get("projects") if isinstance(value, dict) else None
     paths = [key for key in projects if isinstance(key, str)] if isinstance(projects, dict) else []

@@ -193,6 +193,6 @@ def _tool_input(payload: dict[str, Any]) -> Any:
     if isinstance(raw, str):
         try:
             return json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             return raw
     return raw

@@ -71,8 +71,9 @@ def loads_object(line: bytes) -> dict[str, Any] | None:
     if not line or line[:1] != b"{":
         return None
     try:
-        value = json.loads(line)
-    except ValueError:
+        # NaN and Infinity become null: what is served must parse in a browser.
+        value = json.loads(line, parse_constant=lambda _: None)
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
         return None
     return value if isinstance(value, dict) else None
 

@@ -326,7 +326,7 @@ def project_paths(gemini_dir: Path, cache: dict[str, Any]) -> dict[str, str]:
     if stamp is not None:
         try:
             value = json.loads(registry.read_bytes())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             value = None
         projects = value.get("projects", value) if isinstance(value, dict) else None
         if isinstance(projects, dict):

@@ -164,7 +164,7 @@ class TranscriptCache:
         entry.complete = True
         try:
             value = json.loads(path.read_bytes())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             value = None  # half-written or gone: an empty session until the next write
         if isinstance(value, dict):
             entry.parser.feed(value)
