@@ -145,3 +145,11 @@ def test_arbitrary_bytes_never_crash_the_sniffer(blob: bytes) -> None:
     else:
         if parsed is not None:
             phttp.route(parsed, "example.com")
+
+
+def test_cookie_is_secure_behind_an_https_proxy() -> None:
+    plain = head(b"GET /?token=A HTTP/1.1\r\nHost: h\r\n\r\n")
+    proxied = head(b"GET /?token=A HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\n\r\n")
+    assert not phttp.came_over_https(plain) and phttp.came_over_https(proxied)
+    assert b"; Secure" in phttp.set_cookie_header("A", secure=True)
+    assert b"Secure" not in phttp.set_cookie_header("A")

@@ -145,6 +145,7 @@ async def accept_loop(
                     return
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue
+                log.error("%s: accepting failed, port closed: %s", name, exc)
                 loop.remove_reader(fd)
                 failed.set_exception(exc)
                 return

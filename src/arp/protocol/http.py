@@ -160,13 +160,20 @@ def route(head: RequestHead, domain: str | None = None) -> Route | None:
     return None
 
 
-def set_cookie_header(token: str) -> bytes:
+def set_cookie_header(token: str, *, secure: bool = False) -> bytes:
+    """The header that remembers `token`; `secure` when the browser came over HTTPS."""
     value = token.encode("latin-1", "replace")
     return (
         b"Set-Cookie: " + TOKEN_COOKIE.encode() + b"=" + value
         + b"; Path=/; Max-Age=" + str(COOKIE_MAX_AGE).encode()
-        + b"; HttpOnly; SameSite=Lax\r\n"
+        + b"; HttpOnly; SameSite=Lax" + (b"; Secure" if secure else b"") + b"\r\n"
     )  # fmt: skip
+
+
+def came_over_https(head: RequestHead) -> bool:
+    """Whether a TLS front proxy (nginx, Caddy) says the browser used HTTPS."""
+    proto = head.header(b"x-forwarded-proto") or b""
+    return proto.split(b",")[0].strip().lower() == b"https"
 
 
 def inject_header(first_chunk: bytes, header_line: bytes) -> bytes | None:

@@ -531,7 +531,7 @@ class Relay(Service):
             return
         transform = None
         if route.set_cookie:
-            cookie = phttp.set_cookie_header(route.token)
+            cookie = phttp.set_cookie_header(route.token, secure=phttp.came_over_https(head))
 
             def transform(first: bytes) -> bytes:
                 return phttp.inject_header(first, cookie) or first
