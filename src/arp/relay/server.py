@@ -396,12 +396,19 @@ class Relay(Service):
 
     async def _serve_tcp(self, sock: socket.socket, state: ClientState, port: int) -> None:
         public = SocketLink(sock)
+        if self._public_count >= self.config.limits.max_public_connections:
+            public.close()  # raw TCP has no way to say why
+            return
+        self._public_count += 1
         try:
             tunnel = await self.pools.take(state, self.config.timeouts.tunnel_wait)
         except (ClientOffline, TunnelTimeout, TooManyPending):
             public.close()
             return
-        await self._splice(public, tunnel, frames.StartProxy(tcp_port=port), b"")
+        else:
+            await self._splice(public, tunnel, frames.StartProxy(tcp_port=port), b"")
+        finally:
+            self._public_count -= 1
 
     # -- proxy port ---------------------------------------------------------------------------
 
