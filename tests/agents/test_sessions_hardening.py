@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import stat
 from pathlib import Path
 
 import pytest
 
-from arp.agents.errors import BadRequest
+from arp.agents.errors import BadRequest, Conflict, Forbidden, SessionNotFound
 from arp.agents.sessions import SessionConfig, SessionManager, StartRequest
 from tests.conftest import units
 from tests.fakes.install import install_fakes
@@ -169,3 +171,56 @@ async def test_deeply_nested_and_nan_lines_are_kept_as_text(tmp_path: Path) -> N
         assert [e.kind for e in events] == ["prompt", "text", "text", "result", "status"]
         for _, line in manager.lines_after(session.session_id, 0, 100):
             json.loads(line, parse_constant=lambda name: 1 / 0)
+
+
+async def test_a_follow_up_racing_a_delete_is_refused(tmp_path: Path) -> None:
+    async with SessionManager(config(tmp_path)) as manager:
+        session = await manager.start_session(
+            StartRequest("claude", f"events=1000 sleep={units(0.05)}")
+        )
+        sid = session.session_id
+        while not manager.get(sid).agent_session_id:
+            await asyncio.sleep(units(0.02))
+        deleting = asyncio.ensure_future(manager.delete(sid))
+        refused = None
+        # Every turn of the loop until the delete ends: the first in which the run is over is
+        # the window in which a follow-up used to start a run nobody tracked.
+        while not deleting.done():
+            with contextlib.suppress(SessionNotFound):
+                if manager.get(sid).status != "running":
+                    try:
+                        await manager.send_message(sid, "events=1")
+                    except (SessionNotFound, Conflict) as exc:
+                        refused = exc
+                    break
+            await asyncio.sleep(0)
+        await deleting
+        assert refused is not None
+        assert manager.count() == 0 and manager.running_count() == 0
+
+
+async def test_allowed_root_is_checked_before_existence(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "inside").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (root / "file.txt").write_text("x")
+    async with SessionManager(config(tmp_path, allowed_root=root)) as manager:
+        for outside in (
+            str(tmp_path / "outside"),  # exists
+            str(tmp_path / "no-such"),  # does not: the same answer
+            str(tmp_path / "outside" / "file.txt"),
+            str(root / ".." / "no-such"),
+            "../outside",
+        ):
+            with pytest.raises(Forbidden):
+                await manager.start_session(StartRequest("claude", "x", project_path=outside))
+        with pytest.raises(BadRequest, match="does not exist"):
+            await manager.start_session(StartRequest("claude", "x", project_path=str(root / "n")))
+        with pytest.raises(BadRequest, match="not a directory"):
+            await manager.start_session(StartRequest("claude", "x", project_path="file.txt"))
+        # Relative paths are taken from the root, not from arpc's cwd.
+        session = await manager.start_session(
+            StartRequest("claude", "events=1", project_path="inside")
+        )
+        assert session.project_path == str((root / "inside").resolve())
+        assert manager.count() == 1

@@ -26,7 +26,12 @@ the remote TCP protocol are adapters over it. Public interface::
 - Errors are `arp.agents.errors.SessionError` subclasses carrying the HTTP status: 400 bad
   request (unknown executor, binary not found, missing project folder, option the executor does
   not honour), 403 project outside the allowed root, 404 unknown session, 409 wrong state,
-  413 prompt too large, 429 too many running sessions, 503 manager closed.
+  413 prompt too large, 429 too many running sessions, 503 manager closed. A project path is
+  checked against the allowed root before anything else (403 whether or not it exists, so
+  nothing is learnt of what lies outside); a relative one is taken from the allowed root (else
+  the default project, else arpc's cwd). A model, tool name or conversation id that could be
+  taken for a CLI flag (a leading ``-``, whitespace) is a 400, and so is text holding a lone
+  UTF-16 surrogate.
 - A session has runs: the first prompt is run 0, each follow-up starts the next run resuming the
   CLI's own conversation (``agent_session_id``, taken from the run's first event that names it).
   ``status`` is the latest run's: ``running``, ``completed`` (exit 0, no error result),
@@ -309,6 +314,8 @@ class _Entry:
         self.error: str | None = None
         self.run: _Run | None = None
         self.deleted = False
+        self.deleting = False
+        """A delete is under way: no new run may start (it would outlive the entry)."""
         self.child: dict[str, Any] | None = None
         """The running child's identity (pid, start time, boot id), kept so that an arpc that
         died without stopping it can find and stop it at the next start."""
@@ -541,6 +548,8 @@ class SessionManager(Service):
         """A follow-up: a new run resuming the CLI's conversation. 409 while a run goes on."""
         self._check_open()
         entry = self._entry(session_id)
+        if entry.deleting:
+            raise SessionNotFound(f"session {session_id!r} is being deleted")
         if entry.run is not None:
             raise Conflict(f"session {session_id} is still running; wait for it or cancel it")
         if not entry.agent_session_id:
@@ -575,7 +584,9 @@ class SessionManager(Service):
     async def delete(self, session_id: str) -> None:
         """Stops the session if it runs, then forgets it and removes its stored output."""
         entry = self._entry(session_id)
-        if entry.run is not None:
+        entry.deleting = True
+        # A loop, not an if: whatever started while we waited is stopped too before we forget it.
+        while entry.run is not None:
             await self.cancel(session_id)
         entry.deleted = True
         self._entries.pop(session_id, None)
@@ -623,16 +634,20 @@ class SessionManager(Service):
         if requested is None or not requested.strip():
             base = self.config.default_project or root or Path.cwd()
             return base.resolve()
-        if "\x00" in requested:
-            raise BadRequest("project path must not contain NUL characters")
+        _check_text("projectPath", requested)
         path = Path(requested).expanduser()
-        if not path.exists():
-            raise BadRequest(f"project path {requested} does not exist")
-        if not path.is_dir():
-            raise BadRequest(f"project path {requested} is not a directory")
+        if not path.is_absolute():
+            # Relative to the root (or the default project), never to wherever arpc was started.
+            path = (root or self.config.default_project or Path.cwd()) / path
         resolved = path.resolve()
+        # Containment first: a path outside the root is a 403 whether or not it exists, so a
+        # caller learns nothing about what lies outside.
         if root is not None and not resolved.is_relative_to(root):
-            raise Forbidden(f"project path {resolved} is outside the allowed root {root}")
+            raise Forbidden(f"project path {requested} is outside the allowed root {root}")
+        if not resolved.exists():
+            raise BadRequest(f"project path {requested} does not exist")
+        if not resolved.is_dir():
+            raise BadRequest(f"project path {requested} is not a directory")
         return resolved
 
     def _spec(
