@@ -224,3 +224,18 @@ async def test_allowed_root_is_checked_before_existence(tmp_path: Path) -> None:
         )
         assert session.project_path == str((root / "inside").resolve())
         assert manager.count() == 1
+
+
+async def test_wait_does_not_swallow_a_cancel_that_lands_as_the_run_ends(tmp_path: Path) -> None:
+    async with SessionManager(config(tmp_path)) as manager:
+        session = await manager.start_session(
+            StartRequest("claude", f"events=2 sleep={units(0.2)}")
+        )
+        waiter = asyncio.ensure_future(manager.wait(session.session_id, units(30)))
+        await asyncio.sleep(units(0.05))
+        run = manager._entries[session.session_id].run  # the hazard is in the timing: reach in
+        assert run is not None and run.task is not None and not waiter.done()
+        # Cancelled in the very turn the run's task finishes.
+        run.task.add_done_callback(lambda _: waiter.cancel())
+        with pytest.raises(asyncio.CancelledError):
+            await waiter

@@ -65,7 +65,7 @@ import shutil
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -498,8 +498,7 @@ class SessionManager(Service):
         entry = self._entry(session_id)
         run = entry.run
         if run is not None and run.task is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(run.task), timeout)
+            await _wait_at_most(run.task, timeout)
         return entry.snapshot()
 
     # ----------------------------------------------------------------------------- commands
@@ -577,8 +576,7 @@ class SessionManager(Service):
         run.cancel_requested = True
         await self._stop(run)
         if run.task is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(run.task), 2 * self.config.kill_wait)
+            await _wait_at_most(run.task, 2 * self.config.kill_wait)
         return entry.snapshot()
 
     async def delete(self, session_id: str) -> None:
@@ -984,8 +982,7 @@ class SessionManager(Service):
             if process.returncode is not None:
                 return
             _kill_group(process.pid, sig)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(process.wait()), grace)
+            await _wait_at_most(process.wait(), grace)
 
     # ----------------------------------------------------------------------------- storage
 
@@ -1124,6 +1121,16 @@ def _check_tool(name: str, value: str) -> None:
             "Read or mcp__server__tool, optionally with a rule in parentheses such as "
             "Bash(git log:*); never starting with '-'"
         )
+
+
+async def _wait_at_most(awaitable: Awaitable[Any], timeout: float) -> None:
+    """Waits for ``awaitable`` (shielded: it goes on after a timeout) up to ``timeout`` seconds.
+
+    asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands in the turn the
+    awaited thing finishes, and the caller (a request whose client left) would carry on."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(awaitable)
 
 
 def _check_still_a_folder(path: str) -> None:
