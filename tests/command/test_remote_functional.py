@@ -732,6 +732,94 @@ async def test_a_token_server_runs_only_requests_that_carry_it(
     sock.close()
 
 
+async def until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + units(10)
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)
+
+
+async def test_one_memory_budget_for_all_connections(
+    command: CommandServer, make_remote: MakeRemote, tmp_path: Path
+) -> None:
+    limit = 200_000
+    remote = await make_remote(max_memory=limit)
+    # A holds an attachment and its text while its agent runs.
+    first = SeedClient(remote.port)
+    pidfile = tmp_path / "held.pid"
+    text = f"pieces=1 sleep=30 pidfile={pidfile}"
+    data = os.urandom(60_000)
+    await call(
+        first.send,
+        {
+            "request_id": "held",
+            "input": {
+                "Multi": [
+                    {"Text": text},
+                    {
+                        "File": {
+                            "filename": "a.bin",
+                            "content_type": "application/octet-stream",
+                            "data": base64.b64encode(data).decode(),
+                        }
+                    },
+                ]
+            },
+        },
+    )
+    await wait_for_file(pidfile, units(10))
+    held = len(data) + len(text)
+    assert remote.memory_in_use == held
+    free = limit - held
+
+    second = SeedClient(remote.port)
+    # A partial line holds its bytes; past what is free it is dropped, then answered.
+    await call(second.send, b"y" * 10_000)
+    await until(lambda: remote.memory_in_use == held + 10_000, "the partial line is counted")
+    await call(second.send, b"y" * free)
+    await until(lambda: remote.memory_in_use == held, "the partial line is let go")
+    await call(second.send, b"\n")
+    dropped = await call(second.read)
+    assert dropped["request_id"] is None
+    assert dropped["error"] == (
+        f"connection_error: a request line of {10_000 + free} bytes was dropped unread: "
+        f"it needs {2 * (10_000 + free)} bytes of --remote-max-memory ({limit} bytes) alone"
+    )
+    # A complete line takes twice its size: this one would fit alone, not beside A.
+    line = (
+        json.dumps({"request_id": "big", "input": {"Text": "pieces=1 " + "z" * (free // 2)}}) + "\n"
+    ).encode()
+    assert free < 2 * (len(line) - 1) <= limit
+    refused = await call(second.request, line)
+    assert refused["request_id"] is None
+    assert refused["error"] == (
+        f"connection_error: a request line of {len(line) - 1} bytes was dropped unread: "
+        f"--remote-max-memory ({limit} bytes, shared by all connections) is in use by other "
+        "requests; try again later"
+    )
+    huge = await call(second.request, b"w" * (limit // 2 + 1) + b"\n")
+    assert huge["error"] == (
+        f"connection_error: a request line of {limit // 2 + 1} bytes was dropped unread: "
+        f"it needs {limit + 2} bytes of --remote-max-memory ({limit} bytes) alone"
+    )
+    assert remote.memory_in_use == held
+
+    # A's run ends: its bytes go back, and the same line now runs.
+    session = command.manager.list(limit=1)[0]
+    await command.manager.cancel(session.session_id)
+    assert (await call(first.read))["request_id"] == "held"
+    await until(lambda: remote.memory_in_use == 0, "A's bytes go back")
+    ok = await call(second.request, line)
+    assert ok["request_id"] == "big" and ok["error"] is None, ok["error"]
+    await until(lambda: remote.memory_in_use == 0, "an answered request's bytes go back")
+    # A client that leaves mid-line gives its bytes back too.
+    await call(second.send, b"q" * 5_000)
+    await until(lambda: remote.memory_in_use == 5_000, "the partial line is counted")
+    second.close()
+    await until(lambda: remote.memory_in_use == 0, "a departed client's bytes go back")
+    first.close()
+
+
 async def test_half_lines_and_an_over_long_line(make_remote: MakeRemote) -> None:
     remote = await make_remote(max_line=4096)
     sock = SeedClient(remote.port)

@@ -18,17 +18,20 @@ from arp.command.app import CommandConfig
 from arp.command.remote import RemoteServer, add_remote_arguments, config_from_args, remote_service
 from arp.command.remote_protocol import (
     TOOLS_OFF_NOTE,
+    Abandoned,
     Answer,
     Attachment,
     Defaults,
     Instruction,
     LineFramer,
+    MemoryBudget,
     Oversize,
     RequestError,
     TextInput,
     error_line,
     parse_request,
     plan_run,
+    request_size,
     response_line,
     token_matches,
     token_usage,
@@ -71,6 +74,42 @@ def test_framer_is_independent_of_chunking(chunks: list[bytes], cut: int) -> Non
         pieces.extend(framer.feed(data[start : start + cut]))
     assert pieces == whole
     assert all(isinstance(p, Oversize) or len(p) <= 20 for p in whole)
+
+
+def test_framer_abandons_a_partial_line_on_request() -> None:
+    framer = LineFramer(100)
+    framer.abandon()  # nothing held: nothing to abandon
+    assert framer.feed(b"ok\nhalf") == [b"ok"]
+    framer.abandon()
+    assert framer.buffered == 0
+    assert framer.feed(b" more") == []
+    assert framer.buffered == 0
+    assert framer.feed(b" end\nnext\n") == [Abandoned(4 + 5 + 4), b"next"]
+    # Oversize stays Oversize after an abandoned line.
+    assert framer.feed(b"x" * 101 + b"\n") == [Oversize(101)]
+
+
+def test_memory_budget_and_request_size() -> None:
+    budget = MemoryBudget(100)
+    assert budget.take(60) and not budget.take(41) and budget.take(40)
+    assert budget.used == 100 and not budget.take(1)
+    budget.give(70)
+    assert budget.used == 30 and budget.take(70)
+    budget.give(1000)
+    assert budget.used == 0
+    request = parse(
+        {
+            "request_id": "a",
+            "input": {
+                "Multi": [
+                    {"Text": "hello"},
+                    {"Image": {"data": base64.b64encode(b"x" * 30).decode()}},
+                    {"File": {"filename": "f", "data": base64.b64encode(b"y" * 7).decode()}},
+                ]
+            },
+        }
+    )
+    assert request_size(request) == 5 + 30 + 7
 
 
 # --------------------------------------------------------------------------------- requests
@@ -363,6 +402,9 @@ def test_flags_build_the_service(tmp_path: Path) -> None:
     assert (config.host, config.port) == ("127.0.0.1", 8080)
     assert config.defaults == Defaults("codex", "m", str(tmp_path), None)
     assert config.request_timeout == 30.0 and config.max_concurrent == 2
+    assert config.max_memory == 256 * 1024 * 1024
+    small = config_from_args(parser.parse_args(["--remote", "0", "--remote-max-memory", "9"]))
+    assert small is not None and small.max_memory == 9
     assert config_from_args(parser.parse_args(["--remote", "[::1]:9"])).host == "::1"  # type: ignore[union-attr]
     with pytest.raises(SystemExit):
         parser.parse_args(["--remote", "host:port"])
@@ -373,7 +415,12 @@ def test_flags_use_the_shared_argument_types(capsys: pytest.CaptureFixture[str])
     add_remote_arguments(parser)
     actions = parser._option_string_actions
     assert actions["--remote-timeout"].type is argtypes.positive_float
-    for flag in ("--remote-max-line", "--remote-max-concurrent", "--remote-max-connections"):
+    for flag in (
+        "--remote-max-line",
+        "--remote-max-concurrent",
+        "--remote-max-connections",
+        "--remote-max-memory",
+    ):
         assert actions[flag].type is argtypes.positive_int
     for argv, message in [
         (["--remote", "70000"], "a port is 0..65535"),

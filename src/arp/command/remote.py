@@ -14,6 +14,10 @@ Per connection: requests are read as they come (pipelining) and run concurrently
 ``max_concurrent``; beyond it the server stops reading until one ends (TCP pushes back). A line
 longer than ``max_line`` is answered with a ``parse_error`` and skipped to its newline. When the
 client goes away (EOF or reset) its running requests are cancelled and their agents stopped.
+
+Across connections: one `MemoryBudget` of ``max_memory`` bytes bounds the lines and parsed
+requests of all connections together; what does not fit is answered with a
+``connection_error`` at once. With ``token`` set, a request must carry it (else ``auth_error``).
 """
 
 from __future__ import annotations
@@ -39,12 +43,14 @@ from arp.agents.events import Usage
 from arp.agents.history import AGENTS, HistoryReaders
 from arp.agents.sessions import SessionManager
 from arp.command.remote_protocol import (
+    Abandoned,
     Answer,
     Attachment,
     Defaults,
     ErrorKind,
     Instruction,
     LineFramer,
+    MemoryBudget,
     Oversize,
     RemoteRequest,
     RequestError,
@@ -54,6 +60,7 @@ from arp.command.remote_protocol import (
     image_filename,
     parse_request,
     plan_run,
+    request_size,
     response_line,
 )
 from arp.errors import ArpError
@@ -87,6 +94,11 @@ class RemoteConfig:
     """A request's whole deadline (``config.timeout`` may ask for less, never more)."""
     max_pending: int = 16
     """Request lines read ahead and waiting for a free slot (also bounded by ``max_line`` bytes)."""
+    max_memory: int = 256 * MIB
+    """Bytes of request lines and parsed requests held at once, all connections together: a
+    partial line holds its bytes, a complete line twice its bytes (itself and its decoding)
+    until parsed, a parsed request its attachments and texts until answered. What does not fit
+    is answered with a ``connection_error`` at once (never waits)."""
     read_chunk: int = 256 * 1024
     write_timeout: float = 30.0
     """A client that takes no answer bytes for this long is disconnected."""
@@ -176,6 +188,13 @@ def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
         default=_DEFAULTS.max_connections,
         help="open connections at once (default %(default)s)",
     )
+    group.add_argument(
+        "--remote-max-memory",
+        type=argtypes.positive_int,
+        default=_DEFAULTS.max_memory,
+        help="bytes of request lines and attachments held at once, all connections together; "
+        "beyond, a request is answered with connection_error (default %(default)s: 256 MiB)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> RemoteConfig | None:
@@ -196,6 +215,7 @@ def config_from_args(args: argparse.Namespace) -> RemoteConfig | None:
         max_attachment_bytes=min(_DEFAULTS.max_attachment_bytes, args.remote_max_line),
         max_concurrent=args.remote_max_concurrent,
         max_connections=args.remote_max_connections,
+        max_memory=getattr(args, "remote_max_memory", _DEFAULTS.max_memory),
         token=getattr(args, "remote_token", None) or None,
     )
 
@@ -225,6 +245,7 @@ class RemoteServer(Service):
         self.manager = manager
         self._history = history
         self._history_gate = asyncio.Semaphore(config.history_concurrency)
+        self.budget = MemoryBudget(config.max_memory)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._close_task: asyncio.Task[None] | None = None
@@ -266,6 +287,11 @@ class RemoteServer(Service):
     async def wait_closed(self) -> None:
         if self._close_task is not None:
             await asyncio.shield(self._close_task)
+
+    @property
+    def memory_in_use(self) -> int:
+        """Bytes of the ``max_memory`` budget held by lines and requests now."""
+        return self.budget.used
 
     @property
     def closing(self) -> bool:
@@ -412,6 +438,7 @@ async def _help(server: RemoteServer, params: dict[str, Any]) -> Any:
         "limits": {
             "max_line": server.config.max_line,
             "max_concurrent": server.config.max_concurrent,
+            "max_memory": server.config.max_memory,
             "request_timeout": server.config.request_timeout,
         },
     }
@@ -451,15 +478,42 @@ class _Connection:
         self.room = asyncio.Event()
         self.write_lock = asyncio.Lock()
         self.broken = False
+        self.held = 0
+        """Bytes of the server's `MemoryBudget` this connection holds."""
+        self.closed = False
+
+    def take(self, size: int) -> bool:
+        if self.closed or not self.server.budget.take(size):
+            return False
+        self.held += size
+        return True
+
+    def give(self, size: int) -> None:
+        # Capped at what is held: after close every byte went back at once.
+        size = min(size, self.held)
+        self.held -= size
+        self.server.budget.give(size)
 
     async def serve(self) -> None:
         framer = LineFramer(self.config.max_line)
+        framer_held = 0
         try:
             while not self.broken:
                 data = await self.reader.read(self.config.read_chunk)
                 if not data:
                     break
-                for item in framer.feed(data):
+                items = framer.feed(data)
+                # The budget is settled before any await, so no other connection comes between
+                # the bytes the framer let go and the complete lines that took them over.
+                self.give(framer_held)
+                framer_held = 0
+                admitted = [self._admit(item) for item in items]
+                if framer.buffered:
+                    if self.take(framer.buffered):
+                        framer_held = framer.buffered
+                    else:
+                        framer.abandon()
+                for item in admitted:
                     if isinstance(item, Oversize):
                         await self.send(
                             error_line(
@@ -468,7 +522,9 @@ class _Connection:
                                 "(max line); it was skipped",
                             )
                         )
-                    elif item.strip():
+                    elif isinstance(item, Abandoned):
+                        await self.send(self._over_budget(item.size))
+                    elif item is not None:
                         await self._queue(item)
         except (ConnectionError, OSError):
             pass
@@ -480,6 +536,29 @@ class _Connection:
                 task.cancel()
             if tasks:
                 await asyncio.wait(tasks, timeout=self.config.stop_timeout + 1)
+            self.closed = True
+            self.give(self.held)
+
+    def _admit(self, item: bytes | Oversize | Abandoned) -> bytes | Oversize | Abandoned | None:
+        """A complete line takes twice its bytes (itself and its decoding) or is refused."""
+        if not isinstance(item, bytes):
+            return item
+        if not item.strip():
+            return None
+        return item if self.take(2 * len(item)) else Abandoned(len(item))
+
+    def _over_budget(self, size: int) -> bytes:
+        limit = self.config.max_memory
+        if 2 * size > limit:
+            why = f"it needs {2 * size} bytes of --remote-max-memory ({limit} bytes) alone"
+        else:
+            why = (
+                f"--remote-max-memory ({limit} bytes, shared by all connections) is in use "
+                "by other requests; try again later"
+            )
+        return error_line(
+            "connection_error", f"a request line of {size} bytes was dropped unread: {why}"
+        )
 
     async def _queue(self, line: bytes) -> None:
         self.pending.append(line)
@@ -520,17 +599,35 @@ class _Connection:
                 self.reader.feed_eof()
 
     async def _serve_line(self, line: bytes) -> None:
+        """Serves one admitted line; the budget it holds goes back when it is answered."""
+        charge = 2 * len(line)
         try:
-            request = await self._parse(line)
+            request = await self._parse_or_answer(line)
+            del line
+            if request is None:
+                return
+            # Parsed: the line and its decoding are gone; its attachments and texts stay.
+            kept = min(request_size(request), charge)
+            self.give(charge - kept)
+            charge = kept
+            await self._serve_request(request)
+        finally:
+            self.give(charge)
+
+    async def _parse_or_answer(self, line: bytes) -> RemoteRequest | None:
+        """The request, or None once a line that is no request was answered."""
+        try:
+            return await self._parse(line)
         except RequestError as exc:
             await self.send(error_line(exc.kind, exc.message, exc.request_id))
-            return
         except Exception as exc:
             # parse_request turns every bad line into a RequestError; this is a bug's backstop,
             # so the line still gets its answer and the connection goes on.
             log.exception("parsing a remote request line failed")
             await self.send(error_line("processing_error", f"internal error: {exc!r}"))
-            return
+        return None
+
+    async def _serve_request(self, request: RemoteRequest) -> None:
         task = asyncio.current_task()
         assert task is not None
         if request.request_id in self.running.values():

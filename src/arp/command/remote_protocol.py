@@ -75,11 +75,19 @@ class Oversize:
     size: int
 
 
+@dataclass(frozen=True, slots=True)
+class Abandoned:
+    """A line the reader gave up on (`LineFramer.abandon`) ended (``size``: its bytes seen)."""
+
+    size: int
+
+
 class LineFramer:
     """Bytes in, complete lines (without ``\\n``, ``\\r`` stripped) or `Oversize` markers out.
 
     Holds at most ``max_line`` bytes: once a partial line passes the limit its bytes are dropped
-    and everything up to the next newline is skipped.
+    and everything up to the next newline is skipped. `abandon` does the same on the reader's
+    word (no memory left for the line); that line ends as `Abandoned`.
     """
 
     def __init__(self, max_line: int) -> None:
@@ -87,13 +95,23 @@ class LineFramer:
         self._buffer = bytearray()
         self._skipping = False
         self._skipped = 0
+        self._abandoned = False
+
+    def abandon(self) -> None:
+        """Drop the partial line held now and skip the rest of it up to its newline."""
+        if self._skipping or not self._buffer:
+            return
+        self._skipping = True
+        self._abandoned = True
+        self._skipped = len(self._buffer)
+        self._buffer = bytearray()
 
     @property
     def buffered(self) -> int:
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> list[bytes | Oversize]:
-        out: list[bytes | Oversize] = []
+    def feed(self, data: bytes) -> list[bytes | Oversize | Abandoned]:
+        out: list[bytes | Oversize | Abandoned] = []
         start = 0
         while start < len(data):
             newline = data.find(b"\n", start)
@@ -110,9 +128,10 @@ class LineFramer:
             if newline < 0:
                 break
             if self._skipping:
-                out.append(Oversize(self._skipped))
+                out.append(Abandoned(self._skipped) if self._abandoned else Oversize(self._skipped))
                 self._skipping = False
                 self._skipped = 0
+                self._abandoned = False
             else:
                 line = bytes(self._buffer)
                 self._buffer = bytearray()
@@ -247,6 +266,37 @@ def token_matches(given: Any, expected: str) -> bool:
     if not isinstance(given, str):
         return False
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def request_size(request: RemoteRequest) -> int:
+    """Roughly the bytes a parsed request holds: its decoded attachments and its texts."""
+    size = 0
+    for leaf in request.inputs:
+        if isinstance(leaf, Attachment):
+            size += len(leaf.data)
+        elif isinstance(leaf, TextInput):
+            size += len(leaf.text)
+    return size
+
+
+class MemoryBudget:
+    """One count of bytes that every connection's lines and requests draw from and return to.
+
+    `take` never waits: what does not fit now is refused, and the caller answers at once.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int) -> bool:
+        if size > self.limit - self.used:
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used = max(0, self.used - size)
 
 
 def _opt_bool(data: dict[str, Any], name: str, default: bool) -> bool:
