@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.agents.history.trees import claude_lines, sid
+from tests.agents.history.trees import claude_lines, sid, write_gemini_json
 
 from arp.agents.history import HistoryLimits, HistoryReaders
 from arp.agents.history.files import lines_of, loads_object
@@ -45,3 +45,13 @@ def test_a_listing_survives_a_deeply_nested_line(tmp_path: Path) -> None:
     page = readers.sessions("claude", limit=10)
     assert [s.id for s in page.items] == [sid(1)]
     assert readers.messages("claude", sid(1), limit=1000).total > 0
+
+
+def test_a_gemini_json_session_with_nan_serves_null(tmp_path: Path) -> None:
+    path = write_gemini_json(tmp_path / ".gemini", "p", "/w", sid(2), turns=2, start=0.0)
+    text = path.read_text()
+    assert text.count('"path": "f0"') == 1
+    path.write_text(text.replace('"path": "f0"', '"path": NaN'))
+    page = readers_for(tmp_path).messages("gemini", sid(2), limit=100)
+    served = json.dumps([m.to_json() for m in page.items], allow_nan=False)
+    assert '"path": null' in served or '"path":null' in served

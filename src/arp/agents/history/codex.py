@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from arp.agents.history.files import loads_json
 from arp.agents.history.model import HistoryMessage, parse_time
 from arp.agents.history.scan import HeadInfo, ScanRules
 
@@ -192,7 +193,7 @@ def _tool_input(payload: dict[str, Any]) -> Any:
     raw = payload.get("arguments", payload.get("input"))
     if isinstance(raw, str):
         try:
-            return json.loads(raw)
-        except (ValueError, RecursionError):
+            return loads_json(raw)
+        except ValueError:
             return raw
     return raw

@@ -65,15 +65,27 @@ def same_prefix(old: bytes, new: bytes) -> bool:
     return new[: len(old)] == old
 
 
+def loads_json(data: str | bytes) -> Any:
+    """JSON as history serves it: NaN and Infinity become null (a browser's JSON.parse refuses
+    them); raises ValueError for anything that does not parse, nesting too deep included."""
+    try:
+        return json.loads(data, parse_constant=_null)
+    except RecursionError:
+        raise ValueError("JSON nested deeper than it can be parsed") from None
+
+
+def _null(_: str) -> None:
+    return None
+
+
 def loads_object(line: bytes) -> dict[str, Any] | None:
     """A JSON object from one line, or None for blank, malformed or non-object lines."""
     line = line.strip()
     if not line or line[:1] != b"{":
         return None
     try:
-        # NaN and Infinity become null: what is served must parse in a browser.
-        value = json.loads(line, parse_constant=lambda _: None)
-    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
+        value = loads_json(line)
+    except ValueError:
         return None
     return value if isinstance(value, dict) else None
 

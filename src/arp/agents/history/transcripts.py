@@ -8,7 +8,6 @@ cached files' sizes; the least recently read are dropped first.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import OrderedDict
@@ -20,6 +19,7 @@ from typing import Any, Protocol
 from arp.agents.history.files import (
     Stamp,
     iter_lines,
+    loads_json,
     loads_object,
     same_prefix,
     signature,
@@ -163,8 +163,8 @@ class TranscriptCache:
     def _feed_document(self, path: Path, entry: _Entry) -> None:
         entry.complete = True
         try:
-            value = json.loads(path.read_bytes())
-        except (OSError, ValueError, RecursionError):
+            value = loads_json(path.read_bytes())
+        except (OSError, ValueError):
             value = None  # half-written or gone: an empty session until the next write
         if isinstance(value, dict):
             entry.parser.feed(value)
