@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from arp import argtypes
 from arp.agents.events import Event, Usage
+from arp.command.api_history import READERS_KEY
 from arp.command.app import CommandConfig
 from arp.command.remote import RemoteServer, add_remote_arguments, config_from_args, remote_service
 from arp.command.remote_protocol import (
@@ -408,6 +409,18 @@ def test_flags_build_the_service(tmp_path: Path) -> None:
     assert config_from_args(parser.parse_args(["--remote", "[::1]:9"])).host == "::1"  # type: ignore[union-attr]
     with pytest.raises(SystemExit):
         parser.parse_args(["--remote", "host:port"])
+
+
+async def test_the_service_shares_the_http_apis_history_readers(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_remote_arguments(parser)
+    args = parser.parse_args(["--remote", "0"])
+    config = CommandConfig(data_dir=tmp_path / "data")
+    async with CommandServer(config) as server:
+        assert server.history is None and server.app is not None
+        service = remote_service(args, server)
+        assert service is not None
+        assert service.history is server.app[READERS_KEY]
 
 
 def test_flags_use_the_shared_argument_types(capsys: pytest.CaptureFixture[str]) -> None:
