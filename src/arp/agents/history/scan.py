@@ -139,6 +139,7 @@ class Scanner:
         only a line cut by a chunk's edge is put together.
         """
         carry = b""
+        skipping = False  # inside a line longer than max_line, which is left uncounted
         position = state.offset
         end = state.stamp.size
         try:
@@ -148,25 +149,31 @@ class Scanner:
                     data = handle.read(min(self._limits.read_chunk, end - position))
                     if not data:
                         break
+                    chunk_at = position
                     position += len(data)
                     start = 0
-                    if carry:
+                    if carry or skipping:
                         newline = data.find(b"\n")
                         if newline < 0:
-                            carry += data
-                            if len(carry) > self._limits.max_line:
-                                carry = b""  # an oversized line is left uncounted
+                            if not skipping:
+                                carry += data
+                                if len(carry) > self._limits.max_line:
+                                    carry, skipping = b"", True
                             continue
-                        joined = carry + data[: newline + 1]
-                        self._take(state, joined, 0, len(joined))
+                        if not skipping:
+                            joined = carry + data[: newline + 1]
+                            self._take(state, joined, 0, len(joined))
+                        carry, skipping = b"", False
                         start = newline + 1
+                        # Counted (or skipped) for good: the next scan starts after it.
+                        state.offset = chunk_at + start
                     last = data.rfind(b"\n", start)
                     if last < 0:
                         carry = data[start:]
                         continue
                     self._take(state, data, start, last + 1)
                     carry = data[last + 1 :]
-                    state.offset = position - len(carry)
+                    state.offset = chunk_at + last + 1
         except OSError:
             pass  # gone or unreadable mid-scan: what was counted stands until the next stamp
 
