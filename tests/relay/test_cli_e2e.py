@@ -405,7 +405,15 @@ async def test_arps_runs_the_gateway_when_asked(procs: list[Proc], tmp_path: Pat
     try:
         ports = three_ports()
         relay = await start_relay(
-            procs, ports, "--gateway", "--gateway-port", "0", "--redis-url", redis.url
+            procs,
+            ports,
+            "--gateway",
+            "--gateway-host",
+            "127.0.0.1",
+            "--gateway-port",
+            "0",
+            "--redis-url",
+            redis.url,
         )
         port = int((await relay.expect(r"gateway listening on port (\d+)")).group(1))
         timeout = aiohttp.ClientTimeout(total=units(10))
@@ -438,7 +446,15 @@ async def test_arpc_as_a_gateway_agent_runs_a_task_into_the_streams(
     redis.start()
     try:
         relay = await start_relay(
-            procs, three_ports(), "--gateway", "--gateway-port", "0", "--redis-url", redis.url
+            procs,
+            three_ports(),
+            "--gateway",
+            "--gateway-host",
+            "127.0.0.1",
+            "--gateway-port",
+            "0",
+            "--redis-url",
+            redis.url,
         )
         port = int((await relay.expect(r"gateway listening on port (\d+)")).group(1))
         base = f"http://127.0.0.1:{port}"
