@@ -401,6 +401,47 @@ async def test_files_go_to_the_project_when_asked(client: SeedClient, project: P
     assert (project / "data.csv").read_bytes() == b"a,b\n"
 
 
+async def test_project_files_go_where_the_agent_runs(
+    command: CommandServer, tmp_path: Path
+) -> None:
+    # The project folder follows the session manager's rules: relative to --allowed-root, and
+    # containment is checked before existence (nothing is learnt about folders outside it).
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    mini = tmp_path / "bin" / "mini-claude"  # written by the `command` fixture
+    config = fake_config(tmp_path / "rooted", command_path=str(mini), allowed_root=root)
+    async with CommandServer(config, history=command.history) as rooted:
+        remote = RemoteServer(RemoteConfig(request_timeout=units(20)), rooted.manager)
+        async with remote:
+            sock = SeedClient(remote.port)
+
+            async def send(request_id: str, project_path: str) -> dict[str, Any]:
+                request = {
+                    "request_id": request_id,
+                    "input": {"File": {"filename": "f.txt", "data": b64(b"hi")}},
+                    "config": {"save_files_to": "project", "project_path": project_path},
+                }
+                return dict(await call(sock.request, request))
+
+            ok = await send("rel", "sub")
+            assert ok["error"] is None, ok
+            session = rooted.manager.get(ok["session_id"])
+            assert session.project_path == str((root / "sub").resolve())
+            assert (root / "sub" / "f.txt").read_bytes() == b"hi"
+            for request_id, path, needle in [
+                ("out", str(tmp_path / "no" / "such"), "is outside the allowed root"),
+                ("up", "../rooted", "is outside the allowed root"),
+                ("gone", "missing", "does not exist"),
+                ("nul", "sub\x00x", "NUL"),
+            ]:
+                answer = await send(request_id, path)
+                assert answer["request_id"] == request_id
+                assert answer["error"].startswith("processing_error: "), answer
+                assert needle in answer["error"], answer
+            assert rooted.manager.count() == 1
+            sock.close()
+
+
 async def test_instructions_list_output_cancel_projects(
     command: CommandServer, remote: RemoteServer, client: SeedClient, tmp_path: Path
 ) -> None:

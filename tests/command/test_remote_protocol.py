@@ -38,6 +38,7 @@ from arp.command.remote_protocol import (
     token_usage,
 )
 from arp.command.server import CommandServer
+from arp.errors import ArpError
 
 
 def parse(obj: Any, *, limit: int = 1 << 20) -> Any:
@@ -421,6 +422,41 @@ async def test_the_service_shares_the_http_apis_history_readers(tmp_path: Path) 
         service = remote_service(args, server)
         assert service is not None
         assert service.history is server.app[READERS_KEY]
+
+
+def test_project_folder_follows_the_session_managers_rules(tmp_path: Path) -> None:
+    # remote._project_folder mirrors SessionManager._project until the manager has a public
+    # form of it: the same folder, or the same message, for every kind of path.
+    from arp.agents.sessions import SessionConfig, SessionManager
+    from arp.command.remote import _project_folder
+
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "file").write_text("x")
+    for allowed_root in (root, None):
+        manager = SessionManager(SessionConfig(allowed_root=allowed_root))
+        for requested in (
+            None,
+            "  ",
+            "sub",
+            str(root / "sub"),
+            "missing",
+            "file",
+            "../elsewhere",
+            str(tmp_path),
+            "sub\x00x",
+            "sub\ud800",
+        ):
+            try:
+                expected: Path | str = manager._project(requested)
+            except ArpError as exc:
+                expected = exc.message
+            try:
+                got: Path | str = _project_folder(manager, requested)
+            except RequestError as exc:
+                assert exc.kind == "processing_error"
+                got = exc.message
+            assert got == expected, (allowed_root, requested)
 
 
 def test_flags_use_the_shared_argument_types(capsys: pytest.CaptureFixture[str]) -> None:
