@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from arp.agents.errors import BadRequest, Conflict, Forbidden, SessionNotFound
+from arp.agents.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    SessionNotFound,
+    TooManySessions,
+)
 from arp.agents.sessions import SessionConfig, SessionManager, StartRequest
 from tests.conftest import units
 from tests.fakes.install import install_fakes
@@ -239,3 +245,31 @@ async def test_wait_does_not_swallow_a_cancel_that_lands_as_the_run_ends(tmp_pat
         run.task.add_done_callback(lambda _: waiter.cancel())
         with pytest.raises(asyncio.CancelledError):
             await waiter
+
+
+async def test_the_oldest_finished_sessions_are_evicted_beyond_the_bound(tmp_path: Path) -> None:
+    sessions = tmp_path / "data" / "sessions"
+    async with SessionManager(config(tmp_path, max_kept_sessions=2)) as manager:
+        ids = []
+        for _ in range(3):
+            session = await manager.start_session(StartRequest("codex", "events=1"))
+            await manager.wait(session.session_id, units(5))
+            ids.append(session.session_id)
+        assert manager.count() == 2
+        with pytest.raises(SessionNotFound):
+            manager.get(ids[0])
+        assert sorted(p.name for p in sessions.iterdir()) == sorted(ids[1:])
+        # Running sessions are never evicted: with both slots running, a third is a 429.
+        slow = [
+            await manager.start_session(StartRequest("codex", f"events=1000 sleep={units(0.05)}"))
+            for _ in range(2)
+        ]
+        assert {s.session_id for s in manager.list()} == {s.session_id for s in slow}
+        with pytest.raises(TooManySessions):
+            await manager.start_session(StartRequest("codex", "events=1"))
+        for s in slow:
+            await manager.cancel(s.session_id)
+    # A restart with a lower bound keeps the newest only, and removes the others' files.
+    async with SessionManager(config(tmp_path, max_kept_sessions=1)) as manager:
+        assert [s.session_id for s in manager.list()] == [slow[-1].session_id]
+        assert [p.name for p in sessions.iterdir()] == [slow[-1].session_id]

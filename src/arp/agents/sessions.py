@@ -44,6 +44,9 @@ the remote TCP protocol are adapters over it. Public interface::
   environment plus ``ARP_SESSION_ID=<session id>`` and `SessionConfig.extra_env`, stdin from
   /dev/null and cwd = the project path (default: ``allowed_root``, else arpc's cwd). When the
   child exits, whatever is left of its process group is killed, so nothing outlives a run.
+- Retention: at most ``max_kept_sessions`` sessions are kept. Starting one more evicts the
+  oldest finished ones (as a delete would: their stored files go too); a 429 comes only when
+  every kept session is running. A restart with a lower bound evicts the oldest likewise.
 - Storage, when ``data_dir`` is set: ``<data_dir>/sessions/<session_id>/session.json`` (state,
   rewritten atomically on each change) and ``events.jsonl`` (one event a line). `start()` loads
   them; a session that was ``running`` becomes ``interrupted``, and if the agent that arpc
@@ -101,7 +104,8 @@ class SessionConfig:
     max_sessions: int = 8
     """Runs going on at once (beyond: 429)."""
     max_kept_sessions: int = 10_000
-    """Sessions kept, running or not (beyond: 429 until some are deleted)."""
+    """Sessions kept, running or not: a new one beyond this evicts the oldest finished ones
+    (their files too); 429 only when every kept session is running."""
     allowed_root: Path | None = None
     """Project paths must lie under this folder (beyond: 403)."""
     max_prompt_bytes: int = 256 * 1024
@@ -513,6 +517,7 @@ class SessionManager(Service):
         project = self._project(request.project_path)
         binary = executor.find_binary(self.config.binaries.get(executor.name))
         self._check_capacity(new_session=True)
+        evicted = self._evict_for_one_more()
         session_id = str(uuid.uuid4())
         folder = (
             self.config.data_dir / "sessions" / session_id
@@ -539,6 +544,9 @@ class SessionManager(Service):
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
             raise
+        finally:
+            if evicted:
+                await asyncio.to_thread(_remove_folders, evicted)
         return entry.snapshot()
 
     async def send_message(
@@ -622,10 +630,35 @@ class SessionManager(Service):
                 f"{self.config.max_sessions} sessions are already running (--max-sessions); "
                 "wait for one to end or cancel one"
             )
-        if new_session and len(self._entries) >= self.config.max_kept_sessions:
+        if (
+            new_session
+            and len(self._entries) >= self.config.max_kept_sessions
+            and self.running_count() >= self.config.max_kept_sessions
+        ):
             raise TooManySessions(
-                f"{self.config.max_kept_sessions} sessions are stored; delete some first"
+                f"{self.config.max_kept_sessions} sessions are kept and all are running"
             )
+
+    def _evict_for_one_more(self) -> builtins.list[Path]:
+        """Forgets the oldest finished sessions so one more fits under ``max_kept_sessions``;
+        their folders, returned, are for the caller to remove off the event loop."""
+        excess = len(self._entries) + 1 - max(1, self.config.max_kept_sessions)
+        if excess <= 0:
+            return []
+        finished = sorted(
+            (e for e in self._entries.values() if e.run is None and not e.deleting),
+            key=lambda e: e.created_at,
+        )
+        folders = []
+        for entry in finished[:excess]:
+            log.info("session %s: evicted (--max-kept-sessions)", entry.session_id)
+            entry.deleted = True
+            self._entries.pop(entry.session_id, None)
+            entry.log.close()
+            entry.changed()
+            if entry.folder is not None:
+                folders.append(entry.folder)
+        return folders
 
     def _project(self, requested: str | None) -> Path:
         root = self.config.allowed_root.resolve() if self.config.allowed_root else None
@@ -1017,7 +1050,13 @@ class SessionManager(Service):
                 continue
             loaded.append(entry)
         loaded.sort(key=lambda e: e.created_at)
-        for entry in loaded[-self.config.max_kept_sessions :]:
+        keep = max(1, self.config.max_kept_sessions)
+        for entry in loaded[:-keep]:
+            # Beyond the bound (it was lowered since): the oldest are evicted, files and all.
+            entry.log.close()
+            if entry.folder is not None:
+                shutil.rmtree(entry.folder, ignore_errors=True)
+        for entry in loaded[-keep:]:
             self._entries[entry.session_id] = entry
             if entry.status == "running":
                 _stop_leftover(entry)
@@ -1131,6 +1170,11 @@ async def _wait_at_most(awaitable: Awaitable[Any], timeout: float) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout):
             await asyncio.shield(awaitable)
+
+
+def _remove_folders(folders: builtins.list[Path]) -> None:
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _check_still_a_folder(path: str) -> None:
