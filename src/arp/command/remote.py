@@ -110,7 +110,6 @@ class RemoteConfig:
     """Where the private temporary folders of attachments are made (None: the system's)."""
     parse_in_thread: int = 256 * 1024
     """Lines at least this long are decoded in a worker thread (keeps the loop responsive)."""
-    history_concurrency: int = 4
     token: str | None = None
     """The shared secret every request must carry as ``"token"`` (None: no check)."""
 
@@ -251,7 +250,7 @@ class RemoteServer(Service):
         self.config = config
         self.manager = manager
         self._history = history
-        self._history_gate = asyncio.Semaphore(config.history_concurrency)
+        self._history_gate: asyncio.Semaphore | None = None
         self.budget = MemoryBudget(config.max_memory)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -358,6 +357,13 @@ class RemoteServer(Service):
             raise RequestError("processing_error", exc.message) from None
 
     async def in_thread(self, call: Callable[[], Any]) -> Any:
+        """``call`` (history reading) in a worker thread, a bounded number at once.
+
+        The bound is the readers' own ``max_concurrency``, as the HTTP API's and MCP's, but each
+        face still has its own gate (HistoryReaders exposes none to share yet).
+        """
+        if self._history_gate is None:
+            self._history_gate = asyncio.Semaphore(self.history.limits.max_concurrency)
         async with self._history_gate:
             return await asyncio.to_thread(call)
 
