@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from arp.agents.eventlog import INDEX_EVERY, EventLog, line_seq
 from arp.agents.events import Draft
 
@@ -72,3 +74,22 @@ def test_memory_only_log_is_bounded() -> None:
 def test_line_seq() -> None:
     assert line_seq('{"seq":12,"ts":1}') == 12
     assert line_seq(json.dumps({"ts": 1, "seq": 3})) == 3
+
+
+def test_a_failed_store_leaves_no_gap_in_the_numbering(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    log = EventLog(tmp_path / "file" / "events.jsonl")
+    with pytest.raises(OSError):
+        log.append([Draft("text", text="a")], run=0, now=0.0)
+    assert log.last_seq == 0 and log.lines_after(0, 10) == []
+
+
+def test_a_line_with_a_lone_surrogate_is_stored_and_read_back(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "events.jsonl")
+    log.append([Draft("text", text="a")], run=0, now=0.0)
+    log.append([Draft("text", text="half \ud83d", raw_text='"\ud83d"', raw="x")], run=0, now=0.0)
+    log.append([Draft("text", text="b")], run=0, now=0.0)
+    assert [seq for seq, _ in log.lines_after(0, 10)] == [1, 2, 3]
+    log.flush()
+    again = EventLog(tmp_path / "events.jsonl")
+    assert [e.text for e in again.events_after(0, 10)] == ["a", "half \ud83d", "b"]

@@ -137,8 +137,12 @@ class EventLog:
         after_seq = max(after_seq, 0)
         if self._tail and self._tail[0][0] <= after_seq + 1:
             start = after_seq + 1 - self._tail[0][0]
-            end = min(len(self._tail), start + limit)
-            return [self._tail[i] for i in range(start, end)]
+            if start < len(self._tail) and self._tail[start][0] == after_seq + 1:
+                end = min(len(self._tail), start + limit)
+                return [self._tail[i] for i in range(start, end)]
+            # Numbering has no gaps (append counts a seq only once stored); should one appear
+            # anyway, a filter is slower but never skips or repeats a line.
+            return [item for item in self._tail if item[0] > after_seq][:limit]
         if self.path is None or not self.path.exists():
             # Memory-only and fallen out of the tail: those events are gone; start at the tail.
             return list(self._tail)[:limit]

@@ -591,8 +591,11 @@ class SessionManager(Service):
         """Stops the session if it runs, then forgets it and removes its stored output."""
         entry = self._entry(session_id)
         entry.deleting = True
-        # A loop, not an if: whatever started while we waited is stopped too before we forget it.
-        while entry.run is not None:
+        # A loop, not an if: whatever started while we waited is stopped too before we forget
+        # it; each run is cancelled once (a run that outlasts its cancel is not waited forever).
+        stopped: builtins.list[_Run] = []
+        while entry.run is not None and all(entry.run is not run for run in stopped):
+            stopped.append(entry.run)
             await self.cancel(session_id)
         entry.deleted = True
         self._entries.pop(session_id, None)
