@@ -273,3 +273,20 @@ async def test_the_oldest_finished_sessions_are_evicted_beyond_the_bound(tmp_pat
     async with SessionManager(config(tmp_path, max_kept_sessions=1)) as manager:
         assert [s.session_id for s in manager.list()] == [slow[-1].session_id]
         assert [p.name for p in sessions.iterdir()] == [slow[-1].session_id]
+
+
+class _BrokenPumpManager(SessionManager):
+    """A manager whose stdout pump dies at once: the bug the run must survive."""
+
+    async def _pump(self, entry, run, stream, parser):  # type: ignore[no-untyped-def]
+        if parser is not None:
+            raise RuntimeError("pump bug")
+        await super()._pump(entry, run, stream, parser)
+
+
+async def test_a_run_whose_pump_died_is_stopped_not_left_running(tmp_path: Path) -> None:
+    binary = printing_cli(tmp_path, "claude", claude_text(json.dumps("x" * 10_000)) * 1000 + RESULT)
+    async with _BrokenPumpManager(config(tmp_path, binaries={"claude": binary})) as manager:
+        session = await manager.start_session(StartRequest("claude", "hi"))
+        final = await manager.wait(session.session_id, units(10))
+        assert final.status == "failed" and manager.running_count() == 0
