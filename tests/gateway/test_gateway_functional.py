@@ -105,6 +105,8 @@ async def test_message_without_id_is_dropped(
 ) -> None:
     token = await register(http, gateway, "a1")
     agent = await RawAgent.connect(http, gateway, "a1", token)
+    assert (await post_task(http, gateway, "a1", "t1")).status == 202
+    await agent.send(m.ack([(await agent.next("task"))["message_id"]]))
     anonymous = m.log("t1", 0, "no id")
     del anonymous["message_id"]
     await agent.send(anonymous)

@@ -7,7 +7,8 @@ Rules (docs/gateway.md has the full protocol):
 - `task`, `task_cancel` (gateway → agent) and `log`, `status`, `result` (agent → gateway) are
   *reliable*: the sender keeps each in its `Outbox` until an `ack` naming its id arrives, and sends
   it again after a reconnect. The receiver acks only after it has durably handled the message, and
-  drops a repeat by `message_id` (a `DedupWindow` here, plus Redis on the gateway).
+  drops a repeat by `message_id` (a `DedupWindow` here, plus Redis on the gateway). Message ids
+  are unique per agent, not globally (the gateway keys its window by agent and message id).
 - `heartbeat` and `ack` are never acknowledged themselves.
 - Ids of reliable agent messages are derived from what they describe (`<task>:log:<seq>`,
   `<task>:result`), so an agent that restarted and replays a task's events produces the same ids,

@@ -31,7 +31,7 @@ from arp.gateway import messages as m
 from arp.gateway.config import GatewayConfig
 from arp.gateway.metrics import GatewayMetrics
 from arp.gateway.poller import TaskPoller
-from arp.gateway.store import RedisUnavailable, Store
+from arp.gateway.store import DUPLICATE, REFUSED, RedisUnavailable, Store
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +118,10 @@ class AgentConnection:
             text = await self.outbound.get()
             await self.ws.send_str(text)
 
-    async def _write(self, batch: list[dict[str, Any]], now: float) -> list[bool] | None:
-        """Which messages were new, or None when Redis failed (nothing acked: agents resend)."""
+    async def _write(
+        self, batch: list[dict[str, Any]], now: float
+    ) -> list[tuple[str, float | None]] | None:
+        """Each message's verdict, or None when Redis failed (nothing acked: agents resend)."""
         try:
             return await self.gateway.store.write_messages(self.agent_id, batch, now)
         except RedisUnavailable as exc:
@@ -140,24 +142,36 @@ class AgentConnection:
                     while len(batch) < bounds.max_write_batch and not self.inbound.empty():
                         batch.append(self.inbound.get_nowait())
                     now = gateway.clock()
-                    fresh = await self._write(batch, now)
-                if fresh is not None:
+                    verdicts = await self._write(batch, now)
+                if verdicts is not None:
                     break
                 # Head of line: this batch is retried before anything later from this agent,
                 # so a Redis outage does not reorder its entries. The bounded queue behind it
                 # pushes back on the agent's socket meanwhile.
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, bounds.redis_retry_max)
-            finished: list[str] = []
-            for message, is_new in zip(batch, fresh, strict=True):
-                gateway.seen.add(message["message_id"])
-                if not is_new:
+            for message, (verdict, started) in zip(batch, verdicts, strict=True):
+                gateway.seen.add(seen_key(self.agent_id, message["message_id"]))
+                if verdict == DUPLICATE:
                     gateway.metrics.duplicates += 1
-                elif message["type"] == m.RESULT:
-                    finished.append(message["task_id"])
+                elif verdict == REFUSED:
+                    # Acked all the same: resending it could never make it this agent's task.
+                    gateway.metrics.drop("unassigned_task")
+                    log.warning(
+                        "agent %s: %s for task %s dropped: the task is not (or no longer) "
+                        "this agent's",
+                        self.agent_id,
+                        message["type"],
+                        message["task_id"],
+                    )
+                elif message["type"] == m.RESULT and started is not None:
+                    gateway.metrics.task_duration.observe(max(0.0, now - started))
             self.send(m.ack([message["message_id"] for message in batch]))
-            if finished:
-                await gateway.finish_tasks(self.agent_id, finished, now)
+
+
+def seen_key(agent_id: str, message_id: str) -> str:
+    """The in-memory duplicate window's key: message ids are only unique per agent."""
+    return f"{agent_id} {message_id}"
 
 
 class Gateway:
@@ -435,16 +449,6 @@ class Gateway:
             return False
         return True
 
-    async def finish_tasks(self, agent_id: str, task_ids: list[str], now: float) -> None:
-        try:
-            started = await self.store.finish_tasks(agent_id, task_ids)
-        except RedisUnavailable as exc:
-            log.warning("agent %s: finished tasks not recorded: %s", agent_id, exc)
-            return
-        for at in started:
-            if at is not None:
-                self.metrics.task_duration.observe(max(0.0, now - at))
-
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(
             text=self.metrics.render(),
@@ -597,7 +601,7 @@ class Gateway:
                 )
         elif kind == m.HEARTBEAT:
             pass
-        elif message["message_id"] in self.seen:
+        elif seen_key(connection.agent_id, message["message_id"]) in self.seen:
             self.metrics.duplicates += 1
             connection.send(m.ack([message["message_id"]]))
         else:

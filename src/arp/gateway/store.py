@@ -6,13 +6,18 @@ Keys (all under `redis.prefix`):
     agent:<id>              HASH  name, labels (JSON), token_hash, registered_at, status,
                                   last_heartbeat
     outbox:<id>             HASH  message_id → JSON of a task/task_cancel not yet acked by the agent
-    tasks:<id>              HASH  task_id → unix time it was handed over (the agent's running tasks)
-    seen:<message_id>       STRING, with a TTL: this agent message is already in its stream
+    tasks:<id>              HASH  task_id → unix time it was handed over (the agent's running
+                                  tasks: only these may send log/status/result; removed by the
+                                  task's result)
+    marks:<id>:<task_id>    HASH, with a TTL: `log` → the highest log seq written, and one field
+                                  per status message id written; the task's result replaces
+                                  them all with `done`
     agent_logs, agent_results, agent_status   STREAMs, trimmed with MAXLEN ~
 
-A stream write and its `seen:` marker are one Lua script, so a message is in its stream exactly
-once however often an agent resends it. Every command has a deadline; a failure raises
-`RedisUnavailable` (503) and flips the `redis_up` gauge, and the next success flips it back.
+A stream write and its marks are one Lua script, so a message is in its stream exactly once however
+often an agent resends it; the marks are one small hash per running task, not one key per message.
+Every command has a deadline; a failure raises `RedisUnavailable` (503) and flips the `redis_up`
+gauge, and the next success flips it back.
 """
 
 from __future__ import annotations
@@ -36,27 +41,72 @@ from arp.gateway.metrics import GatewayMetrics
 T = TypeVar("T")
 
 
-# One call writes a whole batch: ARGV[4] is a JSON array of [stream index, message id, field,
-# value, ...]; one argument keeps redis-py's per-argument packing off the hot path. The `seen:`
-# keys are built in the script, so the gateway needs one Redis (not Redis Cluster).
+# One call writes a whole batch: ARGV[5] is a JSON array of [stream index, task id, mark,
+# seq, final, field, value, ...]; one argument keeps redis-py's per-argument packing off the hot
+# path. Keys are built in the script, so the gateway needs one Redis (not Redis Cluster).
+#
+# Per entry, in this order (a mid-script error, e.g. OOM, must never leave a mark without its entry,
+# or the resend would be taken for a duplicate and lost):
+#   1. check: a task id not in tasks:<agent> → '0' if its result was written, else 'x' (never
+#      handed to this agent); a log whose seq is not above the task's high-water mark, or a
+#      status already marked → '0';
+#   2. XADD;
+#   3. mark: the log high-water mark or the status id in marks:<agent>:<task> (expiring), or, for a
+#      result, forget the task and its marks but `done`: later resends are duplicates by step 1.
+# An empty task id is the gateway's own agent-level status: written, never checked or marked.
+# The answer per entry: '1' written, '0' duplicate, 'x' refused; a written result adds when its
+# task was handed over ('1<unix time>').
 _WRITE_SCRIPT = """
 local ttl = tonumber(ARGV[1])
 local maxlen = ARGV[2]
-local seen = ARGV[3]
-local batch = cjson.decode(ARGV[4])
+local tasks = ARGV[3]
+local marks = ARGV[4]
+local batch = cjson.decode(ARGV[5])
 local out = {}
-for i, entry in ipairs(batch) do
-  if redis.call('SET', seen .. entry[2], '1', 'NX', 'EX', ttl) then
-    local args = {KEYS[entry[1]], 'MAXLEN', '~', maxlen, '*'}
-    for j = 3, #entry do args[#args + 1] = entry[j] end
-    redis.call('XADD', unpack(args))
-    out[i] = '1'
-  else
-    out[i] = '0'
+for i, e in ipairs(batch) do
+  local task, mark, seq, final = e[2], e[3], tonumber(e[4]), e[5]
+  local key = marks .. task
+  local verdict = '1'
+  if task ~= '' then
+    if redis.call('HEXISTS', tasks, task) == 0 then
+      if redis.call('HEXISTS', key, 'done') == 1 then verdict = '0' else verdict = 'x' end
+    elseif seq >= 0 then
+      local hwm = redis.call('HGET', key, 'log')
+      if hwm and seq <= tonumber(hwm) then verdict = '0' end
+    elseif redis.call('HEXISTS', key, mark) == 1 then
+      verdict = '0'
+    end
   end
+  if verdict == '1' then
+    local args = {KEYS[e[1]], 'MAXLEN', '~', maxlen, '*'}
+    for j = 6, #e do args[#args + 1] = e[j] end
+    redis.call('XADD', unpack(args))
+    if task ~= '' then
+      if final == 1 then
+        local started = redis.call('HGET', tasks, task)
+        redis.call('HDEL', tasks, task)
+        redis.call('DEL', key)
+        redis.call('HSET', key, 'done', '1')
+        redis.call('EXPIRE', key, ttl)
+        verdict = '1' .. (started or '')
+      else
+        if seq >= 0 then
+          redis.call('HSET', key, 'log', seq)
+        else
+          redis.call('HSET', key, mark, '1')
+        end
+        redis.call('EXPIRE', key, ttl)
+      end
+    end
+  end
+  out[i] = verdict
 end
-return table.concat(out)
+return out
 """
+
+NEW = "new"
+DUPLICATE = "duplicate"
+REFUSED = "refused"
 
 
 class RedisUnavailable(ArpError):
@@ -145,27 +195,44 @@ class Store:
 
     async def write_messages(
         self, agent_id: str, batch: Sequence[dict[str, Any]], now: float
-    ) -> list[bool]:
-        """Append each log/status/result to its stream once; True where it was new."""
+    ) -> list[tuple[str, float | None]]:
+        """Append each log/status/result to its stream once: (NEW, when its task was handed over
+        if it was a result), (DUPLICATE, None) or (REFUSED, None) for a task not this agent's."""
         if not batch:
             return []
         entries: list[list[str | int]] = []
         for message in batch:
-            entry: list[str | int] = [self._stream_index[message["type"]], message["message_id"]]
+            kind = message["type"]
+            seq = int(message["seq"]) if kind == m.LOG else -1
+            entry: list[str | int] = [
+                self._stream_index[kind],
+                str(message["task_id"]),
+                str(message["message_id"]),
+                seq,
+                1 if kind == m.RESULT else 0,
+            ]
             for name, value in m.stream_fields(agent_id, message, now).items():
                 entry += (name, value)
             entries.append(entry)
         args = [
             int(self.config.dedup_ttl),
             self.config.stream_maxlen,
-            self.key("seen", ""),
+            self.key("tasks", agent_id),
+            self.key("marks", agent_id, ""),
             json.dumps(entries, separators=(",", ":"), ensure_ascii=False),
         ]
         keys = self._stream_keys
         started = time.perf_counter()
         flags = await self._call("stream write", lambda: self._script(keys=keys, args=args))
         self.metrics.redis_write.observe(time.perf_counter() - started)
-        return [flag == "1" for flag in str(flags)]
+        verdicts: list[tuple[str, float | None]] = []
+        for flag in flags:
+            text = str(flag)
+            if text.startswith("1"):
+                verdicts.append((NEW, float(text[1:]) if len(text) > 1 else None))
+            else:
+                verdicts.append((DUPLICATE if text == "0" else REFUSED, None))
+        return verdicts
 
     async def write_agent_status(self, agent_id: str, state: str, detail: str, now: float) -> None:
         """An agent-level status entry (`task_id` empty): online, offline."""
@@ -293,16 +360,3 @@ class Store:
 
     async def acked_outbound(self, agent_id: str, ids: Sequence[str]) -> None:
         await self._call("ack", lambda: self.redis.hdel(self.key("outbox", agent_id), *ids))
-
-    async def finish_tasks(self, agent_id: str, task_ids: Sequence[str]) -> list[float | None]:
-        """Forget finished tasks; returns when each was handed over (None if unknown)."""
-        tasks = self.key("tasks", agent_id)
-
-        async def run() -> list[float | None]:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hmget(tasks, list(task_ids))
-                pipe.hdel(tasks, *task_ids)
-                started, _ = await pipe.execute()
-            return [float(value) if value is not None else None for value in started]
-
-        return await self._call("finish tasks", run)
