@@ -68,7 +68,8 @@ class Http(asyncio.Protocol):
     async def bulk(self):
         size = os.path.getsize(BULK)
         self.transport.set_write_buffer_limits(high=4 << 20)
-        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % size)
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+        self.transport.write(head % size)
         with open(BULK, "rb") as f:
             while chunk := f.read(1 << 20):
                 await self.can_write.wait()
@@ -77,7 +78,8 @@ class Http(asyncio.Protocol):
 
 
 async def main():
-    server = await asyncio.get_running_loop().create_server(Http, "127.0.0.1", int(sys.argv[1]), backlog=4096)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Http, "127.0.0.1", int(sys.argv[1]), backlog=4096)
     print("target ready", flush=True)
     await server.serve_forever()
 
