@@ -148,6 +148,47 @@ def write_rich_claude_session(claude_dir: Path, cwd: str, start: float) -> None:
     os.utime(path, (mtime, mtime))
 
 
+def write_claude_answer(
+    claude_dir: Path, cwd: str, session_id: str, question: str, answer: str, start: float
+) -> None:
+    """A Claude conversation of one question and one text answer (the answer is Markdown)."""
+    common = {
+        "isSidechain": False,
+        "userType": "external",
+        "cwd": cwd,
+        "sessionId": session_id,
+        "version": "2.0.14",
+        "gitBranch": "main",
+    }
+    records = [
+        {
+            "parentUuid": None,
+            **common,
+            "type": "user",
+            "uuid": "q1",
+            "timestamp": trees.iso(start),
+            "message": {"role": "user", "content": question},
+        },
+        {
+            "parentUuid": "q1",
+            **common,
+            "type": "assistant",
+            "uuid": "a1",
+            "timestamp": trees.iso(start + 1),
+            "message": {
+                "id": "msg_a1",
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-sonnet-4-5",
+                "content": [{"type": "text", "text": answer}],
+            },
+        },
+    ]
+    folder = claude_dir / "projects" / trees.encode(cwd)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{session_id}.jsonl").write_text("".join(trees.line(r) for r in records))
+
+
 def write_history(home: Path) -> HistoryReaders:
     """Two Claude projects (the newer one with the rich conversation), a Codex and a Gemini one."""
     claude, codex, gemini = home / ".claude", home / ".codex", home / ".gemini"
@@ -170,6 +211,8 @@ class ConsoleStack:
     client: Client
     project: Path
     relay_config: RelayConfig
+    home: Path
+    """Where the fixture history lives (`home/.claude`, …): a test may add conversations."""
     restarts: list[Relay] = field(default_factory=list)
 
     @property
@@ -200,7 +243,8 @@ class ConsoleStack:
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[ConsoleStack]:
-    history = write_history(tmp_path / "home")
+    home = tmp_path / "home"
+    history = write_history(home)
     project = tmp_path / "project"
     project.mkdir()
     server = CommandServer(fake_config(tmp_path), history=history)
@@ -234,7 +278,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[ConsoleStack]:
     )
     await client.start()
     await client.wait_registered(units(5))
-    stack = ConsoleStack(relay, server, client, project, fixed)
+    stack = ConsoleStack(relay, server, client, project, fixed, home)
     try:
         yield stack
     finally:

@@ -149,25 +149,176 @@ function badge(status) {
 }
 
 // --- Markdown (a safe subset, built as DOM) -----------------------------------------------------
+//
+// Agent output and stored conversations come through here, so the parser has to stay fast on
+// any input: the block patterns are anchored and have no quantifiers that overlap, inline spans
+// are found by one left-to-right scan that never looks for the same missing closer twice, and
+// a line longer than MD_LINE_MAX (or text beyond MD_TEXT_MAX) is shown as it is.
 
+const MD_LINE_MAX = 20000;
+const MD_TEXT_MAX = 500000;
+const MD_DEPTH_MAX = 8; // nested quotes, and emphasis inside emphasis
 const FENCE = /^\s{0,3}(`{3,}|~{3,})\s*([\w+#.-]*)/;
-const HEADING = /^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$/;
-const RULE = /^\s{0,3}([-*_])(\s*\1){2,}\s*$/;
+const HEADING = /^\s{0,3}(#{1,6})\s+([\s\S]*)/;
 const QUOTE = /^\s{0,3}>\s?/;
-const ITEM = /^\s{0,6}([-*+]|\d{1,9}[.)])\s+(.*)$/;
-const TABLE_SEP = /^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$/;
-const INLINE = new RegExp(
-  [
-    "(`+)([\\s\\S]*?[^`])\\1(?!`)", // 1,2 code
-    "\\*\\*(?=\\S)([\\s\\S]*?\\S)\\*\\*", // 3 bold
-    "__(?=\\S)([\\s\\S]*?\\S)__", // 4 bold
-    "~~(?=\\S)([\\s\\S]*?\\S)~~", // 5 strike
-    "\\*(?=[^\\s*])([^*]*?[^\\s*])\\*", // 6 italic
-    "(?<![\\w])_(?=[^\\s_])([^_]*?[^\\s_])_(?![\\w])", // 7 italic
-    "\\[([^\\]\\n]+)\\]\\(\\s*([^)\\s]+)\\s*\\)", // 8,9 link
-    "(https?:\\/\\/[^\\s<>()\\[\\]]*[^\\s<>()\\[\\].,;:!?'\"])", // 10 bare URL
-  ].join("|"),
-);
+const ITEM = /^\s{0,6}([-*+]|\d{1,9}[.)])\s+([\s\S]*)/;
+const URL_BODY = /[^\s<>()[\]]*/y;
+const URL_TRAILER = ".,;:!?'\"";
+
+const isSpace = (c) => c !== undefined && /\s/.test(c);
+const isWord = (c) => c !== undefined && /\w/.test(c);
+
+/** A heading's text without its closing #s (only a run after a space, or the whole text). */
+function headingText(text) {
+  const trimmed = text.trimEnd();
+  let end = trimmed.length;
+  while (end > 0 && trimmed[end - 1] === "#") end--;
+  const closed = end < trimmed.length && (end === 0 || isSpace(trimmed[end - 1]));
+  return (closed ? trimmed.slice(0, end) : trimmed).trim();
+}
+
+/** "---", "* * *", "___": three or more of one mark, spaces allowed, indented at most 3. */
+function isRule(line) {
+  if (line.length - line.trimStart().length > 3) return false;
+  return /^([-*_])\1{2,}$/.test(line.replace(/\s+/g, ""));
+}
+
+function tableRow(line) {
+  let cells = line.trim();
+  if (cells.startsWith("|")) cells = cells.slice(1);
+  if (cells.endsWith("|")) cells = cells.slice(0, -1);
+  return cells.split("|").map((cell) => cell.trim());
+}
+
+/** A table's separator line: "|---|:--:|". */
+const isTableSep = (line) => tableRow(line).every((cell) => /^:?-{2,}:?$/.test(cell));
+
+/**
+ * Finds the closing delimiters of one line's inline spans. The scan only moves forward, and a
+ * delimiter with no closer after one point has none after any later point, so each search that
+ * fails is made once: the whole line costs a bounded number of passes, whatever it holds.
+ */
+class Closers {
+  constructor(text) {
+    this.text = text;
+    this.missing = new Map(); // delimiter -> the position from which it was searched in vain
+    this.found = new Map(); // single character -> its first position after the last search
+    this.runs = null; // backtick run length -> [start positions], built on first use
+    this.cursors = new Map();
+    this.targets = new Map(); // "]" position -> the link target after it, or null
+  }
+
+  /** The first `delim` at or after `from` that follows a non-space, or -1 (for ** __ ~~). */
+  emphasis(delim, from) {
+    if (this.missing.get(delim) <= from) return -1;
+    let j = this.text.indexOf(delim, from);
+    while (j >= 0 && isSpace(this.text[j - 1])) j = this.text.indexOf(delim, j + 1);
+    if (j < 0) this.missing.set(delim, from);
+    return j;
+  }
+
+  /** The first `char` at or after `from` (callers ask with growing `from`), or -1. */
+  next(char, from) {
+    const known = this.found.get(char);
+    if (known !== undefined && (known < 0 || known >= from)) return known;
+    const j = this.text.indexOf(char, from);
+    this.found.set(char, j);
+    return j;
+  }
+
+  /** Where the next run of exactly `length` backticks starts at or after `from`, or -1. */
+  codeCloser(length, from) {
+    if (!this.runs) {
+      this.runs = new Map();
+      const pattern = /`+/g;
+      for (let m = pattern.exec(this.text); m; m = pattern.exec(this.text)) {
+        if (!this.runs.has(m[0].length)) this.runs.set(m[0].length, []);
+        this.runs.get(m[0].length).push(m.index);
+      }
+    }
+    const starts = this.runs.get(length) || [];
+    let cursor = this.cursors.get(length) || 0;
+    while (cursor < starts.length && starts[cursor] < from) cursor++;
+    this.cursors.set(length, cursor);
+    return cursor < starts.length ? starts[cursor] : -1;
+  }
+
+  /** The link target in "(…)" right after the "]" at `close`: one word, spaces around allowed. */
+  linkTarget(close) {
+    if (!this.targets.has(close)) {
+      let target = null;
+      if (this.text[close + 1] === "(") {
+        const end = this.next(")", close + 2);
+        const url = end < 0 ? "" : this.text.slice(close + 2, end).trim();
+        if (url && !/\s/.test(url)) target = { url, end };
+      }
+      this.targets.set(close, target);
+    }
+    return this.targets.get(close);
+  }
+}
+
+/** The inline span that starts at `i`: {node, end}, or {node: null, end} for plain text. */
+function inlineSpan(text, i, find, depth) {
+  const c = text[i];
+  const after = text[i + 1];
+  if (c === "`") {
+    let run = 1;
+    while (text[i + run] === "`") run++;
+    const close = find.codeCloser(run, i + run);
+    if (close < 0) return { node: null, end: i + run };
+    let body = text.slice(i + run, close);
+    if (body.length > 1 && body.startsWith(" ") && body.endsWith(" ")) body = body.slice(1, -1);
+    return { node: h("code", { text: body }), end: close + run };
+  }
+  if ((c === "*" || c === "_" || c === "~") && after === c && text[i + 2] && !isSpace(text[i + 2])) {
+    const close = find.emphasis(c + c, i + 3);
+    if (close >= 0) {
+      const tag = c === "~" ? "del" : "strong";
+      return { node: h(tag, {}, inline(text.slice(i + 2, close), depth + 1)), end: close + 2 };
+    }
+  }
+  if ((c === "*" || c === "_") && after !== undefined && after !== c && !isSpace(after)) {
+    const close = text.indexOf(c, i + 1); // the span holds no other `c`: at most the gap is read
+    const word = c === "_" && (isWord(text[i - 1]) || isWord(text[close + 1]));
+    if (close > i + 1 && !isSpace(text[close - 1]) && !word) {
+      return { node: h("em", {}, inline(text.slice(i + 1, close), depth + 1)), end: close + 1 };
+    }
+  }
+  if (c === "[") {
+    const close = find.next("]", i + 1);
+    const target = close > i + 1 ? find.linkTarget(close) : null;
+    if (target) return { node: link(text.slice(i + 1, close), target.url), end: target.end + 1 };
+  }
+  if (c === "h" && (text.startsWith("http://", i) || text.startsWith("https://", i))) {
+    const from = text.indexOf("//", i) + 2;
+    URL_BODY.lastIndex = from;
+    let end = from + URL_BODY.exec(text)[0].length;
+    while (end > from && URL_TRAILER.includes(text[end - 1])) end--;
+    if (end > from) return { node: link(text.slice(i, end), text.slice(i, end)), end };
+  }
+  return { node: null, end: i + 1 };
+}
+
+/** Inline Markdown of one line: code, bold, italic, strike-through, links, bare URLs. */
+function inline(text, depth = 0) {
+  if (depth >= MD_DEPTH_MAX || text.length > MD_LINE_MAX) return [text];
+  const out = [];
+  const find = new Closers(text);
+  let plain = 0; // where the text not yet output starts
+  let i = 0;
+  while (i < text.length) {
+    const span = inlineSpan(text, i, find, depth);
+    if (span.node) {
+      if (i > plain) out.push(text.slice(plain, i));
+      out.push(span.node);
+      plain = span.end;
+    }
+    i = span.end;
+  }
+  if (plain < text.length) out.push(text.slice(plain));
+  return out;
+}
 
 function safeHref(url) {
   try {
@@ -184,54 +335,48 @@ function link(text, url) {
   return h("a", { href, target: "_blank", rel: "noopener noreferrer", text });
 }
 
-function inline(text) {
-  const out = [];
-  let rest = text;
-  let guard = 0;
-  while (rest && guard++ < 10000) {
-    const m = INLINE.exec(rest);
-    if (!m) break;
-    if (m.index > 0) out.push(rest.slice(0, m.index));
-    if (m[1] !== undefined) out.push(h("code", { text: m[2].replace(/^ (.*) $/s, "$1") }));
-    else if (m[3] !== undefined) out.push(h("strong", {}, inline(m[3])));
-    else if (m[4] !== undefined) out.push(h("strong", {}, inline(m[4])));
-    else if (m[5] !== undefined) out.push(h("del", {}, inline(m[5])));
-    else if (m[6] !== undefined) out.push(h("em", {}, inline(m[6])));
-    else if (m[7] !== undefined) out.push(h("em", {}, inline(m[7])));
-    else if (m[8] !== undefined) out.push(link(m[8], m[9]));
-    else if (m[10] !== undefined) out.push(link(m[10], m[10]));
-    rest = rest.slice(m.index + m[0].length);
-  }
-  if (rest) out.push(rest);
-  return out;
+/** A line's text without its trailing spaces (no pattern: a long run of spaces costs nothing). */
+function trimSpaces(line) {
+  let end = line.length;
+  while (end > 0 && line[end - 1] === " ") end--;
+  return line.slice(0, end);
 }
 
 /** Inline Markdown for a paragraph's lines: a soft break is a space, "  " or "\\" at the end a <br>. */
 function inlineLines(lines) {
   const out = [];
   lines.forEach((line, i) => {
-    const hard = / {2,}$|\\$/.test(line);
-    out.push(inline(hard ? line.replace(/ {2,}$|\\$/, "") : line));
+    const spaces = line.endsWith("  ");
+    const hard = spaces || line.endsWith("\\");
+    out.push(inline(spaces ? trimSpaces(line) : hard ? line.slice(0, -1) : line));
     if (i < lines.length - 1) out.push(hard ? h("br") : " ");
   });
   return out;
 }
 
-function tableRow(line) {
-  let cells = line.trim();
-  if (cells.startsWith("|")) cells = cells.slice(1);
-  if (cells.endsWith("|")) cells = cells.slice(0, -1);
-  return cells.split("|").map((cell) => cell.trim());
-}
-
-/** Renders Markdown text into a <div class="md">. */
-function markdown(text) {
+/** Renders Markdown text into a <div class="md">; past MD_TEXT_MAX, the rest is plain text. */
+function markdown(text, depth = 0) {
   const root = h("div", { class: "md" });
-  const lines = String(text ?? "").replace(/\r\n?/g, "\n").split("\n");
+  let source = String(text ?? "");
+  let rest = "";
+  if (source.length > MD_TEXT_MAX) {
+    const cut = source.lastIndexOf("\n", MD_TEXT_MAX);
+    const at = cut > 0 ? cut : MD_TEXT_MAX;
+    rest = source.slice(at);
+    source = source.slice(0, at);
+  }
+  const lines = source.replace(/\r\n?/g, "\n").split("\n");
+  const long = (line) => line.length > MD_LINE_MAX;
+  const quote = (line) => depth < MD_DEPTH_MAX && QUOTE.test(line);
   let i = 0;
   while (i < lines.length) {
     const line = lines[i];
     if (!line.trim()) {
+      i++;
+      continue;
+    }
+    if (long(line)) {
+      root.append(h("p", { text: line }));
       i++;
       continue;
     }
@@ -248,26 +393,29 @@ function markdown(text) {
     }
     const heading = HEADING.exec(line);
     if (heading) {
-      root.append(h(`h${heading[1].length}`, {}, inline(heading[2])));
+      root.append(h(`h${heading[1].length}`, {}, inline(headingText(heading[2]))));
       i++;
       continue;
     }
-    if (RULE.test(line)) {
+    if (isRule(line)) {
       root.append(h("hr"));
       i++;
       continue;
     }
-    if (QUOTE.test(line)) {
+    if (quote(line)) {
       const body = [];
-      while (i < lines.length && QUOTE.test(lines[i])) body.push(lines[i++].replace(QUOTE, ""));
-      root.append(h("blockquote", {}, markdown(body.join("\n")).childNodes));
+      while (i < lines.length && !long(lines[i]) && quote(lines[i])) {
+        body.push(lines[i++].replace(QUOTE, ""));
+      }
+      root.append(h("blockquote", {}, [...markdown(body.join("\n"), depth + 1).childNodes]));
       continue;
     }
-    if (line.includes("|") && i + 1 < lines.length && TABLE_SEP.test(lines[i + 1])) {
+    const row = (at) => at < lines.length && !long(lines[at]) && lines[at].includes("|");
+    if (row(i) && row(i + 1) && isTableSep(lines[i + 1])) {
       const head = tableRow(line);
       i += 2;
       const rows = [];
-      while (i < lines.length && lines[i].includes("|") && lines[i].trim()) rows.push(tableRow(lines[i++]));
+      while (row(i) && lines[i].trim()) rows.push(tableRow(lines[i++]));
       root.append(
         h(
           "table",
@@ -283,13 +431,13 @@ function markdown(text) {
       const ordered = /\d/.test(item[1]);
       const list = h(ordered ? "ol" : "ul");
       if (ordered && parseInt(item[1], 10) !== 1) list.setAttribute("start", parseInt(item[1], 10));
-      while (i < lines.length) {
+      while (i < lines.length && !long(lines[i])) {
         const m = ITEM.exec(lines[i]);
         if (!m || /\d/.test(m[1]) !== ordered) break;
         const body = [m[2]];
         i++;
         // Continuation lines: indented, not a new item or block.
-        while (i < lines.length && /^\s{2,}\S/.test(lines[i]) && !ITEM.exec(lines[i])) {
+        while (i < lines.length && !long(lines[i]) && /^\s{2,}\S/.test(lines[i]) && !ITEM.test(lines[i])) {
           body.push(lines[i++].trim());
         }
         list.append(h("li", {}, inlineLines(body)));
@@ -301,9 +449,10 @@ function markdown(text) {
     while (
       i < lines.length &&
       lines[i].trim() &&
+      !long(lines[i]) &&
       !FENCE.test(lines[i]) &&
       !HEADING.test(lines[i]) &&
-      !QUOTE.test(lines[i]) &&
+      !quote(lines[i]) &&
       !(para.length && ITEM.test(lines[i]))
     ) {
       para.push(lines[i++]);
@@ -311,6 +460,7 @@ function markdown(text) {
     if (!para.length) para.push(lines[i++]);
     root.append(h("p", {}, inlineLines(para)));
   }
+  if (rest) root.append(h("pre", { class: "wrap" }, h("code", { text: rest })));
   return root;
 }
 
