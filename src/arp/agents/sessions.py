@@ -85,7 +85,11 @@ from arp.agents.errors import (
 from arp.agents.eventlog import EventLog
 from arp.agents.events import Draft, Event, StreamParser, Usage
 from arp.agents.executors import Executor, RunSpec, get_executor
+from arp.agents.spawn import Child, spawn
 from arp.lifecycle import Service
+
+_READER_LIMIT = 2**16
+"""A child's stdout/stderr reader buffer (asyncio's default for subprocess pipes)."""
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +281,7 @@ class _Run:
 
     def __init__(self, number: int) -> None:
         self.number = number
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: Child | None = None
         self.task: asyncio.Task[None] | None = None
         self.stopping: asyncio.Task[None] | None = None
         self.cancel_requested = False
@@ -787,14 +791,12 @@ class SessionManager(Service):
             if run.cancel_requested or run.interrupt_requested:
                 return  # stopped before it started
             try:
-                process = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
+                # Started off the loop: a fork in the loop thread stalled every request.
+                process = await spawn(
+                    argv,
                     cwd=entry.project_path,
                     env=self._child_env(entry),
-                    start_new_session=True,
+                    limit=_READER_LIMIT,
                 )
             except OSError as exc:
                 error = f"could not start {argv[0]}: {exc}"
@@ -835,7 +837,7 @@ class SessionManager(Service):
     async def _wait_child(
         self,
         entry: _Entry,
-        process: asyncio.subprocess.Process,
+        process: Child,
         pumps: builtins.list[asyncio.Task[None]],
     ) -> int:
         """The child's exit code, watching its pumps too: a pump that died (it never should)
