@@ -5,14 +5,30 @@ script write never taken for a duplicate."""
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
 
 import aiohttp
+import pytest
+from aiohttp import web
 
+from arp.agents.sessions import SessionConfig, SessionManager
 from arp.gateway import messages as m
+from arp.gateway.agent import AgentLoop, AgentOptions
 from arp.gateway.config import GatewayConfig
 from arp.gateway.server import Gateway
 from tests.conftest import units
-from tests.gateway.conftest import RawAgent, RedisServer, post_task, register, stream
+from tests.gateway.conftest import (
+    RawAgent,
+    RedisServer,
+    base,
+    gateway_config,
+    post_task,
+    register,
+    stream,
+)
 
 
 async def assigned_agent(
@@ -137,3 +153,175 @@ async def test_a_failed_script_write_is_retried_not_taken_for_a_duplicate(
         client.close()
     assert [e["data"] for e in stream(redis_server, config, "agent_logs")] == ["kept"]
     await agent.close()
+
+
+# -- H2: no message can jam a channel ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["😀" * 5000, '"' * 9000, "\\" * 9000, "a" * 9000, "é\n" * 4000])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda text: m.log("t1", 7, text),
+        lambda text: m.status("t1", "failed", text),
+        lambda text: m.result("t1", 1, text, {"input_tokens": 1}),
+    ],
+)
+def test_fit_cuts_by_encoded_bytes(build: Any, text: str) -> None:
+    limit = 4096
+    message = build(text)
+    assert m.encoded_size(message) > limit
+    fitted = m.fit(message, limit)
+    assert limit - 8 <= m.encoded_size(fitted) <= limit
+    assert fitted["truncated"] is True
+    field = {"log": "data", "status": "detail", "result": "text"}[message["type"]]
+    assert text.startswith(fitted[field]) and fitted[field]
+    assert m.fit(m.log("t1", 0, "short"), limit) == m.log("t1", 0, "short")
+
+
+def test_fit_drops_a_huge_usage_before_giving_up() -> None:
+    message = m.result("t1", 0, "done", {"blob": "x" * 10_000})
+    fitted = m.fit(message, 1024)
+    assert fitted["usage"] == {} and fitted["text"] == "done"
+
+
+async def test_oversize_agent_message_is_acked_and_dropped_not_resent_forever(
+    redis_server: RedisServer, http: aiohttp.ClientSession
+) -> None:
+    config = gateway_config(redis_server.url, max_message_size=4096)
+    async with Gateway(config) as gateway:
+        agent = await assigned_agent(http, gateway, "a1", "t1")
+        big = m.log("t1", 0, "😀" * 1500)  # 1500 characters, 6000 bytes as UTF-8
+        await agent.ws.send_str(m.encode(big))
+        await agent.wait_acked({big["message_id"]})
+        bad = m.log("t1", 1, "x")
+        bad["seq"] = "one"
+        await agent.send(bad)
+        await agent.wait_acked({bad["message_id"]})
+        fine = m.log("t1", 2, "fine")
+        await agent.send(fine)
+        await agent.wait_acked({fine["message_id"]})
+        assert "a1" in gateway.connections
+        text = gateway.metrics.render()
+        assert 'arp_gateway_dropped_messages_total{reason="too_large"} 1' in text
+        assert 'arp_gateway_dropped_messages_total{reason="bad_field"} 1' in text
+        assert [e["data"] for e in stream(redis_server, config, "agent_logs")] == ["fine"]
+        await agent.close()
+
+
+async def test_a_task_too_large_for_the_agent_is_refused_with_413(
+    redis_server: RedisServer, http: aiohttp.ClientSession
+) -> None:
+    config = gateway_config(redis_server.url, max_message_size=4096)
+    async with Gateway(config) as gateway:
+        agent = await assigned_agent(http, gateway, "a1")
+        body = {"task_id": "t1", "executor": "claude", "prompt": '"' * 3000}  # 6 KB encoded
+        async with http.post(base(gateway) + "/api/agents/a1/tasks/", json=body) as reply:
+            assert reply.status == 413, await reply.text()
+            assert "max_message_size" in (await reply.json())["error"]
+        assert (await post_task(http, gateway, "a1", "t2")).status == 202
+        assert (await agent.next("task"))["task_id"] == "t2"
+        client = redis_server.client()
+        try:
+            assert list(client.hkeys(config.redis.prefix + "outbox:a1")) == ["task:t2"]
+        finally:
+            client.close()
+        await agent.close()
+
+
+HUGE_CLAUDE = """\
+import json
+print(json.dumps({"type": "system", "subtype": "init", "session_id": "fake-1"}), flush=True)
+text = {"type": "text", "text": "\\U0001F600" * 30000}
+print(json.dumps({"type": "assistant", "message": {"content": [text]}}), flush=True)
+print(json.dumps({"type": "result", "subtype": "success", "is_error": False,
+                  "result": '"' * 50000, "usage": {"input_tokens": 1}}), flush=True)
+"""
+
+
+async def test_agent_cuts_huge_output_to_the_message_limit(
+    redis_server: RedisServer, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    limit = 64 * 1024
+    config = gateway_config(redis_server.url, max_message_size=limit)
+    claude = tmp_path / "claude"
+    claude.write_text(f"#!{sys.executable}\n{HUGE_CLAUDE}")
+    claude.chmod(0o755)
+    session_config = SessionConfig(
+        data_dir=tmp_path / "state" / "sessions",
+        binaries={"claude": str(claude)},
+        sigint_grace=units(0.5),
+        sigterm_grace=units(0.5),
+    )
+    async with Gateway(config) as gateway, SessionManager(session_config) as sessions:
+        token = await register(http, gateway, "a1")
+        options = AgentOptions(
+            gateway=f"ws://127.0.0.1:{gateway.port}",
+            agent_id="a1",
+            token=token,
+            state_dir=tmp_path / "state",
+            heartbeat_interval=units(0.5),
+            ack_timeout=units(0.5),
+            backoff_initial=units(0.05),
+            backoff_max=units(0.3),
+            max_message_size=limit,
+        )
+        async with AgentLoop(options, sessions) as agent:
+            await asyncio.wait_for(agent.connected.wait(), units(5))
+            assert (await post_task(http, gateway, "a1", "t1")).status == 202
+            async with asyncio.timeout(units(15)):
+                while not stream(redis_server, config, "agent_results") or agent.tasks:
+                    await asyncio.sleep(units(0.05))
+            assert agent.connections == 1, "the link never broke on an oversize message"
+    [result] = stream(redis_server, config, "agent_results")
+    assert 0 < len(result["text"]) < 50000 and set(result["text"]) == {'"'}
+    logs = stream(redis_server, config, "agent_logs")
+    texts = [json.loads(e["data"]) for e in logs if e["stream"] == "text"]
+    assert len(texts) == 1 and texts[0]["truncated"] is True
+    assert 0 < len(texts[0]["text"]) < 30000 and set(texts[0]["text"]) == {"\U0001f600"}
+    assert "too_large" not in gateway.metrics.render()
+
+
+async def test_agent_acks_a_task_it_can_never_run(tmp_path: Path) -> None:
+    """A gateway → agent message that is invalid or over the agent's limit is acked and dropped
+    by the agent, so the gateway's outbox does not redeliver it on every reconnect."""
+    received: list[dict[str, Any]] = []
+    done = asyncio.Event()
+    bad = {"type": "task", "message_id": "task:x", "task_id": "no spaces allowed", "prompt": ""}
+    big = m.TaskSpec("t2", "claude", "😀" * 1500).to_message()  # 6 KB over a 4 KB limit
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(protocols=("agent-token",))
+        await ws.prepare(request)
+        await ws.send_str(m.encode(bad))
+        await ws.send_str(m.encode(big))
+        async for frame in ws:
+            message = json.loads(frame.data)
+            received.append(message)
+            acked = {i for r in received if r["type"] == "ack" for i in r["ack_ids"]}
+            if {"task:x", "task:t2"} <= acked:
+                done.set()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws/agent/a1", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    options = AgentOptions(
+        gateway=f"ws://127.0.0.1:{port}",
+        agent_id="a1",
+        token="t",
+        state_dir=tmp_path,
+        heartbeat_interval=units(0.5),
+        max_message_size=4096,
+    )
+    sessions: Any = object()  # never asked: neither task is run
+    try:
+        async with AgentLoop(options, sessions) as agent:
+            await asyncio.wait_for(done.wait(), units(5))
+            assert agent.tasks == {} and agent.connections == 1
+    finally:
+        await runner.cleanup()

@@ -75,6 +75,8 @@ class AgentOptions:
     max_unacked: int = 10_000
     """Messages waiting for an ack; a task's output pauses while this many wait."""
     max_message_size: int = 1024 * 1024
+    """Keep equal to the gateway's `agent.max_message_size`: every message sent is cut to fit it
+    (encoded bytes), and a larger one received is acked and dropped."""
     connect_timeout: float = Timeouts().connect
     backoff_initial: float = Timeouts().backoff_initial
     backoff_max: float = Timeouts().backoff_max
@@ -287,7 +289,9 @@ class AgentLoop:
             protocols=(auth.SUBPROTOCOL, self.options.token),
             timeout=aiohttp.ClientWSTimeout(ws_close=self.options.connect_timeout),
             heartbeat=self.options.heartbeat_interval,
-            max_msg_size=self.options.max_message_size,
+            # Twice the limit: a larger task is still read, to be acked and dropped (never
+            # redelivered forever); beyond this the connection closes.
+            max_msg_size=2 * self.options.max_message_size,
             autoclose=True,
         )
         self.connections += 1
@@ -336,9 +340,13 @@ class AgentLoop:
 
     def _receive(self, raw: str) -> None:
         try:
+            if m.oversize(raw, self.options.max_message_size):
+                raise m.too_large(raw, self.options.max_message_size)
             message = m.parse(raw, allowed=m.TO_AGENT)
         except m.DroppedMessage as exc:
             log.warning("gateway message dropped: %s", exc.message)
+            if exc.message_id is not None:
+                self._send_now(m.ack([exc.message_id]))  # it can never be processed: no resend
             return
         kind = message["type"]
         if kind == m.ACK:
@@ -430,12 +438,33 @@ class AgentLoop:
             log.error("task %s: reporting failed", task_id, exc_info=task.exception())
 
     async def _queue(self, message: dict[str, Any]) -> None:
-        """Keep `message` until acked, waiting while the outbox is full."""
+        """Keep `message` until acked, waiting while the outbox is full; cut to fit the gateway's
+        message limit first (a message the gateway refuses would be resent forever)."""
+        try:
+            message = m.fit(message, self.options.max_message_size)
+        except m.DroppedMessage as exc:
+            log.error("not sent: %s", exc.message)
+            return
         while self.outbox.full:
             self._space.clear()
             await self._space.wait()
         self.outbox.add(message)
         self._wake.set()
+
+    def _log_message(self, task_id: str, event: Event) -> dict[str, Any]:
+        """The event's `log` message, its data still one valid JSON line when cut to fit."""
+        message = m.log(
+            task_id, event.seq, _event_data(event, self.options.max_log_data), event.kind
+        )
+        limit = self.options.max_message_size
+        if m.encoded_size(message) <= limit:
+            return message
+        text = event.text or event.to_line()
+
+        def build(n: int) -> dict[str, Any]:
+            return m.log(task_id, event.seq, _short_data(event, text[:n]), event.kind)
+
+        return m.largest_fitting(build, len(text), limit) or message  # else `fit` cuts `data`
 
     async def _report(self, task_id: str, session_id: str | None, error: str | None) -> None:
         """Stream one task's events, then its final state and one result."""
@@ -446,10 +475,9 @@ class AgentLoop:
         await self._queue(m.status(task_id, "running"))
         final_text = ""
         usage: dict[str, Any] = {}
-        limit = self.options.max_log_data
         try:
             async for event in self.sessions.follow(session_id, 0):
-                await self._queue(m.log(task_id, event.seq, _event_data(event, limit), event.kind))
+                await self._queue(self._log_message(task_id, event))
                 if event.kind == "result":
                     final_text = event.text or ""
                     if event.usage is not None:
@@ -471,8 +499,13 @@ def _event_data(event: Event, limit: int) -> str:
     line = event.to_line()
     if len(line) <= limit:
         return line
+    return _short_data(event, (event.text or line)[: limit // 2])
+
+
+def _short_data(event: Event, text: str) -> str:
+    """An event cut short: its place in the log, `truncated`, and the head of its text."""
     short: dict[str, Any] = {"seq": event.seq, "ts": event.ts, "run": event.run, "kind": event.kind}
-    short.update(truncated=True, text=(event.text or line)[: limit // 2])
+    short.update(truncated=True, text=text)
     return json.dumps(short, ensure_ascii=False, separators=(",", ":"))
 
 

@@ -21,7 +21,7 @@ import json
 import re
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -53,9 +53,12 @@ TASK_STATES = frozenset(
 class DroppedMessage(RemoteProtocolError):
     """A message that is not processed; `reason` is the metrics label."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, message_id: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self.message_id = message_id
+        """The dropped message's id when it had a usable one: the receiver acks it, so the sender
+        stops resending a message that can never be processed."""
 
 
 def new_message_id() -> str:
@@ -126,13 +129,36 @@ def parse(raw: str | bytes, *, allowed: frozenset[str]) -> dict[str, Any]:
         raise DroppedMessage("missing_message_id", "a message without message_id is dropped")
     if len(message_id) > MAX_ID_LENGTH:
         raise DroppedMessage("bad_field", f"message_id is longer than {MAX_ID_LENGTH} characters")
-    kind = message.get("type")
-    if not isinstance(kind, str) or kind not in KNOWN:
-        raise DroppedMessage("unknown_type", f"unknown message type {kind!r}")
-    if kind not in allowed:
-        raise DroppedMessage("unexpected_type", f"{kind!r} is not sent in this direction")
-    _validate(kind, message)
+    try:
+        kind = message.get("type")
+        if not isinstance(kind, str) or kind not in KNOWN:
+            raise DroppedMessage("unknown_type", f"unknown message type {kind!r}")
+        if kind not in allowed:
+            raise DroppedMessage("unexpected_type", f"{kind!r} is not sent in this direction")
+        _validate(kind, message)
+    except DroppedMessage as exc:
+        exc.message_id = message_id
+        raise
     return message
+
+
+def too_large(raw: str, max_bytes: int) -> DroppedMessage:
+    """The drop of a frame over the message limit, with its id if one can be read (to ack it)."""
+    message_id: str | None = None
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        message = None
+    if isinstance(message, dict):
+        found = message.get("message_id")
+        if isinstance(found, str) and found and len(found) <= MAX_ID_LENGTH:
+            message_id = found
+    return DroppedMessage("too_large", f"a message is larger than {max_bytes} bytes", message_id)
+
+
+def oversize(raw: str, max_bytes: int) -> bool:
+    """Whether a received text frame is over `max_bytes` encoded (cheap when clearly not)."""
+    return len(raw) > max_bytes or (4 * len(raw) > max_bytes and len(raw.encode()) > max_bytes)
 
 
 def _validate(kind: str, message: dict[str, Any]) -> None:
@@ -280,6 +306,57 @@ def stream_fields(agent_id: str, message: dict[str, Any], now: float) -> dict[st
             usage=json.dumps(message.get("usage") or {}, separators=(",", ":")),
         )
     return fields
+
+
+def encoded_size(message: dict[str, Any]) -> int:
+    """Bytes of `message` on the wire (the size a receiver's message limit is checked against)."""
+    return len(encode(message).encode("utf-8", "surrogatepass"))
+
+
+def largest_fitting(
+    build: Callable[[int], dict[str, Any]], length: int, max_bytes: int
+) -> dict[str, Any] | None:
+    """`build(n)` for the largest n in 0..length whose encoding fits `max_bytes` (None: not even
+    n = 0 fits). `build` must grow with n; a binary search, so ~log2(length) encodings."""
+    if encoded_size(build(0)) > max_bytes:
+        return None
+    low, high = 0, length
+    while low < high:
+        middle = (low + high + 1) // 2
+        if encoded_size(build(middle)) <= max_bytes:
+            low = middle
+        else:
+            high = middle - 1
+    return build(low)
+
+
+_TRUNCATABLE = {LOG: "data", STATUS: "detail", RESULT: "text"}
+
+
+def fit(message: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """`message`, or a copy whose free text (log `data`, status `detail`, result `text`) is cut
+    so the encoded message is at most `max_bytes`, marked `"truncated": true`. Cutting counts
+    encoded bytes, not characters: 4-byte emoji and escaped quotes take what they take.
+    A message that cannot be made to fit (its other fields alone are too large) raises
+    `DroppedMessage("too_large")`: sending it would only be refused, again and again."""
+    if encoded_size(message) <= max_bytes:
+        return message
+    field = _TRUNCATABLE.get(message.get("type", ""))
+    value = message.get(field, "") if field else ""
+    if field is not None and isinstance(value, str):
+        base = dict(message, truncated=True)
+        if message.get("type") == RESULT and encoded_size(dict(base, text="")) > max_bytes:
+            base["usage"] = {}  # a usage object too large to send is the first thing to go
+
+        def build(n: int) -> dict[str, Any]:
+            return dict(base, **{field: value[:n]})
+
+        fitted = largest_fitting(build, len(value), max_bytes)
+        if fitted is not None:
+            return fitted
+    raise DroppedMessage(
+        "too_large", f"{message.get('type')} {message.get('message_id')} exceeds {max_bytes} bytes"
+    )
 
 
 class DedupWindow:

@@ -71,6 +71,10 @@ class TooMany(ArpError):
     status = 429
 
 
+class PayloadTooLarge(ArpError):
+    status = 413
+
+
 class ShuttingDown(ArpError):
     status = 503
 
@@ -424,6 +428,13 @@ class Gateway:
 
     async def dispatch(self, agent_id: str, message: dict[str, Any]) -> None:
         """Hand a task or cancel to a connected agent, kept in its outbox until acked."""
+        size, limit = m.encoded_size(message), self.config.agent.max_message_size
+        if size > limit:
+            # The agent could never read it; queued, it would be redelivered forever.
+            raise PayloadTooLarge(
+                f"the task is {size} bytes as a WebSocket message; agents accept at most {limit} "
+                "(agent.max_message_size)"
+            )
         connection = self.connections.get(agent_id)
         if connection is None:
             if await self.store.get_agent(agent_id) is None:
@@ -493,7 +504,9 @@ class Gateway:
         agent_id = await self._authenticate(request)
         ws = web.WebSocketResponse(
             protocols=(auth.SUBPROTOCOL,),
-            max_msg_size=self.config.agent.max_message_size,
+            # Twice the limit: a message over it is still read, to be acked and dropped (an agent
+            # would otherwise resend it forever); beyond twice the connection closes with 1009.
+            max_msg_size=2 * self.config.agent.max_message_size,
             autoping=True,
             heartbeat=None,
         )
@@ -579,10 +592,16 @@ class Gateway:
 
     async def _receive(self, connection: AgentConnection, raw: str) -> None:
         try:
+            limit = self.config.agent.max_message_size
+            if m.oversize(raw, limit):
+                raise m.too_large(raw, limit)
             message = m.parse(raw, allowed=m.FROM_AGENT)
         except m.DroppedMessage as exc:
             self.metrics.drop(exc.reason)
             log.warning("agent %s: message dropped: %s", connection.agent_id, exc.message)
+            if exc.message_id is not None:
+                # Acked: it can never be processed, so it must not be resent forever.
+                connection.send(m.ack([exc.message_id]))
             return
         kind = message["type"]
         self.metrics.count_in(kind)
