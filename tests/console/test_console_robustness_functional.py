@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from playwright.async_api import expect
+from playwright.async_api import Page, expect
 
 from tests.console.conftest import TOKEN, ConsoleStack, PageFactory, write_claude_answer
+from tests.console.test_console_functional import open_console, seqs, start_run, wait_status
 
 HOSTILE_ID = "0b1c2d3e-4f50-4617-8899-aabbccddeeff"
 N = 4000
@@ -48,3 +49,56 @@ async def test_hostile_markdown_renders_without_freezing_the_page(
     await expect(answer.locator("p").first).to_have_text("a" + "`" * N + "a")
     # The page still answers.
     assert await page.evaluate("1 + 1") == 2
+
+
+KEEP_EVENTS = 2000
+"""What console.js keeps of a run (KEEP_EVENTS there); EARLIER_PAGE (500) more per click."""
+
+
+async def items(page: Page) -> list[int]:
+    """The seq of each top-level item of the run's list (a call holds its result inside)."""
+    values = await page.locator("#events > li").evaluate_all(
+        "els => els.map(e => Number(e.dataset.seq))"
+    )
+    return [int(v) for v in values]
+
+
+async def test_a_long_run_keeps_its_newest_events_and_shows_earlier_ones_on_request(
+    stack: ConsoleStack, new_page: PageFactory
+) -> None:
+    page = await new_page()
+    await open_console(page, stack)
+    pieces = KEEP_EVENTS + 700
+    session_id = await start_run(page, stack, f"fast={pieces}")
+    await expect(page.locator("#run-status .badge")).to_have_text("completed", timeout=20_000)
+    await expect(page.locator("#live")).to_have_attribute("data-state", "ended")
+    final = await wait_status(stack, session_id, "completed")
+    last = final["last_seq"]
+    assert last > KEEP_EVENTS + 700
+
+    # Watched live from the start: the oldest items left as the newest arrived.
+    await expect(page.locator("#events > li")).to_have_count(KEEP_EVENTS)
+    shown = await seqs(page)
+    assert shown == list(range(shown[0], last + 1))  # the newest, no gap, no duplicate
+    earlier = page.get_by_role("button", name="Show earlier")
+    await expect(earlier).to_be_visible()
+
+    # A reload fetches only the newest ones.
+    await page.reload()
+    await expect(page.locator("#live")).to_have_attribute("data-state", "ended")
+    await expect(page.locator("#events [data-seq]")).to_have_count(KEEP_EVENTS)
+    assert await seqs(page) == list(range(last - KEEP_EVENTS + 1, last + 1))
+    assert (await items(page))[0] == last - KEEP_EVENTS + 1
+
+    # Earlier pages come back above, joined without gap or duplicate, until the start.
+    await earlier.click()
+    await expect(page.locator("#events [data-seq]")).to_have_count(KEEP_EVENTS + 500)
+    assert await seqs(page) == list(range(last - KEEP_EVENTS - 499, last + 1))
+    await earlier.click()
+    await expect(earlier).to_be_hidden()
+    await expect(page.get_by_text("are not shown")).to_be_hidden()
+    assert await seqs(page) == list(range(1, last + 1))
+    await expect(page.locator("#events .ev.text").first).to_have_text("fast piece 0")
+    # The tool call near the end holds its result.
+    tool = page.locator("#events details.fold").filter(has_text="Bash")
+    await expect(tool.locator(".state")).to_have_text("✓")

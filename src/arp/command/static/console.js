@@ -23,6 +23,10 @@ const RUNS_POLL_MS = 4000;
 const RECONNECT_FIRST_MS = 500;
 const RECONNECT_MAX_MS = 8000;
 const HISTORY_PAGE = 200;
+const KEEP_EVENTS = 2000; // a run's page keeps its newest events; older ones on request
+const EARLIER_PAGE = 500;
+const MAX_EVENTS_SHOWN = 5000; // however many earlier pages are asked for
+const MAX_OPEN_CALLS = 1000; // tool calls still waiting for their result
 const SEARCH_LIMIT = 1000;
 const PROJECT_PAGE = 50;
 const MAX_HITS = 100;
@@ -891,13 +895,13 @@ async function newRunPage(params) {
  * dropped, so nothing is shown twice.
  */
 class RunStream {
-  constructor(id, { onEvent, onEnd, onState, onLost }) {
+  constructor(id, { after = 0, onEvent, onEnd, onState, onLost }) {
     this.id = id;
     this.onEvent = onEvent;
     this.onEnd = onEnd;
     this.onState = onState;
     this.onLost = onLost;
-    this.lastSeq = 0;
+    this.lastSeq = after;
     this.reconnects = 0;
     this.failures = 0;
     this.source = null;
@@ -1001,7 +1005,10 @@ function roleLine(...parts) {
   return h("div", { class: "role" }, parts);
 }
 
-/** Tool calls by id, so that each result is shown inside the call it answers. */
+/**
+ * Tool calls by id, so that each result is shown inside the call it answers. A call is
+ * forgotten once its result arrived (or its item left the page), and at most MAX_OPEN_CALLS wait.
+ */
 class ToolFolds {
   constructor(pending) {
     this.pending = pending;
@@ -1020,8 +1027,14 @@ class ToolFolds {
       h("div", { class: "label", text: "Input" }),
       h("pre", { class: "wrap" }, h("code", { text: prettyJson(input ?? {}) })),
     ]);
-    if (id) this.calls.set(id, { body: details.lastElementChild, state });
-    return h("li", { class: cls }, details);
+    const item = h("li", { class: cls }, details);
+    if (id) {
+      this.calls.delete(id);
+      this.calls.set(id, { body: details.lastElementChild, state });
+      if (this.calls.size > MAX_OPEN_CALLS) this.calls.delete(this.calls.keys().next().value);
+      item.dataset.toolCall = id;
+    }
+    return item;
   }
 
   /** Puts a result inside its call (and returns null), or gives it an item of its own. */
@@ -1032,36 +1045,95 @@ class ToolFolds {
       h("div", { class: "label", text: isError ? "Error" : "Result" }),
       h("pre", { class: "wrap" }, h("code", { text: text || "(no output)" })),
     );
+    if (isError) result.dataset.error = "";
     const call = id ? this.calls.get(id) : null;
     if (!call) {
       const summary = [h("span", { class: "tool", text: name || "tool result" }), preview(text), when];
-      return h("li", { class: cls }, fold("", summary, result));
+      const item = h("li", { class: cls }, fold("", summary, result));
+      if (id) item.dataset.toolResult = id;
+      return item;
     }
+    this.calls.delete(id);
+    ToolFolds.settle(call, result, isError);
+    return null;
+  }
+
+  /** Shows `result` inside a call's body and marks the call done. */
+  static settle(call, result, isError) {
     call.body.append(result);
     call.state.textContent = isError ? "✗ failed" : "✓";
     call.state.className = `state ${isError ? "bad" : "ok"}`;
-    return null;
+  }
+
+  /** The item of a call left the page: its result will get an item of its own. */
+  forget(item) {
+    if (item.dataset.toolCall) this.calls.delete(item.dataset.toolCall);
   }
 }
 
-/** Renders a run's events into a list; tool results join the call they answer. */
+/**
+ * Renders a run's events into a list; tool results join the call they answer. The list keeps
+ * `limit` items: the oldest leave as new ones arrive. `before` is the seq below which nothing
+ * is shown (0: the run's start is on the page); `prepend` brings earlier events back.
+ */
 class EventView {
-  constructor(list) {
+  constructor(list, { before = 0, onChange = () => {} } = {}) {
     this.list = list;
     this.tools = new ToolFolds("…");
     this.lastText = null;
+    this.before = before;
+    this.limit = KEEP_EVENTS;
+    this.onChange = onChange;
   }
 
   add(event) {
-    const el = this.render(event);
+    const el = this.item(event, this.tools);
+    if (el) this.list.append(el);
+    if (this.list.childElementCount > this.limit) this.trim();
+  }
+
+  item(event, tools) {
+    const el = this.render(event, tools);
     if (el) {
       el.dataset.seq = event.seq;
       el.dataset.kind = event.kind;
-      this.list.append(el);
     }
+    return el;
   }
 
-  render(event) {
+  /** Drops the oldest items down to the limit. */
+  trim() {
+    while (this.list.childElementCount > this.limit) {
+      const first = this.list.firstElementChild;
+      this.tools.forget(first);
+      first.remove();
+    }
+    this.before = Number(this.list.firstElementChild.dataset.seq) - 1;
+    this.onChange();
+  }
+
+  /**
+   * Puts earlier events (all below `before`, in order) above the ones shown. A call whose
+   * result is already on the page as an item of its own takes that result in.
+   */
+  prepend(events, before) {
+    const tools = new ToolFolds("…");
+    const items = events.map((event) => this.item(event, tools)).filter(Boolean);
+    const alone = new Map();
+    for (const li of this.list.querySelectorAll("li[data-tool-result]")) alone.set(li.dataset.toolResult, li);
+    for (const [id, call] of tools.calls) {
+      const result = alone.get(id)?.querySelector(".tool-result");
+      if (!result) continue;
+      ToolFolds.settle(call, result, "error" in result.dataset);
+      alone.get(id).remove();
+    }
+    this.list.prepend(...items);
+    this.before = before;
+    this.limit = Math.min(MAX_EVENTS_SHOWN, Math.max(this.limit, this.list.childElementCount));
+    this.onChange();
+  }
+
+  render(event, tools) {
     const when = timeEl(event.ts, { clock: true });
     switch (event.kind) {
       case "prompt": {
@@ -1079,13 +1151,13 @@ class EventView {
       case "thinking":
         return thinkingItem("ev thinking", event.text);
       case "tool_call":
-        return this.tools.call("ev tool", {
+        return tools.call("ev tool", {
           id: event.tool_id,
           name: event.tool_name,
           input: event.tool_input,
         });
       case "tool_result":
-        return this.tools.result("ev tool", {
+        return tools.result("ev tool", {
           id: event.tool_id,
           name: event.tool_name,
           text: event.text,
@@ -1184,6 +1256,9 @@ async function runPage(id) {
   const cancel = h("button", { class: "btn danger", type: "button", id: "cancel", text: "Cancel run" });
   const remove = h("button", { class: "btn danger", type: "button", id: "delete", text: "Delete" });
   const events = h("ol", { class: "events", id: "events", "aria-label": "Agent output" });
+  const earlier = h("button", { class: "btn small", type: "button", id: "earlier", text: "Show earlier" });
+  const earlierNote = h("span", { class: "hint" });
+  const earlierBar = h("div", { class: "form-actions earlier", hidden: true }, earlier, earlierNote);
   const error = h("p", { class: "form-error", role: "alert", hidden: true });
   const followUp = h("textarea", {
     id: "follow-up",
@@ -1211,12 +1286,37 @@ async function runPage(id) {
       facts,
       h("div", { class: "actions" }, cancel, remove),
     ),
+    earlierBar,
     events,
     composer,
   );
   focusMain();
 
-  const view = new EventView(events);
+  // Only the newest KEEP_EVENTS events are fetched and kept; earlier ones come on request.
+  const start = Math.max(0, (run.last_seq || 0) - KEEP_EVENTS);
+  const showEarlier = () => {
+    const full = events.childElementCount >= MAX_EVENTS_SHOWN;
+    earlierBar.hidden = view.before <= 0;
+    earlier.hidden = full;
+    earlierNote.textContent = full
+      ? `The page shows at most ${number(MAX_EVENTS_SHOWN)} events; earlier ones are not shown.`
+      : `Events before #${view.before + 1} are not shown.`;
+  };
+  const view = new EventView(events, { before: start, onChange: showEarlier });
+  showEarlier();
+  earlier.addEventListener("click", async () => {
+    const before = view.before;
+    const after = Math.max(0, before - Math.min(EARLIER_PAGE, MAX_EVENTS_SHOWN - events.childElementCount));
+    earlier.disabled = true;
+    try {
+      const page = await api(`/api/sessions/${enc(id)}?after=${after}&limit=${before - after}`);
+      if (view.before === before) view.prepend(page.events.filter((e) => e.seq <= before), after);
+    } catch (err) {
+      report(err, error);
+    } finally {
+      earlier.disabled = false;
+    }
+  });
   const show = (state) => {
     run = state;
     status.replaceChildren(badge(run.status));
@@ -1254,6 +1354,7 @@ async function runPage(id) {
   };
 
   const stream = new RunStream(id, {
+    after: start,
     onEvent: (event) => {
       view.add(event);
       if (event.kind === "status" || event.kind === "result") refresh();
