@@ -9,7 +9,9 @@ from arp.relay.cli import build_parser as arps_parser
 
 
 def test_arps_takes_the_gateway_flags() -> None:
-    args = arps_parser().parse_args(["--gateway-port", "0", "--agent-heartbeat-timeout", "5s"])
+    args = arps_parser().parse_args(
+        ["--gateway-port", "0", "--agent-heartbeat-timeout", "5s", "--gateway-host", "127.0.0.1"]
+    )
     config = load_gateway_config(args, environ={})
     assert config.server.port == 0 and config.agent.heartbeat_timeout == 5.0
 

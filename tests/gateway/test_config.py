@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,8 @@ from arp.gateway.config import (
     load_gateway_config,
     parse_duration,
 )
+from arp.gateway.server import Gateway
+from tests.conftest import units
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,7 +43,48 @@ def test_bad_duration_names_the_key(bad: object) -> None:
 
 
 def test_defaults_without_anything() -> None:
-    assert load_gateway_config(parse([]), environ={}) == GatewayConfig()
+    config = load_gateway_config(parse(["--allow-open"]), environ={})
+    assert config == GatewayConfig().replace(auth={"allow_open": True})
+
+
+def test_an_open_control_api_on_all_interfaces_does_not_start() -> None:
+    """0.0.0.0 with neither secret nor token: anyone could run tasks on the agents."""
+    with pytest.raises(ConfigError) as caught:
+        load_gateway_config(parse([]), environ={})
+    text = str(caught.value)
+    for key in ("auth.shared_secret", "control_plane.token", "auth.allow_open", "--allow-open"):
+        assert key in text
+    for args, env in [
+        (["--gateway-host", "127.0.0.1"], {}),
+        (["--gateway-host", "::1"], {}),
+        (["--gateway-host", "localhost"], {}),
+        ([], {"AUTH_SHARED_SECRET": "s"}),
+        (["--control-plane-token", "t"], {}),
+        ([], {"AUTH_ALLOW_OPEN": "true"}),
+    ]:
+        load_gateway_config(parse(args), environ=env)
+    for host in ("", "10.0.0.1", "gateway.example", "::"):
+        with pytest.raises(ConfigError, match="allow_open"):
+            load_gateway_config(parse(["--gateway-host", host]), environ={})
+
+
+async def test_gateway_refuses_to_start_open_before_binding() -> None:
+    gateway = Gateway(GatewayConfig())
+    with pytest.raises(ConfigError, match="allow_open"):
+        await gateway.start()
+    assert gateway.port is None
+
+
+def test_python_m_gateway_says_what_to_set() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "arp.gateway"],
+        capture_output=True,
+        text=True,
+        timeout=units(30),
+        env={k: v for k, v in os.environ.items() if not k.startswith(("AUTH_", "CONTROL_"))},
+    )
+    assert done.returncode == 2
+    assert "auth.allow_open: true" in done.stderr and "AUTH_SHARED_SECRET" in done.stderr
 
 
 def test_file_then_env_then_flags(tmp_path: Path) -> None:
@@ -92,7 +138,10 @@ def test_missing_file_is_clear(tmp_path: Path) -> None:
 
 
 def test_the_example_config_loads() -> None:
-    config = load_gateway_config(parse(["--config", str(REPO / "configs/config.yaml")]), {})
+    example = parse(["--config", str(REPO / "configs/config.yaml")])
+    with pytest.raises(ConfigError, match="allow_open"):
+        load_gateway_config(example, {})  # 0.0.0.0 and no secret yet: refused, saying why
+    config = load_gateway_config(example, {"AUTH_SHARED_SECRET": "s"})
     assert config.server.port == 8080
     assert config.control_plane.task_poll_interval == 5.0
     assert config.auth.clock_skew == 300.0

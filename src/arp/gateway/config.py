@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -112,6 +113,9 @@ class AuthConfig:
     shared_secret: str = ""
     require_signature: bool = False
     clock_skew: float = 300.0
+    allow_open: bool = False
+    """Serve the control API with neither `shared_secret` nor `control_plane.token` on a
+    non-loopback address (anyone reaching the port may then run tasks on agents)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +204,7 @@ _DURATIONS = {
     "redis.timeout",
 }
 _PORTS = {"server.port"}
-_BOOLS = {"auth.require_signature"}
+_BOOLS = {"auth.require_signature", "auth.allow_open"}
 _INTS = {
     "agent.max_connections",
     "agent.max_message_size",
@@ -218,6 +222,7 @@ ENV_KEYS: dict[str, str] = {
     "CONTROL_PLANE_SCOPE": "control_plane.scope",
     "AUTH_SHARED_SECRET": "auth.shared_secret",
     "AUTH_REQUIRE_SIGNATURE": "auth.require_signature",
+    "AUTH_ALLOW_OPEN": "auth.allow_open",
     "REDIS_URL": "redis.url",
 }
 """Environment variable → dotted key (the names the original agent-server used)."""
@@ -256,7 +261,42 @@ def build_config(layers: list[Mapping[str, object]]) -> GatewayConfig:
     config = GatewayConfig(**sections)
     if config.redis.stream_maxlen < 100:
         raise ConfigError("redis.stream_maxlen: must be at least 100")
+    problem = open_control_api(config)
+    if problem is not None:
+        raise ConfigError(problem)
     return config
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps the port on this machine ("" and 0.0.0.0 do not)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def control_api_open(config: GatewayConfig) -> bool:
+    """No shared secret and no bearer token: every control-plane request is accepted."""
+    return not config.auth.shared_secret and not config.control_plane.token
+
+
+def open_control_api(config: GatewayConfig) -> str | None:
+    """Why this configuration must not start (an unauthenticated control API reachable from
+    other machines lets anyone register agents and run tasks on them), or None."""
+    if not control_api_open(config) or is_loopback(config.server.host):
+        return None
+    if config.auth.allow_open:
+        return None
+    return (
+        f"server.host: the control API on {config.server.host or 'all interfaces'} would accept "
+        "requests from anyone (they can register agents and run tasks on them). Set "
+        "auth.shared_secret (env AUTH_SHARED_SECRET, flag --auth-shared-secret) or "
+        "control_plane.token (env CONTROL_PLANE_TOKEN, flag --control-plane-token), or bind "
+        "loopback (server.host: 127.0.0.1, flag --gateway-host 127.0.0.1), or accept the risk "
+        "with auth.allow_open: true (env AUTH_ALLOW_OPEN, flag --allow-open)"
+    )
 
 
 def flatten_yaml(text: str, source: str) -> dict[str, object]:
@@ -306,6 +346,10 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "--auth-shared-secret": ("auth.shared_secret", "HMAC secret for control-plane requests"),
     "--require-signature": ("auth.require_signature", "control-plane requests must be signed"),
     "--clock-skew": ("auth.clock_skew", "allowed age of a signed request, e.g. 300s"),
+    "--allow-open": (
+        "auth.allow_open",
+        "serve the control API without any authentication on a non-loopback address",
+    ),
     "--redis-url": ("redis.url", "Redis for the streams and the agent registry"),
     "--redis-prefix": ("redis.prefix", "prefix of every Redis key and stream"),
 }

@@ -25,10 +25,10 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from arp.errors import ArpError, RemoteProtocolError
+from arp.errors import ArpError, ConfigError, RemoteProtocolError
 from arp.gateway import auth
 from arp.gateway import messages as m
-from arp.gateway.config import GatewayConfig
+from arp.gateway.config import GatewayConfig, control_api_open, is_loopback, open_control_api
 from arp.gateway.metrics import GatewayMetrics
 from arp.gateway.poller import TaskPoller
 from arp.gateway.store import DUPLICATE, REFUSED, RedisUnavailable, Store
@@ -236,6 +236,17 @@ class Gateway:
             raise
 
     async def _start(self) -> None:
+        problem = open_control_api(self.config)
+        if problem is not None:
+            raise ConfigError(problem)
+        if control_api_open(self.config) and not is_loopback(self.config.server.host):
+            log.warning(
+                "SECURITY: auth.allow_open is set: the control API on %s:%s accepts requests "
+                "from anyone, who can run tasks on every agent. Set auth.shared_secret or "
+                "control_plane.token.",
+                self.config.server.host or "*",
+                self.config.server.port,
+            )
         await self.store.start()
         if not await self.store.ping():
             log.warning("Redis at %s is not answering; the gateway starts degraded", self._redis)
