@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from playwright.async_api import Page, expect
 
-from tests.console.conftest import TOKEN, ConsoleStack, PageFactory, write_claude_answer
+from tests.console.conftest import (
+    RICH_ID,
+    RICH_TITLE,
+    TOKEN,
+    ConsoleStack,
+    PageFactory,
+    write_claude_answer,
+)
 from tests.console.test_console_functional import open_console, seqs, start_run, wait_status
 
 HOSTILE_ID = "0b1c2d3e-4f50-4617-8899-aabbccddeeff"
@@ -102,3 +109,33 @@ async def test_a_long_run_keeps_its_newest_events_and_shows_earlier_ones_on_requ
     # The tool call near the end holds its result.
     tool = page.locator("#events details.fold").filter(has_text="Bash")
     await expect(tool.locator(".state")).to_have_text("✓")
+
+
+async def test_a_history_link_naming_no_agent_sends_no_request(
+    stack: ConsoleStack, new_page: PageFactory
+) -> None:
+    """`#/history/<agent>/<id>` once put <agent> into the API path unchecked, so a crafted link
+    could aim the page's GET and its Delete button at any other path of this origin."""
+    code, run = await stack.api(
+        "POST",
+        "/api/sessions",
+        {"executor": "claude", "prompt": "events=1", "projectPath": str(stack.project)},
+    )
+    assert code == 201, run
+    target = run["session_id"]
+    page = await new_page()
+    await open_console(page, stack)
+    paths: list[str] = []
+    page.on("request", lambda request: paths.append(request.url.split("://", 1)[1]))
+    crafted = f"..%2Fsessions%2F{target}%3F"
+    await page.goto(f"{stack.base}/#/history/{crafted}/x")
+    await expect(page.get_by_text("There is no agent called")).to_be_visible()
+    await expect(page.get_by_role("button", name="Delete")).to_have_count(0)
+    await page.goto(f"{stack.base}/#/history/{crafted}")
+    await expect(page.get_by_text("There is no agent called")).to_be_visible()
+    assert not [p for p in paths if target in p], paths
+    code, _ = await stack.api("GET", f"/api/sessions/{target}?limit=1")
+    assert code == 200
+    # The real agents' links still work, ids encoded.
+    await page.goto(f"{stack.base}/#/history/claude/{RICH_ID}")
+    await expect(page.get_by_role("heading", name=RICH_TITLE)).to_be_visible()

@@ -644,8 +644,9 @@ function route() {
   let page;
   if (section === "new") page = newRunPage(params);
   else if (section === "run" && a) page = runPage(a);
-  else if (section === "history" && a && b) page = historySessionPage(a, b);
-  else if (section === "history") page = historyPage(AGENTS.includes(a) ? a : "claude");
+  else if (section === "history" && a && !AGENTS.includes(a)) page = unknownAgentPage(a);
+  else if (section === "history" && b) page = historySessionPage(a, b);
+  else if (section === "history") page = historyPage(a || "claude");
   else page = runsPage();
   page.catch((err) => report(err));
 }
@@ -1665,7 +1666,17 @@ function historyMessage(message, tools) {
   }
 }
 
+/** A link naming no agent we know: it goes nowhere (the name never reaches a request). */
+async function unknownAgentPage(name) {
+  setMain(
+    h("a", { class: "back", href: "#/history/claude", text: "‹ History" }),
+    h("p", { class: "empty", text: `There is no agent called “${name}” (only ${AGENTS.join(", ")}).` }),
+  );
+  focusMain();
+}
+
 async function historySessionPage(agent, sid) {
+  if (!AGENTS.includes(agent)) throw new Error(`unknown agent ${agent}`); // route() checks first
   const backText = `‹ ${AGENT_NAMES[agent] || agent} history`;
   const back = h("a", { class: "back", href: `#/history/${agent}`, text: backText });
   const since = generation;
