@@ -325,3 +325,27 @@ async def test_agent_acks_a_task_it_can_never_run(tmp_path: Path) -> None:
             assert agent.tasks == {} and agent.connections == 1
     finally:
         await runner.cleanup()
+
+
+# -- M3: token rotation ends the old token's connection ----------------------------------------
+
+
+async def test_re_registration_disconnects_the_old_tokens_websocket(
+    gateway: Gateway, http: aiohttp.ClientSession, config: GatewayConfig
+) -> None:
+    old = await register(http, gateway, "a1")
+    agent = await RawAgent.connect(http, gateway, "a1", old)
+    new = await register(http, gateway, "a1")
+    with pytest.raises(ConnectionError):
+        await agent.next("never")
+    assert agent.ws.close_code == 4003
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await RawAgent.connect(http, gateway, "a1", old)
+    assert refused.value.status == 401
+    agent = await RawAgent.connect(http, gateway, "a1", new)
+    # Another node sharing the Redis rotates the token: this node notices at its next sweep.
+    async with Gateway(config) as other:
+        await register(http, other, "a1")
+        with pytest.raises(ConnectionError):
+            await agent.next("never", timeout=units(3))
+    assert agent.ws.close_code == 4003

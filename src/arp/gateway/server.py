@@ -40,6 +40,7 @@ AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CLOSE_REPLACED = 4000
 CLOSE_HEARTBEAT = 4001
 CLOSE_SLOW_CONSUMER = 4002
+CLOSE_TOKEN_ROTATED = 4003
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], timeout: float) -> None:
@@ -83,10 +84,17 @@ class AgentConnection:
     """One agent's live WebSocket: a bounded outbound queue, a writer, a Redis flusher."""
 
     def __init__(
-        self, gateway: Gateway, agent_id: str, ws: web.WebSocketResponse, now: float
+        self,
+        gateway: Gateway,
+        agent_id: str,
+        ws: web.WebSocketResponse,
+        now: float,
+        token_hash: str = "",
     ) -> None:
         self.gateway = gateway
         self.agent_id = agent_id
+        self.token_hash = token_hash
+        """The stored hash of the token it authenticated with: a re-registration changes it."""
         self.ws = ws
         self.last_heartbeat = now
         self.connected_at = now
@@ -381,6 +389,11 @@ class Gateway:
             agent_id, name, labels, auth.hash_token(token), self.clock()
         )
         log.info("agent %s registered%s", agent_id, " again (new token)" if existing else "")
+        connection = self.connections.get(agent_id)
+        if connection is not None:
+            # The old token is revoked: its live WebSocket goes too (other nodes close theirs at
+            # their next cleanup pass, which compares token hashes).
+            connection.close(CLOSE_TOKEN_ROTATED, "re-registered: the agent token changed")
         return web.json_response(
             {"agent_id": agent_id, "name": name, "labels": labels, "token": token},
             status=200 if existing else 201,
@@ -492,7 +505,8 @@ class Gateway:
 
     # -- the agent WebSocket -------------------------------------------------------------------
 
-    async def _authenticate(self, request: web.Request) -> str:
+    async def _authenticate(self, request: web.Request) -> tuple[str, str]:
+        """(agent id, stored token hash) of an agent whose token matches; 401/403 if not."""
         agent_id = self._agent_id(request.match_info["agent_id"])
         token = auth.token_from_subprotocols(request.headers.get("Sec-WebSocket-Protocol", ""))
         if token is None:
@@ -507,12 +521,12 @@ class Gateway:
         if not auth.token_matches(token, data.get("token_hash", "")):
             self.metrics.refuse("bad_token")
             raise auth.AuthError("wrong agent token")
-        return agent_id
+        return agent_id, data.get("token_hash", "")
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         if self._closing:
             raise ShuttingDown("the gateway is shutting down; reconnect shortly")
-        agent_id = await self._authenticate(request)
+        agent_id, token_hash = await self._authenticate(request)
         ws = web.WebSocketResponse(
             protocols=(auth.SUBPROTOCOL,),
             # Twice the limit: a message over it is still read, to be acked and dropped (an agent
@@ -533,7 +547,7 @@ class Gateway:
         previous = self.connections.get(agent_id)
         if previous is not None:
             previous.close(CLOSE_REPLACED, "replaced by a newer connection")
-        connection = AgentConnection(self, agent_id, ws, self.clock())
+        connection = AgentConnection(self, agent_id, ws, self.clock(), token_hash)
         self.connections[agent_id] = connection
         try:
             await self._serve(connection)
@@ -661,5 +675,12 @@ class Gateway:
                 beats[agent_id] = connection.last_heartbeat
         try:
             await self.store.set_heartbeats(beats)
+            hashes = await self.store.token_hashes(list(beats))
         except RedisUnavailable as exc:
             log.warning("heartbeats not recorded: %s", exc)
+            return
+        for agent_id, stored in hashes.items():
+            live = self.connections.get(agent_id)
+            if live is not None and live.token_hash != stored:
+                log.warning("agent %s: token changed (re-registered), disconnected", agent_id)
+                live.close(CLOSE_TOKEN_ROTATED, "re-registered: the agent token changed")

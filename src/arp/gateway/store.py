@@ -313,6 +313,21 @@ class Store:
 
         await self._call("presence", run)
 
+    async def token_hashes(self, agent_ids: Sequence[str]) -> dict[str, str]:
+        """The stored token hash of each agent ("" if it is no longer registered)."""
+        if not agent_ids:
+            return {}
+
+        async def run() -> list[str | None]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for agent_id in agent_ids:
+                    pipe.hget(self.key("agent", agent_id), "token_hash")
+                replies: list[str | None] = await pipe.execute()
+            return replies
+
+        replies = await self._call("token hashes", run)
+        return {agent_id: value or "" for agent_id, value in zip(agent_ids, replies, strict=True)}
+
     async def set_heartbeats(self, beats: dict[str, float]) -> None:
         if not beats:
             return
