@@ -349,3 +349,43 @@ async def test_re_registration_disconnects_the_old_tokens_websocket(
         with pytest.raises(ConnectionError):
             await agent.next("never", timeout=units(3))
     assert agent.ws.close_code == 4003
+
+
+# -- M5: a malformed poll response never ends polling -------------------------------------------
+
+
+async def test_malformed_poll_responses_do_not_stop_polling(
+    redis_server: RedisServer, http: aiohttp.ClientSession
+) -> None:
+    polls = 0
+
+    async def pending(request: web.Request) -> web.Response:
+        nonlocal polls
+        polls += 1
+        if polls == 1:
+            tasks: list[Any] = [{"agent_id": ["a1"], "task_id": "p0", "prompt": "x"}]
+        elif polls == 2:
+            tasks = [{"agent_id": {"a": 1}, "task_id": "p0", "prompt": "x"}, 7, None]
+        else:
+            tasks = [{"agent_id": "a1", "task_id": "p1", "executor": "codex", "prompt": "ok"}]
+        return web.json_response({"tasks": tasks})
+
+    app = web.Application()
+    app.router.add_get("/api/agent-server/tasks/pending/", pending)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    config = gateway_config(redis_server.url).replace(
+        control_plane={
+            "url": f"http://127.0.0.1:{runner.addresses[0][1]}",
+            "task_poll_interval": units(0.1),
+        }
+    )
+    try:
+        async with Gateway(config) as gateway:
+            agent = await assigned_agent(http, gateway, "a1")
+            task = await agent.next("task")
+            assert task["task_id"] == "p1" and polls >= 3
+            await agent.close()
+    finally:
+        await runner.cleanup()

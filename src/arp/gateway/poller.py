@@ -59,6 +59,8 @@ class TaskPoller:
                 await self.poll_once()
             except (aiohttp.ClientError, TimeoutError, ArpError, ValueError) as exc:
                 log.warning("polling %s failed: %s", self.config.control_plane.url, exc)
+            except Exception:  # polling must outlive any one response, however malformed
+                log.exception("polling %s failed", self.config.control_plane.url)
             await asyncio.sleep(interval)
 
     async def poll_once(self) -> int:
@@ -93,17 +95,21 @@ class TaskPoller:
         here = set(self.connected())
         handed = 0
         for item in tasks[: bounds.max_tasks_per_poll]:
-            if not isinstance(item, dict) or item.get("agent_id") not in here:
+            agent_id = item.get("agent_id") if isinstance(item, dict) else None
+            if not isinstance(agent_id, str):
+                log.warning("polled task skipped: each task needs a string agent_id")
+                continue
+            if agent_id not in here:
                 continue
             try:
                 spec = m.TaskSpec.from_json(item)
             except ArpError as exc:
                 log.warning("polled task skipped: %s", exc.message)
                 continue
-            key = f"{item['agent_id']}/{spec.task_id}"
+            key = f"{agent_id}/{spec.task_id}"
             if key in self.handed_over:
                 continue
-            if await self.dispatch(str(item["agent_id"]), spec):
+            if await self.dispatch(agent_id, spec):
                 self.handed_over.add(key)
                 handed += 1
         return handed
