@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from playwright.async_api import Page, expect
+from aiohttp import web
+from playwright.async_api import Page, Route, expect
 
+from arp.command.console import token_page, token_page_headers
 from tests.console.conftest import (
     RICH_ID,
     RICH_TITLE,
@@ -139,3 +141,47 @@ async def test_a_history_link_naming_no_agent_sends_no_request(
     # The real agents' links still work, ids encoded.
     await page.goto(f"{stack.base}/#/history/claude/{RICH_ID}")
     await expect(page.get_by_role("heading", name=RICH_TITLE)).to_be_visible()
+
+
+async def test_token_page_on_https_asks_before_sending_the_token_over_http(
+    stack: ConsoleStack, new_page: PageFactory
+) -> None:
+    page = await new_page()
+    secure = f"https://127.0.0.1:{stack.relay.public_port}/"
+
+    async def fulfill(route: Route) -> None:  # the page as an https relay would serve it
+        await route.fulfill(status=200, headers=token_page_headers(), body=token_page())
+
+    await page.route(secure, fulfill)
+
+    async def plain_relay(request: web.Request) -> web.Response:
+        return web.Response(text=f"plain relay got {request.query.get('token')}")
+
+    app = web.Application()
+    app.router.add_get("/", plain_relay)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        await page.goto(secure)
+        await page.get_by_label("Token").fill("secret")
+        await page.get_by_label("Server address").fill(f"http://127.0.0.1:{port}")
+        await page.get_by_role("button", name="Open console").click()
+        alert = page.get_by_role("alert")
+        await expect(alert).to_contain_text("plain http")
+        assert page.url == secure  # nothing sent yet
+        # Another address asks again.
+        await page.get_by_label("Server address").fill(f"http://localhost:{port}")
+        await expect(page.get_by_role("button", name="Open console")).to_be_visible()
+        await page.get_by_role("button", name="Open console").click()
+        await expect(alert).to_contain_text("http://localhost")
+        assert page.url == secure
+        await page.get_by_label("Server address").fill(f"http://127.0.0.1:{port}")
+        await page.get_by_role("button", name="Open console").click()
+        await page.get_by_role("button", name="Send over http anyway").click()
+        await expect(page).to_have_url(f"http://127.0.0.1:{port}/?token=secret")
+        await expect(page.locator("body")).to_have_text("plain relay got secret")
+    finally:
+        await runner.cleanup()

@@ -6,6 +6,13 @@
   const error = document.getElementById("error");
   const go = document.getElementById("go");
   server.value = location.host;
+  const label = go.textContent;
+  // The plain-http origin the person agreed to send the token to, after a warning.
+  let plainAgreed = null;
+  server.addEventListener("input", () => {
+    plainAgreed = null;
+    go.textContent = label;
+  });
 
   const show = (text) => {
     error.textContent = text;
@@ -61,6 +68,19 @@
     }
     const target = `${origin}/?token=${encodeURIComponent(value)}`;
     if (origin !== location.origin) {
+      // From an https page, an http:// address would carry the token in clear: ask first.
+      const plain = location.protocol === "https:" && origin.startsWith("http:");
+      if (plain && plainAgreed !== origin) {
+        plainAgreed = origin;
+        show(
+          `${origin} is plain http: the token would cross the network unencrypted, readable ` +
+            "and reusable by anyone on the way. Type https:// (or host:port alone), or press " +
+            "the button again to send it anyway.",
+        );
+        go.textContent = "Send over http anyway";
+        server.focus();
+        return;
+      }
       location.assign(target); // another relay: it will answer for itself
       return;
     }
