@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from arp.agents.sessions import SessionConfig, SessionManager
+from arp.errors import RemoteProtocolError
 from arp.gateway import messages as m
 from arp.gateway.agent import AgentLoop, AgentOptions
 from arp.gateway.config import GatewayConfig
@@ -389,3 +391,76 @@ async def test_malformed_poll_responses_do_not_stop_polling(
             await agent.close()
     finally:
         await runner.cleanup()
+
+
+# -- L1, L2: ids matched whole; undecodable auth headers are 401, not 500 ---------------------
+
+
+@pytest.mark.parametrize("bad", ["abc\n", "abc\r\n", "a b", "", "-a"])
+def test_task_ids_are_matched_whole(bad: str) -> None:
+    with pytest.raises(RemoteProtocolError):
+        m.check_task_id(bad)
+    with pytest.raises(RemoteProtocolError):
+        Gateway._agent_id(bad)
+    message = m.log("t1", 0, "x")
+    message["task_id"] = bad
+    with pytest.raises(m.DroppedMessage):
+        m.parse(json.dumps(message), allowed=m.FROM_AGENT)
+
+
+async def raw_status(port: int, request: bytes) -> int:
+    """Send `request` as is (headers may hold any bytes) and return the answer's status code."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        async with asyncio.timeout(units(5)):
+            line = await reader.readline()
+        return int(line.split()[1])
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_non_ascii_auth_headers_are_401(redis_server: RedisServer) -> None:
+    config = gateway_config(redis_server.url).replace(
+        auth={"shared_secret": "s3cret"}, control_plane={"token": "plane"}
+    )
+    async with Gateway(config) as gateway:
+        assert gateway.port is not None
+        head = b"GET /api/agents/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        bearer = head + b"Authorization: Bearer \xff\xfe\r\n\r\n"
+        assert await raw_status(gateway.port, bearer) == 401
+        bearer_utf8 = head + "Authorization: Bearer plané\r\n\r\n".encode()
+        assert await raw_status(gateway.port, bearer_utf8) == 401
+        signed = head + (
+            b"X-ARP-Timestamp: %d\r\nX-ARP-Request-Id: r1\r\nX-ARP-Signature: \xe9\xff\r\n\r\n"
+            % int(time.time())
+        )
+        assert await raw_status(gateway.port, signed) == 401
+        stamp = int(time.time())
+        signed_utf8 = (
+            head
+            + (
+                f"X-ARP-Timestamp: {stamp}\r\nX-ARP-Request-Id: r2\r\nX-ARP-Signature: é\r\n\r\n"
+            ).encode()
+        )
+        assert await raw_status(gateway.port, signed_utf8) == 401
+        async with aiohttp.ClientSession() as http:
+            await register_with(http, gateway, "a1", {"Authorization": "Bearer plane"})
+        upgrade = (
+            b"GET /ws/agent/a1 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Protocol: agent-token, \xff\xfe\r\n\r\n"
+        )
+        assert await raw_status(gateway.port, upgrade) == 401
+
+
+async def register_with(
+    http: aiohttp.ClientSession, gateway: Gateway, agent_id: str, headers: dict[str, str]
+) -> None:
+    async with http.post(
+        base(gateway) + "/api/agents/register/", json={"agent_id": agent_id}, headers=headers
+    ) as reply:
+        assert reply.status == 201, await reply.text()

@@ -39,6 +39,12 @@ class ForbiddenError(ArpError):
     status = 403
 
 
+def _bytes(text: str) -> bytes:
+    """Header text as bytes, whatever it holds: aiohttp keeps undecodable header bytes as lone
+    surrogates, which a plain `.encode()` refuses (a 500 where a 401 is due)."""
+    return text.encode("utf-8", "surrogatepass")
+
+
 def string_to_sign(timestamp: str, method: str, path: str, request_id: str, body: bytes) -> str:
     digest = hashlib.sha256(body).hexdigest()
     return f"{timestamp}\n{method.upper()}\n{path}\n{request_id}\n{digest}"
@@ -46,7 +52,7 @@ def string_to_sign(timestamp: str, method: str, path: str, request_id: str, body
 
 def sign(secret: str, timestamp: str, method: str, path: str, request_id: str, body: bytes) -> str:
     text = string_to_sign(timestamp, method, path, request_id, body)
-    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(_bytes(secret), _bytes(text), hashlib.sha256).hexdigest()
 
 
 def signed_headers(
@@ -121,7 +127,7 @@ class RequestVerifier:
         if (
             self.bearer
             and scheme.lower() == "bearer"
-            and hmac.compare_digest(token.strip().encode(), self.bearer.encode())
+            and hmac.compare_digest(_bytes(token.strip()), _bytes(self.bearer))
         ):
             return
         if self.shared_secret and not self.bearer:
@@ -150,7 +156,7 @@ class RequestVerifier:
         if abs(now - stamp) > self.clock_skew:
             raise AuthError(f"{TIMESTAMP_HEADER} is outside the allowed clock skew")
         expected = sign(self.shared_secret, timestamp, method, path, request_id, body)
-        if not hmac.compare_digest(expected, signature.strip().lower()):
+        if not hmac.compare_digest(_bytes(expected), _bytes(signature.strip().lower())):
             raise AuthError("the signature does not match")
         if not self.nonces.check_and_add(request_id, now):
             raise AuthError(f"{REQUEST_ID_HEADER} was already used")
@@ -161,7 +167,7 @@ def new_agent_token() -> str:
 
 
 def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    return hashlib.sha256(_bytes(token)).hexdigest()
 
 
 def token_matches(token: str, stored_hash: str) -> bool:

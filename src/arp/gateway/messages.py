@@ -41,7 +41,7 @@ RELIABLE = frozenset({TASK, TASK_CANCEL, LOG, STATUS, RESULT})
 KNOWN = TO_AGENT | FROM_AGENT
 
 MAX_ID_LENGTH = 200
-TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 """Task ids name files on the agent and parts of URLs: letters, digits, '.', '_', '-' only."""
 MAX_ACK_IDS = 1000
 
@@ -101,7 +101,7 @@ def _require_str(message: dict[str, Any], key: str, *, allow_empty: bool = False
 
 def check_task_id(value: object) -> str:
     """A task id, or `RemoteProtocolError` saying what a task id may hold."""
-    if not isinstance(value, str) or not TASK_ID.match(value):
+    if not isinstance(value, str) or not TASK_ID.fullmatch(value):
         raise RemoteProtocolError(
             "task_id must be 1..128 of letters, digits, '.', '_' or '-' (starting with one "
             "of the first two)"

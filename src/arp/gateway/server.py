@@ -35,7 +35,8 @@ from arp.gateway.store import DUPLICATE, REFUSED, RedisUnavailable, Store
 
 log = logging.getLogger(__name__)
 
-AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""Matched whole (`fullmatch`: `$` would let a trailing newline through)."""
 
 CLOSE_REPLACED = 4000
 CLOSE_HEARTBEAT = 4001
@@ -361,7 +362,7 @@ class Gateway:
 
     @staticmethod
     def _agent_id(raw: str) -> str:
-        if not AGENT_ID.match(raw):
+        if not AGENT_ID.fullmatch(raw):
             raise RemoteProtocolError("agent_id must be 1..128 of letters, digits, '.', '_' or '-'")
         return raw
 
