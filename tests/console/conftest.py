@@ -8,6 +8,7 @@ violation (both reach the browser console), so a console that breaks its own CSP
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -241,15 +242,16 @@ class ConsoleStack:
             return resp.status, json.loads(text) if text else None
 
 
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[ConsoleStack]:
+@contextlib.asynccontextmanager
+async def console_stack(tmp_path: Path, **config: Any) -> AsyncIterator[ConsoleStack]:
+    """The stack, its command server built with `config` changes (e.g. ``token=TOKEN``)."""
     home = tmp_path / "home"
     history = write_history(home)
     project = tmp_path / "project"
     project.mkdir()
-    server = CommandServer(fake_config(tmp_path), history=history)
+    server = CommandServer(fake_config(tmp_path, **config), history=history)
     await server.start()
-    config = RelayConfig(
+    relay_config = RelayConfig(
         bind="127.0.0.1",
         control_port=0,
         proxy_port=0,
@@ -258,33 +260,42 @@ async def stack(tmp_path: Path) -> AsyncIterator[ConsoleStack]:
         timeouts=fast_timeouts(),
         limits=Limits(),
     )
-    relay = Relay(config)
-    await relay.start()
-    fixed = dataclasses.replace(
-        config,
-        control_port=relay.control_port,
-        proxy_port=relay.proxy_port,
-        public_port=relay.public_port,
-    )
-    client = Client(
-        ClientConfig(
-            client_id=TOKEN,
-            http_target=Target("127.0.0.1", server.port),
-            server_addr="127.0.0.1",
+    relay = Relay(relay_config)
+    try:
+        await relay.start()
+        fixed = dataclasses.replace(
+            relay_config,
             control_port=relay.control_port,
             proxy_port=relay.proxy_port,
-            timeouts=fast_timeouts(),
+            public_port=relay.public_port,
         )
-    )
-    await client.start()
-    await client.wait_registered(units(5))
-    stack = ConsoleStack(relay, server, client, project, fixed, home)
-    try:
-        yield stack
+        client = Client(
+            ClientConfig(
+                client_id=TOKEN,
+                http_target=Target("127.0.0.1", server.port),
+                server_addr="127.0.0.1",
+                control_port=relay.control_port,
+                proxy_port=relay.proxy_port,
+                timeouts=fast_timeouts(),
+            )
+        )
+        stack = ConsoleStack(relay, server, client, project, fixed, home)
+        try:
+            await client.start()
+            await client.wait_registered(units(5))
+            yield stack
+        finally:
+            await client.close()
+            await stack.relay.close()
     finally:
-        await client.close()
-        await stack.relay.close()
+        await relay.close()
         await server.close()
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[ConsoleStack]:
+    async with console_stack(tmp_path) as made:
+        yield made
 
 
 @pytest.fixture

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import aiohttp
 from aiohttp import web
 from playwright.async_api import Page, Route, expect
 
@@ -12,6 +15,7 @@ from tests.console.conftest import (
     TOKEN,
     ConsoleStack,
     PageFactory,
+    console_stack,
     write_claude_answer,
 )
 from tests.console.test_console_functional import open_console, seqs, start_run, wait_status
@@ -185,3 +189,33 @@ async def test_token_page_on_https_asks_before_sending_the_token_over_http(
         await expect(page.locator("body")).to_have_text("plain relay got secret")
     finally:
         await runner.cleanup()
+
+
+async def test_console_works_with_the_command_api_token_check_on(
+    tmp_path: Path, new_page: PageFactory
+) -> None:
+    """arpc runs the command API with the client's token required; the console, opened with
+    ?token= through the relay, carries it in the relay's cookie on every fetch and stream."""
+    async with console_stack(tmp_path, token=TOKEN) as stack:
+        async with aiohttp.ClientSession() as http:  # the check is on: no token, no answer
+            url = f"http://127.0.0.1:{stack.server.port}/api/sessions"
+            async with http.get(url) as resp:
+                assert resp.status == 401, await resp.text()
+        page = await new_page(phone=True)
+        await open_console(page, stack)
+        await expect(page.get_by_text("No agent runs yet")).to_be_visible()
+        await page.goto(f"{stack.base}/#/history/claude/{RICH_ID}")
+        await expect(page.get_by_role("heading", name=RICH_TITLE)).to_be_visible()
+        session_id = await start_run(page, stack, "events=3")
+        await expect(page.locator("#run-status .badge")).to_have_text("completed")
+        await expect(page.locator("#live")).to_have_attribute("data-state", "ended")
+        final = await wait_status(stack, session_id, "completed")
+        assert await seqs(page) == list(range(1, final["last_seq"] + 1))
+        composer = page.get_by_label("Follow-up prompt")
+        await composer.fill("events=1")
+        await composer.press("Control+Enter")
+        await expect(page.locator(".ev.prompt").nth(1)).to_contain_text("events=1")
+        await expect(page.locator("#live")).to_have_attribute("data-state", "ended")
+        await page.get_by_role("button", name="Delete").click()
+        await page.locator("dialog#confirm").get_by_role("button", name="Delete").click()
+        await expect(page.get_by_text("No agent runs yet")).to_be_visible()
