@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -219,3 +223,71 @@ async def test_console_works_with_the_command_api_token_check_on(
         await page.get_by_role("button", name="Delete").click()
         await page.locator("dialog#confirm").get_by_role("button", name="Delete").click()
         await expect(page.get_by_text("No agent runs yet")).to_be_visible()
+
+
+def fake_event(seq: int, kind: str, **fields: Any) -> dict[str, Any]:
+    return {"seq": seq, "kind": kind, "ts": 1_750_000_000 + seq, **fields}
+
+
+async def test_earlier_events_join_a_result_shown_alone_and_hostile_output_streams(
+    stack: ConsoleStack, new_page: PageFactory
+) -> None:
+    """A run served by the test itself (routes in the browser): its call sits just before the
+    newest 2,000 events and its result just inside them, and its output is hostile Markdown."""
+    run_id = "run-served-by-the-test"
+    last = KEEP_EVENTS + 5
+    events = [fake_event(seq, "text", text=f"early {seq}") for seq in range(1, 5)]
+    events.append(
+        fake_event(5, "tool_call", tool_id="T1", tool_name="Grep", tool_input={"pattern": "x"})
+    )
+    events.append(fake_event(6, "tool_result", tool_id="T1", tool_name="Grep", text="found it"))
+    hostile = HOSTILE_LINES * (last // len(HOSTILE_LINES) + 1)
+    events += [fake_event(seq, "text", text=hostile[seq]) for seq in range(7, last + 1)]
+    state = {
+        "session_id": run_id,
+        "status": "completed",
+        "executor": "claude",
+        "prompt": "served by the test",
+        "project_path": str(stack.project),
+        "created_at": 1_750_000_000,
+        "runs": 1,
+        "last_seq": last,
+    }
+    asked: list[str] = []
+
+    async def serve(route: Route) -> None:
+        url = route.request.url
+        asked.append(url)
+        query = parse_qs(urlsplit(url).query)
+        after = int(query.get("after", ["0"])[0])
+        if "/events" in url:
+            body = "".join(
+                f"id: {e['seq']}\ndata: {json.dumps(e)}\n\n" for e in events if e["seq"] > after
+            )
+            body += f"event: end\ndata: {json.dumps(state)}\n\n"
+            await route.fulfill(status=200, content_type="text/event-stream", body=body)
+            return
+        limit = int(query.get("limit", ["1000"])[0])
+        page_events = [e for e in events if e["seq"] > after][:limit]
+        await route.fulfill(status=200, json={**state, "events": page_events})
+
+    page = await new_page()
+    await open_console(page, stack)
+    await page.route(re.compile(rf"/api/sessions/{run_id}"), serve)
+    await page.goto(f"{stack.base}/#/run/{run_id}")
+    await expect(page.locator("#live")).to_have_attribute("data-state", "ended", timeout=10_000)
+    streams = [u for u in asked if "/events" in u]
+    assert streams[0].endswith(f"/events?after={last - KEEP_EVENTS}"), streams
+    await expect(page.locator("#events [data-seq]")).to_have_count(KEEP_EVENTS)
+    alone = page.locator("#events > li[data-kind=tool_result]")
+    await expect(alone).to_have_count(1)  # its call is not on the page yet
+    await expect(page.locator("#events h1").first).to_have_text("a" + " " * N + "x")
+
+    await page.get_by_role("button", name="Show earlier").click()
+    await expect(page.get_by_role("button", name="Show earlier")).to_be_hidden()
+    assert await seqs(page) == list(range(1, last + 1))
+    await expect(alone).to_have_count(0)
+    call = page.locator("#events > li[data-kind=tool_call]")
+    await expect(call.locator(".state")).to_have_text("✓")
+    await call.locator("summary").click()
+    await expect(call.locator(".tool-result")).to_contain_text("found it")

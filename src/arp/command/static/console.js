@@ -1038,11 +1038,14 @@ class ToolFolds {
     return item;
   }
 
-  /** Puts a result inside its call (and returns null), or gives it an item of its own. */
+  /**
+   * Puts a result inside its call (and returns null), or gives it an item of its own; `attrs`
+   * go on the result inside a call (an item of its own gets the caller's).
+   */
   result(cls, { id, name, text, isError, when, attrs = {} }) {
     const result = h(
       "div",
-      { class: "tool-result", ...attrs },
+      { class: "tool-result" },
       h("div", { class: "label", text: isError ? "Error" : "Result" }),
       h("pre", { class: "wrap" }, h("code", { text: text || "(no output)" })),
     );
@@ -1054,6 +1057,7 @@ class ToolFolds {
       if (id) item.dataset.toolResult = id;
       return item;
     }
+    for (const [key, value] of Object.entries(attrs)) result.setAttribute(key, value);
     this.calls.delete(id);
     ToolFolds.settle(call, result, isError);
     return null;
@@ -1123,10 +1127,13 @@ class EventView {
     const alone = new Map();
     for (const li of this.list.querySelectorAll("li[data-tool-result]")) alone.set(li.dataset.toolResult, li);
     for (const [id, call] of tools.calls) {
-      const result = alone.get(id)?.querySelector(".tool-result");
+      const item = alone.get(id);
+      const result = item?.querySelector(".tool-result");
       if (!result) continue;
+      result.dataset.seq = item.dataset.seq;
+      result.dataset.kind = item.dataset.kind;
       ToolFolds.settle(call, result, "error" in result.dataset);
-      alone.get(id).remove();
+      item.remove();
     }
     this.list.prepend(...items);
     this.before = before;
