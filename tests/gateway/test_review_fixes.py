@@ -464,3 +464,36 @@ async def register_with(
         base(gateway) + "/api/agents/register/", json={"agent_id": agent_id}, headers=headers
     ) as reply:
         assert reply.status == 201, await reply.text()
+
+
+# -- L4: a Redis outage does not get busy, healthy agents swept ---------------------------------
+
+
+async def test_redis_outage_longer_than_the_heartbeat_timeout_keeps_busy_agents(
+    tmp_path: Path,
+) -> None:
+    server = RedisServer(tmp_path, persistent=True)
+    server.start()
+    config = gateway_config(server.url).replace(bounds={"inbound_queue": 4, "max_write_batch": 8})
+    try:
+        async with (
+            Gateway(config) as gateway,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=units(10))) as http,
+        ):
+            agent = await assigned_agent(http, gateway, "a1", "t1")
+            server.stop()
+            # More than one batch (8) plus the queue (4): the reader stops reading.
+            lines = [m.log("t1", seq, f"line {seq}") for seq in range(20)]
+            for message in lines:
+                await agent.send(message)
+            # Past heartbeat_timeout (2 units) with the gateway not reading: beats wait unread.
+            for _ in range(6):
+                await agent.send(m.heartbeat(time.time()))
+                await asyncio.sleep(units(0.5))
+            assert "a1" in gateway.connections, "swept while Redis, not the agent, was down"
+            server.start()
+            await agent.wait_acked({x["message_id"] for x in lines}, timeout=units(10))
+            await agent.close()
+        assert [int(e["seq"]) for e in stream(server, config, "agent_logs")] == list(range(20))
+    finally:
+        server.stop()

@@ -104,6 +104,8 @@ class AgentConnection:
             gateway.config.bounds.inbound_queue
         )
         self.close_reason: tuple[int, str] | None = None
+        self.retrying = False
+        """A batch of this agent's messages waits for Redis (its write failed)."""
         self.closing = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -119,6 +121,12 @@ class AgentConnection:
             return False
         self.gateway.metrics.count_out(message["type"])
         return True
+
+    @property
+    def waiting_on_redis(self) -> bool:
+        """Its reader may be held back by us, not by the agent: a Redis write keeps failing, or
+        its inbound queue is full (then pings and heartbeats wait unread in the socket)."""
+        return self.retrying or self.inbound.full()
 
     def close(self, code: int, reason: str) -> None:
         """Ask the connection to end with `code`/`reason` (the reader loop does the closing)."""
@@ -157,7 +165,9 @@ class AgentConnection:
                     now = gateway.clock()
                     verdicts = await self._write(batch, now)
                 if verdicts is not None:
+                    self.retrying = False
                     break
+                self.retrying = True
                 # Head of line: this batch is retried before anything later from this agent,
                 # so a Redis outage does not reorder its entries. The bounded queue behind it
                 # pushes back on the agent's socket meanwhile.
@@ -669,6 +679,9 @@ class Gateway:
         timeout = self.config.agent.heartbeat_timeout
         beats: dict[str, float] = {}
         for agent_id, connection in list(self.connections.items()):
+            if now - connection.last_heartbeat > timeout and connection.waiting_on_redis:
+                # Its silence is ours: we stopped reading while Redis was down or slow.
+                continue
             if now - connection.last_heartbeat > timeout:
                 log.warning("agent %s: no heartbeat for %.0fs, offline", agent_id, timeout)
                 connection.close(CLOSE_HEARTBEAT, "heartbeat timeout")
