@@ -89,6 +89,9 @@ async def test_task_ids_numbered_per_agent_keep_every_output(
     results = stream(redis_server, config, "agent_results")
     assert sorted(e["agent_id"] for e in results) == ["a1", "b1"]
     assert "arp_gateway_duplicates_total 0" in gateway.metrics.render()
+    # A finished task's id is not handed to the same agent again (its output would be dropped).
+    assert (await post_task(http, gateway, "a1", "1")).status == 409
+    assert (await post_task(http, gateway, "a1", "2")).status == 202
     for agent in agents:
         await agent.close()
 

@@ -31,7 +31,7 @@ from arp.gateway import messages as m
 from arp.gateway.config import GatewayConfig, control_api_open, is_loopback, open_control_api
 from arp.gateway.metrics import GatewayMetrics
 from arp.gateway.poller import TaskPoller
-from arp.gateway.store import DUPLICATE, REFUSED, RedisUnavailable, Store
+from arp.gateway.store import DUPLICATE, FINISHED, FULL, REFUSED, RedisUnavailable, Store
 
 log = logging.getLogger(__name__)
 
@@ -478,7 +478,12 @@ class Gateway:
         queued = await self.store.queue_outbound(
             agent_id, message, self.clock(), self.config.agent.max_pending_tasks
         )
-        if not queued:
+        if queued == FINISHED:
+            raise Conflict(
+                f"task {message['task_id']} already ran on agent {agent_id}; task ids are not "
+                "reused for the same agent"
+            )
+        if queued == FULL:
             raise TooMany(
                 f"agent {agent_id} already has {self.config.agent.max_pending_tasks} "
                 "unacknowledged messages"

@@ -107,6 +107,9 @@ return out
 NEW = "new"
 DUPLICATE = "duplicate"
 REFUSED = "refused"
+QUEUED = "queued"
+FULL = "full"
+FINISHED = "finished"
 
 
 class RedisUnavailable(ArpError):
@@ -347,20 +350,29 @@ class Store:
 
     async def queue_outbound(
         self, agent_id: str, message: dict[str, Any], now: float, limit: int
-    ) -> bool:
-        """Keep `message` until the agent acks it; False if the agent already has `limit`."""
+    ) -> str:
+        """Keep `message` until the agent acks it: QUEUED; FULL if the agent already has `limit`;
+        FINISHED for a task whose result this agent already reported (ids are not reused: its
+        output would be taken for duplicates)."""
         outbox = self.key("outbox", agent_id)
+        marks = self.key("marks", agent_id, str(message["task_id"]))
 
-        async def run() -> bool:
-            if await self.redis.hlen(outbox) >= limit:
-                return False
+        async def run() -> str:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hlen(outbox)
+                pipe.hexists(marks, "done")
+                waiting, finished = await pipe.execute()
+            if waiting >= limit:
+                return FULL
+            if finished and message["type"] == m.TASK:
+                return FINISHED
             stored = dict(message, queued_at=now)
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(outbox, message["message_id"], m.encode(stored))
                 if message["type"] == m.TASK:
                     pipe.hsetnx(self.key("tasks", agent_id), message["task_id"], f"{now:.6f}")
                 await pipe.execute()
-            return True
+            return QUEUED
 
         return await self._call("queue task", run)
 
