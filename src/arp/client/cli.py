@@ -143,8 +143,7 @@ def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     return ssl.create_default_context(cafile=args.tls_ca)
 
 
-def config_from_args(args: argparse.Namespace, http_target: Target) -> ClientConfig:
-    client_id = args.client_id or load_or_create_client_id()
+def config_from_args(args: argparse.Namespace, http_target: Target, client_id: str) -> ClientConfig:
     tcp_targets: dict[int, Target] = {}
     for remote, local in args.remote_port:
         if local is None:
@@ -205,12 +204,15 @@ async def serve(args: argparse.Namespace) -> int:
     if not relay_wanted and agent is None:
         log.error("forward mode needs --local-port (the local service to expose)")
         return EXIT_REFUSED
+    client_id = args.client_id or load_or_create_client_id()
     stopped = asyncio.Event()
     client: Client | None = None
     async with contextlib.AsyncExitStack() as stack:
         command: CommandServer | None = None
         if args.command_mode:
-            command = CommandServer(CommandConfig.from_args(args))
+            # The API answers only requests that carry the client id, as the relay routes.
+            command_config = dataclasses.replace(CommandConfig.from_args(args), token=client_id)
+            command = CommandServer(command_config)
             await stack.enter_async_context(command)
             http_target = Target(command.host, command.port)
             mode = f"command mode, API on {http_target}"
@@ -241,7 +243,7 @@ async def serve(args: argparse.Namespace) -> int:
             print(f"🤖 agent {agent.agent_id} of gateway {agent.gateway}", flush=True)
         on_stop_signal(stopped.set)
         if relay_wanted:
-            config = config_from_args(args, http_target)
+            config = config_from_args(args, http_target, client_id)
             print(f"arpc {__version__}: client_id {config.client_id}, {mode}", flush=True)
             public_host = args.public_host or args.server_addr
             client = Client(config, on_registered=announce(config, public_host))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import logging
+import os
 import platform
 import socket
 import uuid
@@ -80,8 +81,11 @@ def load_or_create_client_id(folder: Path | None = None) -> str:
         return saved
     client_id = derive_client_id(machine_facts())
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(client_id + "\n", encoding="utf-8")
+        # The id is the token of the relay and of the local API: only this user reads it.
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(client_id + "\n")
     except OSError as exc:
         log.warning("could not save client id to %s: %s", path, exc)
     return client_id

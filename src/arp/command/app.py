@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -60,6 +61,10 @@ class CommandConfig:
     allowed_root: Path | None = None
     max_prompt_bytes: int = DEFAULT_MAX_PROMPT_BYTES
     command_port: int = 0
+    token: str | None = None
+    """When set (arpc sets its client id), every request must carry it: as the relay routes,
+    in ``?token=``, ``X-ARP-Token``, the ``arp_token`` cookie or the Host's first label. The
+    API then answers no other local user and no DNS-rebinding page (401 otherwise)."""
     """The loopback port of the API (0: any free port)."""
     shutdown_timeout: float = 5.0
     """How long closing the server waits for open requests before cancelling them."""
@@ -170,7 +175,7 @@ def create_app(ctx: CommandContext) -> web.Application:
     # room for that, so an oversize prompt gets the clear 413 of the prompt check.
     app = web.Application(
         client_max_size=6 * ctx.config.max_prompt_bytes + 64 * 1024,
-        middlewares=[json_errors, same_origin],
+        middlewares=[json_errors, token_required, same_origin],
     )
     app[CONTEXT_KEY] = ctx
     app[STREAMS_KEY] = set()
@@ -213,6 +218,32 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         elif exc.status == 413:
             message = "request body too large"
         return error_response(exc.status, message or exc.reason)
+
+
+def _carries_token(request: web.Request, expected: str) -> bool:
+    """Whether the request carries the client's token in a form the relay routes by."""
+    exact = (
+        request.query.get("token", ""),
+        request.headers.get("X-ARP-Token", ""),
+        request.cookies.get("arp_token", ""),
+    )
+    if any(token and hmac.compare_digest(token.encode(), expected.encode()) for token in exact):
+        return True
+    # Subdomain routing (<client_id>.<domain>): host names are case-insensitive.
+    label, dot, _ = request.host.partition(".")
+    return bool(dot) and hmac.compare_digest(label.lower().encode(), expected.lower().encode())
+
+
+@web.middleware
+async def token_required(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Only requests that carry the client's token are served (when the config names one)."""
+    expected = context(request).config.token
+    if expected is not None and not _carries_token(request, expected):
+        return error_response(
+            401,
+            "this API needs the client's token: add ?token=<client_id> (or an X-ARP-Token header)",
+        )
+    return await handler(request)
 
 
 @web.middleware
