@@ -22,6 +22,9 @@ from tests.conftest import free_port, units
 from tests.relay.conftest import Target
 
 PY = sys.executable
+# Programs run in a scratch folder: what they write relative to the working folder (the
+# gateway's logging.file, arpc's fallback log folder) stays out of the checkout.
+RUN_DIR = tempfile.mkdtemp(prefix="arp-e2e-")
 
 
 class Proc:
@@ -44,6 +47,7 @@ class Proc:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, **(env or {})},
+            cwd=RUN_DIR,
         )
         return cls(process, name)
 
