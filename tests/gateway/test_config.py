@@ -76,12 +76,13 @@ async def test_gateway_refuses_to_start_open_before_binding() -> None:
 
 
 def test_python_m_gateway_says_what_to_set() -> None:
+    settings = ("AUTH_", "CONTROL_", "AGENT_SERVER_")  # the environment must not open it
     done = subprocess.run(
         [sys.executable, "-m", "arp.gateway"],
         capture_output=True,
         text=True,
         timeout=units(30),
-        env={k: v for k, v in os.environ.items() if not k.startswith(("AUTH_", "CONTROL_"))},
+        env={k: v for k, v in os.environ.items() if not k.startswith(settings)},
     )
     assert done.returncode == 2
     assert "auth.allow_open: true" in done.stderr and "AUTH_SHARED_SECRET" in done.stderr

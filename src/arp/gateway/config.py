@@ -129,7 +129,8 @@ class RedisConfig:
     stream_maxlen: int = 1_000_000
     """Each stream is trimmed with `MAXLEN ~` to about this many entries."""
     dedup_ttl: float = 86400.0
-    """How long a written message id is remembered in Redis (an agent's resend must come sooner)."""
+    """How long a task's duplicate marks live in Redis after its last write (an agent's resend
+    must come sooner), and how long a finished task id stays refused for its agent."""
     timeout: float = 5.0
     """Deadline of one Redis command or pipeline."""
 
