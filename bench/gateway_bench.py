@@ -237,11 +237,20 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             results["dispatch_p99_ms"] = round(latencies[int(0.99 * (len(latencies) - 1))], 2)
             results["dispatch_max_ms"] = round(latencies[-1], 2)
 
-            # 3. Log throughput into Redis.
+            # 3. Log throughput into Redis. The gateway writes output only for tasks it handed
+            # to that agent, so each sender is given its task first.
             senders = agents[: args.log_agents]
             per_agent = args.lines // len(senders)
-            for agent in senders:
+            for i, agent in enumerate(senders):
                 agent.acked = 0
+                body = {"task_id": f"L{i}", "executor": "claude", "prompt": "bench"}
+                async with http.post(
+                    f"{base}/api/agents/{agent.agent_id}/tasks/", json=body
+                ) as reply:
+                    assert reply.status == 202, await reply.text()
+            async with asyncio.timeout(10):
+                while not all(f"L{i}" in a.task_arrivals for i, a in enumerate(senders)):
+                    await asyncio.sleep(0.001)
             cpu_before = cpu_seconds(gateway_proc.pid)
             redis_before, self_before = cpu_seconds(redis_proc.pid), time.process_time()
             started = time.perf_counter()
