@@ -54,3 +54,34 @@ class RegistrationError(ArpError):
     def __init__(self, message: str, *, retryable: bool) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+# Plain HTTP-status errors, for the parts that need nothing more specific.
+
+
+class BadRequest(ArpError):
+    status = 400
+
+
+class Forbidden(ArpError):
+    status = 403
+
+
+class NotFound(ArpError):
+    status = 404
+
+
+class Conflict(ArpError):
+    status = 409
+
+
+class PayloadTooLarge(ArpError):
+    status = 413
+
+
+class TooManyRequests(ArpError):
+    status = 429
+
+
+class Unavailable(ArpError):
+    status = 503

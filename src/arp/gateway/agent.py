@@ -29,7 +29,6 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol
 
 import aiohttp
@@ -41,6 +40,7 @@ from arp.config import Timeouts
 from arp.errors import ArpError, ConfigError
 from arp.gateway import auth
 from arp.gateway import messages as m
+from arp.lifecycle import Service
 from arp.net.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ def _start_request(message: dict[str, Any]) -> StartRequest:
     return StartRequest.from_json(body)
 
 
-class AgentLoop:
+class AgentLoop(Service):
     """The agent's connection and its tasks (an async context manager)."""
 
     def __init__(
@@ -220,18 +220,6 @@ class AgentLoop:
         self._http: aiohttp.ClientSession | None = None
         self._closed = asyncio.Event()
         self._closing = False
-
-    async def __aenter__(self) -> AgentLoop:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def start(self) -> None:
         if self._main is not None:

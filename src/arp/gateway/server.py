@@ -20,18 +20,27 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from types import TracebackType
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from arp.errors import ArpError, ConfigError, RemoteProtocolError
+from arp.errors import (
+    ArpError,
+    ConfigError,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    RemoteProtocolError,
+    TooManyRequests,
+    Unavailable,
+)
 from arp.gateway import auth
 from arp.gateway import messages as m
 from arp.gateway.config import GatewayConfig, control_api_open, is_loopback, open_control_api
 from arp.gateway.metrics import GatewayMetrics
 from arp.gateway.poller import TaskPoller
 from arp.gateway.store import DUPLICATE, FINISHED, FULL, REFUSED, RedisUnavailable, Store
+from arp.lifecycle import Service
 
 log = logging.getLogger(__name__)
 
@@ -59,26 +68,6 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], timeout: float) ->
             log.debug("task %s ended with %r", task.get_name(), task.exception())
     for task in stuck:
         log.error("task %s did not end within %.1fs of being cancelled", task.get_name(), timeout)
-
-
-class NotFound(ArpError):
-    status = 404
-
-
-class Conflict(ArpError):
-    status = 409
-
-
-class TooMany(ArpError):
-    status = 429
-
-
-class PayloadTooLarge(ArpError):
-    status = 413
-
-
-class ShuttingDown(ArpError):
-    status = 503
 
 
 class AgentConnection:
@@ -197,7 +186,7 @@ def seen_key(agent_id: str, message_id: str) -> str:
     return f"{agent_id} {message_id}"
 
 
-class Gateway:
+class Gateway(Service):
     """The gateway server (an async context manager). `.port` is the bound port after start."""
 
     def __init__(self, config: GatewayConfig, *, clock: Callable[[], float] = time.time) -> None:
@@ -230,18 +219,6 @@ class Gateway:
         self._closing = False
 
     # -- lifecycle -----------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Gateway:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def start(self) -> None:
         """Bind and serve; on failure (port taken, bad host) everything opened is closed again."""
@@ -394,7 +371,7 @@ class Gateway:
         existing = await self.store.get_agent(agent_id)
         limit = self.config.bounds.max_agents
         if existing is None and await self.store.agent_count() >= limit:
-            raise TooMany(f"at most {limit} agents can be registered")
+            raise TooManyRequests(f"at most {limit} agents can be registered")
         token = auth.new_agent_token()
         await self.store.register_agent(
             agent_id, name, labels, auth.hash_token(token), self.clock()
@@ -484,7 +461,7 @@ class Gateway:
                 "reused for the same agent"
             )
         if queued == FULL:
-            raise TooMany(
+            raise TooManyRequests(
                 f"agent {agent_id} already has {self.config.agent.max_pending_tasks} "
                 "unacknowledged messages"
             )
@@ -541,7 +518,7 @@ class Gateway:
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         if self._closing:
-            raise ShuttingDown("the gateway is shutting down; reconnect shortly")
+            raise Unavailable("the gateway is shutting down; reconnect shortly")
         agent_id, token_hash = await self._authenticate(request)
         ws = web.WebSocketResponse(
             protocols=(auth.SUBPROTOCOL,),
