@@ -425,8 +425,8 @@ async def test_the_service_shares_the_http_apis_history_readers(tmp_path: Path) 
 
 
 def test_project_folder_follows_the_session_managers_rules(tmp_path: Path) -> None:
-    # remote._project_folder mirrors SessionManager._project until the manager has a public
-    # form of it: the same folder, or the same message, for every kind of path.
+    # An attachment goes where the agent runs: the manager's folder, or its message, for every
+    # kind of path.
     from arp.agents.sessions import SessionConfig, SessionManager
     from arp.command.remote import _project_folder
 
@@ -448,7 +448,7 @@ def test_project_folder_follows_the_session_managers_rules(tmp_path: Path) -> No
             "sub\ud800",
         ):
             try:
-                expected: Path | str = manager._project(requested)
+                expected: Path | str = manager.resolve_project(requested)
             except ArpError as exc:
                 expected = exc.message
             try:

@@ -518,7 +518,7 @@ class SessionManager(Service):
         request = replace(request, executor=executor.name)
         self._check_prompt(request.prompt)
         spec = self._spec(executor, request, request.prompt, request.resume_id)
-        project = self._project(request.project_path)
+        project = self.resolve_project(request.project_path)
         binary = executor.find_binary(self.config.binaries.get(executor.name))
         self._check_capacity(new_session=True)
         evicted = self._evict_for_one_more()
@@ -667,7 +667,10 @@ class SessionManager(Service):
                 folders.append(entry.folder)
         return folders
 
-    def _project(self, requested: str | None) -> Path:
+    def resolve_project(self, requested: str | None) -> Path:
+        """The folder a run in project `requested` uses, by the one set of rules every adapter
+        follows: a relative path lies under ``--allowed-root`` (else the default project),
+        containment is checked before existence; `BadRequest` or `Forbidden` otherwise."""
         root = self.config.allowed_root.resolve() if self.config.allowed_root else None
         if requested is None or not requested.strip():
             base = self.config.default_project or root or Path.cwd()

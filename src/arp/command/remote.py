@@ -872,39 +872,11 @@ class _Run:
 
 def _project_folder(manager: SessionManager, requested: str | None) -> Path:
     """The folder the agent will run in, where a ``save_files_to: "project"`` attachment goes:
-    checked here, before anything is written.
-
-    The rules are `SessionManager`'s own (``_project`` in arp/agents/sessions.py, which has no
-    public form yet): a relative path lies under ``--allowed-root`` (else the default project),
-    containment is checked before existence, NUL and lone surrogates are refused, and the
-    messages are the same. Keep the two in step until the manager exposes it.
-    """
-    config = manager.config
-    root = config.allowed_root.resolve() if config.allowed_root else None
-    if requested is None or not requested.strip():
-        return (config.default_project or root or Path.cwd()).resolve()
-    if "\x00" in requested:
-        raise RequestError("processing_error", "'projectPath' must not contain NUL characters")
+    checked by the session manager's own rules before anything is written."""
     try:
-        requested.encode("utf-8")
-    except UnicodeEncodeError:
-        raise RequestError(
-            "processing_error",
-            "'projectPath' holds a lone UTF-16 surrogate (half of a character); send valid text",
-        ) from None
-    path = Path(requested).expanduser()
-    if not path.is_absolute():
-        path = (root or config.default_project or Path.cwd()) / path
-    resolved = path.resolve()
-    if root is not None and not resolved.is_relative_to(root):
-        raise RequestError(
-            "processing_error", f"project path {requested} is outside the allowed root {root}"
-        )
-    if not resolved.exists():
-        raise RequestError("processing_error", f"project path {requested} does not exist")
-    if not resolved.is_dir():
-        raise RequestError("processing_error", f"project path {requested} is not a directory")
-    return resolved
+        return manager.resolve_project(requested)
+    except ArpError as exc:
+        raise RequestError("processing_error", exc.message) from None
 
 
 def _write_private(path: Path, data: bytes) -> None:
