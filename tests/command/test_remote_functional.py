@@ -471,6 +471,8 @@ async def test_instructions_list_output_cancel_projects(
     result = listed["response"]["ToolResult"]
     assert listed["response"]["ToolResult"]["name"] == "list_sessions"
     assert [s["session_id"] for s in result["result"]["sessions"]] == [sid]
+    # The answer comes with the result event; the child exits just after it.
+    await command.manager.wait(sid, units(10))
     assert command.manager.running_count() == 0
 
     output = await call(

@@ -19,7 +19,6 @@ parameter (the relay's routing) is ignored. Where the app serves an OpenAPI docu
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -32,7 +31,6 @@ from arp.errors import ArpError
 _T = TypeVar("_T")
 
 READERS_KEY = web.AppKey("history_readers", HistoryReaders)
-_GATE_KEY = web.AppKey("history_gate", asyncio.Semaphore)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -40,7 +38,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def setup_history_routes(app: web.Application, readers: HistoryReaders) -> None:
     """Add every history route to `app`, served by `readers`."""
     app[READERS_KEY] = readers
-    app[_GATE_KEY] = asyncio.Semaphore(readers.limits.max_concurrency)
     for prefix in ("/api", ""):
         for agent in AGENTS:
             base = f"{prefix}/{agent}"
@@ -62,9 +59,8 @@ async def _document(app: web.Application) -> None:
 
 
 async def _run(request: web.Request, call: Callable[[], _T]) -> _T:
-    """`call` in a worker thread, within the app's bound on concurrent history work."""
-    async with request.app[_GATE_KEY]:
-        return await asyncio.to_thread(call)
+    """`call` in a worker thread, within the readers' bound on concurrent history work."""
+    return await request.app[READERS_KEY].run(call)
 
 
 def _reply(handler: Callable[[web.Request], Awaitable[Any]]) -> Handler:

@@ -250,7 +250,6 @@ class RemoteServer(Service):
         self.config = config
         self.manager = manager
         self._history = history
-        self._history_gate: asyncio.Semaphore | None = None
         self.budget = MemoryBudget(config.max_memory)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -357,15 +356,8 @@ class RemoteServer(Service):
             raise RequestError("processing_error", exc.message) from None
 
     async def in_thread(self, call: Callable[[], Any]) -> Any:
-        """``call`` (history reading) in a worker thread, a bounded number at once.
-
-        The bound is the readers' own ``max_concurrency``, as the HTTP API's and MCP's, but each
-        face still has its own gate (HistoryReaders exposes none to share yet).
-        """
-        if self._history_gate is None:
-            self._history_gate = asyncio.Semaphore(self.history.limits.max_concurrency)
-        async with self._history_gate:
-            return await asyncio.to_thread(call)
+        """``call`` (history reading) in a worker thread, within the readers' shared bound."""
+        return await self.history.run(call)
 
 
 def _is_loopback(host: str) -> bool:

@@ -8,14 +8,15 @@ by `TranscriptCache`. Methods block on file I/O: async callers run them in a wor
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from arp.agents.history import claude, codex, gemini
 from arp.agents.history.files import Stamp, entry_stamp, is_dir, is_file, list_dir, stamp_of
@@ -37,6 +38,8 @@ from arp.agents.history.model import (
 )
 from arp.agents.history.scan import Scanner, ScanState
 from arp.agents.history.transcripts import TranscriptCache, TranscriptParser
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,6 +425,16 @@ class HistoryReaders:
         }
         self._transcripts = TranscriptCache(self.limits)
         self._by_id: dict[str, dict[str, SessionFile]] = {agent: {} for agent in AGENTS}
+        self._gate: asyncio.Semaphore | None = None
+
+    async def run(self, call: Callable[[], _T]) -> _T:
+        """`call` (blocking work on these readers) in a worker thread, at most
+        `limits.max_concurrency` at once across every face that shares the readers (HTTP API,
+        remote protocol, MCP); beyond that, calls wait their turn."""
+        if self._gate is None:
+            self._gate = asyncio.Semaphore(self.limits.max_concurrency)
+        async with self._gate:
+            return await asyncio.to_thread(call)
 
     @classmethod
     def from_env(

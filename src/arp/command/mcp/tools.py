@@ -12,7 +12,6 @@ resource read fails the same way with a `ResourceError`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import json
@@ -72,11 +71,9 @@ class ArpTools:
         self.history = history
         self.limits = limits
         # The readers block on files: worker threads, a bounded number at once.
-        self._history_gate = asyncio.Semaphore(history.limits.max_concurrency)
 
     async def _in_thread(self, call: Callable[[], _T]) -> _T:
-        async with self._history_gate:
-            return await asyncio.to_thread(call)
+        return await self.history.run(call)
 
     # ------------------------------------------------------------------------- sessions
 
