@@ -45,10 +45,6 @@ class Timeouts:
     backoff_max: float = 5.0
     """The cap of the client's reconnect delay, so a restarted relay is found within seconds."""
 
-    def scaled(self, factor: float) -> Timeouts:
-        """The same deadlines multiplied by `factor` (tests run on a shorter clock)."""
-        return Timeouts(**{name: getattr(self, name) * factor for name in self.__slots__})
-
 
 @dataclass(frozen=True, slots=True)
 class Limits:

@@ -608,3 +608,23 @@ async def test_too_many_waiting_for_tunnels_is_503(make_stack: StackFactory) -> 
                 assert response.status == 504
     finally:
         await fake.close()
+
+
+async def test_the_tick_drops_pooled_tunnels_that_died_idle(make_stack: StackFactory) -> None:
+    stack = await make_stack(client_id=None, pool_size=2)
+    fake = FakeClient(stack, "idle")
+    await fake.register()
+    state = stack.relay.clients["idle"]
+    try:
+        writers = []
+        for _ in range(2):
+            _, writer = await fake.open_tunnel()
+            writers.append(writer)
+        await wait_until(lambda: len(state.pool) == 2, units(3), "both pooled")
+        for writer in writers:
+            writer.close()
+        # No request comes: the periodic tick itself finds them dead and asks for new ones.
+        await wait_until(lambda: not state.pool, units(3), "dead tunnels pruned")
+        assert len(state.requested) >= 2
+    finally:
+        await fake.close()

@@ -137,6 +137,16 @@ class Pools:
         else:
             link.close()
 
+    def prune(self, state: ClientState) -> None:
+        """Close pooled tunnels whose peer went away while they sat idle."""
+        alive: deque[Link] = deque()
+        for link in state.pool:
+            if link.is_idle_alive():
+                alive.append(link)
+            else:
+                link.close()
+        state.pool = alive
+
     def take_pooled(self, state: ClientState) -> Link | None:
         """A live pooled tunnel (fast path), or None; dead ones found on the way are dropped."""
         while state.pool:

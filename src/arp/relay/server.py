@@ -16,7 +16,6 @@ import logging
 import socket
 import ssl
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 from arp import __version__
@@ -335,8 +334,7 @@ class Relay(Service):
                 if state.control is not None:
                     state.control.send(frames.Heartbeat(seq=seq))
                     if pool_due:
-                        # Drop pooled tunnels that died while idle, then refill.
-                        state.pool = deque(link for link in state.pool if _keep_alive(link))
+                        self.pools.prune(state)
                         self.pools.top_up(state)
                 elif state.offline_for(now) > timeouts.retention:
                     log.info(
@@ -562,13 +560,6 @@ class Relay(Service):
             tunnel.close()
             return
         await pump(public, tunnel, self.config.limits, b_to_a_first=transform)
-
-
-def _keep_alive(link: Link) -> bool:
-    if link.is_idle_alive():
-        return True
-    link.close()
-    return False
 
 
 def _addr(peer: object) -> str:
