@@ -58,3 +58,20 @@ async def test_many_children_at_once() -> None:
     for child in children:
         with pytest.raises(ChildProcessError):
             os.waitpid(child.pid, os.WNOHANG)
+
+
+async def test_finished_children_leave_no_open_fds() -> None:
+    """Each pipe is closed once its child is done (the reader owns a duplicate of it)."""
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_fds()
+    for _ in range(30):
+        child = await spawn([sys.executable, "-c", "print('x')"], cwd=None, env=None, limit=1 << 16)
+        async with asyncio.timeout(units(10)):
+            assert await child.stdout.read() == b"x\n"
+            assert await child.stderr.read() == b""
+            assert await child.wait() == 0
+    await asyncio.sleep(units(0.1))  # transports close on the loop's next turns
+    assert open_fds() <= before + 2  # not 60 pipes (or 60 duplicates) more

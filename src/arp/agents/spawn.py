@@ -12,15 +12,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
-from typing import IO
+from typing import IO, Protocol
 
 
-class Child:
-    """A started child: `pid`, `stdout`/`stderr` readers, `wait()` and `returncode`,
-    the part of `asyncio.subprocess.Process` the session manager uses."""
+class Child(Protocol):
+    """What the session manager uses of a started child (`asyncio.subprocess.Process` has it)."""
+
+    pid: int
+    stdout: asyncio.StreamReader | None
+    stderr: asyncio.StreamReader | None
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+
+class _ThreadChild:
+    """A child started by Popen in a worker thread, its exit seen through a pidfd."""
 
     def __init__(
         self, popen: subprocess.Popen[bytes], stdout: asyncio.StreamReader,
@@ -28,8 +41,8 @@ class Child:
     ) -> None:  # fmt: skip
         self._popen = popen
         self.pid = popen.pid
-        self.stdout = stdout
-        self.stderr = stderr
+        self.stdout: asyncio.StreamReader | None = stdout
+        self.stderr: asyncio.StreamReader | None = stderr
         self._exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._watch()
 
@@ -66,11 +79,38 @@ class Child:
             self._exited.set_result(code)
 
 
+class _PipeProtocol(asyncio.StreamReaderProtocol):
+    def eof_received(self) -> bool:
+        super().eof_received()
+        return False  # close the transport, and with it the pipe, as soon as the child is done
+
+
 async def _reader(pipe: IO[bytes], limit: int) -> asyncio.StreamReader:
+    """A reader over `pipe`, whose fd gets exactly one owner.
+
+    uvloop's pipe transport takes over the fd it is given (libuv closes it, later, when the
+    transport closes), while `pipe`, Popen's file object, would close the same number again
+    when collected: by then the number may belong to the next child's pipes, whose start then
+    failed with 'Bad file descriptor'. So the transport gets a duplicate wrapped without
+    ownership, and Popen's object closes its original now.
+    """
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=limit, loop=loop)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
+    fd = os.dup(pipe.fileno())
+    pipe.close()
+    unowned = io.FileIO(fd, "rb", closefd=False)  # the transport owns fd
+    try:
+        await loop.connect_read_pipe(lambda: _PipeProtocol(reader, loop=loop), unowned)
+    except BaseException:
+        os.close(fd)
+        raise
     return reader
+
+
+def _loop_forks_in_its_thread(loop: asyncio.AbstractEventLoop) -> bool:
+    """uvloop (libuv) forks in the loop thread; CPython's own loop starts children with
+    vfork through Popen, which is already quick."""
+    return type(loop).__module__.split(".")[0] == "uvloop"
 
 
 async def spawn(
@@ -85,6 +125,17 @@ async def spawn(
 
     Raises OSError (e.g. FileNotFoundError) as `Popen` does when the program cannot start.
     """
+    if not _loop_forks_in_its_thread(asyncio.get_running_loop()):
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+            limit=limit,
+        )
     popen = await asyncio.to_thread(
         subprocess.Popen,
         list(argv),
@@ -99,7 +150,7 @@ async def spawn(
         assert popen.stdout is not None and popen.stderr is not None
         stdout = await _reader(popen.stdout, limit)
         stderr = await _reader(popen.stderr, limit)
-        return Child(popen, stdout, stderr)
+        return _ThreadChild(popen, stdout, stderr)
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(popen.pid, 9)
