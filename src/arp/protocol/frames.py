@@ -24,7 +24,7 @@ import json
 import struct
 import types
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, Union
 
 from arp.errors import LocalProtocolError, RemoteProtocolError
@@ -148,8 +148,24 @@ def _check(value: Any, annotation: Any) -> bool:
     raise TypeError(f"unsupported field annotation {annotation!r}")  # pragma: no cover
 
 
-_HINTS: dict[type[Message], dict[str, Any]] = {
-    cls: typing.get_type_hints(cls) for cls in MESSAGE_TYPES.values()
+@dataclass(frozen=True, slots=True)
+class _Field:
+    name: str
+    hint: Any
+    required: bool
+
+
+def _schema(cls: type[Message]) -> tuple[_Field, ...]:
+    hints = typing.get_type_hints(cls)
+    return tuple(
+        _Field(f.name, hints[f.name], f.default is MISSING and f.default_factory is MISSING)
+        for f in fields(cls)
+    )
+
+
+# Worked out once per type: the relay encodes and decodes a few frames per relayed connection.
+_SCHEMAS: dict[type[Message], tuple[_Field, ...]] = {
+    cls: _schema(cls) for cls in MESSAGE_TYPES.values()
 }
 
 
@@ -171,24 +187,25 @@ def message_from_json(obj: Any) -> Message:
         body = {}
     if not isinstance(body, dict):
         raise RemoteProtocolError(f"{tag}: the message body must be a JSON object")
-    hints = _HINTS[cls]
     values: dict[str, Any] = {}
-    for f in fields(cls):
+    for f in _SCHEMAS[cls]:
         if f.name in body:
             value = body[f.name]
-            if not _check(value, hints[f.name]):
+            if not _check(value, f.hint):
                 raise RemoteProtocolError(
-                    f"{tag}.{f.name}: expected {hints[f.name]}, got {type(value).__name__}"
+                    f"{tag}.{f.name}: expected {f.hint}, got {type(value).__name__}"
                 )
             values[f.name] = value
-        elif f.default is MISSING and f.default_factory is MISSING:
+        elif f.required:
             raise RemoteProtocolError(f"{tag}: missing required field {f.name!r}")
     return cls(**values)
 
 
 def encode(message: Message, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     """One frame carrying `message`."""
-    body = json.dumps({message.TYPE: asdict(message)}, separators=(",", ":")).encode()
+    # Field values are JSON scalars or lists of them, so no deep copy (asdict) is needed.
+    fields_ = {f.name: getattr(message, f.name) for f in _SCHEMAS[type(message)]}
+    body = json.dumps({message.TYPE: fields_}, separators=(",", ":")).encode()
     if len(body) > max_frame:
         raise LocalProtocolError(f"{message.TYPE} frame of {len(body)} bytes exceeds {max_frame}")
     return HEADER.pack(len(body)) + body

@@ -1,7 +1,8 @@
 """Routing decisions on the public port: sniff the HTTP head, find the token (no I/O here).
 
 Rules:
-- A request head is parsed with h11 only to route it; its bytes are forwarded untouched.
+- A request head is parsed (httptools, the llhttp parser) only to route it; its bytes are
+  forwarded untouched.
 - The token comes from, in order: the query's ``token``, the ``X-ARP-Token`` header, the
   ``arp_token`` cookie, then the subdomain ``<client_id>.<domain>`` of the Host header.
 - A token taken from the query that differs from the cookie is remembered in the browser by a
@@ -16,7 +17,7 @@ import enum
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-import h11
+import httptools
 
 TOKEN_QUERY = "token"
 TOKEN_HEADER = b"x-arp-token"
@@ -88,21 +89,45 @@ def parse_request_head(data: bytes, max_head: int) -> RequestHead | None:
         return None
     if end + 4 > max_head:
         raise HeadError(431, f"request head larger than {max_head} bytes")
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head)
-    conn.receive_data(data[: end + 4])
+    collector = _HeadCollector()
+    parser = httptools.HttpRequestParser(collector)
     try:
-        event = conn.next_event()
-    except h11.RemoteProtocolError as exc:
-        status = exc.error_status_hint if exc.error_status_hint in (400, 431) else 400
-        raise HeadError(status, f"malformed HTTP request head: {exc}") from None
-    if not isinstance(event, h11.Request):  # pragma: no cover - a full head always yields one
+        parser.feed_data(data[: end + 4])
+    except httptools.HttpParserUpgrade:
+        pass  # an Upgrade (WebSocket) head: complete, and relayed untouched like any other
+    except httptools.HttpParserError as exc:
+        raise HeadError(400, f"malformed HTTP request head: {exc}") from None
+    if not collector.complete:  # pragma: no cover - a full head always completes
         raise HeadError(400, "malformed HTTP request head")
+    version = parser.get_http_version()
+    if version == "1.1" and not any(key == b"host" for key, _ in collector.headers):
+        raise HeadError(400, "malformed HTTP request head: an HTTP/1.1 request needs a Host header")
     return RequestHead(
-        method=event.method.decode("ascii", "replace"),
-        target=event.target.decode("latin-1"),
-        http_version=event.http_version.decode("ascii"),
-        headers=tuple((bytes(k), bytes(v)) for k, v in event.headers),
+        method=parser.get_method().decode("ascii", "replace"),
+        target=collector.url.decode("latin-1"),
+        http_version=version,
+        headers=tuple(collector.headers),
     )
+
+
+class _HeadCollector:
+    """httptools' callbacks for one request head: the target and the headers, names lowered."""
+
+    __slots__ = ("complete", "headers", "url")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.complete = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self.complete = True
 
 
 def _query_token(target: str) -> str | None:

@@ -103,9 +103,9 @@ class Relay(Service):
         cfg, limits = self.config, self.config.limits
         loop = asyncio.get_running_loop()
         try:
-            control_sock = listen(cfg.bind, cfg.control_port, limits)
+            control_sock = listen(cfg.bind, cfg.control_port, limits, keepalive=True)
             self._listeners.append(control_sock)
-            proxy_sock = listen(cfg.bind, cfg.proxy_port, limits)
+            proxy_sock = listen(cfg.bind, cfg.proxy_port, limits, keepalive=True)
             self._listeners.append(proxy_sock)
             public_sock = listen(cfg.bind, cfg.public_port, limits)
             self._listeners.append(public_sock)
@@ -122,14 +122,12 @@ class Relay(Service):
             ssl_handshake_timeout=cfg.timeouts.handshake if self._tls else None,
             limit=limits.max_frame + 8,
         )
-        for sock, handler, name, keepalive in (
-            (proxy_sock, self._serve_proxy, "proxy", True),
-            (public_sock, self._serve_public, "public", False),
+        for sock, handler, name in (
+            (proxy_sock, self._serve_proxy, "proxy"),
+            (public_sock, self._serve_public, "public"),
         ):
             self._loops.append(
-                loop.create_task(
-                    accept_loop(sock, handler, limits, self._tasks, name, keepalive=keepalive)
-                )
+                loop.create_task(accept_loop(sock, handler, limits, self._tasks, name))
             )
         self._loops.append(loop.create_task(self._tick()))
         log.info(
