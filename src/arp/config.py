@@ -56,6 +56,9 @@ class Limits:
     """The largest HTTP request head on the public port (beyond: 431)."""
     max_pool_size: int = 64
     """The most pre-warmed tunnels per client, whatever --pool-size asks."""
+    max_idle_tunnels: int = 64
+    """Idle tunnels the relay keeps per client: clean tunnels come back to the pool after their
+    connection, up to this many (at least --pool-size)."""
     max_pending_tunnels: int = 256
     """Slow-path tunnel requests outstanding per client (beyond: 503)."""
     max_public_connections: int = 10_000

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from arp.client.control import Client, Target
+from arp.net.pump import END_FRAME, data_frame
 from arp.protocol import frames
 from tests.conftest import units
 from tests.relay.conftest import Stack, StackFactory, blob, raw_exchange, wait_until
@@ -211,7 +212,37 @@ async def test_pool_is_refilled_after_use(stack: Stack) -> None:
         for _ in range(3):
             async with http.get(f"{stack.base}/echo?token=tester") as response:
                 assert response.status == 200
-    await wait_until(lambda: len(state.pool) == 2, units(3), "pool refilled to its size")
+    # Refilled on each take; the used tunnels come back as well, so the pool may hold more.
+    await wait_until(lambda: len(state.pool) >= 2, units(3), "pool refilled to its size")
+
+
+async def test_clean_connections_hand_their_tunnel_back(stack: Stack) -> None:
+    state = stack.relay.clients["tester"]
+    await wait_until(lambda: len(state.pool) == 2, units(3), "pool warmed to its size")
+    before = stack.relay.pools.requested_total
+    for n in range(20):
+        reader, writer = await asyncio.open_connection("127.0.0.1", stack.relay.public_port)
+        try:
+            ending = "keep-alive" if n % 2 else "close"
+            writer.write(
+                f"GET /echo/{n}?token=tester HTTP/1.1\r\nHost: x\r\n"
+                f"Connection: {ending}\r\n\r\n".encode()
+            )
+            async with asyncio.timeout(units(5)):
+                if ending == "close":  # the server's side ends first, then the client's
+                    answer = await reader.read(-1)
+                else:  # the client's side ends first, once it has its answer
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                    answer = head + await reader.readexactly(length)
+                    writer.write_eof()
+                    assert await reader.read(-1) == b""
+        finally:
+            writer.close()
+        assert answer.startswith(b"HTTP/1.1 200 "), (n, answer)
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["path"] == f"/echo/{n}"
+    # Without reuse each connection costs a fresh tunnel: 20 here.
+    assert stack.relay.pools.requested_total - before <= 4
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> frames.Message:
@@ -385,8 +416,14 @@ async def test_a_dead_pooled_tunnel_never_eats_a_request(make_stack: StackFactor
             reader, writer = await fake.open_tunnel()
             start = await _read_frame_forever(reader)
             assert isinstance(start, frames.StartProxy)
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nfresh")
+            (length,) = struct.unpack(">I", await reader.readexactly(4))
+            assert (await reader.readexactly(length)).endswith(b"\r\n\r\n")
+            writer.write(
+                data_frame(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nfresh"
+                )
+                + END_FRAME
+            )
             await writer.drain()
             writer.close()
 

@@ -6,7 +6,8 @@ the resume key of its last registration so it can take back its own id at once. 
 refusal that retrying cannot mend (wrong secret, a bad client id or port request) ends it.
 
 Each ``RequestNewProxyConn`` opens one tunnel to the proxy port; the tunnel waits idle in the
-relay's pool until ``StartProxy`` arrives, then it is joined to the local target.
+relay's pool until ``StartProxy`` arrives, then it is joined to the local target. A connection
+that ends clean leaves the tunnel open for the next ``StartProxy``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from arp.errors import RegistrationError, RemoteProtocolError
 from arp.lifecycle import Service
 from arp.net.backoff import Backoff
 from arp.net.links import Link, open_link, read_message
-from arp.net.pump import pump
+from arp.net.pump import END_FRAME, FrameReader, data_frame, pump
 from arp.net.sockets import raise_fd_limit, tune
 from arp.protocol import frames
 from arp.protocol.http import error_response
@@ -203,6 +204,8 @@ class Client(Service):
         task.add_done_callback(self._tunnels.discard)
 
     async def _tunnel(self, proxy_conn_id: str) -> None:
+        """One tunnel: announce it, then carry one connection after another while each ends
+        clean; the relay keeps it in its pool between them."""
         cfg, timeouts = self.config, self.config.timeouts
         tunnel: Link | None = None
         try:
@@ -221,16 +224,21 @@ class Client(Service):
                 )
             )
             decoder = frames.FrameDecoder(cfg.limits.max_frame)
-            # Idle in the relay's pool for as long as it takes.
-            start = await read_message(tunnel.recv, decoder, None)
-            if not isinstance(start, frames.StartProxy):
-                if isinstance(start, frames.Error):
-                    log.warning("relay refused a tunnel: %s", start.message)
-                tunnel.close()
-                return
-            await self._join(tunnel, start, decoder.take_rest())
+            while True:
+                # Idle in the relay's pool for as long as it takes.
+                start = await read_message(tunnel.recv, decoder, None)
+                if not isinstance(start, frames.StartProxy):
+                    if isinstance(start, frames.Error):
+                        log.warning("relay refused a tunnel: %s", start.message)
+                    tunnel.close()
+                    return
+                leftover = await self._join(tunnel, start, decoder.take_rest())
+                if leftover is None:
+                    return  # the tunnel is closed
+                decoder = frames.FrameDecoder(cfg.limits.max_frame)
+                decoder.receive_data(leftover)
         except (OSError, TimeoutError, RemoteProtocolError, ssl.SSLError) as exc:
-            log.debug("tunnel %s ended early: %s", proxy_conn_id, exc)
+            log.debug("tunnel %s ended: %s", proxy_conn_id, exc)
             if tunnel is not None:
                 tunnel.close()
         except BaseException:
@@ -238,7 +246,9 @@ class Client(Service):
                 tunnel.close()
             raise
 
-    async def _join(self, tunnel: Link, start: frames.StartProxy, initial: bytes) -> None:
+    async def _join(self, tunnel: Link, start: frames.StartProxy, initial: bytes) -> bytes | None:
+        """Carry one connection; the tunnel's bytes beyond it when it ended clean, else None
+        (the tunnel is closed then)."""
         cfg = self.config
         if start.tcp_port is None:
             target = cfg.http_target
@@ -247,7 +257,7 @@ class Client(Service):
             if found is None:
                 log.warning("relay sent a connection for unknown TCP port %s", start.tcp_port)
                 tunnel.close()
-                return
+                return None
             target = found
         try:
             local = await open_link(
@@ -255,22 +265,26 @@ class Client(Service):
             )
         except (OSError, TimeoutError) as exc:
             log.warning("cannot reach local service %s: %s", target, exc)
+            answer = b""
             if start.tcp_port is None:
-                with contextlib.suppress(OSError, TimeoutError):
-                    async with asyncio.timeout(cfg.timeouts.connect):
-                        await tunnel.send(
-                            error_response(
-                                502,
-                                f"cannot reach the local service {target}: {exc}",
-                                origin=f"arpc {cfg.client_id}",
-                            )
-                        )
-            tunnel.close()
-            return
+                answer = error_response(
+                    502,
+                    f"cannot reach the local service {target}: {exc}",
+                    origin=f"arpc {cfg.client_id}",
+                )
+            return await self._refuse(tunnel, initial, answer)
+        return await pump(local, tunnel, cfg.limits, initial=initial)
+
+    async def _refuse(self, tunnel: Link, initial: bytes, answer: bytes) -> bytes | None:
+        """End a connection the local service cannot take: send `answer`, drop what the relay
+        sends until its end, within a deadline; the tunnel stays usable if that all went well."""
+        reader = FrameReader(tunnel, initial, self.config.limits.copy_chunk)
         try:
-            await local.send(initial)
-        except OSError:
-            local.close()
-            tunnel.close()
-            return
-        await pump(tunnel, local, cfg.limits)
+            async with asyncio.timeout(self.config.timeouts.connect):
+                await tunnel.send(data_frame(answer) + END_FRAME)
+                if await reader.payloads(lambda _: None):
+                    return reader.rest()
+        except (OSError, TimeoutError) as exc:
+            log.debug("tunnel closed after a refused connection: %s", exc)
+        tunnel.close()
+        return None

@@ -1,13 +1,20 @@
-"""The data path: move bytes both ways between two links until both directions end.
+"""The data path: join a raw socket (public or local) to a tunnel until both directions end.
 
-Between two plain sockets each direction is a readiness-driven state machine with no task and
-no coroutine per chunk. It starts by copying through one reusable buffer (`recv_into` + `send`:
-the cheapest way to move a short HTTP exchange), and once a read fills the buffer, a sign of bulk
-transfer, it switches for good to zero-copy `os.splice` through a kernel pipe (Linux): from then
-on Python touches chunk counts, never bytes. TLS links fall back to a coroutine copy.
+On a tunnel, bytes travel in data frames: a 4-byte big-endian length, then that many bytes. A
+frame of length 0 ends its direction, the way a FIN ends a TCP direction, except that the tunnel
+stays open: once each side has sent and received that end, the tunnel is clean and can carry the
+next connection (see `arp.protocol.frames`). A tunnel that closes without its end frame, or
+breaks, is closed for good and so is the raw side.
 
-A direction that reads EOF half-closes its destination, so protocols that close one side first
-(HTTP/1.0 requests, `Connection: close`) work; an error in either direction ends both.
+Between plain sockets each direction is a readiness-driven state machine with no task and no
+coroutine per chunk. It starts by copying through one reusable buffer (`recv_into` + `send`,
+the header written in place in front of the payload: the cheapest way to move a short HTTP
+exchange); once a read fills the buffer, a sign of bulk transfer, it switches to zero-copy
+`os.splice` through a kernel pipe (Linux), one frame per pipeful, so Python touches lengths,
+never bytes. TLS links fall back to coroutines that copy.
+
+A direction whose source ends half-closes its destination, so protocols that close one side
+first (HTTP/1.0 requests, `Connection: close`) work; an error in either direction ends both.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import contextlib
 import fcntl
 import os
 import socket
+import struct
 import sys
 from collections.abc import Callable
 
@@ -31,27 +39,47 @@ _SPLICE_FLAGS = (
 COPY_BUFFER = 64 * 1024
 """A read that fills this buffer means bulk: the direction then switches to splice."""
 
+DATA_HEADER = struct.Struct(">I")
+END_FRAME = DATA_HEADER.pack(0)
+"""The data frame that ends one direction of a tunnel's connection."""
+MAX_DATA_FRAME = 1 << 24
+"""The longest data frame a receiver accepts (a sender's frames are at most one pipeful)."""
+
 # One read buffer serves every flow: each chunk is sent before the next read (a partial send
 # keeps its remainder as bytes), and the loop runs one callback at a time.
 _SHARED = bytearray(COPY_BUFFER)
 _SHARED_VIEW = memoryview(_SHARED)
+_PAYLOAD_ROOM = COPY_BUFFER - DATA_HEADER.size
+
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)
 
 Transform = Callable[[bytes], bytes]
 _RETRY = (BlockingIOError, InterruptedError)
 
 
+class TunnelProtocolError(ConnectionError):
+    """The tunnel's peer sent something that is not a data frame."""
+
+
+def data_frame(payload: bytes) -> bytes:
+    """`payload` as one data frame (empty payload: nothing, since an empty frame means end)."""
+    return DATA_HEADER.pack(len(payload)) + payload if payload else b""
+
+
 class _Flow:
-    """One direction, src → dst, driven by readiness callbacks on the running loop."""
+    """One direction, src → dst, driven by readiness callbacks on the running loop.
+
+    `clean` is set when the direction ended by its end frame (sent or received), the only
+    ending after which the tunnel may carry another connection.
+    """
 
     __slots__ = (
         "_dst",
         "_dst_fd",
-        "_eof",
-        "_first",
         "_in_pipe",
         "_loop",
         "_on_done",
-        "_pending",
+        "_out",
         "_pipe_r",
         "_pipe_size",
         "_pipe_w",
@@ -59,6 +87,7 @@ class _Flow:
         "_src",
         "_src_fd",
         "_stopped",
+        "clean",
         "error",
     )
 
@@ -69,20 +98,18 @@ class _Flow:
         dst: socket.socket,
         pipe_size: int,
         on_done: Callable[[_Flow], None],
-        first: Transform | None = None,
     ) -> None:
         self._loop = loop
         self._src, self._dst = src, dst
         self._src_fd, self._dst_fd = src.fileno(), dst.fileno()
         self._pipe_size = pipe_size
         self._on_done = on_done
-        self._first = first
-        self._pending: bytes | memoryview | None = None  # copy mode: read, not yet sent
+        self._out: bytes | memoryview | None = None  # read, not yet sent
         self._pipe_r = self._pipe_w = -1  # splice mode once >= 0
-        self._in_pipe = 0  # splice mode: bytes in the pipe, not yet sent
-        self._eof = False
+        self._in_pipe = 0  # splice mode: payload bytes in the pipe, not yet sent
         self._reading = False
         self._stopped = False
+        self.clean = False
         self.error: BaseException | None = None
 
     def start(self) -> None:
@@ -99,61 +126,49 @@ class _Flow:
             self._loop.remove_reader(self._src_fd)
 
     def _on_readable(self) -> None:
-        if self._pipe_r >= 0:
-            self._splice_in()
-        else:
-            self._copy_in()
+        raise NotImplementedError
 
-    # -- copy mode ----------------------------------------------------------------------------
-
-    def _copy_in(self) -> None:
-        try:
-            n = self._src.recv_into(_SHARED)
-        except _RETRY:
-            return
-        except OSError as exc:
-            self._finish(exc)
-            return
-        if n == 0:
-            self._at_eof()
-            return
-        data: bytes | memoryview = _SHARED_VIEW[:n]
-        if self._first is not None:
-            data = self._first(bytes(data))
-            self._first = None
-        self._pending = data
-        if n == COPY_BUFFER and SPLICE_AVAILABLE:
-            self._open_pipe()  # bulk: later reads splice; this chunk still goes by copy
-        self._copy_out()
-
-    def _copy_out(self) -> None:
-        data = self._pending
+    def _send_out(self, flags: int = 0) -> bool:
+        """Send what is pending; False when the destination is full (then wait writable)."""
+        data = self._out
         while data is not None and len(data):
             try:
-                sent = self._dst.send(data)
+                sent = self._dst.send(data, flags)
             except _RETRY:
                 # Keep the rest as our own bytes: the shared buffer serves the next read.
-                self._pending = bytes(data) if isinstance(data, memoryview) else data
-                self._pause_reading()
-                self._loop.add_writer(self._dst_fd, self._on_writable)
-                return
-            except OSError as exc:
-                self._finish(exc)
-                return
+                self._out = bytes(data) if isinstance(data, memoryview) else data
+                self._wait_writable()
+                return False
             data = data[sent:]
-        self._pending = None
-        self._resume_reading()
+        self._out = None
+        return True
+
+    def _splice_out(self) -> bool:
+        """Move the pipe's bytes to the destination; False when it is full."""
+        while self._in_pipe:
+            try:
+                n = os.splice(self._pipe_r, self._dst_fd, self._in_pipe, flags=_SPLICE_FLAGS)
+            except _RETRY:
+                self._wait_writable()
+                return False
+            self._in_pipe -= n
+        return True
+
+    def _wait_writable(self) -> None:
+        # Back-pressure: stop reading until the destination drains.
+        self._pause_reading()
+        self._loop.add_writer(self._dst_fd, self._on_writable)
 
     def _on_writable(self) -> None:
         self._loop.remove_writer(self._dst_fd)
-        if self._pipe_r >= 0 and self._pending is None:
-            self._splice_out()
-        else:
-            self._copy_out()
-            if self._pending is None and self._pipe_r >= 0:
-                self._splice_out()
+        try:
+            self._drain()
+        except OSError as exc:
+            self._finish(exc)
 
-    # -- splice mode --------------------------------------------------------------------------
+    def _drain(self) -> None:
+        """Send everything pending, then go on reading (or end)."""
+        raise NotImplementedError
 
     def _open_pipe(self) -> None:
         try:
@@ -163,44 +178,10 @@ class _Flow:
         with contextlib.suppress(OSError):
             fcntl.fcntl(self._pipe_w, _F_SETPIPE_SZ, self._pipe_size)
 
-    def _splice_in(self) -> None:
-        try:
-            n = os.splice(self._src_fd, self._pipe_w, self._pipe_size, flags=_SPLICE_FLAGS)
-        except _RETRY:
-            return
-        except OSError as exc:
-            self._finish(exc)
-            return
-        if n == 0:
-            self._eof = True
-            self._pause_reading()
-        self._in_pipe += n
-        self._splice_out()
-
-    def _splice_out(self) -> None:
-        while self._in_pipe:
-            try:
-                n = os.splice(self._pipe_r, self._dst_fd, self._in_pipe, flags=_SPLICE_FLAGS)
-            except _RETRY:
-                # The destination is full: stop reading until it drains (back-pressure).
-                self._pause_reading()
-                self._loop.add_writer(self._dst_fd, self._on_writable)
-                return
-            except OSError as exc:
-                self._finish(exc)
-                return
-            self._in_pipe -= n
-        if self._eof:
-            self._at_eof()
-        else:
-            self._resume_reading()
-
-    # -- ending -------------------------------------------------------------------------------
-
-    def _at_eof(self) -> None:
+    def _end_destination(self) -> None:
+        """The source ended: the destination learns it by a FIN (raw) or an end frame."""
         with contextlib.suppress(OSError):
             self._dst.shutdown(socket.SHUT_WR)
-        self._finish(None)
 
     def _finish(self, exc: BaseException | None) -> None:
         if self._stopped:
@@ -222,38 +203,262 @@ class _Flow:
             self._pipe_r = self._pipe_w = -1
 
 
-async def _copy(src: Link, dst: Link, chunk: int, first: Transform | None) -> None:
-    """One direction through Python coroutines: for TLS links."""
-    while True:
-        data = await src.recv(chunk)
-        if not data:
-            dst.shutdown_write()
+class _ToTunnel(_Flow):
+    """Raw socket → tunnel: each read becomes one data frame; the source's EOF, an end frame."""
+
+    __slots__ = ("_ended",)
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        src: socket.socket,
+        dst: socket.socket,
+        pipe_size: int,
+        on_done: Callable[[_Flow], None],
+    ) -> None:
+        super().__init__(loop, src, dst, pipe_size, on_done)
+        self._ended = False
+
+    def _on_readable(self) -> None:
+        try:
+            if self._pipe_r >= 0:
+                n = os.splice(self._src_fd, self._pipe_w, self._pipe_size, flags=_SPLICE_FLAGS)
+                self._in_pipe = n
+                self._out = DATA_HEADER.pack(n) if n else END_FRAME
+            else:
+                n = self._src.recv_into(_SHARED_VIEW[DATA_HEADER.size :])
+                DATA_HEADER.pack_into(_SHARED, 0, n)
+                frame = _SHARED_VIEW[: DATA_HEADER.size + n]
+                if 0 < n < _PAYLOAD_ROOM:
+                    # The common case, kept short: the frame goes out whole at once.
+                    try:
+                        sent = self._dst.send(frame)
+                    except _RETRY:
+                        sent = 0
+                    if sent == len(frame):
+                        return
+                    frame = frame[sent:]
+                elif n == _PAYLOAD_ROOM and SPLICE_AVAILABLE:
+                    self._open_pipe()  # bulk: later reads splice; this chunk still goes by copy
+                self._out = frame
+        except _RETRY:
             return
-        if first is not None:
-            data, first = first(data), None
-        await dst.send(data)
+        except OSError as exc:
+            self._finish(exc)
+            return
+        self._ended = n == 0
+        self._drain()
 
-
-async def pump(a: Link, b: Link, limits: Limits, *, b_to_a_first: Transform | None = None) -> None:
-    """Relay bytes a ⇄ b until both directions reach EOF or either fails; then close both.
-
-    `b_to_a_first` rewrites the first chunk b sends (the relay adds a Set-Cookie there).
-    Errors of the peers (reset, broken pipe) end the pump quietly: they are how TCP ends.
-    """
-    a_sock, b_sock = a.sock, b.sock
-    try:
-        if a_sock is not None and b_sock is not None:
-            await _pump_sockets(a_sock, b_sock, limits, b_to_a_first)
+    def _drain(self) -> None:
+        try:
+            # A header goes out with MORE so the kernel sends it in one segment with its payload.
+            if not self._send_out(_MSG_MORE if self._in_pipe else 0) or not self._splice_out():
+                return
+        except OSError as exc:
+            self._finish(exc)
+            return
+        if self._ended:
+            self.clean = True
+            self._finish(None)
         else:
-            await _pump_streams(a, b, limits, b_to_a_first)
+            self._resume_reading()
+
+
+class _FromTunnel(_Flow):
+    """Tunnel → raw socket: payloads of data frames go on; the end frame half-closes the socket.
+
+    Bytes after the end frame belong to the tunnel's next use and are kept in `leftover`. A
+    tunnel that closes between frames ends this direction like a FIN (the tunnel is not reused);
+    one that closes inside a frame is an error.
+    """
+
+    __slots__ = ("_first", "_header", "_left", "leftover")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        src: socket.socket,
+        dst: socket.socket,
+        pipe_size: int,
+        on_done: Callable[[_Flow], None],
+        first: Transform | None,
+    ) -> None:
+        super().__init__(loop, src, dst, pipe_size, on_done)
+        self._first = first
+        self._header = b""  # a data header read in part
+        self._left = 0  # payload bytes of the current frame still to come
+        self.leftover = b""
+
+    def feed(self, data: bytes) -> None:
+        """Bytes of the tunnel read before the flow started (after StartProxy)."""
+        if data:
+            self._take(memoryview(data))
+
+    def _on_readable(self) -> None:
+        try:
+            if self._pipe_r >= 0:
+                self._splice_in()
+                return
+            n = self._src.recv_into(_SHARED)
+        except _RETRY:
+            return
+        except OSError as exc:
+            self._finish(exc)
+            return
+        if n == 0:
+            self._tunnel_closed()
+            return
+        view = _SHARED_VIEW[:n]
+        if not self._left and not self._header and n > DATA_HEADER.size:
+            (length,) = DATA_HEADER.unpack_from(_SHARED)
+            if length == n - DATA_HEADER.size and self._first is None:
+                # The common case, kept short: one whole frame per read, sent on at once.
+                payload = view[DATA_HEADER.size :]
+                try:
+                    sent = self._dst.send(payload)
+                except _RETRY:
+                    sent = 0
+                except OSError as exc:
+                    self._finish(exc)
+                    return
+                if sent < length:
+                    self._out = payload[sent:]
+                    self._drain()
+                return
+        self._take(view)
+
+    def _take(self, view: memoryview) -> None:
+        """Split `view` into payload for the destination and frame headers; then send."""
+        parts: list[memoryview] = []
+        pos, size = 0, len(view)
+        try:
+            while pos < size:
+                if self._left:
+                    take = min(self._left, size - pos)
+                    parts.append(view[pos : pos + take])
+                    pos += take
+                    self._left -= take
+                    continue
+                need = DATA_HEADER.size - len(self._header)
+                self._header += view[pos : pos + need]
+                pos += need
+                if len(self._header) < DATA_HEADER.size:
+                    break
+                self._left = self._parse_header()
+                if not self._left:  # the end frame
+                    self.leftover = bytes(view[pos:])
+                    self.clean = True
+                    break
+        except TunnelProtocolError as exc:
+            self._finish(exc)
+            return
+        if len(parts) == 1:
+            self._out = parts[0]
+        elif parts:
+            self._out = b"".join(parts)
+        self._apply_first()
+        self._drain()
+
+    def _parse_header(self) -> int:
+        length: int = DATA_HEADER.unpack(self._header)[0]
+        self._header = b""
+        if length > MAX_DATA_FRAME:
+            raise TunnelProtocolError(f"a data frame of {length} bytes is over the limit")
+        return length
+
+    def _apply_first(self) -> None:
+        if self._first is not None and self._out is not None and len(self._out):
+            self._out = self._first(bytes(self._out))
+            self._first = None
+
+    def _splice_in(self) -> None:
+        if not self._left:
+            # A header: read exactly its bytes, so no payload leaves the kernel.
+            data = self._src.recv(DATA_HEADER.size - len(self._header))
+            if not data:
+                self._tunnel_closed()
+                return
+            self._header += data
+            if len(self._header) < DATA_HEADER.size:
+                return
+            try:
+                self._left = self._parse_header()
+            except TunnelProtocolError as exc:
+                self._finish(exc)
+                return
+            if not self._left:
+                self.clean = True
+                self._drain()
+                return
+        size = min(self._left, self._pipe_size)
+        n = os.splice(self._src_fd, self._pipe_w, size, flags=_SPLICE_FLAGS)
+        if n == 0:
+            self._tunnel_closed()
+            return
+        self._left -= n
+        self._in_pipe += n
+        self._drain()
+
+    def _tunnel_closed(self) -> None:
+        if self._left or self._header:
+            self._finish(TunnelProtocolError("the tunnel closed in the middle of a data frame"))
+            return
+        self._end_destination()
+        self._finish(None)
+
+    def _drain(self) -> None:
+        try:
+            if not self._send_out() or not self._splice_out():
+                return
+        except OSError as exc:
+            self._finish(exc)
+            return
+        if self.clean:
+            self._end_destination()
+            self._finish(None)
+            return
+        if self._left >= COPY_BUFFER and self._pipe_r < 0 and SPLICE_AVAILABLE:
+            self._open_pipe()  # a long frame: its rest moves by splice
+        self._resume_reading()
+
+
+async def pump(
+    raw: Link,
+    tunnel: Link,
+    limits: Limits,
+    *,
+    initial: bytes = b"",
+    first: Transform | None = None,
+) -> bytes | None:
+    """Relay raw ⇄ tunnel until both directions end; close `raw`.
+
+    `initial` holds tunnel bytes already read (data frames after StartProxy); `first` rewrites
+    the first payload going to `raw` (the relay adds a Set-Cookie there). Returns the tunnel's
+    bytes beyond this connection's end frame when the tunnel is clean and may be reused, else
+    None, and then the tunnel is closed too. Errors of the peers (reset, broken pipe) end the
+    pump quietly: they are how TCP ends.
+    """
+    raw_sock, tunnel_sock = raw.sock, tunnel.sock
+    leftover: bytes | None = None
+    try:
+        if raw_sock is not None and tunnel_sock is not None:
+            leftover = await _pump_sockets(raw_sock, tunnel_sock, limits, initial, first)
+        else:
+            leftover = await _pump_streams(raw, tunnel, limits, initial, first)
     finally:
-        a.close()
-        b.close()
+        raw.close()
+        if leftover is None:
+            tunnel.close()
+    return leftover
 
 
 async def _pump_sockets(
-    a: socket.socket, b: socket.socket, limits: Limits, first: Transform | None
-) -> None:
+    raw: socket.socket,
+    tunnel: socket.socket,
+    limits: Limits,
+    initial: bytes,
+    first: Transform | None,
+) -> bytes | None:
     loop = asyncio.get_running_loop()
     done = loop.create_future()
     remaining = 2
@@ -264,25 +469,103 @@ async def _pump_sockets(
         if (flow.error is not None or remaining == 0) and not done.done():
             done.set_result(None)
 
-    forward = _Flow(loop, a, b, limits.pipe_size, on_done)
-    backward = _Flow(loop, b, a, limits.pipe_size, on_done, first)
+    outgoing = _ToTunnel(loop, raw, tunnel, limits.pipe_size, on_done)
+    incoming = _FromTunnel(loop, tunnel, raw, limits.pipe_size, on_done, first)
     try:
-        forward.start()
-        backward.start()
+        outgoing.start()
+        incoming.feed(initial)
+        incoming.start()
         await done
     finally:
-        forward.stop()
-        backward.stop()
+        outgoing.stop()
+        incoming.stop()
+    if outgoing.clean and incoming.clean:
+        return incoming.leftover
+    return None
 
 
-async def _pump_streams(a: Link, b: Link, limits: Limits, first: Transform | None) -> None:
+# -- TLS links: the same frames through coroutines ---------------------------------------------
+
+
+async def _send_frames(src: Link, dst: Link, chunk: int) -> None:
+    while True:
+        data = await src.recv(chunk)
+        if not data:
+            await dst.send(END_FRAME)
+            return
+        await dst.send(DATA_HEADER.pack(len(data)) + data)
+
+
+class FrameReader:
+    """Reads data frames from a link with coroutines (TLS tunnels, the client's error path)."""
+
+    def __init__(self, link: Link, initial: bytes, chunk: int) -> None:
+        self._link = link
+        self._buffer = bytearray(initial)
+        self._chunk = chunk
+
+    async def _fill(self, size: int) -> bool:
+        """At least `size` bytes buffered; False when the tunnel closed cleanly before any."""
+        while len(self._buffer) < size:
+            data = await self._link.recv(self._chunk)
+            if not data:
+                if self._buffer:
+                    raise TunnelProtocolError("the tunnel closed in the middle of a data frame")
+                return False
+            self._buffer += data
+        return True
+
+    async def payloads(self, sink: Callable[[bytes], object]) -> bool:
+        """Hand every payload to `sink` (awaiting it when it returns an awaitable) until the end
+        frame (True) or a clean close of the tunnel (False)."""
+        while True:
+            if not await self._fill(DATA_HEADER.size):
+                return False
+            (length,) = DATA_HEADER.unpack_from(self._buffer)
+            if length > MAX_DATA_FRAME:
+                raise TunnelProtocolError(f"a data frame of {length} bytes is over the limit")
+            del self._buffer[: DATA_HEADER.size]
+            if length == 0:
+                return True
+            while length:
+                if not self._buffer and not await self._fill(1):
+                    raise TunnelProtocolError("the tunnel closed in the middle of a data frame")
+                part = bytes(self._buffer[:length])
+                del self._buffer[: len(part)]
+                length -= len(part)
+                result = sink(part)
+                if asyncio.iscoroutine(result):
+                    await result
+
+    def rest(self) -> bytes:
+        return bytes(self._buffer)
+
+
+async def _receive_frames(
+    src: Link, dst: Link, chunk: int, initial: bytes, first: Transform | None
+) -> bytes | None:
+    reader = FrameReader(src, initial, chunk)
+
+    async def sink(data: bytes) -> None:
+        nonlocal first
+        if first is not None:
+            data, first = first(data), None
+        await dst.send(data)
+
+    ended = await reader.payloads(sink)
+    dst.shutdown_write()
+    return reader.rest() if ended else None
+
+
+async def _pump_streams(
+    raw: Link, tunnel: Link, limits: Limits, initial: bytes, first: Transform | None
+) -> bytes | None:
     loop = asyncio.get_running_loop()
-    tasks = [
-        loop.create_task(_copy(a, b, limits.copy_chunk, None)),
-        loop.create_task(_copy(b, a, limits.copy_chunk, first)),
-    ]
+    outgoing = loop.create_task(_send_frames(raw, tunnel, limits.copy_chunk))
+    incoming = loop.create_task(_receive_frames(tunnel, raw, limits.copy_chunk, initial, first))
+    tasks = [outgoing, incoming]
     try:
-        pending: set[asyncio.Task[None]] = set(tasks)
+        pending: set[asyncio.Task[None] | asyncio.Task[bytes | None]] = set(tasks)
         while pending:
             finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             if any(not t.cancelled() and t.exception() is not None for t in finished):
@@ -293,3 +576,8 @@ async def _pump_streams(a: Link, b: Link, limits: Limits, first: Transform | Non
         for task in tasks:
             if task.done() and not task.cancelled():
                 task.exception()  # retrieved: a peer's reset is an ordinary end
+    if outgoing.cancelled() or outgoing.exception() is not None:
+        return None
+    if incoming.cancelled() or incoming.exception() is not None:
+        return None
+    return incoming.result()

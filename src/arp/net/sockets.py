@@ -66,15 +66,16 @@ async def connect(
 ) -> socket.socket:
     """A connected, tuned, non-blocking socket; OSError or TimeoutError names the address."""
     loop = asyncio.get_running_loop()
+    last: OSError | None = None
     async with asyncio.timeout(timeout):
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        last: OSError | None = None
+        infos = _literal_address(host, port) or await loop.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM
+        )
         for family, type_, proto, _, address in infos:
             sock = socket.socket(family, type_, proto)
             sock.setblocking(False)
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, limits.socket_buffer)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.socket_buffer)
+            # Everything is set before the handshake: the buffer sizes decide the window scale.
+            tune(sock, limits, keepalive=keepalive)
             try:
                 await _connect(loop, sock, address)
             except OSError as exc:
@@ -84,10 +85,24 @@ async def connect(
             except BaseException:
                 sock.close()
                 raise
-            tune(sock, limits, keepalive=keepalive)
             return sock
     reason = last.strerror if last is not None else "no address"
     raise OSError(getattr(last, "errno", None), f"cannot connect to {host}:{port}: {reason}")
+
+
+_AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]
+
+
+def _literal_address(host: str, port: int) -> list[_AddrInfo] | None:
+    """getaddrinfo's answer for an IP literal, without a trip through the resolver."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        address: tuple[Any, ...] = (host, port) if family == socket.AF_INET else (host, port, 0, 0)
+        return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address)]
+    return None
 
 
 async def _connect(

@@ -15,7 +15,10 @@ Conversation:
   it closes a link it will not serve.
 - tunnel (arpc → arps proxy port): ``NewProxyConn`` announces which request it answers; the tunnel
   then idles in the relay's pool until a public connection takes it, at which point the relay
-  sends ``StartProxy`` (which local target) followed by raw bytes in both directions.
+  sends ``StartProxy`` (which local target), and the connection's bytes follow in both
+  directions as data frames (`arp.net.pump`): a 4-byte big-endian length and that many bytes,
+  length 0 ending the direction. Once both directions have ended so, the tunnel is idle again:
+  the relay pools it and may send the next ``StartProxy`` on it.
 """
 
 from __future__ import annotations

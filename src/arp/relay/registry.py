@@ -110,9 +110,13 @@ class ClientState:
 class Pools:
     """Tunnel bookkeeping for every client: request, deliver, take, expire."""
 
-    def __init__(self, pool_size: int, max_pending: int) -> None:
+    def __init__(self, pool_size: int, max_pending: int, max_idle: int) -> None:
         self.pool_size = pool_size
         self.max_pending = max_pending
+        self.max_idle = max(max_idle, pool_size)
+        self.requested_total = 0
+        """Tunnels asked of clients since the start: with reuse, it grows with concurrency,
+        not with the number of connections."""
 
     def top_up(self, state: ClientState) -> None:
         """Ask the client for as many tunnels as the pool and the waiters lack."""
@@ -123,16 +127,18 @@ class Pools:
         for _ in range(max(0, deficit)):
             proxy_conn_id = secrets.token_hex(8)
             state.requested.add(proxy_conn_id)
+            self.requested_total += 1
             state.control.send(frames.RequestNewProxyConn(proxy_conn_id=proxy_conn_id))
 
     def deliver(self, state: ClientState, link: Link) -> None:
-        """A tunnel arrived: the oldest waiter gets it, else the pool (or it is closed)."""
+        """A tunnel arrived, or came back clean from its connection: the oldest waiter gets it,
+        else the pool (or it is closed)."""
         while state.waiters:
             waiter = state.waiters.popleft()
             if not waiter.done():
                 waiter.set_result(link)
                 return
-        if state.control is not None and len(state.pool) < self.pool_size:
+        if state.control is not None and len(state.pool) < self.max_idle:
             state.pool.append(link)
         else:
             link.close()

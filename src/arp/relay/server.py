@@ -30,7 +30,7 @@ from arp.config import (
 from arp.errors import RemoteProtocolError
 from arp.lifecycle import Service
 from arp.net.links import Link, SocketLink, read_message, wrap_tls_server
-from arp.net.pump import Transform, pump
+from arp.net.pump import Transform, data_frame, pump
 from arp.net.sockets import accept_loop, listen, raise_fd_limit, tune
 from arp.protocol import frames
 from arp.protocol import http as phttp
@@ -81,7 +81,9 @@ class Relay(Service):
             raise ValueError("--tls-cert and --tls-key go together")
         self.config = config
         self.clients: dict[str, ClientState] = {}
-        self.pools = Pools(config.pool_size, config.limits.max_pending_tunnels)
+        self.pools = Pools(
+            config.pool_size, config.limits.max_pending_tunnels, config.limits.max_idle_tunnels
+        )
         self._tls: ssl.SSLContext | None = None
         if config.tls_cert and config.tls_key:
             self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -402,7 +404,7 @@ class Relay(Service):
             public.close()
             return
         else:
-            await self._splice(public, tunnel, frames.StartProxy(tcp_port=port), b"")
+            await self._splice(state, public, tunnel, frames.StartProxy(tcp_port=port), b"")
         finally:
             self._public_count -= 1
 
@@ -540,24 +542,40 @@ class Relay(Service):
                 return phttp.inject_header(first, cookie) or first
 
         await self._splice(
-            public, tunnel, frames.StartProxy(tcp_port=None), bytes(buffer), transform
+            state, public, tunnel, frames.StartProxy(tcp_port=None), bytes(buffer), transform
         )
 
     async def _splice(
         self,
+        state: ClientState,
         public: Link,
         tunnel: Link,
         start: frames.StartProxy,
         initial: bytes,
         transform: Transform | None = None,
     ) -> None:
+        """Join `public` to `tunnel`; a tunnel that ends clean goes back to the pool."""
         try:
-            await tunnel.send(frames.encode(start) + initial)
+            await tunnel.send(_start_frame(start) + data_frame(initial))
         except OSError:
             public.close()
             tunnel.close()
             return
-        await pump(public, tunnel, self.config.limits, b_to_a_first=transform)
+        leftover = await pump(public, tunnel, self.config.limits, first=transform)
+        if leftover is None:
+            return
+        if leftover:
+            log.warning("client %s sent bytes on an idle tunnel; closing it", state.client_id)
+            tunnel.close()
+            return
+        self.pools.deliver(state, tunnel)
+
+
+_HTTP_START = frames.encode(frames.StartProxy(tcp_port=None))
+
+
+def _start_frame(start: frames.StartProxy) -> bytes:
+    return _HTTP_START if start.tcp_port is None else frames.encode(start)
 
 
 def _addr(peer: object) -> str:
