@@ -170,10 +170,18 @@ async def read_message(
 ) -> frames.Message:
     """The next control message from `recv` within `timeout` (None: no deadline, for idle
     pooled tunnels, whose dead peers TCP keepalive finds); TimeoutError otherwise."""
+    if timeout is None:
+        return await _next_message(recv, decoder)
     async with asyncio.timeout(timeout):
-        while (message := decoder.next_message()) is None:
-            data = await recv(65536)
-            if not data:
-                raise ConnectionResetError("the link closed in the middle of the protocol")
-            decoder.receive_data(data)
+        return await _next_message(recv, decoder)
+
+
+async def _next_message(
+    recv: Callable[[int], Awaitable[bytes]], decoder: frames.FrameDecoder
+) -> frames.Message:
+    while (message := decoder.next_message()) is None:
+        data = await recv(65536)
+        if not data:
+            raise ConnectionResetError("the link closed in the middle of the protocol")
+        decoder.receive_data(data)
     return message

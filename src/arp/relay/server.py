@@ -460,35 +460,15 @@ class Relay(Service):
             self._public_count -= 1
 
     async def _route_public(self, public: SocketLink) -> None:
-        timeouts, limits = self.config.timeouts, self.config.limits
-        buffer = bytearray()
-        head: phttp.RequestHead | None = None
         try:
-            async with asyncio.timeout(timeouts.first_byte):
-                chunk = await public.recv(limits.max_head + 1)
-            if not chunk:
-                public.close()
-                return
-            buffer += chunk
-            async with asyncio.timeout(timeouts.head):
-                while (head := phttp.parse_request_head(bytes(buffer), limits.max_head)) is None:
-                    chunk = await public.recv(limits.max_head + 1)
-                    if not chunk:
-                        public.close()
-                        return
-                    buffer += chunk
-        except TimeoutError:
-            if buffer:
-                await _reply(public, 408, "the request head did not arrive in time")
-            else:
-                public.close()
-            return
+            read = await self._read_head(public)
         except phttp.HeadError as exc:
             await _reply(public, exc.status, exc.message)
             return
-        except OSError:
-            public.close()
+        if read is None:
             return
+        head, buffer = read
+        timeouts = self.config.timeouts
         route = phttp.route(head, self.config.domain)
         if route is None and head.target.split("?")[0] == "/" and head.method in ("GET", "HEAD"):
             # A browser that names no client gets the console's page to enter a token.
@@ -541,9 +521,54 @@ class Relay(Service):
             def transform(first: bytes) -> bytes:
                 return phttp.inject_header(first, cookie) or first
 
-        await self._splice(
-            state, public, tunnel, frames.StartProxy(tcp_port=None), bytes(buffer), transform
-        )
+        start = frames.StartProxy(tcp_port=None)
+        await self._splice(state, public, tunnel, start, buffer, transform)
+
+    async def _read_head(self, public: SocketLink) -> tuple[phttp.RequestHead, bytes] | None:
+        """The request head and every byte read with it; None when the connection was dealt
+        with (closed, or answered 408). Raises `phttp.HeadError` for a bad head."""
+        timeouts, limits = self.config.timeouts, self.config.limits
+        buffer = b""
+        # Fast path: a client sends its head at once, so it is usually whole by the time the
+        # connection is accepted, and no deadline needs arming.
+        try:
+            buffer = public.sock.recv(limits.max_head + 1)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            public.close()
+            return None
+        else:
+            if not buffer:
+                public.close()
+                return None
+            head = phttp.parse_request_head(buffer, limits.max_head)
+            if head is not None:
+                return head, buffer
+        try:
+            if not buffer:
+                async with asyncio.timeout(timeouts.first_byte):
+                    buffer = await public.recv(limits.max_head + 1)
+                if not buffer:
+                    public.close()
+                    return None
+            async with asyncio.timeout(timeouts.head):
+                while (head := phttp.parse_request_head(buffer, limits.max_head)) is None:
+                    chunk = await public.recv(limits.max_head + 1)
+                    if not chunk:
+                        public.close()
+                        return None
+                    buffer += chunk
+        except TimeoutError:
+            if buffer:
+                await _reply(public, 408, "the request head did not arrive in time")
+            else:
+                public.close()
+            return None
+        except OSError:
+            public.close()
+            return None
+        return head, buffer
 
     async def _splice(
         self,
