@@ -13,6 +13,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 from arp.config import Limits
+from arp.net.readiness import wait_readable
 from arp.net.sockets import connect, peer_closed, tune
 from arp.protocol import frames
 
@@ -58,12 +59,13 @@ class SocketLink(Link):
         return self._sock
 
     async def recv(self, size: int) -> bytes:
-        # Try the syscall first: on the relay's hot path data is usually there already, and
-        # waiting through the loop costs a poll handle and two epoll_ctl calls.
-        try:
-            return self._sock.recv(size)
-        except (BlockingIOError, InterruptedError):
-            return await asyncio.get_running_loop().sock_recv(self._sock, size)
+        # Try the syscall first: on the relay's hot path data is usually there already, and a
+        # wait costs a registration (arp.net.readiness).
+        while True:
+            try:
+                return self._sock.recv(size)
+            except (BlockingIOError, InterruptedError):
+                await wait_readable(self._sock.fileno())
 
     async def send(self, data: bytes) -> None:
         if not data:

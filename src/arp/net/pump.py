@@ -30,6 +30,7 @@ from collections.abc import Callable
 
 from arp.config import Limits
 from arp.net.links import Link
+from arp.net.readiness import readiness
 
 SPLICE_AVAILABLE = sys.platform == "linux" and hasattr(os, "splice")
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -77,13 +78,13 @@ class _Flow:
         "_dst",
         "_dst_fd",
         "_in_pipe",
-        "_loop",
         "_on_done",
         "_out",
         "_pipe_r",
         "_pipe_size",
         "_pipe_w",
         "_reading",
+        "_ready",
         "_src",
         "_src_fd",
         "_stopped",
@@ -99,7 +100,7 @@ class _Flow:
         pipe_size: int,
         on_done: Callable[[_Flow], None],
     ) -> None:
-        self._loop = loop
+        self._ready = readiness(loop)
         self._src, self._dst = src, dst
         self._src_fd, self._dst_fd = src.fileno(), dst.fileno()
         self._pipe_size = pipe_size
@@ -118,12 +119,12 @@ class _Flow:
     def _resume_reading(self) -> None:
         if not self._reading and not self._stopped:
             self._reading = True
-            self._loop.add_reader(self._src_fd, self._on_readable)
+            self._ready.add_reader(self._src_fd, self._on_readable)
 
     def _pause_reading(self) -> None:
         if self._reading:
             self._reading = False
-            self._loop.remove_reader(self._src_fd)
+            self._ready.remove_reader(self._src_fd)
 
     def _on_readable(self) -> None:
         raise NotImplementedError
@@ -157,10 +158,10 @@ class _Flow:
     def _wait_writable(self) -> None:
         # Back-pressure: stop reading until the destination drains.
         self._pause_reading()
-        self._loop.add_writer(self._dst_fd, self._on_writable)
+        self._ready.add_writer(self._dst_fd, self._on_writable)
 
     def _on_writable(self) -> None:
-        self._loop.remove_writer(self._dst_fd)
+        self._ready.remove_writer(self._dst_fd)
         try:
             self._drain()
         except OSError as exc:
@@ -196,7 +197,7 @@ class _Flow:
             return
         self._stopped = True
         self._pause_reading()
-        self._loop.remove_writer(self._dst_fd)
+        self._ready.remove_writer(self._dst_fd)
         if self._pipe_r >= 0:
             os.close(self._pipe_r)
             os.close(self._pipe_w)

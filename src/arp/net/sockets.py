@@ -40,9 +40,17 @@ def tune(sock: socket.socket, limits: Limits, *, keepalive: bool = False) -> Non
 _ACCEPTED_INHERIT = sys.platform == "linux"
 
 
-def listen(host: str, port: int, limits: Limits, *, keepalive: bool = False) -> socket.socket:
+def listen(
+    host: str, port: int, limits: Limits, *, keepalive: bool = False, client_first: bool = False
+) -> socket.socket:
     """A non-blocking listening socket with a high backlog, tuned like every link (`keepalive`
-    for long-lived ones); raises OSError naming the address."""
+    for long-lived ones); raises OSError naming the address.
+
+    `client_first` is for a protocol whose client speaks first (HTTP): on Linux the kernel then
+    hands a connection over only once its first bytes have arrived (TCP_DEFER_ACCEPT), so the
+    request head is read at once instead of waiting on the loop; a silent client is handed over
+    after a second and meets the first-byte deadline as before.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -52,6 +60,9 @@ def listen(host: str, port: int, limits: Limits, *, keepalive: bool = False) -> 
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         # Buffer sizes must be set before the handshake; accepted sockets inherit them.
         tune(sock, limits, keepalive=keepalive)
+        if client_first and hasattr(socket, "TCP_DEFER_ACCEPT"):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
         sock.bind((host, port))
         sock.listen(limits.listen_backlog)
         sock.setblocking(False)

@@ -109,7 +109,7 @@ class Relay(Service):
             self._listeners.append(control_sock)
             proxy_sock = listen(cfg.bind, cfg.proxy_port, limits, keepalive=True)
             self._listeners.append(proxy_sock)
-            public_sock = listen(cfg.bind, cfg.public_port, limits)
+            public_sock = listen(cfg.bind, cfg.public_port, limits, client_first=True)
             self._listeners.append(public_sock)
         except OSError:
             self._close_listeners()
