@@ -2,13 +2,16 @@
 
 Run by hand (`bash bench/run.sh relay`); it prints a table of figures and their ratio
 relay/direct, measured in the same run on this machine, plus the RSS of arps and arpc idle and
-under load. Loads come from wrk and curl (C programs), so the client is never the bottleneck.
+under load. `--reference haproxy` and `--reference ssh` add, for scale, the same loads through
+two chained haproxy (a C relay with the same three TCP hops) and through an OpenSSH `ssh -R`
+tunnel. Loads come from wrk and curl (C programs), so the client is never the bottleneck.
 Everything runs on loopback and every load is bounded in time.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import re
@@ -20,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,82 +179,235 @@ def bulk(url: str, size: int) -> float:
     return size / float(seconds) / 1e6
 
 
+HAPROXY = """global
+    maxconn 4096
+    nbthread 1
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend hop
+    bind 127.0.0.1:{listen}
+    default_backend next
+backend next
+    server next 127.0.0.1:{upstream}
+"""
+
+SSHD = """Port {port}
+ListenAddress 127.0.0.1
+HostKey {dir}/host_key
+AuthorizedKeysFile {dir}/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+StrictModes no
+UsePAM no
+PidFile {dir}/sshd.pid
+AllowTcpForwarding remote
+"""
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+@contextmanager
+def running(*args: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A child that is ready once `port` accepts connections; stopped on the way out."""
+    proc = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        wait_port(port)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def haproxy_chain(tmp: Path, target_port: int) -> Iterator[str]:
+    """Two haproxy processes in a row (mode tcp): a C relay with the same three TCP hops as
+    public → arps → arpc → target, without a tunnel pool."""
+    first, second = free_port(), free_port()
+    configs = []
+    for name, listen, upstream in (("a", first, second), ("b", second, target_port)):
+        config = tmp / f"haproxy-{name}.cfg"
+        config.write_text(HAPROXY.format(listen=listen, upstream=upstream))
+        configs.append(config)
+    with (
+        running("haproxy", "-db", "-f", str(configs[1]), port=second),
+        running("haproxy", "-db", "-f", str(configs[0]), port=first),
+    ):
+        yield f"http://127.0.0.1:{first}"
+
+
+@contextmanager
+def ssh_reverse(tmp: Path, target_port: int) -> Iterator[str]:
+    """An OpenSSH reverse tunnel (``ssh -R``) to the target, through an sshd on loopback."""
+    keys = tmp / "ssh"
+    keys.mkdir()
+    for name in ("host_key", "client_key"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)], check=True
+        )
+    (keys / "authorized_keys").write_bytes((keys / "client_key.pub").read_bytes())
+    sshd_port, public = free_port(), free_port()
+    config = keys / "sshd_config"
+    config.write_text(SSHD.format(port=sshd_port, dir=keys))
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
+    with (
+        running(shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-e", "-f", str(config),
+                port=sshd_port),
+        running(
+            "ssh", "-N", "-i", str(keys / "client_key"), "-p", str(sshd_port),
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "BatchMode=yes", "-R", f"{public}:127.0.0.1:{target_port}",
+            f"{getpass.getuser()}@127.0.0.1",
+            port=public,
+        ),
+    ):  # fmt: skip
+        yield f"http://127.0.0.1:{public}"
+
+
+REFERENCES = {"haproxy": ("haproxy x2", haproxy_chain), "ssh": ("ssh -R", ssh_reverse)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
     parser.add_argument("--connections", type=int, default=50, help="wrk connections")
     parser.add_argument("--bulk-mib", type=int, default=1024, help="bulk download size")
     parser.add_argument("--pool-size", type=int, default=16)
+    parser.add_argument(
+        "--reference",
+        action="append",
+        choices=sorted(REFERENCES),
+        default=[],
+        help="also measure this relay in the same run, for scale: haproxy (two chained "
+        "haproxy in TCP mode) or ssh (an OpenSSH ssh -R tunnel); repeatable",
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
-    for tool in ("wrk", "curl"):
+    tools = ["wrk", "curl"] + [
+        tool
+        for ref in args.reference
+        for tool in ({"haproxy": ["haproxy"], "ssh": ["ssh", "ssh-keygen"]}[ref])
+    ]
+    for tool in tools:
         if shutil.which(tool) is None:
             print(f"{tool} is not installed: run bash bench/run.sh (it installs it)")
             return 2
+    if "ssh" in args.reference and not (shutil.which("sshd") or Path("/usr/sbin/sshd").exists()):
+        print("sshd is not installed: run bash bench/run.sh (it installs it)")
+        return 2
 
-    with tempfile.TemporaryDirectory() as tmp:
-        bulk_file = Path(tmp, "bulk.bin")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        bulk_file = tmp / "bulk.bin"
         with bulk_file.open("wb") as f:
             block = os.urandom(1 << 20)
             for _ in range(args.bulk_mib):
                 f.write(block)
         size = args.bulk_mib << 20
-        target_script = Path(tmp, "target.py")
+        target_script = tmp / "target.py"
         target_script.write_text(TARGET)
         target_port = free_port()
         control, proxy, public = free_port(), free_port(), free_port()
-        env_home = Path(tmp, "home")
+        env_home = tmp / "home"
         os.environ["XDG_DATA_HOME"] = str(env_home / "data")
         os.environ["XDG_CONFIG_HOME"] = str(env_home / "config")
-        with (
-            spawn(PY, str(target_script), str(target_port), str(bulk_file), ready="target ready"),
-            spawn(
-                PY, "-m", "arp.relay", "--bind", "127.0.0.1",
-                "--control-port", str(control), "--proxy-port", str(proxy),
-                "--public-port", str(public), "--pool-size", str(args.pool_size),
-                "--log-level", "warning",
-                ready="arps listening",
-            ) as arps,
-            spawn(
-                PY, "-m", "arp.client", "--control-port", str(control),
-                "--proxy-port", str(proxy), "--local-port", str(target_port),
-                "--client-id", "bench", "--log-level", "warning",
-                ready="Public URL",
-            ) as arpc,
-        ):  # fmt: skip
+        with ExitStack() as stack:
+            stack.enter_context(
+                spawn(
+                    PY, str(target_script), str(target_port), str(bulk_file), ready="target ready"
+                )
+            )
+            arps = stack.enter_context(
+                spawn(
+                    PY,
+                    "-m",
+                    "arp.relay",
+                    "--bind",
+                    "127.0.0.1",
+                    "--control-port",
+                    str(control),
+                    "--proxy-port",
+                    str(proxy),
+                    "--public-port",
+                    str(public),
+                    "--pool-size",
+                    str(args.pool_size),
+                    "--log-level",
+                    "warning",
+                    ready="arps listening",
+                )
+            )
+            arpc = stack.enter_context(
+                spawn(
+                    PY, "-m", "arp.client", "--control-port", str(control),
+                    "--proxy-port", str(proxy), "--local-port", str(target_port),
+                    "--client-id", "bench", "--log-level", "warning",
+                    ready="Public URL",
+                )
+            )  # fmt: skip
+            q = "?token=bench"
+            paths = {
+                "direct": f"http://127.0.0.1:{target_port}",
+                "relay": f"http://127.0.0.1:{public}",
+            }
+            for ref in args.reference:
+                name, start = REFERENCES[ref]
+                paths[name] = stack.enter_context(start(tmp, target_port))
             time.sleep(1)
             idle = {"arps": rss_mib(arps.pid), "arpc": rss_mib(arpc.pid)}
-            direct = f"http://127.0.0.1:{target_port}"
-            relay = f"http://127.0.0.1:{public}"
-            q = "?token=bench"
-            rows: list[tuple[str, float, float, str]] = []
             peak = dict(idle)
 
             def sample() -> None:
                 peak["arps"] = max(peak["arps"], rss_mib(arps.pid))
                 peak["arpc"] = max(peak["arpc"], rss_mib(arpc.pid))
 
-            wrk(f"{relay}/{q}", 1, args.connections, False)  # warm-up
+            rows: list[tuple[str, dict[str, float], str]] = []
+            for base in paths.values():
+                wrk(f"{base}/{q}", 1, args.connections, False)  # warm-up
             for name, close in (("keep-alive req/s", False), ("connections/s", True)):
-                d = wrk(f"{direct}/{q}", args.seconds, args.connections, close)
-                r = wrk(f"{relay}/{q}", args.seconds, args.connections, close)
+                # Each path right after the direct run, so a drifting machine hits both alike.
+                results = {path: wrk(f"{base}/{q}", args.seconds, args.connections, close)
+                           for path, base in paths.items()}  # fmt: skip
                 sample()
-                rows.append((name, d.rps, r.rps, f"errors direct {d.errors}, relay {r.errors}"))
-                rows.append((f"  p50 ms ({name.split()[0]})", d.p50_ms, r.p50_ms, ""))
-                rows.append((f"  p99 ms ({name.split()[0]})", d.p99_ms, r.p99_ms, ""))
-            d_bulk = bulk(f"{direct}/bulk", size)
-            r_bulk = bulk(f"{relay}/bulk{q}", size)
+                errors = ", ".join(f"{path} {r.errors}" for path, r in results.items())
+                rows.append((name, {p: r.rps for p, r in results.items()}, f"errors: {errors}"))
+                short = name.split()[0]
+                rows.append((f"  p50 ms ({short})", {p: r.p50_ms for p, r in results.items()}, ""))
+                rows.append((f"  p99 ms ({short})", {p: r.p99_ms for p, r in results.items()}, ""))
+            speeds = {path: bulk(f"{base}/bulk{q}", size) for path, base in paths.items()}
             sample()
-            rows.append((f"bulk MB/s ({args.bulk_mib} MiB)", d_bulk, r_bulk, ""))
+            rows.append((f"bulk MB/s ({args.bulk_mib} MiB)", speeds, ""))
 
+    others = [p for p in paths if p != "direct"]
     print(
         f"\nARP relay benchmark ({os.cpu_count()} cores, wrk -c{args.connections}, "
-        f"{args.seconds} s per run, pool {args.pool_size})"
+        f"{args.seconds} s per run, pool {args.pool_size}); ratios are to direct"
     )
-    print(f"{'measure':<28}{'direct':>12}{'relay':>12}{'relay/direct':>14}")
-    for name, d, r, note in rows:
-        ratio = r / d if d else float("nan")
-        print(f"{name:<28}{d:>12.1f}{r:>12.1f}{ratio:>13.2f}x  {note}")
+    header = f"{'measure':<26}{'direct':>11}" + "".join(f"{p:>11}{'ratio':>8}" for p in others)
+    print(header)
+    for name, values, note in rows:
+        line = f"{name:<26}{values['direct']:>11.1f}"
+        for path in others:
+            ratio = values[path] / values["direct"] if values["direct"] else float("nan")
+            line += f"{values[path]:>11.1f}{ratio:>7.2f}x"
+        print(f"{line}  {note}".rstrip())
     print(
         f"RSS MiB idle: arps {idle['arps']:.1f}, arpc {idle['arpc']:.1f}; "
         f"peak under load: arps {peak['arps']:.1f}, arpc {peak['arpc']:.1f}"
