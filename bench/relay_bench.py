@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -165,6 +166,10 @@ def wrk(url: str, seconds: int, connections: int, close: bool) -> WrkResult:
     return WrkResult(rps, _ms(p50.group(1)) if p50 else 0, _ms(p99.group(1)) if p99 else 0, errors)
 
 
+def _median(runs: dict[str, list[WrkResult]], field: str) -> dict[str, float]:
+    return {path: statistics.median(getattr(r, field) for r in rs) for path, rs in runs.items()}
+
+
 def bulk(url: str, size: int) -> float:
     """MB/s of one download of `size` bytes with curl."""
     out = subprocess.run(
@@ -291,6 +296,9 @@ def main() -> int:
     parser.add_argument("--bulk-mib", type=int, default=1024, help="bulk download size")
     parser.add_argument("--pool-size", type=int, default=16)
     parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of every measure; medians are reported"
+    )
+    parser.add_argument(
         "--reference",
         action="append",
         choices=sorted(REFERENCES),
@@ -300,6 +308,8 @@ def main() -> int:
     )
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
+    if args.rounds < 1 or args.seconds < 1:
+        parser.error("--rounds and --seconds must be at least 1")
     tools = ["wrk", "curl"] + [
         tool
         for ref in args.reference
@@ -382,23 +392,36 @@ def main() -> int:
             for base in paths.values():
                 wrk(f"{base}/{q}", 1, args.connections, False)  # warm-up
             for name, close in (("keep-alive req/s", False), ("connections/s", True)):
-                # Each path right after the direct run, so a drifting machine hits both alike.
-                results = {path: wrk(f"{base}/{q}", args.seconds, args.connections, close)
-                           for path, base in paths.items()}  # fmt: skip
-                sample()
-                errors = ", ".join(f"{path} {r.errors}" for path, r in results.items())
-                rows.append((name, {p: r.rps for p, r in results.items()}, f"errors: {errors}"))
+                # Rounds of every path in turn, medians kept: a host whose speed drifts during
+                # the run then weighs on every path alike.
+                runs: dict[str, list[WrkResult]] = {path: [] for path in paths}
+                for _ in range(args.rounds):
+                    for path, base in paths.items():
+                        runs[path].append(wrk(f"{base}/{q}", args.seconds, args.connections, close))
+                    sample()
+                errors = ", ".join(f"{p} {sum(r.errors for r in rs)}" for p, rs in runs.items())
+                rows.append((name, _median(runs, "rps"), f"errors: {errors}"))
                 short = name.split()[0]
-                rows.append((f"  p50 ms ({short})", {p: r.p50_ms for p, r in results.items()}, ""))
-                rows.append((f"  p99 ms ({short})", {p: r.p99_ms for p, r in results.items()}, ""))
-            speeds = {path: bulk(f"{base}/bulk{q}", size) for path, base in paths.items()}
-            sample()
-            rows.append((f"bulk MB/s ({args.bulk_mib} MiB)", speeds, ""))
+                rows.append((f"  p50 ms ({short})", _median(runs, "p50_ms"), ""))
+                rows.append((f"  p99 ms ({short})", _median(runs, "p99_ms"), ""))
+            speeds: dict[str, list[float]] = {path: [] for path in paths}
+            for _ in range(args.rounds):
+                for path, base in paths.items():
+                    speeds[path].append(bulk(f"{base}/bulk{q}", size))
+                sample()
+            rows.append(
+                (
+                    f"bulk MB/s ({args.bulk_mib} MiB)",
+                    {p: statistics.median(v) for p, v in speeds.items()},
+                    "",
+                )
+            )
 
     others = [p for p in paths if p != "direct"]
     print(
         f"\nARP relay benchmark ({os.cpu_count()} cores, wrk -c{args.connections}, "
-        f"{args.seconds} s per run, pool {args.pool_size}); ratios are to direct"
+        f"{args.seconds} s per run, pool {args.pool_size}, medians of {args.rounds} rounds); "
+        "ratios are to direct"
     )
     header = f"{'measure':<26}{'direct':>11}" + "".join(f"{p:>11}{'ratio':>8}" for p in others)
     print(header)

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import os
+import socket
 import ssl
 import struct
 import subprocess
@@ -494,6 +495,55 @@ async def test_client_gone_mid_transfer_closes_the_public_side(make_stack: Stack
         await wait_until(lambda: len(state.pool) == 2, units(3), "pool recovered")
         async with http.get(f"{stack.base}/echo?token=flaky") as response:
             assert response.status == 200
+
+
+async def test_reused_tunnels_survive_clean_and_aborted_connections(stack: Stack) -> None:
+    """Many connections at once ending every way; then every pooled tunnel still works and
+    nothing is left open."""
+    port = stack.relay.public_port
+    state = stack.relay.clients["tester"]
+    await wait_until(lambda: len(state.pool) == 2, units(3), "pool warmed to its size")
+    fds_before = len(os.listdir("/proc/self/fd"))
+
+    async def one(n: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            async with asyncio.timeout(units(10)):
+                if n % 3 == 2:  # a client that resets in the middle of a large download
+                    writer.write(
+                        f"GET /blob/{20 * MB}?token=tester HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+                    )
+                    await reader.readexactly(MB)
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
+                ending = "keep-alive" if n % 3 else "close"
+                writer.write(
+                    f"GET /echo/{n}?token=tester HTTP/1.1\r\nHost: x\r\n"
+                    f"Connection: {ending}\r\n\r\n".encode()
+                )
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                assert json.loads(await reader.readexactly(length))["path"] == f"/echo/{n}"
+                writer.write_eof()
+                assert await reader.read(-1) == b""
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(one(n) for n in range(60)))
+    # Whatever is pooled now carries requests: nothing half-finished came back to the pool.
+    for n in range(2 * stack.relay.pools.max_idle):
+        request = f"GET /echo/after{n}?token=tester HTTP/1.1\r\nHost: x\r\nConnection: close"
+        answer = await raw_exchange(port, f"{request}\r\n\r\n".encode())
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["path"] == f"/echo/after{n}"
+    # Connections and tunnels opened for the burst are closed or idle in the pool (each idle
+    # tunnel holds one socket on each side, in this one process).
+    await wait_until(
+        lambda: len(os.listdir("/proc/self/fd")) <= fds_before + 2 * len(state.pool) + 4,
+        units(5),
+        "sockets of finished connections closed",
+    )
+    assert len(state.pool) <= stack.relay.pools.max_idle
 
 
 async def banner_server() -> tuple[asyncio.Server, int]:
