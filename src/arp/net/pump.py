@@ -273,7 +273,7 @@ class _FromTunnel(_Flow):
     one that closes inside a frame is an error.
     """
 
-    __slots__ = ("_first", "_header", "_left", "leftover")
+    __slots__ = ("_first", "_header", "_left", "leftover", "raw_ended")
 
     def __init__(
         self,
@@ -289,6 +289,8 @@ class _FromTunnel(_Flow):
         self._header = b""  # a data header read in part
         self._left = 0  # payload bytes of the current frame still to come
         self.leftover = b""
+        self.raw_ended = False
+        """The raw socket's own side has ended (read to EOF): it closes next, so no FIN first."""
 
     def feed(self, data: bytes) -> None:
         """Bytes of the tunnel read before the flow started (after StartProxy)."""
@@ -400,6 +402,10 @@ class _FromTunnel(_Flow):
         self._in_pipe += n
         self._drain()
 
+    def _end_destination(self) -> None:
+        if not self.raw_ended:  # a shutdown right before the close would be a wasted syscall
+            super()._end_destination()
+
     def _tunnel_closed(self) -> None:
         if self._left or self._header:
             self._finish(TunnelProtocolError("the tunnel closed in the middle of a data frame"))
@@ -467,6 +473,8 @@ async def _pump_sockets(
     def on_done(flow: _Flow) -> None:
         nonlocal remaining
         remaining -= 1
+        if flow is outgoing and flow.clean:
+            incoming.raw_ended = True
         if (flow.error is not None or remaining == 0) and not done.done():
             done.set_result(None)
 
