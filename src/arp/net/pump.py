@@ -53,6 +53,7 @@ _SHARED_VIEW = memoryview(_SHARED)
 _PAYLOAD_ROOM = COPY_BUFFER - DATA_HEADER.size
 
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
+_FRAMES_PER_WAKEUP = 4
 
 Transform = Callable[[bytes], bytes]
 _RETRY = (BlockingIOError, InterruptedError)
@@ -375,32 +376,37 @@ class _FromTunnel(_Flow):
             self._first = None
 
     def _splice_in(self) -> None:
-        if not self._left:
-            # A header: read exactly its bytes, so no payload leaves the kernel.
-            data = self._src.recv(DATA_HEADER.size - len(self._header))
-            if not data:
+        # A frame that ends inside the bytes at hand is usually followed by the next header,
+        # so a few frames are taken per wake-up (bounded, so other sockets get their turn).
+        for _ in range(_FRAMES_PER_WAKEUP):
+            if not self._left:
+                # A header: read exactly its bytes, so no payload leaves the kernel.
+                data = self._src.recv(DATA_HEADER.size - len(self._header))
+                if not data:
+                    self._tunnel_closed()
+                    return
+                self._header += data
+                if len(self._header) < DATA_HEADER.size:
+                    return
+                try:
+                    self._left = self._parse_header()
+                except TunnelProtocolError as exc:
+                    self._finish(exc)
+                    return
+                if not self._left:
+                    self.clean = True
+                    self._drain()
+                    return
+            size = min(self._left, self._pipe_size)
+            n = os.splice(self._src_fd, self._pipe_w, size, flags=_SPLICE_FLAGS)
+            if n == 0:
                 self._tunnel_closed()
                 return
-            self._header += data
-            if len(self._header) < DATA_HEADER.size:
+            self._left -= n
+            self._in_pipe += n
+            self._drain()
+            if self._left or self._in_pipe or not self._reading:
                 return
-            try:
-                self._left = self._parse_header()
-            except TunnelProtocolError as exc:
-                self._finish(exc)
-                return
-            if not self._left:
-                self.clean = True
-                self._drain()
-                return
-        size = min(self._left, self._pipe_size)
-        n = os.splice(self._src_fd, self._pipe_w, size, flags=_SPLICE_FLAGS)
-        if n == 0:
-            self._tunnel_closed()
-            return
-        self._left -= n
-        self._in_pipe += n
-        self._drain()
 
     def _end_destination(self) -> None:
         if not self.raw_ended:  # a shutdown right before the close would be a wasted syscall
