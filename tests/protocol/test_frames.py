@@ -58,6 +58,7 @@ def test_wire_format_is_the_originals() -> None:
             "resume_key": None,
             "tcp_ports": [],
             "version": None,
+            "tunnel_protocol": 1,
         }
     }
 

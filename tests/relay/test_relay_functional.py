@@ -11,11 +11,12 @@ import ssl
 import struct
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
-from arp.client.control import Client, Target
+from arp.client.control import Client, ClientConfig, Target
 from arp.net.pump import END_FRAME, data_frame
 from arp.protocol import frames
 from tests.conftest import units
@@ -252,6 +253,46 @@ async def _read_frame(reader: asyncio.StreamReader) -> frames.Message:
         return frames.decode_body(await reader.readexactly(length))
 
 
+def register(client_id: str, **fields: Any) -> frames.Register:
+    """A Register as this version's arpc sends it."""
+    return frames.Register(client_id=client_id, tunnel_protocol=frames.TUNNEL_PROTOCOL, **fields)
+
+
+async def test_a_client_of_another_tunnel_protocol_is_refused_for_good(stack: Stack) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", stack.relay.control_port)
+    try:
+        await _send(writer, frames.Register(client_id="old-arpc"))  # no tunnel_protocol: 1
+        result = await _read_frame(reader)
+        assert isinstance(result, frames.RegisterResult) and not result.success
+        assert "tunnel protocol 2" in (result.error or "") and not result.retryable
+    finally:
+        writer.close()
+
+
+async def test_a_relay_of_another_tunnel_protocol_stops_the_client() -> None:
+    """An older relay answers without tunnel_protocol: the client says why and stops."""
+
+    async def old_relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_frame(reader)
+        writer.write(frames.encode(frames.RegisterResult(success=True)))
+        await writer.drain()
+        await reader.read()
+
+    server = await asyncio.start_server(old_relay, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = Client(ClientConfig(
+        client_id="new-arpc", http_target=Target("127.0.0.1", 9), control_port=port
+    ))  # fmt: skip
+    try:
+        async with client:
+            async with asyncio.timeout(units(5)):
+                await client.wait_closed()
+        assert client.fatal_error is not None
+        assert "tunnel protocol 1" in client.fatal_error.message
+    finally:
+        server.close()
+
+
 async def _send(writer: asyncio.StreamWriter, message: frames.Message) -> None:
     writer.write(frames.encode(message))
     await writer.drain()
@@ -306,7 +347,7 @@ async def test_registration_needs_the_secret(make_stack: StackFactory) -> None:
 async def test_a_live_client_id_cannot_be_hijacked_but_can_be_resumed(stack: Stack) -> None:
     relay = stack.relay
     reader, writer = await asyncio.open_connection("127.0.0.1", relay.control_port)
-    await _send(writer, frames.Register(client_id="tester"))
+    await _send(writer, register("tester"))
     result = await _read_frame(reader)
     assert isinstance(result, frames.RegisterResult)
     assert not result.success and "in use" in (result.error or "") and result.retryable
@@ -315,14 +356,14 @@ async def test_a_live_client_id_cannot_be_hijacked_but_can_be_resumed(stack: Sta
     owner = stack.clients[0]
     assert owner.last_result is not None
     reader, writer = await asyncio.open_connection("127.0.0.1", relay.control_port)
-    await _send(writer, frames.Register(client_id="tester", resume_key="wrong-key"))
+    await _send(writer, register("tester", resume_key="wrong-key"))
     refused = await _read_frame(reader)
     assert isinstance(refused, frames.RegisterResult) and not refused.success
     writer.close()
     await owner.close()
     await wait_until(lambda: not relay.clients["tester"].online, units(3), "old link gone")
     reader, writer = await asyncio.open_connection("127.0.0.1", relay.control_port)
-    await _send(writer, frames.Register(client_id="tester"))
+    await _send(writer, register("tester"))
     taken = await _read_frame(reader)
     assert isinstance(taken, frames.RegisterResult) and taken.success
     writer.close()
@@ -332,7 +373,7 @@ async def test_resume_key_takes_over_a_half_dead_registration(stack: Stack) -> N
     relay = stack.relay
     key = stack.clients[0].last_result.resume_key  # type: ignore[union-attr]
     reader, writer = await asyncio.open_connection("127.0.0.1", relay.control_port)
-    await _send(writer, frames.Register(client_id="tester", resume_key=key))
+    await _send(writer, register("tester", resume_key=key))
     result = await _read_frame(reader)
     assert isinstance(result, frames.RegisterResult) and result.success
     writer.close()
@@ -360,7 +401,7 @@ class FakeClient:
     async def register(self) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.stack.relay.control_port)
         self.writers.append(writer)
-        await _send(writer, frames.Register(client_id=self.client_id))
+        await _send(writer, register(self.client_id))
         result = await _read_frame(reader)
         assert isinstance(result, frames.RegisterResult) and result.success
 

@@ -150,6 +150,7 @@ class Client(Service):
                         resume_key=self._resume_key,
                         tcp_ports=sorted(cfg.tcp_targets),
                         version=__version__,
+                        tunnel_protocol=frames.TUNNEL_PROTOCOL,
                     )
                 )
             )
@@ -162,6 +163,13 @@ class Client(Service):
             if not result.success:
                 raise RegistrationError(
                     result.error or "registration refused", retryable=result.retryable
+                )
+            if result.tunnel_protocol != frames.TUNNEL_PROTOCOL:
+                raise RegistrationError(
+                    f"the relay speaks tunnel protocol {result.tunnel_protocol} and this client "
+                    f"(arpc {__version__}) speaks {frames.TUNNEL_PROTOCOL}: "
+                    "run the same ARP version on both ends",
+                    retryable=False,
                 )
             self._resume_key = result.resume_key
             self.last_result = result

@@ -27,12 +27,17 @@ import json
 import struct
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, Union
 
 from arp.errors import LocalProtocolError, RemoteProtocolError
 
 HEADER = struct.Struct(">I")
+TUNNEL_PROTOCOL = 2
+"""How a tunnel carries a connection's bytes after StartProxy: 1, raw until the tunnel closes
+(one connection per tunnel); 2, data frames ending in an end frame (the tunnel is reused).
+Both ends must speak the same one, so Register and RegisterResult state theirs."""
 DEFAULT_MAX_FRAME = 64 * 1024
 
 
@@ -56,6 +61,8 @@ class Register(Message):
     tcp_ports: list[int] = field(default_factory=list)
     """Dedicated public TCP ports asked for, forwarded to the client's local service."""
     version: str | None = None
+    tunnel_protocol: int = 1
+    """`TUNNEL_PROTOCOL` of the client; absent means 1 (clients before reusable tunnels)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +78,8 @@ class RegisterResult(Message):
     tcp_ports: list[int] = field(default_factory=list)
     """The dedicated public TCP ports granted."""
     public_port: int | None = None
+    tunnel_protocol: int = 1
+    """`TUNNEL_PROTOCOL` of the relay; absent means 1 (relays before reusable tunnels)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,22 +141,28 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
 }
 
 
-def _check(value: Any, annotation: Any) -> bool:
-    """Whether a decoded JSON value fits a field's annotation (the few shapes used above)."""
+Check = Callable[[Any], bool]
+
+
+def _checker(annotation: Any) -> Check:
+    """A test of whether a decoded JSON value fits a field's annotation (the few shapes used
+    above), built once per field so decoding does no type introspection."""
     origin = typing.get_origin(annotation)
     if origin in (Union, types.UnionType):
-        return any(_check(value, arg) for arg in typing.get_args(annotation))
+        options = tuple(_checker(arg) for arg in typing.get_args(annotation))
+        return lambda value: any(check(value) for check in options)
     if annotation is type(None):
-        return value is None
+        return lambda value: value is None
     if origin is list:
         (item,) = typing.get_args(annotation)
-        return isinstance(value, list) and all(_check(v, item) for v in value)
+        check_item = _checker(item)
+        return lambda value: isinstance(value, list) and all(check_item(v) for v in value)
     if annotation is bool:
-        return isinstance(value, bool)
+        return lambda value: isinstance(value, bool)
     if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return lambda value: isinstance(value, int) and not isinstance(value, bool)
     if annotation is str:
-        return isinstance(value, str)
+        return lambda value: isinstance(value, str)
     raise TypeError(f"unsupported field annotation {annotation!r}")  # pragma: no cover
 
 
@@ -155,13 +170,19 @@ def _check(value: Any, annotation: Any) -> bool:
 class _Field:
     name: str
     hint: Any
+    check: Check
     required: bool
 
 
 def _schema(cls: type[Message]) -> tuple[_Field, ...]:
     hints = typing.get_type_hints(cls)
     return tuple(
-        _Field(f.name, hints[f.name], f.default is MISSING and f.default_factory is MISSING)
+        _Field(
+            f.name,
+            hints[f.name],
+            _checker(hints[f.name]),
+            f.default is MISSING and f.default_factory is MISSING,
+        )
         for f in fields(cls)
     )
 
@@ -194,7 +215,7 @@ def message_from_json(obj: Any) -> Message:
     for f in _SCHEMAS[cls]:
         if f.name in body:
             value = body[f.name]
-            if not _check(value, f.hint):
+            if not f.check(value):
                 raise RemoteProtocolError(
                     f"{tag}.{f.name}: expected {f.hint}, got {type(value).__name__}"
                 )

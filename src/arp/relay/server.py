@@ -252,6 +252,14 @@ class Relay(Service):
                 retryable=False,
             )
             return None
+        if msg.tunnel_protocol != frames.TUNNEL_PROTOCOL:
+            refuse(
+                f"this relay (arps {__version__}) speaks tunnel protocol "
+                f"{frames.TUNNEL_PROTOCOL} and this client speaks {msg.tunnel_protocol}: "
+                "run the same ARP version on both ends",
+                retryable=False,
+            )
+            return None
         problem = check_client_id(msg.client_id)
         if problem:
             refuse(problem, retryable=False)
@@ -295,6 +303,7 @@ class Relay(Service):
                 resume_key=state.resume_key,
                 tcp_ports=sorted(state.tcp_ports),
                 public_port=self.public_port,
+                tunnel_protocol=frames.TUNNEL_PROTOCOL,
             )
         )
         return state
