@@ -153,3 +153,17 @@ def test_cookie_is_secure_behind_an_https_proxy() -> None:
     assert not phttp.came_over_https(plain) and phttp.came_over_https(proxied)
     assert b"; Secure" in phttp.set_cookie_header("A", secure=True)
     assert b"Secure" not in phttp.set_cookie_header("A")
+
+
+@given(st.text(alphabet="tokenab=&%+#?2F0x;é ", max_size=40))
+def test_query_token_follows_parse_qsl(query: str) -> None:
+    """The token is read from the query as urllib's parse_qsl would read it."""
+    from urllib.parse import parse_qsl
+
+    target = "/p?" + query
+    expected = next(
+        (v for k, v in parse_qsl(query.partition("#")[0], keep_blank_values=True)
+         if k == "token" and v),
+        None,
+    )  # fmt: skip
+    assert phttp._query_token(target) == expected
