@@ -166,6 +166,13 @@ def wrk(url: str, seconds: int, connections: int, close: bool) -> WrkResult:
     return WrkResult(rps, _ms(p50.group(1)) if p50 else 0, _ms(p99.group(1)) if p99 else 0, errors)
 
 
+def _order(paths: dict[str, str], round_: int) -> list[str]:
+    """Every other round runs the paths backwards: a run tends to be slower than the one
+    before it on this host, and a fixed order would always favour the first path."""
+    names = list(paths)
+    return names if round_ % 2 == 0 else names[::-1]
+
+
 def _median(runs: dict[str, list[WrkResult]], field: str) -> dict[str, float]:
     return {path: statistics.median(getattr(r, field) for r in rs) for path, rs in runs.items()}
 
@@ -395,9 +402,10 @@ def main() -> int:
                 # Rounds of every path in turn, medians kept: a host whose speed drifts during
                 # the run then weighs on every path alike.
                 runs: dict[str, list[WrkResult]] = {path: [] for path in paths}
-                for _ in range(args.rounds):
-                    for path, base in paths.items():
-                        runs[path].append(wrk(f"{base}/{q}", args.seconds, args.connections, close))
+                for round_ in range(args.rounds):
+                    for path in _order(paths, round_):
+                        result = wrk(f"{paths[path]}/{q}", args.seconds, args.connections, close)
+                        runs[path].append(result)
                     sample()
                 errors = ", ".join(f"{p} {sum(r.errors for r in rs)}" for p, rs in runs.items())
                 rows.append((name, _median(runs, "rps"), f"errors: {errors}"))
@@ -405,9 +413,9 @@ def main() -> int:
                 rows.append((f"  p50 ms ({short})", _median(runs, "p50_ms"), ""))
                 rows.append((f"  p99 ms ({short})", _median(runs, "p99_ms"), ""))
             speeds: dict[str, list[float]] = {path: [] for path in paths}
-            for _ in range(args.rounds):
-                for path, base in paths.items():
-                    speeds[path].append(bulk(f"{base}/bulk{q}", size))
+            for round_ in range(args.rounds):
+                for path in _order(paths, round_):
+                    speeds[path].append(bulk(f"{paths[path]}/bulk{q}", size))
                 sample()
             rows.append(
                 (

@@ -117,6 +117,10 @@ class _Flow:
     def start(self) -> None:
         self._resume_reading()
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
     def _resume_reading(self) -> None:
         if not self._reading and not self._stopped:
             self._reading = True
@@ -435,6 +439,71 @@ class _FromTunnel(_Flow):
         self._resume_reading()
 
 
+class Joint:
+    """Both directions between a raw socket and a tunnel, run by readiness callbacks alone.
+
+    When both directions have ended, or either failed, `on_end` is called (perhaps already
+    within `start`) with the tunnel's bytes beyond this connection's end frame when the tunnel
+    ended clean and may be reused, else None; `raw` is closed by then, and so is the tunnel
+    when it cannot be reused. Errors of the peers (reset, broken pipe) end it quietly: they are
+    how TCP ends.
+    """
+
+    __slots__ = ("_ended", "_incoming", "_initial", "_on_end", "_outgoing", "_raw", "_tunnel")
+
+    def __init__(
+        self,
+        raw: Link,
+        tunnel: Link,
+        limits: Limits,
+        *,
+        on_end: Callable[[bytes | None], None],
+        initial: bytes = b"",
+        first: Transform | None = None,
+    ) -> None:
+        raw_sock, tunnel_sock = raw.sock, tunnel.sock
+        if raw_sock is None or tunnel_sock is None:
+            raise TypeError("a Joint joins plain sockets; TLS links go through pump()")
+        loop = asyncio.get_running_loop()
+        self._raw, self._tunnel = raw, tunnel
+        self._on_end = on_end
+        self._initial = initial
+        self._ended = False
+        self._outgoing = _ToTunnel(loop, raw_sock, tunnel_sock, limits.pipe_size, self._done)
+        self._incoming = _FromTunnel(
+            loop, tunnel_sock, raw_sock, limits.pipe_size, self._done, first
+        )
+
+    def start(self) -> None:
+        self._outgoing.start()
+        self._incoming.feed(self._initial)
+        self._incoming.start()
+
+    def abort(self) -> None:
+        """End now (shutdown, cancellation): both links are closed; idempotent."""
+        self._outgoing.clean = False
+        self._end()
+
+    def _done(self, flow: _Flow) -> None:
+        if flow is self._outgoing and flow.clean:
+            self._incoming.raw_ended = True
+        if flow.error is not None or (self._outgoing.stopped and self._incoming.stopped):
+            self._end()
+
+    def _end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._outgoing.stop()
+        self._incoming.stop()
+        clean = self._outgoing.clean and self._incoming.clean
+        leftover = self._incoming.leftover if clean else None
+        self._raw.close()
+        if leftover is None:
+            self._tunnel.close()
+        self._on_end(leftover)
+
+
 async def pump(
     raw: Link,
     tunnel: Link,
@@ -448,55 +517,29 @@ async def pump(
     `initial` holds tunnel bytes already read (data frames after StartProxy); `first` rewrites
     the first payload going to `raw` (the relay adds a Set-Cookie there). Returns the tunnel's
     bytes beyond this connection's end frame when the tunnel is clean and may be reused, else
-    None, and then the tunnel is closed too. Errors of the peers (reset, broken pipe) end the
-    pump quietly: they are how TCP ends.
+    None, and then the tunnel is closed too.
     """
-    raw_sock, tunnel_sock = raw.sock, tunnel.sock
-    leftover: bytes | None = None
-    try:
-        if raw_sock is not None and tunnel_sock is not None:
-            leftover = await _pump_sockets(raw_sock, tunnel_sock, limits, initial, first)
-        else:
+    if raw.sock is None or tunnel.sock is None:
+        leftover: bytes | None = None
+        try:
             leftover = await _pump_streams(raw, tunnel, limits, initial, first)
-    finally:
-        raw.close()
-        if leftover is None:
-            tunnel.close()
-    return leftover
+        finally:
+            raw.close()
+            if leftover is None:
+                tunnel.close()
+        return leftover
+    done: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
 
+    def on_end(leftover: bytes | None) -> None:
+        if not done.done():
+            done.set_result(leftover)
 
-async def _pump_sockets(
-    raw: socket.socket,
-    tunnel: socket.socket,
-    limits: Limits,
-    initial: bytes,
-    first: Transform | None,
-) -> bytes | None:
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    remaining = 2
-
-    def on_done(flow: _Flow) -> None:
-        nonlocal remaining
-        remaining -= 1
-        if flow is outgoing and flow.clean:
-            incoming.raw_ended = True
-        if (flow.error is not None or remaining == 0) and not done.done():
-            done.set_result(None)
-
-    outgoing = _ToTunnel(loop, raw, tunnel, limits.pipe_size, on_done)
-    incoming = _FromTunnel(loop, tunnel, raw, limits.pipe_size, on_done, first)
+    joint = Joint(raw, tunnel, limits, on_end=on_end, initial=initial, first=first)
     try:
-        outgoing.start()
-        incoming.feed(initial)
-        incoming.start()
-        await done
+        joint.start()
+        return await done
     finally:
-        outgoing.stop()
-        incoming.stop()
-    if outgoing.clean and incoming.clean:
-        return incoming.leftover
-    return None
+        joint.abort()  # cancelled: close both; after the end, nothing
 
 
 # -- TLS links: the same frames through coroutines ---------------------------------------------

@@ -186,12 +186,14 @@ def raise_fd_limit() -> None:
 
 async def accept_loop(
     listener: socket.socket,
-    handle: Callable[[socket.socket], Coroutine[Any, Any, None]],
+    handle: Callable[[socket.socket], Coroutine[Any, Any, None] | None],
     limits: Limits,
     tasks: set[asyncio.Task[None]],
     name: str,
 ) -> None:
-    """Accept until cancelled, running `handle` per connection in a task kept in `tasks`.
+    """Accept until cancelled, calling `handle` per connection at once; the coroutine it
+    returns (an ``async def`` handler always returns one) runs in a task kept in `tasks`, and a
+    handler that dealt with the connection itself returns None.
 
     The listener stays registered with the loop and each readiness event accepts every pending
     connection (the loop's `sock_accept` re-registers per connection). Running out of file
@@ -227,9 +229,11 @@ async def accept_loop(
             conn.setblocking(False)
             if not _ACCEPTED_INHERIT:
                 tune(conn, limits, keepalive=keepalive)
-            task: asyncio.Task[None] = loop.create_task(handle(conn))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            work = handle(conn)
+            if work is not None:
+                task: asyncio.Task[None] = loop.create_task(work)
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
 
     loop.add_reader(fd, on_readable)
     try:

@@ -16,7 +16,9 @@ import logging
 import socket
 import ssl
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from arp import __version__
 from arp.config import (
@@ -30,7 +32,7 @@ from arp.config import (
 from arp.errors import RemoteProtocolError
 from arp.lifecycle import Service
 from arp.net.links import Link, SocketLink, read_message, wrap_tls_server
-from arp.net.pump import Transform, data_frame, pump
+from arp.net.pump import Joint, Transform, data_frame, pump
 from arp.net.sockets import accept_loop, listen, raise_fd_limit, tune
 from arp.protocol import frames
 from arp.protocol import http as phttp
@@ -91,6 +93,8 @@ class Relay(Service):
         self._listeners: list[socket.socket] = []
         self._control_server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._joints: set[Joint] = set()
+        """Connections joined without a task (the public fast path)."""
         self._loops: list[asyncio.Task[None]] = []
         self._public_count = 0
         self._closed = asyncio.Event()
@@ -126,7 +130,7 @@ class Relay(Service):
         )
         for sock, handler, name in (
             (proxy_sock, self._serve_proxy, "proxy"),
-            (public_sock, self._serve_public, "public"),
+            (public_sock, self._public_arrived, "public"),
         ):
             self._loops.append(
                 loop.create_task(accept_loop(sock, handler, limits, self._tasks, name))
@@ -163,6 +167,8 @@ class Relay(Service):
         self._close_listeners()
         for state in list(self.clients.values()):
             self._forget(state)
+        for joint in list(self._joints):
+            joint.abort()
         for task in list(self._tasks):
             task.cancel()
         pending = [*self._loops, *self._tasks]
@@ -456,21 +462,106 @@ class Relay(Service):
 
     # -- public port --------------------------------------------------------------------------
 
-    async def _serve_public(self, sock: socket.socket) -> None:
+    def _public_arrived(self, sock: socket.socket) -> Coroutine[Any, Any, None] | None:
+        """A public connection, joined to a pooled tunnel at once when it can be: its head is
+        here (the port defers accepting until bytes arrive) and its client has a live pooled
+        tunnel. Everything else, every error answer included, goes the way of a task."""
         public = SocketLink(sock)
+        limits = self.config.limits
+        if self._tls is not None or self._public_count >= limits.max_public_connections:
+            return self._serve_public(public, b"")
+        try:
+            data = sock.recv(limits.max_head + 1)
+        except (BlockingIOError, InterruptedError):
+            return self._serve_public(public, b"")
+        except OSError:
+            public.close()
+            return None
+        if not data:
+            public.close()
+            return None
+        try:
+            head = phttp.parse_request_head(data, limits.max_head)
+        except phttp.HeadError:
+            head = None  # answered by the task
+        if head is None:
+            return self._serve_public(public, data)
+        route = phttp.route(head, self.config.domain)
+        state = self._client_for(route) if route is not None else None
+        if route is None or state is None or state.control is None:
+            return self._serve_public(public, data)
+        tunnel = self.pools.take_pooled(state)
+        if tunnel is None:
+            return self._serve_public(public, data)
+        assert tunnel.sock is not None  # no TLS on tunnels here
+        frame = _HTTP_START + data_frame(data)
+        try:
+            sent = tunnel.sock.send(frame)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            public.close()
+            tunnel.close()
+            return None
+        transform = _cookie_transform(route, head)
+        if sent < len(frame):
+            return self._join_later(state, public, tunnel, frame[sent:], transform)
+        self._public_count += 1
+
+        def joined(leftover: bytes | None) -> None:
+            self._joints.discard(joint)
+            self._public_count -= 1
+            self._tunnel_done(state, tunnel, leftover)
+
+        joint = Joint(public, tunnel, limits, on_end=joined, first=transform)
+        self._joints.add(joint)
+        joint.start()
+        return None
+
+    async def _join_later(
+        self,
+        state: ClientState,
+        public: SocketLink,
+        tunnel: Link,
+        rest: bytes,
+        transform: Transform | None,
+    ) -> None:
+        """The fast path's tunnel was full: send the rest of the head, then pump as a task."""
+        self._public_count += 1
+        try:
+            try:
+                await tunnel.send(rest)
+            except OSError:
+                public.close()
+                tunnel.close()
+                return
+            leftover = await pump(public, tunnel, self.config.limits, first=transform)
+            self._tunnel_done(state, tunnel, leftover)
+        finally:
+            self._public_count -= 1
+
+    def _client_for(self, route: phttp.Route) -> ClientState | None:
+        state = self.clients.get(route.token)
+        if state is None and route.source is phttp.TokenSource.SUBDOMAIN:
+            state = next(
+                (s for s in self.clients.values() if s.client_id.lower() == route.token), None
+            )
+        return state
+
+    async def _serve_public(self, public: SocketLink, initial: bytes) -> None:
         limits = self.config.limits
         if self._public_count >= limits.max_public_connections:
             await _reply(public, 503, "the relay is at its connection limit; try again shortly")
             return
         self._public_count += 1
         try:
-            await self._route_public(public)
+            await self._route_public(public, initial)
         finally:
             self._public_count -= 1
 
-    async def _route_public(self, public: SocketLink) -> None:
+    async def _route_public(self, public: SocketLink, initial: bytes) -> None:
         try:
-            read = await self._read_head(public)
+            read = await self._read_head(public, initial)
         except phttp.HeadError as exc:
             await _reply(public, exc.status, exc.message)
             return
@@ -491,11 +582,7 @@ class Relay(Service):
                 "(or send an X-ARP-Token header)",
             )
             return
-        state = self.clients.get(route.token)
-        if state is None and route.source is phttp.TokenSource.SUBDOMAIN:
-            state = next(
-                (s for s in self.clients.values() if s.client_id.lower() == route.token), None
-            )
+        state = self._client_for(route)
         if state is None:
             message = f"no client is registered with token {route.token[:128]}"
             if phttp.wants_page(head):
@@ -523,34 +610,17 @@ class Relay(Service):
         except TooManyPending:
             await _reply(public, 503, f"client {state.client_id} has too many requests waiting")
             return
-        transform = None
-        if route.set_cookie:
-            cookie = phttp.set_cookie_header(route.token, secure=phttp.came_over_https(head))
-
-            def transform(first: bytes) -> bytes:
-                return phttp.inject_header(first, cookie) or first
-
         start = frames.StartProxy(tcp_port=None)
-        await self._splice(state, public, tunnel, start, buffer, transform)
+        await self._splice(state, public, tunnel, start, buffer, _cookie_transform(route, head))
 
-    async def _read_head(self, public: SocketLink) -> tuple[phttp.RequestHead, bytes] | None:
-        """The request head and every byte read with it; None when the connection was dealt
-        with (closed, or answered 408). Raises `phttp.HeadError` for a bad head."""
+    async def _read_head(
+        self, public: SocketLink, buffer: bytes
+    ) -> tuple[phttp.RequestHead, bytes] | None:
+        """The request head and every byte read with it (`buffer`: those read already); None
+        when the connection was dealt with (closed, or answered 408). Raises
+        `phttp.HeadError` for a bad head."""
         timeouts, limits = self.config.timeouts, self.config.limits
-        buffer = b""
-        # Fast path: a client sends its head at once, so it is usually whole by the time the
-        # connection is accepted, and no deadline needs arming.
-        try:
-            buffer = public.sock.recv(limits.max_head + 1)
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError:
-            public.close()
-            return None
-        else:
-            if not buffer:
-                public.close()
-                return None
+        if buffer:
             head = phttp.parse_request_head(buffer, limits.max_head)
             if head is not None:
                 return head, buffer
@@ -596,8 +666,12 @@ class Relay(Service):
             tunnel.close()
             return
         leftover = await pump(public, tunnel, self.config.limits, first=transform)
+        self._tunnel_done(state, tunnel, leftover)
+
+    def _tunnel_done(self, state: ClientState, tunnel: Link, leftover: bytes | None) -> None:
+        """A connection ended: its tunnel goes back to the pool if it ended clean."""
         if leftover is None:
-            return
+            return  # closed
         if leftover:
             log.warning("client %s sent bytes on an idle tunnel; closing it", state.client_id)
             tunnel.close()
@@ -606,6 +680,18 @@ class Relay(Service):
 
 
 _HTTP_START = frames.encode(frames.StartProxy(tcp_port=None))
+
+
+def _cookie_transform(route: phttp.Route, head: phttp.RequestHead) -> Transform | None:
+    """What adds the Set-Cookie remembering the token to the first response, if one is due."""
+    if not route.set_cookie:
+        return None
+    cookie = phttp.set_cookie_header(route.token, secure=phttp.came_over_https(head))
+
+    def transform(first: bytes) -> bytes:
+        return phttp.inject_header(first, cookie) or first
+
+    return transform
 
 
 def _start_frame(start: frames.StartProxy) -> bytes:
