@@ -3,8 +3,8 @@
 On a tunnel, bytes travel in data frames: a 4-byte big-endian length, then that many bytes. A
 frame of length 0 ends its direction, the way a FIN ends a TCP direction, except that the tunnel
 stays open: once each side has sent and received that end, the tunnel is clean and can carry the
-next connection (see `arp.protocol.frames`). A tunnel that closes without its end frame, or
-breaks, is closed for good and so is the raw side.
+next connection (see `arp.protocol.frames`). A tunnel that closes between frames ends its
+direction like a FIN but is not reused; one that breaks (inside a frame, a reset) ends both.
 
 Between plain sockets each direction is a readiness-driven state machine with no task and no
 coroutine per chunk. It starts by copying through one reusable buffer (`recv_into` + `send`,

@@ -3,8 +3,10 @@
 Life of a public connection: its first bytes must be an HTTP head (read within deadlines, at
 most `Limits.max_head`); the token in it names a client; a pooled tunnel of that client is
 taken (or a fresh one asked for, within `Timeouts.tunnel_wait`); the relay writes ``StartProxy``
-and the bytes read so far to the tunnel, then splices the two sockets until both sides end.
-Every failure before the splice is answered with an HTTP status and a body that says why.
+and the bytes read so far to the tunnel, then splices the two sockets until both sides end, and
+a tunnel that ended clean goes back to the pool. The common case (head at hand, pooled tunnel
+alive) runs in the accept callback without a task. Every failure before the splice is
+answered with an HTTP status and a body that says why.
 """
 
 from __future__ import annotations
