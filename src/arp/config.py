@@ -36,6 +36,8 @@ class Timeouts:
     """A control link silent for this long is dead."""
     pool_tick: float = 5.0
     """How often the relay tops every pool up, besides refilling on each take."""
+    idle_tunnel: float = 60.0
+    """Pooled tunnels beyond --pool-size (left over from a burst) idle this long are closed."""
     retention: float = 300.0
     """How long a disconnected client's state (id, TCP ports) is kept for it."""
     shutdown: float = 5.0

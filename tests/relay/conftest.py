@@ -32,6 +32,7 @@ def fast_timeouts() -> Timeouts:
         heartbeat_interval=units(0.2),
         heartbeat_timeout=units(1),
         pool_tick=units(0.3),
+        idle_tunnel=units(1),
         retention=units(3),
         shutdown=units(2),
         backoff_initial=0.05,

@@ -538,6 +538,24 @@ async def test_client_gone_mid_transfer_closes_the_public_side(make_stack: Stack
             assert response.status == 200
 
 
+async def test_spare_tunnels_left_by_a_burst_are_closed_once_idle(stack: Stack) -> None:
+    state = stack.relay.clients["tester"]
+    await wait_until(lambda: len(state.pool) == 2, units(3), "pool warmed to its size")
+    async with session() as http:
+
+        async def slow(n: int) -> None:
+            async with http.get(f"{stack.base}/slow?s=0.2&n={n}&token=tester") as response:
+                assert await response.text() == f"slow {n}"
+
+        await asyncio.gather(*(slow(n) for n in range(10)))
+    # The burst's tunnels come back clean once its connections close...
+    await wait_until(lambda: len(state.pool) > 2, units(3), "the burst's tunnels pooled")
+    # ...and the tick closes those beyond the pool size after they idled past idle_tunnel.
+    await wait_until(lambda: len(state.pool) == 2, units(5), "spare tunnels closed")
+    async with session() as http, http.get(f"{stack.base}/echo?token=tester") as response:
+        assert response.status == 200
+
+
 async def test_reused_tunnels_survive_clean_and_aborted_connections(stack: Stack) -> None:
     """Many connections at once ending every way; then every pooled tunnel still works and
     nothing is left open."""

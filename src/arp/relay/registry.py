@@ -92,6 +92,8 @@ class ClientState:
     control: ControlLink | None = None
     disconnected_at: float | None = None
     pool: deque[Link] = field(default_factory=deque)
+    pooled_at: dict[Link, float] = field(default_factory=dict)
+    """When each pooled tunnel last went idle."""
     requested: set[str] = field(default_factory=set)
     """proxy_conn_ids asked of the client and not yet answered."""
     waiters: deque[asyncio.Future[Link]] = field(default_factory=deque)
@@ -110,10 +112,13 @@ class ClientState:
 class Pools:
     """Tunnel bookkeeping for every client: request, deliver, take, expire."""
 
-    def __init__(self, pool_size: int, max_pending: int, max_idle: int) -> None:
+    def __init__(
+        self, pool_size: int, max_pending: int, max_idle: int, idle_timeout: float = 60.0
+    ) -> None:
         self.pool_size = pool_size
         self.max_pending = max_pending
         self.max_idle = max(max_idle, pool_size)
+        self.idle_timeout = idle_timeout
         self.requested_total = 0
         """Tunnels asked of clients since the start: with reuse, it grows with concurrency,
         not with the number of connections."""
@@ -140,16 +145,23 @@ class Pools:
                 return
         if state.control is not None and len(state.pool) < self.max_idle:
             state.pool.append(link)
+            state.pooled_at[link] = time.monotonic()
         else:
             link.close()
 
-    def prune(self, state: ClientState) -> None:
-        """Close pooled tunnels whose peer went away while they sat idle."""
+    def prune(self, state: ClientState, now: float | None = None) -> None:
+        """Close pooled tunnels whose peer went away while they sat idle, and those beyond
+        the pool size (left by a burst) that sat idle past `idle_timeout`."""
+        now = time.monotonic() if now is None else now
         alive: deque[Link] = deque()
-        for link in state.pool:
-            if link.is_idle_alive():
-                alive.append(link)
+        # Newest first: those are kept up to the pool size whatever their age.
+        for link in reversed(state.pool):
+            idle = now - state.pooled_at.get(link, now)
+            spare = len(alive) >= self.pool_size
+            if link.is_idle_alive() and not (spare and idle > self.idle_timeout):
+                alive.appendleft(link)
             else:
+                state.pooled_at.pop(link, None)
                 link.close()
         state.pool = alive
 
@@ -157,6 +169,7 @@ class Pools:
         """A live pooled tunnel (fast path), or None; dead ones found on the way are dropped."""
         while state.pool:
             link = state.pool.popleft()
+            state.pooled_at.pop(link, None)
             if link.is_idle_alive():
                 self.top_up(state)
                 return link
@@ -203,6 +216,7 @@ class Pools:
         """The control link died: close pooled tunnels, fail waiters, forget requests."""
         while state.pool:
             state.pool.popleft().close()
+        state.pooled_at.clear()
         while state.waiters:
             waiter = state.waiters.popleft()
             if not waiter.done():

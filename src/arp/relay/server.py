@@ -86,7 +86,10 @@ class Relay(Service):
         self.config = config
         self.clients: dict[str, ClientState] = {}
         self.pools = Pools(
-            config.pool_size, config.limits.max_pending_tunnels, config.limits.max_idle_tunnels
+            config.pool_size,
+            config.limits.max_pending_tunnels,
+            config.limits.max_idle_tunnels,
+            config.timeouts.idle_tunnel,
         )
         self._tls: ssl.SSLContext | None = None
         if config.tls_cert and config.tls_key:
@@ -351,7 +354,7 @@ class Relay(Service):
                 if state.control is not None:
                     state.control.send(frames.Heartbeat(seq=seq))
                     if pool_due:
-                        self.pools.prune(state)
+                        self.pools.prune(state, now)
                         self.pools.top_up(state)
                 elif state.offline_for(now) > timeouts.retention:
                     log.info(
