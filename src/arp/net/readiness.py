@@ -13,7 +13,6 @@ Elsewhere than Linux the loop's own methods are used.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import select
 import weakref
 from collections.abc import Callable
@@ -119,11 +118,6 @@ class _Nested:
                 {"message": "exception in a socket readiness callback", "exception": exc}
             )
 
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._loop.remove_reader(self._epoll.fileno())
-        self._epoll.close()
-
 
 _NESTED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Nested] = weakref.WeakKeyDictionary()
 
@@ -133,7 +127,7 @@ def readiness(loop: asyncio.AbstractEventLoop) -> Readiness:
     if not hasattr(select, "epoll"):
         return loop
     nested = _NESTED.get(loop)
-    if nested is None or nested._epoll.closed:
+    if nested is None:
         nested = _NESTED[loop] = _Nested(loop)
     return nested
 

@@ -113,7 +113,7 @@ class Pools:
     """Tunnel bookkeeping for every client: request, deliver, take, expire."""
 
     def __init__(
-        self, pool_size: int, max_pending: int, max_idle: int, idle_timeout: float = 60.0
+        self, pool_size: int, max_pending: int, max_idle: int, idle_timeout: float
     ) -> None:
         self.pool_size = pool_size
         self.max_pending = max_pending
