@@ -424,7 +424,8 @@ class Relay(Service):
             public.close()
             return
         else:
-            await self._splice(state, public, tunnel, frames.StartProxy(tcp_port=port), b"")
+            opening = frames.encode(frames.StartProxy(tcp_port=port))
+            await self._splice(state, public, tunnel, opening)
         finally:
             self._public_count -= 1
 
@@ -534,14 +535,7 @@ class Relay(Service):
         """The fast path's tunnel was full: send the rest of the head, then pump as a task."""
         self._public_count += 1
         try:
-            try:
-                await tunnel.send(rest)
-            except OSError:
-                public.close()
-                tunnel.close()
-                return
-            leftover = await pump(public, tunnel, self.config.limits, first=transform)
-            self._tunnel_done(state, tunnel, leftover)
+            await self._splice(state, public, tunnel, rest, transform)
         finally:
             self._public_count -= 1
 
@@ -615,8 +609,8 @@ class Relay(Service):
         except TooManyPending:
             await _reply(public, 503, f"client {state.client_id} has too many requests waiting")
             return
-        start = frames.StartProxy(tcp_port=None)
-        await self._splice(state, public, tunnel, start, buffer, _cookie_transform(route, head))
+        opening = _HTTP_START + data_frame(buffer)
+        await self._splice(state, public, tunnel, opening, _cookie_transform(route, head))
 
     async def _read_head(
         self, public: SocketLink, buffer: bytes
@@ -659,13 +653,13 @@ class Relay(Service):
         state: ClientState,
         public: Link,
         tunnel: Link,
-        start: frames.StartProxy,
-        initial: bytes,
+        opening: bytes,
         transform: Transform | None = None,
     ) -> None:
-        """Join `public` to `tunnel`; a tunnel that ends clean goes back to the pool."""
+        """Send `opening` (StartProxy and the bytes read so far, framed) on `tunnel`, then join
+        `public` to it; a tunnel that ends clean goes back to the pool."""
         try:
-            await tunnel.send(_start_frame(start) + data_frame(initial))
+            await tunnel.send(opening)
         except OSError:
             public.close()
             tunnel.close()
@@ -697,10 +691,6 @@ def _cookie_transform(route: phttp.Route, head: phttp.RequestHead) -> Transform 
         return phttp.inject_header(first, cookie) or first
 
     return transform
-
-
-def _start_frame(start: frames.StartProxy) -> bytes:
-    return _HTTP_START if start.tcp_port is None else frames.encode(start)
 
 
 def _addr(peer: object) -> str:
