@@ -78,6 +78,7 @@ class _Flow:
     __slots__ = (
         "_dst",
         "_dst_fd",
+        "_ended",
         "_in_pipe",
         "_on_done",
         "_out",
@@ -111,6 +112,7 @@ class _Flow:
         self._in_pipe = 0  # splice mode: payload bytes in the pipe, not yet sent
         self._reading = False
         self._stopped = False
+        self._ended = False  # the source reached its end (read by the direction that needs it)
         self.clean = False
         self.error: BaseException | None = None
 
@@ -212,18 +214,7 @@ class _Flow:
 class _ToTunnel(_Flow):
     """Raw socket → tunnel: each read becomes one data frame; the source's EOF, an end frame."""
 
-    __slots__ = ("_ended",)
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        src: socket.socket,
-        dst: socket.socket,
-        pipe_size: int,
-        on_done: Callable[[_Flow], None],
-    ) -> None:
-        super().__init__(loop, src, dst, pipe_size, on_done)
-        self._ended = False
+    __slots__ = ()
 
     def _on_readable(self) -> None:
         try:
