@@ -117,9 +117,16 @@ def wait_line(proc: subprocess.Popen[str], needle: str, timeout: float = 20) -> 
 
 
 @contextmanager
-def spawn(*args: str, ready: str) -> Iterator[subprocess.Popen[str]]:
+def spawn(
+    *args: str, ready: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env=env,
     )
     try:
         wait_line(proc, ready)
@@ -293,6 +300,46 @@ def ssh_reverse(tmp: Path, target_port: int) -> Iterator[str]:
         yield f"http://127.0.0.1:{public}"
 
 
+@contextmanager
+def arp_relay(
+    target_port: int, pool_size: int, client_id: str, src: Path | None = None
+) -> Iterator[tuple[subprocess.Popen[str], subprocess.Popen[str], str]]:
+    """arps and a forward-mode arpc in front of the target: (arps, arpc, public URL). `src`
+    runs another checkout's code (``--baseline``) instead of this one's."""
+    control, proxy, public = free_port(), free_port(), free_port()
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    with (
+        spawn(
+            PY, "-m", "arp.relay", "--bind", "127.0.0.1", "--control-port", str(control),
+            "--proxy-port", str(proxy), "--public-port", str(public),
+            "--pool-size", str(pool_size), "--log-level", "warning",
+            ready="arps listening", env=env,
+        ) as arps,
+        spawn(
+            PY, "-m", "arp.client", "--control-port", str(control),
+            "--proxy-port", str(proxy), "--local-port", str(target_port),
+            "--client-id", client_id, "--log-level", "warning",
+            ready="Public URL", env=env,
+        ) as arpc,
+    ):  # fmt: skip
+        yield arps, arpc, f"http://127.0.0.1:{public}"
+
+
+def checkout(rev: str, tmp: Path) -> Path:
+    """The tree of `rev` from this repository, unpacked under `tmp` (nothing of the working
+    tree or its worktrees is touched)."""
+    tree = tmp / f"tree-{rev.replace('/', '_')}"
+    tree.mkdir()
+    root = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", rev, "src"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
 REFERENCES = {"haproxy": ("haproxy x2", haproxy_chain), "ssh": ("ssh -R", ssh_reverse)}
 
 
@@ -312,6 +359,14 @@ def main() -> int:
         default=[],
         help="also measure this relay in the same run, for scale: haproxy (two chained "
         "haproxy in TCP mode) or ssh (an OpenSSH ssh -R tunnel); repeatable",
+    )
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="REV",
+        help="also measure ARP as it was at this git revision (e.g. main), in the same run and "
+        "alternating order, to compare a change before and after; repeatable",
     )
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
@@ -341,7 +396,6 @@ def main() -> int:
         target_script = tmp / "target.py"
         target_script.write_text(TARGET)
         target_port = free_port()
-        control, proxy, public = free_port(), free_port(), free_port()
         env_home = tmp / "home"
         os.environ["XDG_DATA_HOME"] = str(env_home / "data")
         os.environ["XDG_CONFIG_HOME"] = str(env_home / "config")
@@ -351,39 +405,16 @@ def main() -> int:
                     PY, str(target_script), str(target_port), str(bulk_file), ready="target ready"
                 )
             )
-            arps = stack.enter_context(
-                spawn(
-                    PY,
-                    "-m",
-                    "arp.relay",
-                    "--bind",
-                    "127.0.0.1",
-                    "--control-port",
-                    str(control),
-                    "--proxy-port",
-                    str(proxy),
-                    "--public-port",
-                    str(public),
-                    "--pool-size",
-                    str(args.pool_size),
-                    "--log-level",
-                    "warning",
-                    ready="arps listening",
-                )
+            arps, arpc, relay_url = stack.enter_context(
+                arp_relay(target_port, args.pool_size, "bench")
             )
-            arpc = stack.enter_context(
-                spawn(
-                    PY, "-m", "arp.client", "--control-port", str(control),
-                    "--proxy-port", str(proxy), "--local-port", str(target_port),
-                    "--client-id", "bench", "--log-level", "warning",
-                    ready="Public URL",
-                )
-            )  # fmt: skip
             q = "?token=bench"
-            paths = {
-                "direct": f"http://127.0.0.1:{target_port}",
-                "relay": f"http://127.0.0.1:{public}",
-            }
+            paths = {"direct": f"http://127.0.0.1:{target_port}", "relay": relay_url}
+            for rev in args.baseline:
+                tree = checkout(rev, tmp)
+                *_, paths[f"arp@{rev}"[:10]] = stack.enter_context(
+                    arp_relay(target_port, args.pool_size, "bench", src=tree / "src")
+                )
             for ref in args.reference:
                 name, start = REFERENCES[ref]
                 paths[name] = stack.enter_context(start(tmp, target_port))
