@@ -42,6 +42,12 @@ class Timeouts:
     """How long a disconnected client's state (id, TCP ports) is kept for it."""
     shutdown: float = 5.0
     """Graceful shutdown waits this long for open work before cancelling it."""
+    farewell: float = 1.0
+    """A last word before a close (an Error frame to a peer being refused, a closing control
+    link's flush) gets this long."""
+    answer: float = 2.0
+    """The relay's own answer on the public port (an error, the token page) gets this long to be
+    sent, and the caller's remaining bytes read, before the connection is closed."""
     backoff_initial: float = 0.2
     """The client's first reconnect delay (randomised around it)."""
     backoff_max: float = 5.0
@@ -78,6 +84,29 @@ class Limits:
     copy_chunk: int = 256 * 1024
     """The read size where bytes pass through Python (TLS links, non-Linux)."""
     listen_backlog: int = 4096
+    control_send_buffer: int = 1024 * 1024
+    """Bytes queued to a control link that does not read; beyond, the relay cuts it off."""
+    max_answer_drain: int = 1024 * 1024
+    """After the relay's own answer, at most this many bytes the caller still sends are read, so
+    the close does not turn into a reset that destroys the answer unread."""
+
+
+@dataclass(frozen=True, slots=True)
+class SocketOptions:
+    """The TCP options `arp.net.sockets` sets; seconds and counts as the kernel takes them."""
+
+    keepalive_idle: int = 30
+    """A long-lived idle link (control link, pooled tunnel) is probed after this many seconds."""
+    keepalive_interval: int = 10
+    """Seconds between keep-alive probes."""
+    keepalive_count: int = 3
+    """Unanswered probes after which the kernel declares the peer dead (so about a minute)."""
+    defer_accept: int = 1
+    """TCP_DEFER_ACCEPT on client-first listeners: seconds the kernel holds a silent connection
+    before handing it over anyway."""
+
+
+SOCKET_OPTIONS = SocketOptions()
 
 
 def env_int(name: str, default: int) -> int:

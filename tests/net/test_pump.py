@@ -11,7 +11,8 @@ import pytest
 
 from arp.config import Limits
 from arp.net.links import SocketLink
-from arp.net.pump import END_FRAME, MAX_DATA_FRAME, data_frame, pump
+from arp.net.pump import pump
+from arp.protocol.tunnel import END_FRAME, MAX_DATA_FRAME, data_frame
 from tests.conftest import units
 
 LIMITS = Limits()

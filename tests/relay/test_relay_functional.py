@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 
 from arp.client.control import Client, ClientConfig, Target
-from arp.net.pump import END_FRAME, data_frame
 from arp.protocol import frames
+from arp.protocol.tunnel import END_FRAME, data_frame
 from tests.conftest import units
 from tests.relay.conftest import Stack, StackFactory, blob, raw_exchange, wait_until
 
@@ -725,12 +725,12 @@ async def test_public_connection_limit_answers_503(make_stack: StackFactory) -> 
     stack = await make_stack(limits=Limits(max_public_connections=2))
     port = stack.relay.public_port
     idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
-    await wait_until(lambda: stack.relay._public_count == 2, units(3), "two held")
+    await wait_until(lambda: stack.relay.public.count == 2, units(3), "two held")
     answer = await raw_exchange(port, b"GET /echo?token=tester HTTP/1.1\r\nHost: x\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 503 ") and b"connection limit" in answer
     for _, writer in idle:
         writer.close()
-    await wait_until(lambda: stack.relay._public_count == 0, units(3), "released")
+    await wait_until(lambda: stack.relay.public.count == 0, units(3), "released")
     async with session() as http, http.get(f"{stack.base}/echo?token=tester") as response:
         assert response.status == 200
 

@@ -25,10 +25,11 @@ from arp.errors import RegistrationError, RemoteProtocolError
 from arp.lifecycle import Service
 from arp.net.backoff import Backoff
 from arp.net.links import Link, open_link, read_message
-from arp.net.pump import END_FRAME, FrameReader, data_frame, pump
+from arp.net.pump import FrameReader, pump
 from arp.net.sockets import raise_fd_limit, tune
 from arp.protocol import frames
 from arp.protocol.http import error_response
+from arp.protocol.tunnel import END_FRAME, data_frame
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from arp.errors import ConfigError
 
 DEFAULT_GATEWAY_PORT = 8080
@@ -302,6 +300,10 @@ def open_control_api(config: GatewayConfig) -> str | None:
 
 def flatten_yaml(text: str, source: str) -> dict[str, object]:
     """`{"server": {"port": 1}}` → `{"server.port": 1}`; anything else is a clear error."""
+    # Imported here: `arps` builds its parser from this module, and a relay without a gateway
+    # does without PyYAML.
+    import yaml
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

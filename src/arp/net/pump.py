@@ -1,10 +1,10 @@
 """The data path: join a raw socket (public or local) to a tunnel until both directions end.
 
-On a tunnel, bytes travel in data frames: a 4-byte big-endian length, then that many bytes. A
-frame of length 0 ends its direction, the way a FIN ends a TCP direction, except that the tunnel
-stays open: once each side has sent and received that end, the tunnel is clean and can carry the
-next connection (see `arp.protocol.frames`). A tunnel that closes between frames ends its
-direction like a FIN but is not reused; one that breaks (inside a frame, a reset) ends both.
+On a tunnel, bytes travel in data frames (`arp.protocol.tunnel`: the codec and its pure
+decoder): a frame of length 0 ends its direction, the way a FIN ends a TCP direction, except
+that the tunnel stays open: once each side has sent and received that end, the tunnel is clean
+and can carry the next connection. A tunnel that closes between frames ends its direction like
+a FIN but is not reused; one that breaks (inside a frame, a reset) ends both.
 
 Between plain sockets each direction is a readiness-driven state machine with no task and no
 coroutine per chunk. It starts by copying through one reusable buffer (`recv_into` + `send`,
@@ -24,13 +24,18 @@ import contextlib
 import fcntl
 import os
 import socket
-import struct
 import sys
 from collections.abc import Callable
 
 from arp.config import Limits
 from arp.net.links import Link
 from arp.net.readiness import readiness
+from arp.protocol.tunnel import (
+    END_FRAME,
+    HEADER,
+    TunnelDecoder,
+    TunnelProtocolError,
+)
 
 SPLICE_AVAILABLE = sys.platform == "linux" and hasattr(os, "splice")
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -40,32 +45,17 @@ _SPLICE_FLAGS = (
 COPY_BUFFER = 64 * 1024
 """A read that fills this buffer means bulk: the direction then switches to splice."""
 
-DATA_HEADER = struct.Struct(">I")
-END_FRAME = DATA_HEADER.pack(0)
-"""The data frame that ends one direction of a tunnel's connection."""
-MAX_DATA_FRAME = 1 << 24
-"""The longest data frame a receiver accepts (a sender's frames are at most one pipeful)."""
-
 # One read buffer serves every flow: each chunk is sent before the next read (a partial send
 # keeps its remainder as bytes), and the loop runs one callback at a time.
 _SHARED = bytearray(COPY_BUFFER)
 _SHARED_VIEW = memoryview(_SHARED)
-_PAYLOAD_ROOM = COPY_BUFFER - DATA_HEADER.size
+_PAYLOAD_ROOM = COPY_BUFFER - HEADER.size
 
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 _FRAMES_PER_WAKEUP = 4
 
 Transform = Callable[[bytes], bytes]
 _RETRY = (BlockingIOError, InterruptedError)
-
-
-class TunnelProtocolError(ConnectionError):
-    """The tunnel's peer sent something that is not a data frame."""
-
-
-def data_frame(payload: bytes) -> bytes:
-    """`payload` as one data frame (empty payload: nothing, since an empty frame means end)."""
-    return DATA_HEADER.pack(len(payload)) + payload if payload else b""
 
 
 class _Flow:
@@ -221,11 +211,11 @@ class _ToTunnel(_Flow):
             if self._pipe_r >= 0:
                 n = os.splice(self._src_fd, self._pipe_w, self._pipe_size, flags=_SPLICE_FLAGS)
                 self._in_pipe = n
-                self._out = DATA_HEADER.pack(n) if n else END_FRAME
+                self._out = HEADER.pack(n) if n else END_FRAME
             else:
-                n = self._src.recv_into(_SHARED_VIEW[DATA_HEADER.size :])
-                DATA_HEADER.pack_into(_SHARED, 0, n)
-                frame = _SHARED_VIEW[: DATA_HEADER.size + n]
+                n = self._src.recv_into(_SHARED_VIEW[HEADER.size :])
+                HEADER.pack_into(_SHARED, 0, n)
+                frame = _SHARED_VIEW[: HEADER.size + n]
                 if 0 < n < _PAYLOAD_ROOM:
                     # The common case, kept short: the frame goes out whole at once.
                     try:
@@ -269,7 +259,7 @@ class _FromTunnel(_Flow):
     one that closes inside a frame is an error.
     """
 
-    __slots__ = ("_first", "_header", "_left", "leftover", "raw_ended")
+    __slots__ = ("_decoder", "_first", "leftover", "raw_ended")
 
     def __init__(
         self,
@@ -282,8 +272,7 @@ class _FromTunnel(_Flow):
     ) -> None:
         super().__init__(loop, src, dst, pipe_size, on_done)
         self._first = first
-        self._header = b""  # a data header read in part
-        self._left = 0  # payload bytes of the current frame still to come
+        self._decoder = TunnelDecoder()
         self.leftover = b""
         self.raw_ended = False
         """The raw socket's own side has ended (read to EOF): it closes next, so no FIN first."""
@@ -308,11 +297,10 @@ class _FromTunnel(_Flow):
             self._tunnel_closed()
             return
         view = _SHARED_VIEW[:n]
-        if not self._left and not self._header and n > DATA_HEADER.size:
-            (length,) = DATA_HEADER.unpack_from(_SHARED)
-            if length == n - DATA_HEADER.size and self._first is None:
+        if self._first is None:
+            payload = self._decoder.single_frame(view)
+            if payload is not None:
                 # The common case, kept short: one whole frame per read, sent on at once.
-                payload = view[DATA_HEADER.size :]
                 try:
                     sent = self._dst.send(payload)
                 except _RETRY:
@@ -320,7 +308,7 @@ class _FromTunnel(_Flow):
                 except OSError as exc:
                     self._finish(exc)
                     return
-                if sent < length:
+                if sent < len(payload):
                     self._out = payload[sent:]
                     self._drain()
                 return
@@ -328,42 +316,21 @@ class _FromTunnel(_Flow):
 
     def _take(self, view: memoryview) -> None:
         """Split `view` into payload for the destination and frame headers; then send."""
-        parts: list[memoryview] = []
-        pos, size = 0, len(view)
+        decoder = self._decoder
         try:
-            while pos < size:
-                if self._left:
-                    take = min(self._left, size - pos)
-                    parts.append(view[pos : pos + take])
-                    pos += take
-                    self._left -= take
-                    continue
-                need = DATA_HEADER.size - len(self._header)
-                self._header += view[pos : pos + need]
-                pos += need
-                if len(self._header) < DATA_HEADER.size:
-                    break
-                self._left = self._parse_header()
-                if not self._left:  # the end frame
-                    self.leftover = bytes(view[pos:])
-                    self.clean = True
-                    break
+            parts = decoder.feed(view)
         except TunnelProtocolError as exc:
             self._finish(exc)
             return
+        if decoder.ended:
+            self.leftover = decoder.rest
+            self.clean = True
         if len(parts) == 1:
             self._out = parts[0]
         elif parts:
             self._out = b"".join(parts)
         self._apply_first()
         self._drain()
-
-    def _parse_header(self) -> int:
-        length: int = DATA_HEADER.unpack(self._header)[0]
-        self._header = b""
-        if length > MAX_DATA_FRAME:
-            raise TunnelProtocolError(f"a data frame of {length} bytes is over the limit")
-        return length
 
     def _apply_first(self) -> None:
         if self._first is not None and self._out is not None and len(self._out):
@@ -373,34 +340,35 @@ class _FromTunnel(_Flow):
     def _splice_in(self) -> None:
         # A frame that ends inside the bytes at hand is usually followed by the next header,
         # so a few frames are taken per wake-up (bounded, so other sockets get their turn).
+        decoder = self._decoder
         for _ in range(_FRAMES_PER_WAKEUP):
-            if not self._left:
+            need = decoder.header_needed()
+            if need:
                 # A header: read exactly its bytes, so no payload leaves the kernel.
-                data = self._src.recv(DATA_HEADER.size - len(self._header))
+                data = self._src.recv(need)
                 if not data:
                     self._tunnel_closed()
                     return
-                self._header += data
-                if len(self._header) < DATA_HEADER.size:
-                    return
                 try:
-                    self._left = self._parse_header()
+                    decoder.feed_header(data)
                 except TunnelProtocolError as exc:
                     self._finish(exc)
                     return
-                if not self._left:
+                if decoder.ended:
                     self.clean = True
                     self._drain()
                     return
-            size = min(self._left, self._pipe_size)
+                if not decoder.left:
+                    return  # the header is still partial
+            size = min(decoder.left, self._pipe_size)
             n = os.splice(self._src_fd, self._pipe_w, size, flags=_SPLICE_FLAGS)
             if n == 0:
                 self._tunnel_closed()
                 return
-            self._left -= n
+            decoder.consumed(n)
             self._in_pipe += n
             self._drain()
-            if self._left or self._in_pipe or not self._reading:
+            if decoder.left or self._in_pipe or not self._reading:
                 return
 
     def _end_destination(self) -> None:
@@ -408,8 +376,10 @@ class _FromTunnel(_Flow):
             super()._end_destination()
 
     def _tunnel_closed(self) -> None:
-        if self._left or self._header:
-            self._finish(TunnelProtocolError("the tunnel closed in the middle of a data frame"))
+        try:
+            self._decoder.close()
+        except TunnelProtocolError as exc:
+            self._finish(exc)
             return
         self._end_destination()
         self._finish(None)
@@ -425,7 +395,7 @@ class _FromTunnel(_Flow):
             self._end_destination()
             self._finish(None)
             return
-        if self._left >= COPY_BUFFER and self._pipe_r < 0 and SPLICE_AVAILABLE:
+        if self._decoder.left >= COPY_BUFFER and self._pipe_r < 0 and SPLICE_AVAILABLE:
             self._open_pipe()  # a long frame: its rest moves by splice
         self._resume_reading()
 
@@ -542,7 +512,7 @@ async def _send_frames(src: Link, dst: Link, chunk: int) -> None:
         if not data:
             await dst.send(END_FRAME)
             return
-        await dst.send(DATA_HEADER.pack(len(data)) + data)
+        await dst.send(HEADER.pack(len(data)) + data)
 
 
 class FrameReader:
@@ -550,44 +520,30 @@ class FrameReader:
 
     def __init__(self, link: Link, initial: bytes, chunk: int) -> None:
         self._link = link
-        self._buffer = bytearray(initial)
+        self._pending = initial
         self._chunk = chunk
-
-    async def _fill(self, size: int) -> bool:
-        """At least `size` bytes buffered; False when the tunnel closed cleanly before any."""
-        while len(self._buffer) < size:
-            data = await self._link.recv(self._chunk)
-            if not data:
-                if self._buffer:
-                    raise TunnelProtocolError("the tunnel closed in the middle of a data frame")
-                return False
-            self._buffer += data
-        return True
+        self._decoder = TunnelDecoder()
 
     async def payloads(self, sink: Callable[[bytes], object]) -> bool:
         """Hand every payload to `sink` (awaiting it when it returns an awaitable) until the end
         frame (True) or a clean close of the tunnel (False)."""
+        decoder = self._decoder
+        data, self._pending = self._pending, b""
         while True:
-            if not await self._fill(DATA_HEADER.size):
+            if data:
+                for part in decoder.feed(memoryview(data)):
+                    result = sink(bytes(part))
+                    if asyncio.iscoroutine(result):
+                        await result
+                if decoder.ended:
+                    return True
+            data = await self._link.recv(self._chunk)
+            if not data:
+                decoder.close()
                 return False
-            (length,) = DATA_HEADER.unpack_from(self._buffer)
-            if length > MAX_DATA_FRAME:
-                raise TunnelProtocolError(f"a data frame of {length} bytes is over the limit")
-            del self._buffer[: DATA_HEADER.size]
-            if length == 0:
-                return True
-            while length:
-                if not self._buffer and not await self._fill(1):
-                    raise TunnelProtocolError("the tunnel closed in the middle of a data frame")
-                part = bytes(self._buffer[:length])
-                del self._buffer[: len(part)]
-                length -= len(part)
-                result = sink(part)
-                if asyncio.iscoroutine(result):
-                    await result
 
     def rest(self) -> bytes:
-        return bytes(self._buffer)
+        return self._decoder.rest
 
 
 async def _receive_frames(

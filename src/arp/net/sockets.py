@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from arp.config import Limits
+from arp.config import SOCKET_OPTIONS, Limits
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,9 @@ def tune(sock: socket.socket, limits: Limits, *, keepalive: bool = False) -> Non
         return
     with contextlib.suppress(OSError, AttributeError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, SOCKET_OPTIONS.keepalive_idle)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, SOCKET_OPTIONS.keepalive_interval)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, SOCKET_OPTIONS.keepalive_count)
 
 
 # Accepted sockets inherit the listener's options on Linux (buffers, TCP_NODELAY, keepalive), so
@@ -62,7 +62,9 @@ def listen(
         tune(sock, limits, keepalive=keepalive)
         if client_first and hasattr(socket, "TCP_DEFER_ACCEPT"):
             with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
+                sock.setsockopt(
+                    socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, SOCKET_OPTIONS.defer_accept
+                )
         sock.bind((host, port))
         sock.listen(limits.listen_backlog)
         sock.setblocking(False)

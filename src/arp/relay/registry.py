@@ -17,6 +17,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from arp.errors import ArpError, Unavailable
 from arp.net.links import Link
 from arp.protocol import frames
 
@@ -35,16 +36,29 @@ def check_client_id(client_id: str) -> str | None:
     return None
 
 
-class ClientOffline(Exception):
-    """The client's control link is gone; no tunnel can be had now."""
+class ClientOffline(Unavailable):
+    """The client's control link is gone; no tunnel can be had now (503)."""
+
+    def __init__(self, state: ClientState) -> None:
+        super().__init__(
+            f"client {state.client_id} is offline (disconnected {state.offline_for():.0f} s ago)"
+        )
 
 
-class TunnelTimeout(Exception):
-    """The client did not open a tunnel in time."""
+class TunnelTimeout(ArpError):
+    """The client did not open a tunnel in time (504)."""
+
+    status = 504
+
+    def __init__(self, state: ClientState, timeout: float) -> None:
+        super().__init__(f"client {state.client_id} did not open a tunnel within {timeout:g} s")
 
 
-class TooManyPending(Exception):
-    """Too many tunnel requests are already outstanding for this client."""
+class TooManyPending(Unavailable):
+    """Too many tunnel requests are already outstanding for this client (503)."""
+
+    def __init__(self, state: ClientState) -> None:
+        super().__init__(f"client {state.client_id} has too many requests waiting")
 
 
 class ControlLink:
@@ -180,12 +194,12 @@ class Pools:
     async def take(self, state: ClientState, timeout: float) -> Link:
         """A tunnel for one public connection: pooled if one lives, else a fresh one in time."""
         if state.control is None:
-            raise ClientOffline
+            raise ClientOffline(state)
         link = self.take_pooled(state)
         if link is not None:
             return link
         if len(state.requested) >= self.max_pending:
-            raise TooManyPending
+            raise TooManyPending(state)
         waiter: asyncio.Future[Link] = asyncio.get_running_loop().create_future()
         state.waiters.append(waiter)
         self.top_up(state)
@@ -201,7 +215,7 @@ class Pools:
         if waiter.done():
             return waiter.result()  # the link, or ClientOffline
         self._abandon(state, waiter)
-        raise TunnelTimeout
+        raise TunnelTimeout(state, timeout)
 
     def _abandon(self, state: ClientState, waiter: asyncio.Future[Link]) -> None:
         """Withdraw a waiter; a tunnel it was handed goes to the next one instead."""
@@ -220,5 +234,5 @@ class Pools:
         while state.waiters:
             waiter = state.waiters.popleft()
             if not waiter.done():
-                waiter.set_exception(ClientOffline())
+                waiter.set_exception(ClientOffline(state))
         state.requested.clear()

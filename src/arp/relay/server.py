@@ -1,76 +1,37 @@
-"""arps: the relay. Control, proxy and public listeners, plus a dedicated port per TCP grant.
+"""arps: the relay process. Its listeners, its lifecycle, and the control and proxy ports.
 
-Life of a public connection: its first bytes must be an HTTP head (read within deadlines, at
-most `Limits.max_head`); the token in it names a client; a pooled tunnel of that client is
-taken (or a fresh one asked for, within `Timeouts.tunnel_wait`); the relay writes ``StartProxy``
-and the bytes read so far to the tunnel, then splices the two sockets until both sides end, and
-a tunnel that ended clean goes back to the pool. The common case (head at hand, pooled tunnel
-alive) runs in the accept callback without a task. Every failure before the splice is
-answered with an HTTP status and a body that says why.
+This module assembles the relay's parts and owns what lives as long as the process:
+- the control port: a client's ``Register`` (rules: `arp.relay.registration`), then heartbeats;
+- the proxy port: tunnels announced by ``NewProxyConn`` go to their client's pool
+  (`arp.relay.registry`);
+- the public port (`arp.relay.public`) and the dedicated TCP ports (`arp.relay.tcp_ports`);
+- one clock (`_tick`) for heartbeats, pool top-ups and forgetting clients offline too long.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import socket
 import ssl
 import time
-from collections.abc import Coroutine
-from dataclasses import dataclass, field
-from typing import Any
 
 from arp import __version__
-from arp.config import (
-    DEFAULT_CONTROL_PORT,
-    DEFAULT_POOL_SIZE,
-    DEFAULT_PROXY_PORT,
-    DEFAULT_PUBLIC_PORT,
-    Limits,
-    Timeouts,
-)
 from arp.errors import RemoteProtocolError
 from arp.lifecycle import Service
 from arp.net.links import Link, SocketLink, read_message, wrap_tls_server
-from arp.net.pump import Joint, Transform, data_frame, pump
 from arp.net.sockets import accept_loop, listen, raise_fd_limit, tune
 from arp.protocol import frames
-from arp.protocol import http as phttp
-from arp.relay.registry import (
-    ClientOffline,
-    ClientState,
-    ControlLink,
-    Pools,
-    TcpPort,
-    TooManyPending,
-    TunnelTimeout,
-    check_client_id,
-)
+from arp.relay.public import Public
+from arp.relay.registration import Known, Refuse, Rules, decide
+from arp.relay.registry import ClientState, ControlLink, Pools
+from arp.relay.settings import RelayConfig
+from arp.relay.tcp_ports import TcpPorts
+
+__all__ = ["Relay", "RelayConfig"]
 
 log = logging.getLogger(__name__)
-
-_CONTROL_SEND_BUFFER = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class RelayConfig:
-    bind: str = "0.0.0.0"
-    control_port: int = DEFAULT_CONTROL_PORT
-    proxy_port: int = DEFAULT_PROXY_PORT
-    public_port: int = DEFAULT_PUBLIC_PORT
-    pool_size: int = DEFAULT_POOL_SIZE
-    domain: str | None = None
-    """Base domain for `<client_id>.<domain>` routing."""
-    auth_token: str | None = None
-    """When set, a Register must carry this secret."""
-    tcp_ports: range | None = None
-    """Dedicated public TCP ports clients may ask for; None allows none."""
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    limits: Limits = field(default_factory=Limits)
 
 
 class Relay(Service):
@@ -98,10 +59,16 @@ class Relay(Service):
         self._listeners: list[socket.socket] = []
         self._control_server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._joints: set[Joint] = set()
-        """Connections joined without a task (the public fast path)."""
         self._loops: list[asyncio.Task[None]] = []
-        self._public_count = 0
+        self.public = Public(config, self.clients, self.pools, plain_tunnels=self._tls is None)
+        self.tcp_ports = TcpPorts(config, self.public, self._tasks)
+        self._rules = Rules(
+            version=__version__,
+            auth_token=config.auth_token,
+            tcp_ports=config.tcp_ports,
+            max_clients=config.limits.max_clients,
+            max_tcp_ports_per_client=config.limits.max_tcp_ports_per_client,
+        )
         self._closed = asyncio.Event()
         self._closing = False
         self.control_port = config.control_port
@@ -135,7 +102,7 @@ class Relay(Service):
         )
         for sock, handler, name in (
             (proxy_sock, self._serve_proxy, "proxy"),
-            (public_sock, self._public_arrived, "public"),
+            (public_sock, self.public.arrived, "public"),
         ):
             self._loops.append(
                 loop.create_task(accept_loop(sock, handler, limits, self._tasks, name))
@@ -172,8 +139,7 @@ class Relay(Service):
         self._close_listeners()
         for state in list(self.clients.values()):
             self._forget(state)
-        for joint in list(self._joints):
-            joint.abort()
+        self.public.abort()
         for task in list(self._tasks):
             task.cancel()
         pending = [*self._loops, *self._tasks]
@@ -214,7 +180,7 @@ class Relay(Service):
         if sock is not None:
             tune(sock, self.config.limits, keepalive=True)
         limits, timeouts = self.config.limits, self.config.timeouts
-        link = ControlLink(writer, limits.max_frame, _CONTROL_SEND_BUFFER)
+        link = ControlLink(writer, limits.max_frame, limits.control_send_buffer)
         decoder = frames.FrameDecoder(limits.max_frame)
         state: ClientState | None = None
         try:
@@ -243,64 +209,37 @@ class Relay(Service):
                 self._went_offline(state)
             writer.close()
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(1):
+                async with asyncio.timeout(timeouts.farewell):
                     await writer.wait_closed()
 
     def _register(self, msg: frames.Register, link: ControlLink) -> ClientState | None:
         """Apply a Register; answers it either way; returns the state when it succeeded."""
-        cfg = self.config
 
         def refuse(error: str, *, retryable: bool) -> None:
             log.warning("registration of %r refused: %s", msg.client_id[:64], error)
             link.send(frames.RegisterResult(success=False, error=error, retryable=retryable))
 
-        if cfg.auth_token is not None and not hmac.compare_digest(
-            (msg.auth_token or "").encode(), cfg.auth_token.encode()
-        ):
-            refuse(
-                "this relay requires a shared secret: start arpc with --auth-token "
-                "(or env ARPS_AUTH_TOKEN) matching arps --auth-token",
-                retryable=False,
-            )
-            return None
-        if msg.tunnel_protocol != frames.TUNNEL_PROTOCOL:
-            refuse(
-                f"this relay (arps {__version__}) speaks tunnel protocol "
-                f"{frames.TUNNEL_PROTOCOL} and this client speaks {msg.tunnel_protocol}: "
-                "run the same ARP version on both ends",
-                retryable=False,
-            )
-            return None
-        problem = check_client_id(msg.client_id)
-        if problem:
-            refuse(problem, retryable=False)
-            return None
         state = self.clients.get(msg.client_id)
-        if state is not None and state.control is not None:
-            if msg.resume_key is None or not hmac.compare_digest(
-                msg.resume_key.encode(), state.resume_key.encode()
-            ):
-                refuse(
-                    f"client_id {msg.client_id} is in use by another live connection",
-                    retryable=True,
-                )
-                return None
+        known = None if state is None else Known(state.control is not None, state.resume_key)
+        holders = (
+            {port: s.client_id for s in self.clients.values() for port in s.tcp_ports}
+            if msg.tcp_ports
+            else {}
+        )
+        decision = decide(msg, known, len(self.clients), holders, self._rules)
+        if isinstance(decision, Refuse):
+            refuse(decision.error, retryable=decision.retryable)
+            return None
+        if decision.takeover and state is not None and state.control is not None:
             log.info("client %s took over its own registration", msg.client_id)
             old = state.control
             self._went_offline(state)
             old.close()
-        if state is None and len(self.clients) >= cfg.limits.max_clients:
-            refuse("the relay serves its maximum number of clients", retryable=True)
-            return None
-        grant_error = self._check_tcp_ports(msg.client_id, msg.tcp_ports)
-        if grant_error:
-            refuse(grant_error, retryable=False)
-            return None
         if state is None:
             state = ClientState(client_id=msg.client_id)
             self.clients[msg.client_id] = state
         try:
-            self._hold_tcp_ports(state, msg.tcp_ports)
+            self.tcp_ports.hold(state, msg.tcp_ports)
         except OSError as exc:
             refuse(str(exc.strerror or exc), retryable=True)
             if not state.tcp_ports and state.control is None and state.disconnected_at is None:
@@ -332,9 +271,7 @@ class Relay(Service):
             state.control.close()
             state.control = None
         self.pools.drop(state)
-        for port in state.tcp_ports.values():
-            port.close()
-        state.tcp_ports.clear()
+        self.tcp_ports.release(state)
         self.clients.pop(state.client_id, None)
 
     async def _tick(self) -> None:
@@ -364,71 +301,6 @@ class Relay(Service):
                     )
                     self._forget(state)
 
-    # -- TCP port grants ----------------------------------------------------------------------
-
-    def _check_tcp_ports(self, client_id: str, ports: list[int]) -> str | None:
-        allowed = self.config.tcp_ports
-        if not ports:
-            return None
-        if len(ports) > self.config.limits.max_tcp_ports_per_client:
-            return f"at most {self.config.limits.max_tcp_ports_per_client} TCP ports per client"
-        if allowed is None:
-            return "this relay grants no dedicated TCP ports (start arps with --tcp-ports A-B)"
-        for port in ports:
-            if port not in allowed:
-                return (
-                    f"TCP port {port} is outside the relay's allowed range "
-                    f"{allowed.start}-{allowed.stop - 1}"
-                )
-            for other in self.clients.values():
-                if other.client_id != client_id and port in other.tcp_ports:
-                    return f"TCP port {port} is held by another client"
-        return None
-
-    def _hold_tcp_ports(self, state: ClientState, ports: list[int]) -> None:
-        """Keep exactly `ports` listening for `state`; OSError if one cannot be bound."""
-        wanted = set(ports)
-        for port in list(state.tcp_ports):
-            if port not in wanted:
-                state.tcp_ports.pop(port).close()
-        loop = asyncio.get_running_loop()
-        for port in sorted(wanted - set(state.tcp_ports)):
-            try:
-                listener = listen(self.config.bind, port, self.config.limits)
-            except OSError as exc:
-                raise OSError(
-                    exc.errno, f"TCP port {port} cannot be bound on the relay: {exc.strerror}"
-                ) from None
-            grant = TcpPort(port=port, listener=listener)
-
-            async def serve(
-                sock: socket.socket, state: ClientState = state, port: int = port
-            ) -> None:
-                await self._serve_tcp(sock, state, port)
-
-            grant.task = loop.create_task(
-                accept_loop(listener, serve, self.config.limits, self._tasks, f"tcp:{port}")
-            )
-            state.tcp_ports[port] = grant
-            log.info("client %s holds TCP port %d", state.client_id, port)
-
-    async def _serve_tcp(self, sock: socket.socket, state: ClientState, port: int) -> None:
-        public = SocketLink(sock)
-        if self._public_count >= self.config.limits.max_public_connections:
-            public.close()  # raw TCP has no way to say why
-            return
-        self._public_count += 1
-        try:
-            tunnel = await self.pools.take(state, self.config.timeouts.tunnel_wait)
-        except (ClientOffline, TunnelTimeout, TooManyPending):
-            public.close()
-            return
-        else:
-            opening = frames.encode(frames.StartProxy(tcp_port=port))
-            await self._splice(state, public, tunnel, opening)
-        finally:
-            self._public_count -= 1
-
     # -- proxy port ---------------------------------------------------------------------------
 
     async def _serve_proxy(self, sock: socket.socket) -> None:
@@ -456,7 +328,7 @@ class Relay(Service):
         except RemoteProtocolError as exc:
             log.warning("proxy port: %s", exc.message)
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(1):
+                async with asyncio.timeout(timeouts.farewell):
                     await link.send(frames.encode(frames.Error(message=exc.message)))
             link.close()
         except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
@@ -466,275 +338,8 @@ class Relay(Service):
             link.close()
             raise
 
-    # -- public port --------------------------------------------------------------------------
-
-    def _public_arrived(self, sock: socket.socket) -> Coroutine[Any, Any, None] | None:
-        """A public connection, joined to a pooled tunnel at once when it can be: its head is
-        here (the port defers accepting until bytes arrive) and its client has a live pooled
-        tunnel. Everything else, every error answer included, goes the way of a task."""
-        public = SocketLink(sock)
-        limits = self.config.limits
-        if self._tls is not None or self._public_count >= limits.max_public_connections:
-            return self._serve_public(public, b"")
-        try:
-            data = sock.recv(limits.max_head + 1)
-        except (BlockingIOError, InterruptedError):
-            return self._serve_public(public, b"")
-        except OSError:
-            public.close()
-            return None
-        if not data:
-            public.close()
-            return None
-        try:
-            head = phttp.parse_request_head(data, limits.max_head)
-        except phttp.HeadError:
-            head = None  # answered by the task
-        if head is None:
-            return self._serve_public(public, data)
-        route = phttp.route(head, self.config.domain)
-        state = self._client_for(route) if route is not None else None
-        if route is None or state is None or state.control is None:
-            return self._serve_public(public, data)
-        tunnel = self.pools.take_pooled(state)
-        if tunnel is None:
-            return self._serve_public(public, data)
-        assert tunnel.sock is not None  # no TLS on tunnels here
-        frame = _HTTP_START + data_frame(data)
-        try:
-            sent = tunnel.sock.send(frame)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            public.close()
-            tunnel.close()
-            return None
-        transform = _cookie_transform(route, head)
-        if sent < len(frame):
-            return self._join_later(state, public, tunnel, frame[sent:], transform)
-        self._public_count += 1
-
-        def joined(leftover: bytes | None) -> None:
-            self._joints.discard(joint)
-            self._public_count -= 1
-            self._tunnel_done(state, tunnel, leftover)
-
-        joint = Joint(public, tunnel, limits, on_end=joined, first=transform)
-        self._joints.add(joint)
-        joint.start()
-        return None
-
-    async def _join_later(
-        self,
-        state: ClientState,
-        public: SocketLink,
-        tunnel: Link,
-        rest: bytes,
-        transform: Transform | None,
-    ) -> None:
-        """The fast path's tunnel was full: send the rest of the head, then pump as a task."""
-        self._public_count += 1
-        try:
-            await self._splice(state, public, tunnel, rest, transform)
-        finally:
-            self._public_count -= 1
-
-    def _client_for(self, route: phttp.Route) -> ClientState | None:
-        state = self.clients.get(route.token)
-        if state is None and route.source is phttp.TokenSource.SUBDOMAIN:
-            state = next(
-                (s for s in self.clients.values() if s.client_id.lower() == route.token), None
-            )
-        return state
-
-    async def _serve_public(self, public: SocketLink, initial: bytes) -> None:
-        limits = self.config.limits
-        if self._public_count >= limits.max_public_connections:
-            await _reply(public, 503, "the relay is at its connection limit; try again shortly")
-            return
-        self._public_count += 1
-        try:
-            await self._route_public(public, initial)
-        finally:
-            self._public_count -= 1
-
-    async def _route_public(self, public: SocketLink, initial: bytes) -> None:
-        try:
-            read = await self._read_head(public, initial)
-        except phttp.HeadError as exc:
-            await _reply(public, exc.status, exc.message)
-            return
-        if read is None:
-            return
-        head, buffer = read
-        timeouts = self.config.timeouts
-        route = phttp.route(head, self.config.domain)
-        if route is None and head.target.split("?")[0] == "/" and head.method in ("GET", "HEAD"):
-            # A browser that names no client gets the console's page to enter a token.
-            await _send_and_close(public, _token_page(head, 200, None, clear_cookie=False))
-            return
-        if route is None:
-            await _reply(
-                public,
-                404,
-                "no client named: add ?token=<client_id> to the URL "
-                "(or send an X-ARP-Token header)",
-            )
-            return
-        state = self._client_for(route)
-        if state is None:
-            message = f"no client is registered with token {route.token[:128]}"
-            if phttp.wants_page(head):
-                # A stale remembered token is forgotten, so the next visit starts clean.
-                clear = route.source is phttp.TokenSource.COOKIE
-                await _send_and_close(public, _token_page(head, 404, message, clear_cookie=clear))
-            else:
-                await _reply(public, 404, message)
-            return
-        try:
-            tunnel = await self.pools.take(state, timeouts.tunnel_wait)
-        except ClientOffline:
-            ago = state.offline_for()
-            await _reply(
-                public, 503, f"client {state.client_id} is offline (disconnected {ago:.0f} s ago)"
-            )
-            return
-        except TunnelTimeout:
-            await _reply(
-                public,
-                504,
-                f"client {state.client_id} did not open a tunnel within {timeouts.tunnel_wait:g} s",
-            )
-            return
-        except TooManyPending:
-            await _reply(public, 503, f"client {state.client_id} has too many requests waiting")
-            return
-        opening = _HTTP_START + data_frame(buffer)
-        await self._splice(state, public, tunnel, opening, _cookie_transform(route, head))
-
-    async def _read_head(
-        self, public: SocketLink, buffer: bytes
-    ) -> tuple[phttp.RequestHead, bytes] | None:
-        """The request head and every byte read with it (`buffer`: those read already); None
-        when the connection was dealt with (closed, or answered 408). Raises
-        `phttp.HeadError` for a bad head."""
-        timeouts, limits = self.config.timeouts, self.config.limits
-        if buffer:
-            head = phttp.parse_request_head(buffer, limits.max_head)
-            if head is not None:
-                return head, buffer
-        try:
-            if not buffer:
-                async with asyncio.timeout(timeouts.first_byte):
-                    buffer = await public.recv(limits.max_head + 1)
-                if not buffer:
-                    public.close()
-                    return None
-            async with asyncio.timeout(timeouts.head):
-                while (head := phttp.parse_request_head(buffer, limits.max_head)) is None:
-                    chunk = await public.recv(limits.max_head + 1)
-                    if not chunk:
-                        public.close()
-                        return None
-                    buffer += chunk
-        except TimeoutError:
-            if buffer:
-                await _reply(public, 408, "the request head did not arrive in time")
-            else:
-                public.close()
-            return None
-        except OSError:
-            public.close()
-            return None
-        return head, buffer
-
-    async def _splice(
-        self,
-        state: ClientState,
-        public: Link,
-        tunnel: Link,
-        opening: bytes,
-        transform: Transform | None = None,
-    ) -> None:
-        """Send `opening` (StartProxy and the bytes read so far, framed) on `tunnel`, then join
-        `public` to it; a tunnel that ends clean goes back to the pool."""
-        try:
-            await tunnel.send(opening)
-        except OSError:
-            public.close()
-            tunnel.close()
-            return
-        leftover = await pump(public, tunnel, self.config.limits, first=transform)
-        self._tunnel_done(state, tunnel, leftover)
-
-    def _tunnel_done(self, state: ClientState, tunnel: Link, leftover: bytes | None) -> None:
-        """A connection ended: its tunnel goes back to the pool if it ended clean."""
-        if leftover is None:
-            return  # closed
-        if leftover:
-            log.warning("client %s sent bytes on an idle tunnel; closing it", state.client_id)
-            tunnel.close()
-            return
-        self.pools.deliver(state, tunnel)
-
-
-_HTTP_START = frames.encode(frames.StartProxy(tcp_port=None))
-
-
-def _cookie_transform(route: phttp.Route, head: phttp.RequestHead) -> Transform | None:
-    """What adds the Set-Cookie remembering the token to the first response, if one is due."""
-    if not route.set_cookie:
-        return None
-    cookie = phttp.set_cookie_header(route.token, secure=phttp.came_over_https(head))
-
-    def transform(first: bytes) -> bytes:
-        return phttp.inject_header(first, cookie) or first
-
-    return transform
-
 
 def _addr(peer: object) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"{peer[0]}:{peer[1]}"
     return str(peer)
-
-
-def _token_page(
-    head: phttp.RequestHead, status: int, message: str | None, *, clear_cookie: bool
-) -> bytes:
-    # Imported here: the page ships with the console's assets, and most connections never
-    # need it.
-    from arp.command.console import token_page, token_page_headers
-
-    return phttp.page_response(
-        status,
-        token_page(message),
-        token_page_headers(),
-        head_only=head.method == "HEAD",
-        extra=phttp.clear_cookie_header() if clear_cookie else b"",
-    )
-
-
-async def _reply(link: Link, status: int, message: str) -> None:
-    """Answer with the relay's own error response, then close without resetting unread input."""
-    await _send_and_close(link, phttp.error_response(status, message, origin="arps"))
-
-
-async def _send_and_close(link: Link, response: bytes) -> None:
-    """Send a complete response, then close without resetting unread input."""
-    try:
-        async with asyncio.timeout(2):
-            await link.send(response)
-            link.shutdown_write()
-            # Read what the peer still sends so closing does not turn into a reset that
-            # would destroy the response before the peer read it.
-            total = 0
-            while total < 1 << 20:
-                chunk = await link.recv(65536)
-                if not chunk:
-                    break
-                total += len(chunk)
-    except (TimeoutError, OSError):
-        pass
-    finally:
-        link.close()

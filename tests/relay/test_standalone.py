@@ -1,0 +1,59 @@
+"""A plain relay stands alone: `arps` without --gateway imports neither aiohttp nor PyYAML."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from tests.conftest import units
+
+# Builds and starts the relay the way `arps` does (its parser, its config, `Relay.start`) on
+# free ports, then lists the heavy modules that were imported along the way.
+SCRIPT = textwrap.dedent(
+    """
+    import asyncio, sys
+    from arp.relay import cli
+    from arp.relay.server import Relay
+
+    async def main() -> None:
+        args = cli.build_parser().parse_args(
+            ["--bind", "127.0.0.1", "--control-port", "0", "--proxy-port", "0",
+             "--public-port", "0"]
+        )
+        assert not (args.gateway or args.gateway_config)
+        relay = Relay(cli.config_from_args(args))
+        await relay.start()
+        await relay.close()
+
+    asyncio.run(main())
+    heavy = ("aiohttp", "yaml", "redis", "arp.command", "arp.gateway.server")
+    print(sorted(m for m in sys.modules if m.split(".")[0] in heavy or m in heavy
+                 or any(m.startswith(h + ".") for h in heavy)))
+    """
+)
+
+
+def test_arps_without_gateway_imports_neither_aiohttp_nor_yaml() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=units(30),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_arps_help_imports_neither() -> None:
+    code = (
+        "import sys\nfrom arp.relay import cli\n"
+        "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('aiohttp' in sys.modules or 'yaml' in sys.modules, file=sys.stderr)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=units(30)
+    )
+    assert result.stderr.strip().endswith("False"), result.stderr
+    assert "--gateway" in result.stdout
