@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from arp.agents.argv import RunSpec
 from arp.agents.errors import BadRequest
-from arp.agents.executors import EXECUTORS, RunSpec, get_executor
+from arp.agents.executors import EXECUTORS, get_executor
 
 
 def test_claude_command_line() -> None:

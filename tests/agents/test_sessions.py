@@ -123,3 +123,27 @@ def test_start_request_from_json_accepts_both_spellings() -> None:
     )
     assert a == b
     assert a.allowed_tools == ("Read", "Bash") and a.no_tools and a.resume_id == "s-1"
+
+
+async def test_one_page_of_state_and_events(tmp_path: Path) -> None:
+    async with SessionManager(config(tmp_path, max_page_events=3, page_events=2)) as manager:
+        session = await manager.start_session(StartRequest("claude", "events=3"))
+        final = await manager.wait(session.session_id, units(5))
+        sid = session.session_id
+        first = manager.page(sid)  # the default size
+        assert [seq for seq, _ in first.lines] == [1, 2]
+        assert first.session == final and first.next_after == 2 and first.has_more
+        assert [e.seq for e in first.events()] == [1, 2]
+        assert len(manager.page(sid, 0, 100).lines) == 3  # held to max_page_events
+        empty = manager.page(sid, 1, 0)
+        assert empty.lines == () and empty.next_after == 1 and empty.has_more
+        last = manager.page(sid, final.last_seq - 1, 10)
+        assert last.next_after == final.last_seq and not last.has_more
+        beyond = manager.page(sid, final.last_seq + 5, 10)
+        assert beyond.lines == () and not beyond.has_more
+        body = first.to_json()
+        assert set(body) == {"session", "events", "next_after_seq", "has_more"}
+        assert [e["seq"] for e in body["events"]] == [1, 2] and "raw" not in body["events"][0]
+        small = first.to_json(max_chars=1)  # at least one event, then it says there is more
+        assert [e["seq"] for e in small["events"]] == [1]
+        assert small["next_after_seq"] == 1 and small["has_more"]

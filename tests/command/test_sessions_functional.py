@@ -197,6 +197,24 @@ async def test_history_routes_are_mounted(http: aiohttp.ClientSession) -> None:
     assert any(path.startswith("/api/claude/") for path in doc["paths"])
 
 
+async def test_the_agent_list_is_served_from_the_executors_table(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with http.get("/api/agents") as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body == {
+        "agents": [
+            {"name": "claude", "display_name": "Claude"},
+            {"name": "codex", "display_name": "Codex"},
+            {"name": "gemini", "display_name": "Gemini"},
+        ]
+    }
+    async with http.get("/api/openapi.json") as resp:
+        doc = await resp.json()
+    assert "/api/agents" in doc["paths"]
+
+
 async def test_list_is_newest_first_and_paged(http: aiohttp.ClientSession) -> None:
     ids = []
     for _ in range(3):

@@ -428,3 +428,37 @@ async def test_theme_button_cycles_and_is_remembered(
     await expect(theme).to_have_attribute("aria-label", "Theme: dark")
     await theme.click()
     await expect(root).not_to_have_attribute("data-theme", re.compile("."))
+
+
+async def test_console_lists_the_agents_arpc_serves(
+    stack: ConsoleStack, new_page: PageFactory
+) -> None:
+    # The list comes from GET /api/agents (the executors table), not from the script.
+    code, served = await stack.api("GET", "/api/agents")
+    assert code == 200 and [a["name"] for a in served["agents"]] == ["claude", "codex", "gemini"]
+    page = await new_page()
+    two = {
+        "agents": [
+            {"name": "claude", "display_name": "Claude Code"},
+            {"name": "codex", "display_name": "Codex CLI"},
+        ]
+    }
+
+    async def agents(route: Route) -> None:
+        await route.fulfill(status=200, json=two)
+
+    await page.route(re.compile(r"/api/agents$"), agents)
+    await open_console(page, stack, "#/history/claude")
+    await expect(page.get_by_role("link", name="Claude Code")).to_be_visible()
+    await expect(page.get_by_role("link", name="Codex CLI")).to_be_visible()
+    await expect(page.get_by_role("link", name="Gemini")).to_have_count(0)
+
+    # When the request fails the console still opens, with the agents it knows.
+    fallback = await new_page()
+
+    async def broken(route: Route) -> None:
+        await route.fulfill(status=500, body="no")
+
+    await fallback.route(re.compile(r"/api/agents$"), broken)
+    await open_console(fallback, stack, "#/history/claude")
+    await expect(fallback.get_by_role("link", name="Gemini")).to_be_visible()

@@ -24,6 +24,12 @@ from arp.agents.events import Draft, Event
 INDEX_EVERY = 256
 """One index entry (seq → byte offset) per this many events."""
 
+MEMORY_EVENTS = 2000
+"""Events of one session kept in memory besides the file (`SessionConfig.memory_events`)."""
+MEMORY_BYTES = 512 * 1024
+"""Bytes of events of one session kept in memory besides the file (the one event-memory cap;
+`SessionConfig.memory_bytes`)."""
+
 
 def line_seq(line: str) -> int:
     """The seq of a stored event line, read from its fixed prefix (JSON as a fallback)."""
@@ -45,8 +51,8 @@ class EventLog:
         self,
         path: Path | None,
         *,
-        max_memory_events: int = 2000,
-        max_memory_bytes: int = 1024 * 1024,
+        max_memory_events: int = MEMORY_EVENTS,
+        max_memory_bytes: int = MEMORY_BYTES,
     ) -> None:
         self.path = path
         self._max_events = max(1, max_memory_events)

@@ -1,20 +1,12 @@
 """The executors table: every fact ARP knows about each agent CLI, in one place.
 
-An `Executor` knows how to find its binary, how to build its command line from a `RunSpec`, and
-which parser reads its stream (`arp.agents.events`). The command lines, as the CLIs document them:
-
-- Claude Code: ``claude -p <prompt> --output-format stream-json --verbose [--model M]
-  [--resume ID] [--permission-mode default|acceptEdits|plan|bypassPermissions]
-  [--allowedTools T …] [--disallowedTools T …] [--tools ""] [--max-turns N]
-  [--append-system-prompt S]``; cwd is the project path.
-- Codex: ``codex exec --json [-m M] [-C DIR] --skip-git-repo-check [-s read-only|workspace-write|
-  danger-full-access] <prompt>``; a follow-up is ``codex exec --json --skip-git-repo-check resume
-  <thread_id> <prompt>``; cwd is the project path.
-- Gemini CLI: ``gemini -p <prompt> --output-format stream-json [-m M] [--approval-mode
-  default|auto_edit|yolo] [--allowed-tools T …] [--resume <session_id>]``; cwd is the project path.
-
-Every child gets stdin from /dev/null (Codex reads a prompt from stdin when it has one). A prompt
-that starts with ``-`` is passed with one leading space, so it can never be read as an option.
+The agent list is this table's keys (`AGENTS`, and the same names as the type `AgentName`):
+history, the MCP tools, the remote protocol, arpc's flags and the console (``GET /api/agents``)
+read it from here. An `Executor` knows how to find its binary, which options it honours
+(`prepare` checks a `RunSpec` against them and maps its permission mode), which builder in
+`arp.agents.argv` writes its command line, and which parser reads its stream
+(`arp.agents.events`). So one prompt goes `StartRequest.run_spec` → `Executor.prepare` →
+`Executor.build` and nowhere else.
 
 Which executor honours which `RunSpec` option (`Executor.options`; asking an executor for an
 option it does not honour is a 400, so an adapter checks ``"max_turns" in executor.options``):
@@ -47,12 +39,16 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal, get_args
 
+from arp.agents.argv import RunSpec, build_claude, build_codex, build_gemini
 from arp.agents.errors import BadRequest
 from arp.agents.events import ClaudeParser, CodexParser, GeminiParser, StreamParser
+
+AgentName = Literal["claude", "codex", "gemini"]
+"""The table's keys as a type (MCP's tool schemas need a Literal); checked against it at import."""
 
 OPTIONS: Final[frozenset[str]] = frozenset(
     {
@@ -69,28 +65,12 @@ OPTIONS: Final[frozenset[str]] = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
-class RunSpec:
-    """What one run of an agent CLI is asked to do (the executor's already-checked options)."""
-
-    prompt: str
-    model: str | None = None
-    project_path: str | None = None
-    permission_mode: str | None = None
-    """Already mapped to the executor's own value (see `Executor.permission_value`)."""
-    allowed_tools: tuple[str, ...] = ()
-    disallowed_tools: tuple[str, ...] = ()
-    no_tools: bool = False
-    max_turns: int | None = None
-    append_system_prompt: str | None = None
-    resume_id: str | None = None
-    """The CLI's own conversation id to continue (Claude session, Codex thread, Gemini session)."""
-
-
-@dataclass(frozen=True, slots=True)
 class Executor:
     """One agent CLI."""
 
     name: str
+    display_name: str
+    """How people call it (the console shows it)."""
     binary: str
     """The file name looked for on PATH and in the install places."""
     path_flag: str
@@ -116,6 +96,19 @@ class Executor:
                 f"permission mode {mode!r} is not known to {self.name}; use one of: {accepted}"
             )
         return self.permission_modes[key]
+
+    def prepare(self, spec: RunSpec) -> RunSpec:
+        """``spec`` checked (`RunSpec.check`) and honoured by this CLI, its permission mode
+        mapped to the CLI's own value; a 400 naming what is wrong otherwise."""
+        unsupported = sorted(
+            name for name, on in spec.asked().items() if on and name not in self.options
+        )
+        if unsupported:
+            raise BadRequest(f"{self.name} does not support: {', '.join(unsupported)}")
+        spec.check()
+        if spec.permission_mode is None:
+            return spec
+        return replace(spec, permission_mode=self.permission_value(spec.permission_mode))
 
     def candidates(self, configured: str | None) -> list[str]:
         """Where the binary is looked for, in order (for lookup and for the error message)."""
@@ -160,74 +153,10 @@ def _npm_places(binary: str) -> tuple[str, ...]:
     )
 
 
-def _prompt_arg(prompt: str) -> str:
-    """The prompt as an argument: one starting with ``-`` gets a leading space, so no CLI's
-    option parser can take it for a flag (a model does not mind the space)."""
-    return " " + prompt if prompt.startswith("-") else prompt
-
-
-def build_claude(binary: str, spec: RunSpec) -> list[str]:
-    argv = [binary, "-p", _prompt_arg(spec.prompt), "--output-format", "stream-json", "--verbose"]
-    if spec.model:
-        argv += ["--model", spec.model]
-    if spec.resume_id:
-        argv += ["--resume", spec.resume_id]
-    if spec.permission_mode:
-        argv += ["--permission-mode", spec.permission_mode]
-    if spec.no_tools:
-        argv += ["--tools", ""]
-    if spec.max_turns is not None:
-        argv += ["--max-turns", str(spec.max_turns)]
-    if spec.append_system_prompt:
-        argv += ["--append-system-prompt", spec.append_system_prompt]
-    # The variadic tool lists go last, so nothing after them is taken for a tool name.
-    if spec.disallowed_tools:
-        argv += ["--disallowedTools", *spec.disallowed_tools]
-    if spec.allowed_tools:
-        argv += ["--allowedTools", *spec.allowed_tools]
-    return argv
-
-
-def build_codex(binary: str, spec: RunSpec) -> list[str]:
-    if spec.resume_id:
-        # `exec resume` keeps the thread but not the sandbox: pass -s before `resume` (an
-        # exec option) and -m after it, or a follow-up of an acceptEdits session runs
-        # read-only and ignores its model (seen with codex 0.169; docs/real-cli-notes.md).
-        argv = [binary, "exec", "--json", "--skip-git-repo-check"]
-        if spec.permission_mode:
-            argv += ["-s", spec.permission_mode]
-        argv.append("resume")
-        if spec.model:
-            argv += ["-m", spec.model]
-        return [*argv, spec.resume_id, _prompt_arg(spec.prompt)]
-    argv = [binary, "exec", "--json"]
-    if spec.model:
-        argv += ["-m", spec.model]
-    if spec.project_path:
-        argv += ["-C", spec.project_path]
-    argv.append("--skip-git-repo-check")
-    if spec.permission_mode:
-        argv += ["-s", spec.permission_mode]
-    argv.append(_prompt_arg(spec.prompt))
-    return argv
-
-
-def build_gemini(binary: str, spec: RunSpec) -> list[str]:
-    argv = [binary, "-p", _prompt_arg(spec.prompt), "--output-format", "stream-json"]
-    if spec.model:
-        argv += ["-m", spec.model]
-    if spec.permission_mode:
-        argv += ["--approval-mode", spec.permission_mode]
-    if spec.resume_id:
-        argv += ["--resume", spec.resume_id]
-    if spec.allowed_tools:
-        argv += ["--allowed-tools", *spec.allowed_tools]
-    return argv
-
-
 EXECUTORS: Final[dict[str, Executor]] = {
     "claude": Executor(
         name="claude",
+        display_name="Claude",
         binary="claude",
         path_flag="--command-path",
         install_places=("~/.claude/local/claude", *_npm_places("claude")),
@@ -243,6 +172,7 @@ EXECUTORS: Final[dict[str, Executor]] = {
     ),
     "codex": Executor(
         name="codex",
+        display_name="Codex",
         binary="codex",
         path_flag="--codex-path",
         install_places=_npm_places("codex"),
@@ -261,6 +191,7 @@ EXECUTORS: Final[dict[str, Executor]] = {
     ),
     "gemini": Executor(
         name="gemini",
+        display_name="Gemini",
         binary="gemini",
         path_flag="--gemini-path",
         install_places=_npm_places("gemini"),
@@ -277,6 +208,13 @@ EXECUTORS: Final[dict[str, Executor]] = {
         parser=GeminiParser,
     ),
 }
+
+
+AGENTS: Final[tuple[str, ...]] = tuple(EXECUTORS)
+"""The agents ARP knows, in the order they are listed everywhere."""
+
+if get_args(AgentName) != AGENTS:  # pragma: no cover - a table edit without the type
+    raise RuntimeError(f"AgentName {get_args(AgentName)} does not match the table {AGENTS}")
 
 
 def get_executor(name: str) -> Executor:

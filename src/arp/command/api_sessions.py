@@ -4,6 +4,7 @@ Served under ``/api`` and, as the originals also used them, under the bare paths
 
     POST   /api/sessions                  start (201 + the session)
     GET    /api/sessions                  list, newest first (?limit=&offset=)
+    GET    /api/agents                    the agents ARP can run: {"agents": [{name, display_name}]}
     GET    /api/sessions/{id}             state + events (?after=<seq>&limit=)
     GET    /api/sessions/{id}/events      Server-Sent Events (Last-Event-ID or ?after=)
     GET    /api/sessions/{id}/ws          WebSocket, same replay (?after=)
@@ -29,7 +30,10 @@ from typing import Any, Final
 from aiohttp import WSMsgType, web
 
 from arp.agents.errors import BadRequest
-from arp.agents.sessions import Session, SessionManager, StartRequest
+from arp.agents.executors import AGENTS, EXECUTORS
+from arp.agents.session_types import MAX_PAGE_EVENTS, PAGE_EVENTS, Session, StartRequest
+from arp.agents.sessions import SessionManager
+from arp.command import openapi
 from arp.command.app import STREAMS_KEY, context, json_response
 
 log = logging.getLogger(__name__)
@@ -37,12 +41,46 @@ log = logging.getLogger(__name__)
 PREFIXES: Final = ("/api", "")
 DEFAULT_LIST_LIMIT: Final = 50
 MAX_LIST_LIMIT: Final = 1000
-DEFAULT_EVENTS_LIMIT: Final = 1000
-MAX_EVENTS_LIMIT: Final = 10_000
 WS_HEARTBEAT: Final = 30.0
 
 
+_AGENTS_DOC: Final[dict[str, Any]] = {
+    "/api/agents": {
+        "get": {
+            "summary": "The agents this arpc can run, in the order to list them",
+            "responses": {
+                "200": {
+                    "description": "the executors table's agents",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "agents": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "properties": {
+                                                "name": {"type": "string", "enum": list(AGENTS)},
+                                                "display_name": {"type": "string"},
+                                            },
+                                            "required": ["name", "display_name"],
+                                        },
+                                    }
+                                },
+                            }
+                        }
+                    },
+                }
+            },
+        }
+    }
+}
+
+
 def setup_session_routes(app: web.Application) -> None:
+    app.router.add_get("/api/agents", list_agents)
+    app.on_startup.append(_document)
     for prefix in PREFIXES:
         base = f"{prefix}/sessions"
         app.router.add_post(base, start_session)
@@ -53,6 +91,12 @@ def setup_session_routes(app: web.Application) -> None:
         app.router.add_post(base + "/{session_id}/messages", send_message)
         app.router.add_post(base + "/{session_id}/cancel", cancel_session)
         app.router.add_delete(base + "/{session_id}", delete_session)
+
+
+async def _document(app: web.Application) -> None:
+    """Describe the routes added here since the sessions API's document was written."""
+    if openapi.DOCUMENT_KEY in app:
+        openapi.add_paths(app, _AGENTS_DOC, {})
 
 
 def _manager(request: web.Request) -> SessionManager:
@@ -97,6 +141,12 @@ async def start_session(request: web.Request) -> web.Response:
     )
 
 
+async def list_agents(request: web.Request) -> web.Response:
+    """The executors table's agents, in order (the console builds its pickers from it)."""
+    agents = [{"name": e.name, "display_name": e.display_name} for e in EXECUTORS.values()]
+    return json_response({"agents": agents})
+
+
 async def list_sessions(request: web.Request) -> web.Response:
     manager = _manager(request)
     limit = _int_param(request, "limit", DEFAULT_LIST_LIMIT, 1, MAX_LIST_LIMIT)
@@ -116,16 +166,15 @@ async def get_session(request: web.Request) -> web.Response:
     """State plus the events after ``?after=`` (the body is assembled from the stored lines)."""
     manager = _manager(request)
     session_id = request.match_info["session_id"]
-    session = manager.get(session_id)
+    manager.get(session_id)  # 404 before the query is read, as always
     after = _int_param(request, "after", 0, 0, 2**62)
-    limit = _int_param(request, "limit", DEFAULT_EVENTS_LIMIT, 1, MAX_EVENTS_LIMIT)
-    lines = manager.lines_after(session_id, after, limit)
-    next_after = lines[-1][0] if lines else max(after, 0)
-    state = session.to_json()
-    state["has_more"] = next_after < session.last_seq
-    state["next_after"] = next_after
+    limit = _int_param(request, "limit", PAGE_EVENTS, 1, MAX_PAGE_EVENTS)
+    page = manager.page(session_id, after, limit)
+    state = page.session.to_json()
+    state["has_more"] = page.has_more
+    state["next_after"] = page.next_after
     head = json.dumps(state, ensure_ascii=False)
-    body = head[:-1] + ',"events":[' + ",".join(line for _, line in lines) + "]}"
+    body = head[:-1] + ',"events":[' + ",".join(line for _, line in page.lines) + "]}"
     return web.Response(text=body, content_type="application/json")
 
 

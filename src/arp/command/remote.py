@@ -40,18 +40,18 @@ from typing import TYPE_CHECKING, Any, Final
 from arp import argtypes
 from arp.agents.errors import SessionError
 from arp.agents.events import Usage
-from arp.agents.history import AGENTS, HistoryReaders
+from arp.agents.executors import AGENTS
+from arp.agents.history import HistoryReaders
+from arp.agents.lines import Abandoned, LineFramer, Oversize
+from arp.agents.session_types import PAGE_EVENTS
 from arp.agents.sessions import SessionManager
 from arp.command.remote_protocol import (
-    Abandoned,
     Answer,
     Attachment,
     Defaults,
     ErrorKind,
     Instruction,
-    LineFramer,
     MemoryBudget,
-    Oversize,
     RemoteRequest,
     RequestError,
     TextInput,
@@ -143,7 +143,7 @@ def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--remote-executor",
         default="claude",
-        choices=("claude", "codex", "gemini"),
+        choices=AGENTS,
         help="the agent a request runs when its config names none (default %(default)s)",
     )
     group.add_argument("--remote-model", help="the model when a request names none")
@@ -397,22 +397,14 @@ async def _list_sessions(server: RemoteServer, params: dict[str, Any]) -> Any:
 async def _session_output(server: RemoteServer, params: dict[str, Any]) -> Any:
     session_id = _str_param(params, "session_id")
     after = _int_param(params, "after_seq", 0, 1 << 62)
-    limit = _int_param(params, "limit", 1000, 1000)
-    session = server.manager.get(session_id)
-    events = server.manager.events_after(session_id, after, limit)
-    answer = Answer(session.executor, stream=False)
-    for event in events:
+    limit = _int_param(params, "limit", PAGE_EVENTS, PAGE_EVENTS)
+    # The manager's one page (as the HTTP API's and MCP's get_session), plus the answer text.
+    page = server.manager.page(session_id, after, limit)
+    answer = Answer(page.session.executor, stream=False)
+    for event in page.events():
         answer.feed(event)
-    # As the HTTP API and MCP's get_session page: an empty page still has more when the
-    # session holds events past where it starts.
-    next_after = events[-1].seq if events else max(after, 0)
-    return {
-        "session": session.to_json(),
-        "text": answer.text,
-        "events": [e.to_json(with_raw=False) for e in events],
-        "next_after_seq": next_after,
-        "has_more": next_after < session.last_seq,
-    }
+    body = page.to_json()
+    return {"session": body.pop("session"), "text": answer.text, **body}
 
 
 async def _cancel_session(server: RemoteServer, params: dict[str, Any]) -> Any:

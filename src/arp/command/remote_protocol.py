@@ -4,8 +4,9 @@ The protocol of the Agent CLI remote module (docs/remote-protocol.md): one JSON 
 each way, enums externally tagged as serde writes them (``{"Text": "hi"}``). This module is pure:
 no asyncio, no sockets, no files. `arp.command.remote` moves the bytes and runs the agents.
 
-- `LineFramer` cuts a byte stream into lines, bounded by ``max_line``; a longer line is reported
-  once (`Oversize`) and skipped up to its newline, so the next line is served.
+- Lines are cut by `arp.agents.lines.LineFramer` (the splitter agent output uses too), bounded
+  by ``max_line``; a longer line is reported once (`Oversize`) and skipped up to its newline, so
+  the next line is served.
 - `parse_request` turns one line into a `RemoteRequest` or raises `RequestError` (``kind`` is one
   of `ERROR_KINDS`, ``request_id`` echoed when it could be read). Given the server's shared
   secret, a request without the matching ``"token"`` is an ``auth_error`` before any of its
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from arp.agents.events import Event, Usage
-from arp.agents.executors import get_executor
+from arp.agents.executors import EXECUTORS, get_executor
 from arp.agents.sessions import StartRequest
 from arp.errors import ArpError
 
@@ -62,82 +63,6 @@ class RequestError(ArpError):
         super().__init__(message)
         self.kind: ErrorKind = kind
         self.request_id = request_id
-
-
-# ---------------------------------------------------------------------------------------------
-# Framing
-
-
-@dataclass(frozen=True, slots=True)
-class Oversize:
-    """A line longer than the limit was dropped (``size``: bytes seen before giving up)."""
-
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class Abandoned:
-    """A line the reader gave up on (`LineFramer.abandon`) ended (``size``: its bytes seen)."""
-
-    size: int
-
-
-class LineFramer:
-    """Bytes in, complete lines (without ``\\n``, ``\\r`` stripped) or `Oversize` markers out.
-
-    Holds at most ``max_line`` bytes: once a partial line passes the limit its bytes are dropped
-    and everything up to the next newline is skipped. `abandon` does the same on the reader's
-    word (no memory left for the line); that line ends as `Abandoned`.
-    """
-
-    def __init__(self, max_line: int) -> None:
-        self.max_line = max_line
-        self._buffer = bytearray()
-        self._skipping = False
-        self._skipped = 0
-        self._abandoned = False
-
-    def abandon(self) -> None:
-        """Drop the partial line held now and skip the rest of it up to its newline."""
-        if self._skipping or not self._buffer:
-            return
-        self._skipping = True
-        self._abandoned = True
-        self._skipped = len(self._buffer)
-        self._buffer = bytearray()
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buffer)
-
-    def feed(self, data: bytes) -> list[bytes | Oversize | Abandoned]:
-        out: list[bytes | Oversize | Abandoned] = []
-        start = 0
-        while start < len(data):
-            newline = data.find(b"\n", start)
-            end = len(data) if newline < 0 else newline
-            piece = data[start:end]
-            if self._skipping:
-                self._skipped += len(piece)
-            else:
-                self._buffer += piece
-                if len(self._buffer) > self.max_line:
-                    self._skipping = True
-                    self._skipped = len(self._buffer)
-                    self._buffer = bytearray()
-            if newline < 0:
-                break
-            if self._skipping:
-                out.append(Abandoned(self._skipped) if self._abandoned else Oversize(self._skipped))
-                self._skipping = False
-                self._skipped = 0
-                self._abandoned = False
-            else:
-                line = bytes(self._buffer)
-                self._buffer = bytearray()
-                out.append(line[:-1] if line.endswith(b"\r") else line)
-            start = newline + 1
-        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,11 +360,12 @@ class Defaults:
 
 
 UNHONOURED: Final[dict[str, tuple[str, ...]]] = {
-    "claude": ("max_context_num", "max_tokens"),
-    "codex": ("max_tool_try", "max_context_num", "max_tokens"),
-    "gemini": ("max_tool_try", "max_context_num", "max_tokens"),
+    name: (() if "max_turns" in executor.options else ("max_tool_try",))
+    + ("max_context_num", "max_tokens")
+    for name, executor in EXECUTORS.items()
 }
-"""RequestConfig fields each executor has no option for (accepted and ignored)."""
+"""RequestConfig fields each executor has no option for (accepted and ignored): read from the
+executors table (``max_tool_try`` needs ``max_turns``; no CLI caps context or tokens)."""
 
 
 def plan_run(request: RemoteRequest, prompt: str, defaults: Defaults) -> StartRequest:

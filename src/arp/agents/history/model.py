@@ -13,10 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# The agents whose history can be browsed: the executors table's, in its order.
+from arp.agents.executors import AGENTS as AGENTS
 from arp.errors import ArpError
-
-AGENTS = ("claude", "codex", "gemini")
-"""The agents whose history can be browsed, in the order they are listed."""
 
 KINDS = ("text", "thinking", "tool_use", "tool_result", "summary")
 """What one normalised message holds."""

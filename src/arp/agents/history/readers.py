@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from arp.agents.history import claude, codex, gemini
 from arp.agents.history.files import Stamp, entry_stamp, is_dir, is_file, list_dir, stamp_of
@@ -387,6 +387,18 @@ def default_folders(env: Mapping[str, str], home: Path) -> dict[str, Path]:
         "codex_dir": Path(codex_home).expanduser() if codex_home else home / ".codex",
         "gemini_dir": gemini_base / ".gemini",
     }
+
+
+_STORES: Final[dict[str, type[_Store]]] = {
+    "claude": _ClaudeStore,
+    "codex": _CodexStore,
+    "gemini": _GeminiStore,
+}
+"""Each agent's reader; checked against the executors table's agents at import (a reader is
+built for each in `HistoryReaders`)."""
+
+if tuple(_STORES) != AGENTS:  # pragma: no cover - an agent added to the table without a reader
+    raise RuntimeError(f"history readers {tuple(_STORES)} do not match the agents {AGENTS}")
 
 
 class HistoryReaders:

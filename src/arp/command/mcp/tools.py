@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
@@ -24,15 +23,19 @@ from mcp_types import ToolAnnotations
 from pydantic import Field
 
 from arp import __version__
-from arp.agents.history import AGENTS, HistoryReaders
-from arp.agents.sessions import SessionManager, StartRequest
+from arp.agents.executors import AGENTS, AgentName
+from arp.agents.history import HistoryReaders
+from arp.agents.session_types import StartRequest
+from arp.agents.sessions import SessionManager
 from arp.command.mcp.limits import McpLimits
 from arp.errors import ArpError
 
 _T = TypeVar("_T")
 
-Executor = Literal["claude", "codex", "gemini"]
-Agent = Literal["claude", "codex", "gemini"]
+Executor = AgentName
+Agent = AgentName
+"""The tools' agent arguments: the executors table's names (`AgentName` is checked against the
+table at import), so the schemas MCP clients see list exactly the agents ARP knows."""
 
 INSTRUCTIONS = """\
 ARP runs AI coding agents (Claude Code, Codex, Gemini CLI) as headless processes on the machine \
@@ -47,8 +50,9 @@ stops a run and keeps its output. list_sessions shows the sessions this arpc ran
 History: list_projects, list_history_sessions and read_history_session browse what the agents \
 themselves stored (including sessions started outside ARP)."""
 
-_EXECUTOR_HELP = "Which agent CLI runs the session: claude, codex or gemini."
-_AGENT_HELP = "Whose stored history to read: claude, codex or gemini."
+_NAMES = ", ".join(AGENTS[:-1]) + " or " + AGENTS[-1]
+_EXECUTOR_HELP = f"Which agent CLI runs the session: {_NAMES}."
+_AGENT_HELP = f"Whose stored history to read: {_NAMES}."
 _SESSION_HELP = "The session id start_session or list_sessions returned."
 _READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 _CHANGES = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True)
@@ -155,23 +159,9 @@ class ArpTools:
     def _session_page(
         self, session_id: str, after_seq: int, limit: int | None, include_raw: bool
     ) -> dict[str, Any]:
-        session = self.manager.get(session_id)
         wanted = min(limit or self.limits.default_events, self.limits.max_events)
-        events: list[dict[str, Any]] = []
-        size = 0
-        for event in self.manager.events_after(session_id, after_seq, wanted):
-            item = event.to_json(with_raw=include_raw)
-            size += len(json.dumps(item, ensure_ascii=False))
-            if events and size > self.limits.max_reply_chars:
-                break
-            events.append(item)
-        next_after = events[-1]["seq"] if events else max(after_seq, 0)
-        return {
-            "session": session.to_json(),
-            "events": events,
-            "next_after_seq": next_after,
-            "has_more": next_after < session.last_seq,
-        }
+        page = self.manager.page(session_id, after_seq, wanted)
+        return page.to_json(with_raw=include_raw, max_chars=self.limits.max_reply_chars)
 
     async def wait_session(
         self,
@@ -342,7 +332,7 @@ def build_mcp_server(
     server.resource(
         "arp://history/{agent}/projects",
         name="history-projects",
-        description="An agent's projects (claude, codex or gemini), most recent first.",
+        description=f"An agent's projects ({_NAMES}), most recent first.",
         mime_type=json_type,
     )(tools.projects_resource)
     server.resource(

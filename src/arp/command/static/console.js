@@ -5,8 +5,11 @@
 // which remembers the token in its cookie. Nothing is ever built from HTML strings: text goes in
 // with textContent (the page's CSP enforces Trusted Types, so innerHTML would throw).
 
-const AGENTS = ["claude", "codex", "gemini"];
-const AGENT_NAMES = { claude: "Claude", codex: "Codex", gemini: "Gemini" };
+// The agents come from the executors table (GET /api/agents, read once at start); these are
+// used only when that request fails, so the console still opens.
+let AGENTS = ["claude", "codex", "gemini"];
+let AGENT_NAMES = { claude: "Claude", codex: "Codex", gemini: "Gemini" };
+const AGENTS_TIMEOUT_MS = 5000;
 const MODELS = {
   claude: ["sonnet", "opus", "haiku"],
   codex: ["gpt-5-codex", "gpt-5"],
@@ -1783,7 +1786,30 @@ async function historySessionPage(agent, sid) {
 
 // --- start ----------------------------------------------------------------------------------------
 
-function start() {
+/** Reads the agent list from arpc; on any failure the fallback above stays. */
+async function loadAgents() {
+  try {
+    const response = await fetch("/api/agents", {
+      headers: { Accept: "application/json" },
+      credentials: "same-origin",
+      cache: "no-store",
+      signal: AbortSignal.timeout(AGENTS_TIMEOUT_MS),
+    });
+    if (!response.ok) return;
+    const data = await response.json();
+    const list = Array.isArray(data && data.agents) ? data.agents : [];
+    const valid = list.filter((a) => a && typeof a.name === "string" && a.name);
+    if (!valid.length) return;
+    AGENTS = valid.map((a) => a.name);
+    AGENT_NAMES = Object.fromEntries(
+      valid.map((a) => [a.name, typeof a.display_name === "string" ? a.display_name : a.name]),
+    );
+  } catch (err) {
+    console.warn("could not read the agent list; using the built-in one", err);
+  }
+}
+
+async function start() {
   // The relay has remembered the token in its cookie: keep it out of the address bar, history
   // and anything copied from there.
   const url = new URL(location.href);
@@ -1809,8 +1835,9 @@ function start() {
       $("#search").focus();
     }
   });
-  window.addEventListener("hashchange", route);
   if (!location.hash) history.replaceState(null, "", "#/runs");
+  await loadAgents();
+  window.addEventListener("hashchange", route);
   route();
 }
 
