@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from arp.command.app import CommandConfig
+from arp.command.config import CommandConfig
 from arp.command.server import CommandServer
 
 

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from arp.agents.history import AGENTS, KINDS, HistoryReaders, HistoryRequestError
+from arp.command import openapi
 from arp.errors import ArpError
 
 _T = TypeVar("_T")
@@ -52,8 +53,6 @@ def setup_history_routes(app: web.Application, readers: HistoryReaders) -> None:
 
 async def _document(app: web.Application) -> None:
     """Describe these routes in the app's OpenAPI document, when it has one."""
-    from arp.command import openapi
-
     if openapi.DOCUMENT_KEY in app:
         openapi.add_paths(app, _openapi_paths(), _OPENAPI_SCHEMAS)
 

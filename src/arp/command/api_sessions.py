@@ -30,7 +30,7 @@ from aiohttp import WSMsgType, web
 
 from arp.agents.errors import BadRequest
 from arp.agents.sessions import Session, SessionManager, StartRequest
-from arp.command.app import STREAMS_KEY, context, json_response
+from arp.command.web import STREAMS_KEY, context, json_response
 
 log = logging.getLogger(__name__)
 

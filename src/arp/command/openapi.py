@@ -14,7 +14,7 @@ from arp import __version__
 from arp.agents.events import EVENT_KINDS
 from arp.agents.executors import EXECUTORS
 from arp.agents.sessions import STATUSES
-from arp.command.app import json_response
+from arp.command.web import json_response
 
 DOCUMENT_KEY: Final[web.AppKey[dict[str, Any]]] = web.AppKey("arp_openapi_document")
 
