@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from arp.command.web import context, error_response
+from arp.command.web import arp_error_response, context, error_response
 from arp.errors import ArpError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -26,7 +26,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except ArpError as exc:
-        return error_response(exc.status, exc.message)
+        return arp_error_response(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

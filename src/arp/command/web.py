@@ -17,6 +17,7 @@ from aiohttp import web
 from arp.agents.history import HistoryReaders
 from arp.agents.sessions import SessionManager
 from arp.command.config import CommandConfig
+from arp.errors import ArpError, error_body
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +47,21 @@ def json_response(data: Any, status: int = 200, **kwargs: Any) -> web.Response:
     )
 
 
-def error_response(status: int, message: str) -> web.Response:
-    return json_response({"error": message, "status": status}, status=status)
+def error_response(status: int, message: str, code: str | None = None) -> web.Response:
+    """An error in the package's one JSON shape (`arp.errors.error_body`)."""
+    return json_response(error_body(status, message, code), status=status)
+
+
+def arp_error_response(error: ArpError) -> web.Response:
+    """`error` answered with its own status, code and message."""
+    return error_response(error.status, error.message, error.code)
 
 
 __all__ = [
     "CONTEXT_KEY",
     "STREAMS_KEY",
     "CommandContext",
+    "arp_error_response",
     "context",
     "error_response",
     "json_response",

@@ -29,6 +29,7 @@ import sys
 from collections.abc import Callable
 
 from arp.config import Limits
+from arp.errors import RemoteProtocolError
 from arp.net.links import Link
 from arp.net.readiness import readiness
 
@@ -59,7 +60,7 @@ Transform = Callable[[bytes], bytes]
 _RETRY = (BlockingIOError, InterruptedError)
 
 
-class TunnelProtocolError(ConnectionError):
+class TunnelProtocolError(RemoteProtocolError, ConnectionError):
     """The tunnel's peer sent something that is not a data frame."""
 
 

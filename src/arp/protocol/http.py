@@ -19,6 +19,8 @@ from urllib.parse import unquote_plus
 
 import httptools
 
+from arp.errors import RemoteProtocolError
+
 TOKEN_QUERY = "token"
 TOKEN_HEADER = b"x-arp-token"
 TOKEN_COOKIE = "arp_token"
@@ -57,13 +59,11 @@ class Route:
     """Whether the first response should carry a Set-Cookie remembering `token`."""
 
 
-class HeadError(Exception):
+class HeadError(RemoteProtocolError):
     """The public connection's first bytes are not a usable HTTP request head."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        super().__init__(message, status=status)
 
 
 def looks_like_http(data: bytes) -> bool:

@@ -17,6 +17,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from arp.errors import ArpError
 from arp.net.links import Link
 from arp.protocol import frames
 
@@ -35,16 +36,22 @@ def check_client_id(client_id: str) -> str | None:
     return None
 
 
-class ClientOffline(Exception):
+class ClientOffline(ArpError):
     """The client's control link is gone; no tunnel can be had now."""
 
+    status = 503
 
-class TunnelTimeout(Exception):
+
+class TunnelTimeout(ArpError):
     """The client did not open a tunnel in time."""
 
+    status = 504
 
-class TooManyPending(Exception):
+
+class TooManyPending(ArpError):
     """Too many tunnel requests are already outstanding for this client."""
+
+    status = 503
 
 
 class ControlLink:
