@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from tests.fakes.install import install_fakes  # noqa: E402
 
-from arp.command.app import CommandConfig  # noqa: E402
+from arp.command.config import CommandConfig  # noqa: E402
 from arp.command.server import CommandServer  # noqa: E402
 
 

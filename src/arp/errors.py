@@ -1,11 +1,42 @@
-"""One exception hierarchy for the package.
+"""One exception hierarchy for the package, and the one JSON shape every error is answered in.
 
 Errors split as h11 splits them: the peer broke the protocol (`RemoteProtocolError`) or we were
-asked to do something we cannot (`LocalProtocolError`). Each carries the HTTP status it maps to,
-so the layer that answers a person picks the status from the error, never from a second table.
+asked to do something we cannot (`LocalProtocolError`). Each carries the HTTP status it maps to
+and a snake_case `code` (from its class name unless it names one), so the layer that answers a
+person picks both from the error, never from a second table.
+
+Every HTTP face (command mode's API, its MCP face, the gateway) answers an error as
+`error_body` builds it::
+
+    {"error": {"status": 404, "code": "session_not_found", "message": "no session 'x'"}}
 """
 
 from __future__ import annotations
+
+import re
+from http import HTTPStatus
+from typing import Any
+
+_WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def snake_case(name: str) -> str:
+    """``SessionNotFound`` -> ``session_not_found``; ``HTTPError`` -> ``http_error``."""
+    return _WORD_START.sub("_", name).lower()
+
+
+def status_code(status: int) -> str:
+    """The code of an error known only by its HTTP status: its reason phrase in snake_case."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        return "error"
+    return re.sub(r"[^a-z0-9]+", "_", phrase.lower()).strip("_")
+
+
+def error_body(status: int, message: str, code: str | None = None) -> dict[str, Any]:
+    """The one JSON error shape; `code` defaults to the status's reason (`status_code`)."""
+    return {"error": {"status": status, "code": code or status_code(status), "message": message}}
 
 
 class ArpError(Exception):
@@ -13,15 +44,34 @@ class ArpError(Exception):
 
     status: int = 500
     """The HTTP status this error answers with where it reaches an HTTP client."""
+    code: str = "arp_error"
+    """A stable snake_case name for programs; by default the class name in snake_case."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" not in cls.__dict__:
+            cls.code = snake_case(cls.__name__)
+
+    def __init__(
+        self, message: str | None = None, *, status: int | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(*(() if message is None else (message,)))
         if status is not None:
             self.status = status
+        if code is not None:
+            self.code = code
+        elif status is not None and type(self).code == ArpError.code:
+            self.code = status_code(status)  # a plain ArpError: its status says more
 
     @property
     def message(self) -> str:
-        return str(self.args[0]) if self.args else self.__class__.__name__
+        if self.args:
+            return str(self.args[0])
+        return (self.__doc__ or self.__class__.__name__).strip().splitlines()[0]
+
+    def to_json(self) -> dict[str, Any]:
+        """This error in the one JSON shape (`error_body`)."""
+        return error_body(self.status, self.message, self.code)
 
 
 class ProtocolError(ArpError):

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from arp.command.app import CommandConfig
+from arp.command.config import CommandConfig
 from tests.conftest import units
 from tests.fakes.install import install_fakes
 

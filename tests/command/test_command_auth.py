@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from arp.command.app import CommandConfig
+from arp.command.config import CommandConfig
 from arp.command.server import CommandServer
 
 
@@ -53,7 +53,7 @@ async def test_requests_without_the_token_are_refused(
         for path in ("/api/sessions", "/", "/api/claude/projects", "/mcp"):
             async with http.get(f"{server.url}{path}{suffix}", headers=headers) as response:
                 assert response.status == 401, path
-                assert "needs the client's token" in (await response.json())["error"]
+                assert "needs the client's token" in (await response.json())["error"]["message"]
         async with http.post(
             f"{server.url}/api/sessions{suffix}",
             json={"executor": "claude", "prompt": "x"},

@@ -232,7 +232,8 @@ async def test_many_requests_at_once(base: str, http: aiohttp.ClientSession) -> 
 
 async def test_errors_and_the_openapi_document(base: str, http: aiohttp.ClientSession) -> None:
     error = await get(http, f"{base}/api/claude/sessions/nope", 404)
-    assert error["status"] == 404 and "nope" in error["error"]
+    assert error["error"]["status"] == 404 and "nope" in error["error"]["message"]
+    assert error["error"]["code"] == "history_not_found"
     document = await get(http, f"{base}/api/openapi.json")
     for agent in ("claude", "codex", "gemini"):
         assert set(document["paths"][f"/api/{agent}/sessions/{{session_id}}"]) == {"get", "delete"}

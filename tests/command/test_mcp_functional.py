@@ -397,7 +397,7 @@ async def test_mcp_not_enabled_answers_404_and_other_sites_403(server: CommandSe
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{server.url}/mcp", json=INITIALIZE, headers=ACCEPT) as resp:
             assert resp.status == 404
-            assert "--enable-mcp" in (await resp.json())["error"]
+            assert "--enable-mcp" in (await resp.json())["error"]["message"]
         args = argparse.Namespace(enable_mcp=True, mcp_port=0)
         service = mcp_service(args, server, limits=limits())
         assert service is not None

@@ -16,7 +16,7 @@ from arp import argtypes
 from arp.agents.events import Event, Usage
 from arp.agents.lines import Abandoned, LineFramer, Oversize
 from arp.command.api_history import READERS_KEY
-from arp.command.app import CommandConfig
+from arp.command.config import CommandConfig
 from arp.command.remote import RemoteServer, add_remote_arguments, config_from_args, remote_service
 from arp.command.remote_protocol import (
     TOOLS_OFF_NOTE,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from arp.command.app import CommandConfig, add_command_arguments, default_data_dir
+from arp.command.config import CommandConfig, add_command_arguments, default_data_dir
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -349,14 +349,14 @@ async def test_follow_up_conflicts(http: aiohttp.ClientSession) -> None:
     session = await start(http, executor="claude", prompt=f"events=50 sleep={units(0.05)}")
     sid = session["session_id"]
     status, body = await post_json(http, f"/api/sessions/{sid}/messages", {"prompt": "more"})
-    assert status == 409 and "running" in body["error"]
+    assert status == 409 and "running" in body["error"]["message"]
     await post_json(http, f"/api/sessions/{sid}/cancel")
     quiet = await start(http, executor="codex", prompt="noid=1")
     await run_to_end(http, quiet["session_id"])
     status, body = await post_json(
         http, f"/api/sessions/{quiet['session_id']}/messages", {"prompt": "more"}
     )
-    assert status == 409 and "conversation id" in body["error"]
+    assert status == 409 and "conversation id" in body["error"]["message"]
 
 
 async def test_cancel_mid_run_leaves_no_process(
@@ -432,7 +432,7 @@ async def test_delete_stops_and_removes(
     assert not folder.exists()
     async with http.get(f"/api/sessions/{sid}") as resp:
         assert resp.status == 404
-        assert "no session" in (await resp.json())["error"]
+        assert "no session" in (await resp.json())["error"]["message"]
     async with http.delete(f"/api/sessions/{sid}") as resp:
         assert resp.status == 404
 
@@ -507,8 +507,8 @@ async def test_start_errors(
 ) -> None:
     got, data = await post_json(http, "/api/sessions", body)
     assert got == status, data
-    assert data["status"] == status
-    assert words in data["error"]
+    assert data["error"]["status"] == status
+    assert words in data["error"]["message"]
 
 
 async def test_project_path_checks(tmp_path: Path) -> None:
@@ -523,7 +523,7 @@ async def test_project_path_checks(tmp_path: Path) -> None:
             "/api/sessions",
             {"executor": "claude", "prompt": "x", "project_path": str(tmp_path / "outside")},
         )
-        assert status == 403 and "outside the allowed root" in body["error"]
+        assert status == 403 and "outside the allowed root" in body["error"]["message"]
         status, body = await post_json(
             http,
             "/api/sessions",
@@ -535,7 +535,7 @@ async def test_project_path_checks(tmp_path: Path) -> None:
             "/api/sessions",
             {"executor": "claude", "prompt": "x", "projectPath": str(root / "file.txt")},
         )
-        assert status == 400 and "not a directory" in body["error"]
+        assert status == 400 and "not a directory" in body["error"]["message"]
         status, body = await post_json(http, "/api/sessions", {"executor": "claude", "prompt": "x"})
         assert status == 201 and body["project_path"] == str(root.resolve())
 
@@ -545,7 +545,8 @@ async def test_binary_not_found_names_what_was_looked_for(tmp_path: Path) -> Non
     async with CommandServer(config) as srv, aiohttp.ClientSession(base_url=srv.url) as http:
         status, body = await post_json(http, "/api/sessions", {"executor": "claude", "prompt": "x"})
     assert status == 400
-    assert "--command-path" in body["error"] and "nowhere/claude" in body["error"]
+    message = body["error"]["message"]
+    assert "--command-path" in message and "nowhere/claude" in message
 
 
 async def test_max_sessions_gives_429(tmp_path: Path) -> None:
@@ -555,7 +556,7 @@ async def test_max_sessions_gives_429(tmp_path: Path) -> None:
         a = await start(http, **slow)
         await start(http, **slow)
         status, body = await post_json(http, "/api/sessions", slow)
-        assert status == 429 and "--max-sessions" in body["error"]
+        assert status == 429 and "--max-sessions" in body["error"]["message"]
         await post_json(http, f"/api/sessions/{a['session_id']}/cancel")
         status, body = await post_json(http, "/api/sessions", slow)
         assert status == 201
@@ -566,21 +567,28 @@ async def test_request_errors(http: aiohttp.ClientSession) -> None:
         "/api/sessions", data="{not json", headers={"Content-Type": "application/json"}
     ) as resp:
         assert resp.status == 400
-        assert "not valid JSON" in (await resp.json())["error"]
+        assert "not valid JSON" in (await resp.json())["error"]["message"]
     async with http.post("/api/sessions", data='{"executor":"claude","prompt":"x"}') as resp:
         assert resp.status == 415
-        assert "application/json" in (await resp.json())["error"]
+        assert "application/json" in (await resp.json())["error"]["message"]
     async with http.get("/api/sessions/nope") as resp:
         assert resp.status == 404
+        # One shape for every error: the status, a stable code and the message.
+        assert (await resp.json())["error"] == {
+            "status": 404,
+            "code": "session_not_found",
+            "message": "no session 'nope'",
+        }
     async with http.get("/api/sessions/nope/events") as resp:
         assert resp.status == 404
     async with http.get("/api/sessions", params={"limit": "many"}) as resp:
         assert resp.status == 400
     async with http.get("/api/nothing-here") as resp:
         assert resp.status == 404
-        assert (await resp.json())["status"] == 404
+        assert (await resp.json())["error"]["status"] == 404
     async with http.put("/api/sessions") as resp:
         assert resp.status == 405
+        assert (await resp.json())["error"]["code"] == "method_not_allowed"
     status, _body = await post_json(http, "/api/sessions/nope/messages", {"prompt": "x"})
     assert status == 404
 

@@ -324,7 +324,9 @@ async def test_signed_requests(redis_server: RedisServer, http: aiohttp.ClientSe
         assert await post(other_body) == 401
         async with http.get(base(gateway) + "/api/agents/") as reply:
             assert reply.status == 401
-            assert "signed request" in (await reply.json())["error"]
+            error = (await reply.json())["error"]
+            assert error["status"] == 401 and "signed request" in error["message"]
+            assert error["code"] == "auth_error"
 
 
 async def test_slow_consumer_is_disconnected_with_a_reason(

@@ -223,7 +223,7 @@ async def test_a_task_too_large_for_the_agent_is_refused_with_413(
         body = {"task_id": "t1", "executor": "claude", "prompt": '"' * 3000}  # 6 KB encoded
         async with http.post(base(gateway) + "/api/agents/a1/tasks/", json=body) as reply:
             assert reply.status == 413, await reply.text()
-            assert "max_message_size" in (await reply.json())["error"]
+            assert "max_message_size" in (await reply.json())["error"]["message"]
         assert (await post_task(http, gateway, "a1", "t2")).status == 202
         assert (await agent.next("task"))["task_id"] == "t2"
         client = redis_server.client()

@@ -17,7 +17,7 @@ from arp.agents.sessions import SessionManager
 from arp.argtypes import port, positive_float
 from arp.client.control import Client, ClientConfig, Target
 from arp.client.identity import load_or_create_client_id
-from arp.command.app import CommandConfig, add_command_arguments
+from arp.command.config import CommandConfig, add_command_arguments
 from arp.command.mcp import add_mcp_arguments, mcp_service
 from arp.command.remote import add_remote_arguments, remote_service
 from arp.command.server import CommandServer

@@ -12,20 +12,21 @@ Routes, each also served without the `/api` prefix (the original documents use b
 for agent in claude, codex, gemini (projects and working directories too, for every agent).
 The readers block on file I/O, so each request runs them in a worker thread, at most
 `HistoryLimits.max_concurrency` at once (beyond that, requests wait their turn). Errors answer
-`{"error": message, "status": status}` with the status the `ArpError` carries. A `token` query
-parameter (the relay's routing) is ignored. Where the app serves an OpenAPI document
+in the package's one shape (`arp.errors.error_body`) with the status the `ArpError` carries.
+A `token` query parameter (the relay's routing) is ignored. Where the app serves an OpenAPI document
 (`arp.command.openapi`), these paths are added to it at startup.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
 
 from arp.agents.history import AGENTS, KINDS, HistoryReaders, HistoryRequestError
+from arp.command import openapi
+from arp.command.web import arp_error_response, json_response
 from arp.errors import ArpError
 
 _T = TypeVar("_T")
@@ -52,8 +53,6 @@ def setup_history_routes(app: web.Application, readers: HistoryReaders) -> None:
 
 async def _document(app: web.Application) -> None:
     """Describe these routes in the app's OpenAPI document, when it has one."""
-    from arp.command import openapi
-
     if openapi.DOCUMENT_KEY in app:
         openapi.add_paths(app, _openapi_paths(), _OPENAPI_SCHEMAS)
 
@@ -70,16 +69,10 @@ def _reply(handler: Callable[[web.Request], Awaitable[Any]]) -> Handler:
         try:
             body = await handler(request)
         except ArpError as error:
-            body, status = {"error": error.message, "status": error.status}, error.status
-        else:
-            status = 200
-        return web.json_response(body, status=status, dumps=_dumps)
+            return arp_error_response(error)
+        return json_response(body)
 
     return wrapped
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)  # titles and prompts in any script, unescaped
 
 
 def _int(request: web.Request, name: str, default: int | None) -> int | None:

@@ -34,7 +34,7 @@ from arp.agents.executors import AGENTS, EXECUTORS
 from arp.agents.session_types import MAX_PAGE_EVENTS, PAGE_EVENTS, Session, StartRequest
 from arp.agents.sessions import SessionManager
 from arp.command import openapi
-from arp.command.app import STREAMS_KEY, context, json_response
+from arp.command.web import STREAMS_KEY, context, json_response
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from arp import __version__
 from arp.agents.events import EVENT_KINDS
 from arp.agents.executors import EXECUTORS
 from arp.agents.sessions import STATUSES
-from arp.command.app import json_response
+from arp.command.web import json_response
 
 DOCUMENT_KEY: Final[web.AppKey[dict[str, Any]]] = web.AppKey("arp_openapi_document")
 
@@ -42,8 +42,22 @@ def build_document() -> dict[str, Any]:
     schemas: dict[str, Any] = {
         "Error": {
             "type": "object",
-            "properties": {"error": {"type": "string"}, "status": {"type": "integer"}},
-            "required": ["error", "status"],
+            "description": "every error, in one shape (the gateway's too)",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "status": {"type": "integer", "description": "the HTTP status"},
+                        "code": {
+                            "type": "string",
+                            "description": "a stable snake_case name, e.g. session_not_found",
+                        },
+                        "message": {"type": "string", "description": "what went wrong"},
+                    },
+                    "required": ["status", "code", "message"],
+                }
+            },
+            "required": ["error"],
         },
         "Usage": {
             "type": "object",

@@ -225,13 +225,10 @@ def remote_service(args: argparse.Namespace, server: CommandServer) -> RemoteSer
     Once ``server`` is started, the history readers are the very ones its HTTP API (and MCP)
     use, so all faces share one cache of parsed sessions.
     """
-    from arp.command.api_history import READERS_KEY
-
     config = config_from_args(args)
     if config is None:
         return None
-    history = server.app.get(READERS_KEY) if server.app is not None else None
-    return RemoteServer(config, server.manager, history or server.history)
+    return RemoteServer(config, server.manager, server.context.history)
 
 
 # ---------------------------------------------------------------------------------------------

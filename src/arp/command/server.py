@@ -19,7 +19,9 @@ from aiohttp import web
 
 from arp.agents.history import HistoryReaders
 from arp.agents.sessions import SessionManager
-from arp.command.app import STREAMS_KEY, CommandConfig, CommandContext, create_app
+from arp.command.app import create_app
+from arp.command.config import CommandConfig
+from arp.command.web import STREAMS_KEY, CommandContext
 from arp.lifecycle import Service
 
 LOOPBACK = "127.0.0.1"
@@ -29,6 +31,8 @@ class CommandServer(Service):
     """Serves `create_app` on ``host:port``; owns the session manager unless one is given.
 
     ``history`` reads the agents' own stored sessions (default: the usual folders in ``~``).
+    `context` is what every face shares (HTTP API, MCP, remote protocol): the config, the
+    session manager and the one `HistoryReaders`.
     """
 
     def __init__(
@@ -46,6 +50,9 @@ class CommandServer(Service):
         self._requested_port = config.command_port if port is None else port
         self._owns_manager = manager is None
         self.manager = manager if manager is not None else SessionManager(config.session_config())
+        self.context = CommandContext(
+            config, self.manager, history if history is not None else HistoryReaders()
+        )
         self.app: web.Application | None = None
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -66,7 +73,7 @@ class CommandServer(Service):
             return
         if self._owns_manager:
             await self.manager.start()
-        self.app = create_app(CommandContext(self.config, self.manager, self.history))
+        self.app = create_app(self.context)
         runner = web.AppRunner(
             self.app,
             shutdown_timeout=self.config.shutdown_timeout,

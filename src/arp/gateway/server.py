@@ -330,7 +330,7 @@ class Gateway(Service):
         try:
             return await handler(request)
         except ArpError as exc:
-            return web.json_response({"error": exc.message}, status=exc.status)
+            return web.json_response(exc.to_json(), status=exc.status)
         finally:
             if task is not None:
                 self._handlers.discard(task)

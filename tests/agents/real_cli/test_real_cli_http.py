@@ -12,7 +12,7 @@ import pytest
 
 from arp.agents.history import HistoryReaders
 from arp.agents.sessions import SessionManager
-from arp.command.app import CommandConfig
+from arp.command.config import CommandConfig
 from arp.command.server import CommandServer
 from tests.agents.real_cli.agent_home import AgentHome
 from tests.command.sessions_support import post_json, run_to_end, start

@@ -69,16 +69,14 @@ def mcp_service(
 async def _serve_over(
     server: CommandServer, port: int, limits: McpLimits
 ) -> AsyncIterator[McpService]:
-    from arp.agents.history import HistoryReaders
-    from arp.command.api_history import READERS_KEY
     from arp.command.mcp.route import MCP_GATE_KEY
     from arp.command.mcp.service import LOOPBACK, McpService
 
     app = server.app
     if app is None:
         raise RuntimeError("start the command server before its MCP service")
-    # The very readers the HTTP API uses, so both share one cache of parsed sessions.
-    history = app.get(READERS_KEY) or server.history or HistoryReaders()
+    # The very readers the HTTP API uses (the command context's), so both share one cache.
+    history = server.context.history
     gate = app.get(MCP_GATE_KEY)
     if gate is None:
         log.warning("the command app has no /mcp route: MCP is served on loopback only")

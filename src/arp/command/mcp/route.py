@@ -22,14 +22,14 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from arp.command.app import STREAMS_KEY, error_response
 from arp.command.mcp.limits import McpLimits
+from arp.command.middleware import cross_site_origin
+from arp.command.web import STREAMS_KEY, error_response
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +93,6 @@ def setup_mcp_route(app: web.Application) -> None:
     app.router.add_route("*", MCP_PATH, forward_mcp)
 
 
-def _cross_site(request: web.Request) -> str | None:
-    origin = request.headers.get("Origin")
-    if not origin:
-        return None
-    host = urlsplit(origin).netloc.lower() if origin != "null" else "null"
-    return None if host == request.host.lower() else origin
-
-
 async def forward_mcp(request: web.Request) -> web.StreamResponse:
     """Forwards one request to the loopback MCP server and streams its answer back."""
     upstream = request.app[MCP_GATE_KEY].upstream
@@ -108,7 +100,7 @@ async def forward_mcp(request: web.Request) -> web.StreamResponse:
         return error_response(
             404, "MCP is not enabled on this arpc: start it with --command-mode --enable-mcp"
         )
-    origin = _cross_site(request)
+    origin = cross_site_origin(request)
     if origin is not None:
         return error_response(403, f"cross-site request refused: Origin {origin} is not this host")
     body = await request.read()  # bounded by the app's client_max_size (413 beyond)

@@ -1,0 +1,91 @@
+"""Command mode's HTTP middlewares: errors as JSON, the client's token, same-origin only.
+
+Cross-site use from a browser is refused: a state-changing request or a WebSocket whose
+``Origin`` names another host than ``Host`` gets a 403 (a request body must also be sent as
+``application/json``, so a page on another site cannot send one without a CORS preflight, which
+this API never grants).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from arp.command.web import arp_error_response, context, error_response
+from arp.errors import ArpError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error becomes JSON with the status its exception carries."""
+    try:
+        return await handler(request)
+    except ArpError as exc:
+        return arp_error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
+        if exc.status == 405:
+            message = f"{request.method} is not allowed on {request.path}"
+        elif exc.status == 404:
+            message = f"no such endpoint: {request.method} {request.path}"
+        elif exc.status == 413:
+            message = "request body too large"
+        return error_response(exc.status, message or exc.reason)
+
+
+def _carries_token(request: web.Request, expected: str) -> bool:
+    """Whether the request carries the client's token in a form the relay routes by."""
+    exact = (
+        request.query.get("token", ""),
+        request.headers.get("X-ARP-Token", ""),
+        request.cookies.get("arp_token", ""),
+    )
+    if any(token and hmac.compare_digest(token.encode(), expected.encode()) for token in exact):
+        return True
+    # Subdomain routing (<client_id>.<domain>): host names are case-insensitive.
+    label, dot, _ = request.host.partition(".")
+    return bool(dot) and hmac.compare_digest(label.lower().encode(), expected.lower().encode())
+
+
+@web.middleware
+async def token_required(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Only requests that carry the client's token are served (when the config names one)."""
+    expected = context(request).config.token
+    if expected is not None and not _carries_token(request, expected):
+        return error_response(
+            401,
+            "this API needs the client's token: add ?token=<client_id> (or an X-ARP-Token header)",
+        )
+    return await handler(request)
+
+
+def cross_site_origin(request: web.Request) -> str | None:
+    """The request's ``Origin`` when it names another host than ``Host``; None otherwise."""
+    origin = request.headers.get("Origin")
+    if not origin:
+        return None
+    origin_host = urlsplit(origin).netloc.lower() if origin != "null" else "null"
+    return None if origin_host == request.host.lower() else origin
+
+
+@web.middleware
+async def same_origin(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuses a browser's cross-site state change or WebSocket (see the module docstring)."""
+    upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+    if request.method not in ("GET", "HEAD", "OPTIONS") or upgrade:
+        origin = cross_site_origin(request)
+        if origin is not None:
+            return error_response(
+                403, f"cross-site request refused: Origin {origin} is not this host"
+            )
+    return await handler(request)
+
+
+__all__ = ["cross_site_origin", "json_errors", "same_origin", "token_required"]
