@@ -508,7 +508,11 @@ async function api(path, { method = "GET", body } = {}) {
   const type = response.headers.get("Content-Type") || "";
   if (type.includes("application/json")) {
     const data = await response.json();
-    if (!response.ok) throw new ApiError(response.status, data.error || response.statusText);
+    if (!response.ok) {
+      // Every face answers errors as {"error": {"status", "code", "message"}}.
+      const said = data && data.error && (data.error.message || data.error);
+      throw new ApiError(response.status, typeof said === "string" ? said : response.statusText);
+    }
     return data;
   }
   const text = (await response.text()).trim().slice(0, 500);
