@@ -124,5 +124,10 @@ def test_help_shows_every_default() -> None:
     for text in ("ARP_LOG; default info", "ARPS_AUTH_TOKEN; default none", "TLS on the control"):
         assert text in relay, relay
     client = " ".join(run("arp.client", "--help").stdout.split())
-    for text in ("ARP_LOG; default info", "default: off", "default: the system's CAs"):
+    for text in (
+        "ARP_LOG; default info",
+        "default: off",
+        "default: the system's CAs",
+        "names none (default: the CLI's own)",
+    ):
         assert text in client, client
