@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -23,7 +24,10 @@ machine and reached through the ARP relay.</p>"""
 
 
 def port_free(port: int) -> bool:
+    """Whether arps could listen on `port`: it binds with SO_REUSEADDR, as every server does,
+    so a port that only TIME-WAIT sockets of an earlier run still hold counts as free."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -75,6 +79,15 @@ async def main() -> int:
         print(f"ports 17001-17003 are taken; using {ports[0]}, {ports[1]}, {ports[2]}")
     server, service_port = await demo_service()
     home = tempfile.mkdtemp(prefix="arp-demo-")  # keeps the demo's client id and logs apart
+    try:
+        return await run_demo(args.once, ports, service_port, home)
+    finally:
+        server.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+async def run_demo(once: bool, ports: tuple[int, ...], service_port: int, home: str) -> int:
+    """The relay and the client, until Ctrl-C (or at once with `once`); stops both after."""
     env = {**os.environ, "XDG_DATA_HOME": f"{home}/data", "XDG_CONFIG_HOME": f"{home}/config"}
     common = ["--control-port", str(ports[0]), "--proxy-port", str(ports[1])]
     relay = await asyncio.create_subprocess_exec(
@@ -100,7 +113,7 @@ async def main() -> int:
             print("the public URL did not return the demo page", file=sys.stderr)
             return 1
         print(f"\n🌐 Public URL (works; open it in a browser): {url}\n")
-        if args.once:
+        if once:
             return 0
         print("Ctrl-C stops the demo.")
         stop = asyncio.Event()
@@ -117,7 +130,6 @@ async def main() -> int:
                         await proc.wait()
                 except TimeoutError:
                     proc.kill()
-        server.close()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what ARP needs on a fresh machine: a virtualenv with the package (and, with --dev,
-# the test tools), plus the system programs the tests drive (PostgreSQL, Redis, Chromium).
+# the test tools), plus the system programs the tests drive (PostgreSQL, Redis, Chromium, nginx).
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,12 +41,19 @@ if [ "$dev" = 1 ]; then
   { command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   [ -x /usr/bin/chromium ] || missing+=(chromium)
+  # nginx: the HTTPS front of deploy/nginx/arp.conf, started privately by tests/deploy.
+  { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || missing+=(nginx)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing system packages: ${missing[*]}"
     if [ "$(id -u)" = 0 ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
       sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    # Debian starts the nginx it just installed on port 80; the tests need only the program.
+    if [[ " ${missing[*]} " == *" nginx "* ]] && [ -d /run/systemd/system ]; then
+      as_root=(); [ "$(id -u)" = 0 ] || as_root=(sudo)
+      "${as_root[@]}" systemctl disable --now nginx >/dev/null 2>&1 || true
     fi
   fi
 fi

@@ -19,4 +19,5 @@ echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
 # pytest exits 5 when it collected no test: that is a failure here too (set -e).
-.venv/bin/python -m pytest "$@"
+# --durations=15 lists the slowest tests, so a test that grows slow is seen at once.
+.venv/bin/python -m pytest --durations=15 "$@"

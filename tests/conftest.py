@@ -1,4 +1,5 @@
-"""Shared fixtures: one scaled time unit, free ports, a loop that fails tests on stray errors."""
+"""Shared fixtures: one scaled time unit, free ports, a loop that fails tests on stray errors,
+and private XDG folders so nothing a test starts writes into the real home folder."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import inspect
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -25,6 +26,27 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+XDG_FOLDERS = ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_xdg_folders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every arpc a test starts, in-process or as a child, keeps its client id, logs and
+    agent state in the session's temporary folder, never in ~/.config or ~/.local/share (a
+    CLI test once appended to ~/.local/share/arpc/logs). Tests that need their own folders
+    still set them, in a child's environment or with monkeypatch."""
+    root = tmp_path_factory.mktemp("xdg")
+    saved = {name: os.environ.get(name) for name in XDG_FOLDERS}
+    for name in XDG_FOLDERS:
+        os.environ[name] = str(root / name.removeprefix("XDG_").removesuffix("_HOME").lower())
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:

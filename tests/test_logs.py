@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from arp import logs
+from arp.client.identity import config_folder
 
 
 def test_level_from_flag_then_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,3 +40,15 @@ def test_log_folder_falls_back_to_the_working_folder(
     monkeypatch.setenv("XDG_DATA_HOME", str(blocker))
     monkeypatch.chdir(tmp_path)
     assert logs.log_folder("arpc") == tmp_path / "arpc" / "logs"
+
+
+def test_tests_keep_arpc_files_out_of_the_real_home() -> None:
+    """The session fixture points the XDG folders at a temporary folder, which every child
+    process inherits: an arpc started by a test logs and keeps its id there, not in ~."""
+    code = "from arp import logs; print(logs.log_folder('arpc'))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    folder = Path(done.stdout.strip())
+    assert not folder.is_relative_to(Path.home() / ".local"), folder
+    assert not config_folder().is_relative_to(Path.home() / ".config")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def port(text: str) -> int:
@@ -47,3 +48,16 @@ def port_range(text: str) -> range:
     if not (1 <= start <= stop <= 65535):
         raise argparse.ArgumentTypeError(f"{text!r}: ports must be 1..65535, low to high")
     return range(start, stop + 1)
+
+
+def check_file(flag: str, path: str) -> None:
+    """A file a flag names must be there and readable: a ValueError names the flag and file."""
+    if not os.path.exists(path):
+        raise ValueError(f"{flag} {path}: no such file")
+    if not os.path.isfile(path):
+        raise ValueError(f"{flag} {path}: not a file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{flag} {path}: cannot read it ({exc.strerror})") from None

@@ -86,7 +86,15 @@ async def test_a_long_run_keeps_its_newest_events_and_shows_earlier_ones_on_requ
     page = await new_page()
     await open_console(page, stack)
     pieces = KEEP_EVENTS + 700
-    session_id = await start_run(page, stack, f"fast={pieces}")
+    # The fake prints nothing until the page follows the run. Without the gate, a busy machine
+    # let it print everything before the run page first asked for the run's state: the page
+    # then fetched only the newest KEEP_EVENTS events (as a reload does), and as the Bash call's
+    # result joins its call's item, that made KEEP_EVENTS - 1 items, not the KEEP_EVENTS a page
+    # that watched live keeps (1999 of 2000).
+    gate = stack.home / "gate"
+    session_id = await start_run(page, stack, f"fast={pieces} gate={gate}")
+    await expect(page.locator("#live")).to_have_attribute("data-state", "live")
+    gate.touch()
     await expect(page.locator("#run-status .badge")).to_have_text("completed", timeout=20_000)
     await expect(page.locator("#live")).to_have_attribute("data-state", "ended")
     final = await wait_status(stack, session_id, "completed")

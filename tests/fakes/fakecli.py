@@ -15,6 +15,8 @@ says what should happen in the prompt it sends:
 - ``trap=int``      ignore SIGINT (``trap=int,term`` also SIGTERM) so cancel must escalate
 - ``big=N``         one text line of N bytes
 - ``fast=N``        N text events as fast as possible (benchmarks)
+- ``gate=PATH``     print nothing until PATH exists (at most GATE_WAIT seconds), so a test
+                    can be watching before the output starts
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ import sys
 import time
 import uuid
 from typing import Any
+
+GATE_WAIT = 60.0
+"""The longest a fake waits for its ``gate=PATH`` file; then it goes on regardless."""
 
 
 class Directives:
@@ -58,6 +63,11 @@ def new_id() -> str:
 
 def setup(d: Directives) -> None:
     """Side effects every fake honours before it prints anything."""
+    gate = d.get("gate")
+    if gate:
+        deadline = time.monotonic() + GATE_WAIT
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.02)
     trap = d.get("trap") or ""
     if "int" in trap:
         signal.signal(signal.SIGINT, signal.SIG_IGN)

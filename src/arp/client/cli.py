@@ -11,10 +11,11 @@ import os
 import ssl
 import sys
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from arp import __version__, logs
 from arp.agents.sessions import SessionManager
-from arp.argtypes import port, positive_float
+from arp.argtypes import check_file, port, positive_float
 from arp.client.control import Client, ClientConfig, Target
 from arp.client.identity import load_or_create_client_id
 from arp.command.config import CommandConfig, add_command_arguments
@@ -28,8 +29,24 @@ from arp.protocol import frames
 from arp.runtime import on_stop_signal, run
 
 log = logging.getLogger("arpc")
+T = TypeVar("T")
 
 EXIT_REFUSED = 2
+"""A refusal, a bad value or a combination of flags, a port that is taken: as argparse exits."""
+
+
+class CannotStart(Exception):
+    """A listener arpc was asked for cannot be opened; said in one line, exit 2."""
+
+
+async def _listen(
+    stack: contextlib.AsyncExitStack, service: contextlib.AbstractAsyncContextManager[T], flag: str
+) -> T:
+    """Enters a service that listens on a port, naming the flag when the port is taken."""
+    try:
+        return await stack.enter_async_context(service)
+    except OSError as exc:
+        raise CannotStart(f"{flag}: cannot listen: {exc.strerror or exc}") from None
 
 
 def remote_port(text: str) -> tuple[int, int | None]:
@@ -75,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--local-addr", default="127.0.0.1", help="local service host (default %(default)s)"
     )
     parser.add_argument(
-        "--local-port", type=port, help="local service port (required in forward mode)"
+        "--local-port",
+        type=port,
+        help="local service port (forward mode; required there, no default)",
     )
     parser.add_argument(
         "--client-id",
@@ -95,10 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--auth-token",
         default=os.environ.get("ARPC_AUTH_TOKEN") or os.environ.get("ARPS_AUTH_TOKEN"),
-        help="the relay's shared secret (env ARPC_AUTH_TOKEN or ARPS_AUTH_TOKEN)",
+        help="the relay's shared secret (env ARPC_AUTH_TOKEN or ARPS_AUTH_TOKEN; default none)",
     )
-    parser.add_argument("--tls", action="store_true", help="use TLS on the control and proxy links")
-    parser.add_argument("--tls-ca", help="PEM CA bundle to verify the relay (implies --tls)")
+    parser.add_argument(
+        "--tls", action="store_true", help="use TLS on the control and proxy links (default: off)"
+    )
+    parser.add_argument(
+        "--tls-ca",
+        help="PEM CA bundle to verify the relay (implies --tls; default: the system's CAs)",
+    )
     parser.add_argument(
         "--tls-server-name",
         help="name to verify in the relay's certificate (default --server-addr)",
@@ -124,11 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.backoff_max,
         help="longest wait between reconnect attempts (default %(default)s)",
     )
-    parser.add_argument("--log-level", help="debug, info, warning or error (env ARP_LOG)")
+    parser.add_argument(
+        "--log-level", help="debug, info, warning or error (env ARP_LOG; default info)"
+    )
     parser.add_argument(
         "--command-mode",
         action="store_true",
-        help="serve the built-in agent API and web console instead of forwarding to --local-port",
+        help="serve the built-in agent API and web console instead of forwarding to "
+        "--local-port (default: off, forward mode)",
     )
     add_command_arguments(parser)
     add_mcp_arguments(parser)
@@ -140,7 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
 def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     if not (args.tls or args.tls_ca):
         return None
-    return ssl.create_default_context(cafile=args.tls_ca)
+    if args.tls_ca is not None:
+        check_file("--tls-ca", args.tls_ca)
+        try:
+            return ssl.create_default_context(cafile=args.tls_ca)
+        except ssl.SSLError as exc:
+            raise ValueError(f"--tls-ca {args.tls_ca}: not a PEM CA bundle ({exc})") from None
+    return ssl.create_default_context()
 
 
 def config_from_args(args: argparse.Namespace, http_target: Target, client_id: str) -> ClientConfig:
@@ -200,6 +233,12 @@ async def serve(args: argparse.Namespace) -> int:
     agent = (
         agent_options_from_args(args) if (args.gateway or os.environ.get("ARP_GATEWAY")) else None
     )
+    if args.command_mode and args.local_port is not None:
+        log.error(
+            "--local-port is forward mode's service; with --command-mode the relay's public "
+            "port reaches the agent API (use --remote-port REMOTE:LOCAL to expose a local TCP port)"
+        )
+        return EXIT_REFUSED
     relay_wanted = args.command_mode or args.local_port is not None
     if not relay_wanted and agent is None:
         log.error("forward mode needs --local-port (the local service to expose)")
@@ -213,19 +252,19 @@ async def serve(args: argparse.Namespace) -> int:
             # The API answers only requests that carry the client id, as the relay routes.
             command_config = dataclasses.replace(CommandConfig.from_args(args), token=client_id)
             command = CommandServer(command_config)
-            await stack.enter_async_context(command)
+            await _listen(stack, command, f"--command-port {args.command_port}")
             http_target = Target(command.host, command.port)
             mode = f"command mode, API on {http_target}"
             # Faces over the same sessions; entered after the server, so they close first.
             mcp = mcp_service(args, command)
             if mcp is not None:
-                service = await stack.enter_async_context(mcp)
+                service = await _listen(stack, mcp, f"--mcp-port {args.mcp_port}")
                 print(
                     f"🧩 MCP: {service.url} (through the relay: /mcp?token=<client_id>)", flush=True
                 )
             remote = remote_service(args, command)
             if remote is not None:
-                await stack.enter_async_context(remote)
+                await _listen(stack, remote, f"--remote {':'.join(map(str, args.remote))}")
                 mode += f", remote protocol on {args.remote[0]}:{remote.port}"
         else:
             http_target = Target(args.local_addr, args.local_port or 0)
@@ -270,10 +309,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         logs.setup(args.log_level, file_app="arpc")
+        # Checked before anything starts, so a wrong path is an argument error like any other.
+        tls_context(args)
     except ValueError as exc:
         parser.error(str(exc))
     try:
         return run(serve(args))
+    except CannotStart as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_REFUSED
     except ArpError as exc:
         log.error("%s", exc.message)
         return 1

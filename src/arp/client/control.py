@@ -33,6 +33,61 @@ from arp.protocol.tunnel import END_FRAME, data_frame
 
 log = logging.getLogger(__name__)
 
+OUTAGE_REPORT_EVERY = 60.0
+"""While the relay stays away, a reminder of the outage at most this often, in seconds."""
+
+
+class OutageReport:
+    """What to log about failed reconnects: the first failure, then at most one reminder per
+    `every` seconds with the count, then one line when the relay is back (not a WARNING every
+    few seconds for as long as the relay is down). Pure: the caller passes the time."""
+
+    def __init__(self, target: str, every: float = OUTAGE_REPORT_EVERY) -> None:
+        self.target = target
+        self.every = every
+        self.failures = 0
+        """Failed attempts since the relay was last reached."""
+        self._since = 0.0
+        self._reported_at = 0.0
+        self._reported_count = 0
+
+    def failed(self, now: float, reason: str, delay: float) -> str | None:
+        """The line to log for this failure, or None when it is not due yet."""
+        self.failures += 1
+        if self.failures == 1:
+            self._since = self._reported_at = now
+            self._reported_count = 1
+            return f"relay {self.target}: {reason}; reconnecting in {delay:.1f} s"
+        if now - self._reported_at < self.every:
+            return None
+        newer = self.failures - self._reported_count
+        self._reported_at, self._reported_count = now, self.failures
+        return (
+            f"relay {self.target} still unreachable after {_duration(now - self._since)}: "
+            f"{newer} more failed attempts ({self.failures} in all); last: {reason}"
+        )
+
+    def recovered(self, now: float) -> str | None:
+        """The line to log when the relay is reached again after failures, else None."""
+        if self.failures == 0:
+            return None
+        failures, self.failures = self.failures, 0
+        return (
+            f"relay {self.target} reached again after {_duration(now - self._since)} "
+            f"and {failures} failed attempt{'s' if failures != 1 else ''}"
+        )
+
+
+def _duration(seconds: float) -> str:
+    whole = int(seconds)
+    if whole < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
 
 @dataclass(frozen=True)
 class Target:
@@ -81,6 +136,7 @@ class Client(Service):
         self._tunnels: set[asyncio.Task[None]] = set()
         self._run_task: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
+        self._outage = OutageReport(f"{config.server_addr}:{config.control_port}")
 
     async def start(self) -> None:
         raise_fd_limit()
@@ -123,7 +179,11 @@ class Client(Service):
             except (OSError, TimeoutError, RemoteProtocolError, ssl.SSLError, EOFError) as exc:
                 reason = str(exc) or type(exc).__name__
             delay = backoff.next_delay()
-            log.warning("relay %s: %s; reconnecting in %.1f s", target, reason, delay)
+            line = self._outage.failed(asyncio.get_running_loop().time(), reason, delay)
+            if line is not None:
+                log.warning("%s", line)
+            else:
+                log.debug("relay %s: %s; reconnecting in %.1f s", target, reason, delay)
             await asyncio.sleep(delay)
 
     async def _session(self, backoff: Backoff) -> None:
@@ -176,6 +236,9 @@ class Client(Service):
             self.last_result = result
             self.registrations += 1
             backoff.reset()
+            back = self._outage.recovered(asyncio.get_running_loop().time())
+            if back is not None:
+                log.info("%s", back)
             self.registered.set()
             if self.on_registered is not None:
                 self.on_registered(result)

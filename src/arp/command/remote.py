@@ -146,7 +146,9 @@ def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
         choices=AGENTS,
         help="the agent a request runs when its config names none (default %(default)s)",
     )
-    group.add_argument("--remote-model", help="the model when a request names none")
+    group.add_argument(
+        "--remote-model", help="the model when a request names none (default: the CLI's own)"
+    )
     group.add_argument(
         "--remote-project",
         help="the project folder agents run in when a request names none "

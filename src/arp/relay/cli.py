@@ -6,16 +6,18 @@ import argparse
 import asyncio
 import logging
 import os
+import ssl
 import sys
 from collections.abc import Sequence
 
 from arp import __version__, logs
-from arp.argtypes import port, port_range, positive_float
+from arp.argtypes import check_file, port, port_range, positive_float
 from arp.config import (
     DEFAULT_CONTROL_PORT,
     DEFAULT_POOL_SIZE,
     DEFAULT_PROXY_PORT,
     DEFAULT_PUBLIC_PORT,
+    Limits,
     Timeouts,
     env_int,
 )
@@ -25,6 +27,9 @@ from arp.relay.server import Relay, RelayConfig
 from arp.runtime import on_stop_signal, run
 
 log = logging.getLogger("arps")
+
+EXIT_CANNOT_START = 2
+"""A bad value, a missing file, a port that is taken: the exit code argparse uses for bad flags."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,17 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--pool-size",
         type=int,
         default=env_int("POOL_SIZE", DEFAULT_POOL_SIZE),
-        help="pre-warmed tunnels per client (env POOL_SIZE; default %(default)s)",
+        help=f"pre-warmed tunnels per client, 0..{Limits().max_pool_size} "
+        "(env POOL_SIZE; default %(default)s)",
     )
     parser.add_argument(
         "--domain",
         default=os.environ.get("ARPS_DOMAIN"),
-        help="base domain for <client_id>.<domain> routing (env ARPS_DOMAIN)",
+        help="base domain for <client_id>.<domain> routing (env ARPS_DOMAIN; default none)",
     )
     parser.add_argument(
         "--auth-token",
         default=os.environ.get("ARPS_AUTH_TOKEN"),
-        help="shared secret every client must present (env ARPS_AUTH_TOKEN)",
+        help="shared secret every client must present (env ARPS_AUTH_TOKEN; default none)",
     )
     parser.add_argument(
         "--tcp-ports",
@@ -80,8 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="range of dedicated public TCP ports clients may ask for, "
         "e.g. 20000-20999 (env ARPS_TCP_PORTS; default none)",
     )
-    parser.add_argument("--tls-cert", help="PEM certificate: TLS on the control and proxy ports")
-    parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    parser.add_argument(
+        "--tls-cert", help="PEM certificate: TLS on the control and proxy ports (default: off)"
+    )
+    parser.add_argument("--tls-key", help="PEM private key for --tls-cert (default: none)")
     parser.add_argument(
         "--tunnel-wait",
         type=positive_float,
@@ -106,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.retention,
         help="seconds a disconnected client's id and TCP ports are kept (default %(default)s)",
     )
-    parser.add_argument("--log-level", help="debug, info, warning or error (env ARP_LOG)")
+    parser.add_argument(
+        "--log-level", help="debug, info, warning or error (env ARP_LOG; default info)"
+    )
     parser.add_argument(
         "--gateway",
         action="store_true",
@@ -117,7 +127,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_tls(cert: str | None, key: str | None) -> None:
+    """Both files or neither, each there, and together a certificate and its key."""
+    if (cert is None) != (key is None):
+        raise ValueError("--tls-cert and --tls-key go together")
+    if cert is None or key is None:
+        return
+    check_file("--tls-cert", cert)
+    check_file("--tls-key", key)
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        raise ValueError(
+            f"--tls-cert {cert} / --tls-key {key}: not a PEM certificate and its key ({exc})"
+        ) from None
+
+
 def config_from_args(args: argparse.Namespace) -> RelayConfig:
+    limits = Limits()
+    if not 0 <= args.pool_size <= limits.max_pool_size:
+        raise ValueError(f"--pool-size {args.pool_size} is outside 0..{limits.max_pool_size}")
+    check_tls(args.tls_cert, args.tls_key)
     tcp_ports = args.tcp_ports
     if isinstance(tcp_ports, str):  # came from the environment, unparsed
         tcp_ports = port_range(tcp_ports)
@@ -148,7 +178,7 @@ async def serve(config: RelayConfig, gateway_config: GatewayConfig | None) -> in
         await relay.start()
     except (OSError, ValueError) as exc:
         log.error("cannot start: %s", exc)
-        return 1
+        return EXIT_CANNOT_START
     gateway = None
     if gateway_config is not None:
         # Imported here: the plain relay does without aiohttp and redis (idle RSS).
@@ -160,7 +190,7 @@ async def serve(config: RelayConfig, gateway_config: GatewayConfig | None) -> in
         except (OSError, ArpError) as exc:
             log.error("cannot start the gateway: %s", exc)
             await relay.close()
-            return 1
+            return EXIT_CANNOT_START
 
     async def stop() -> None:
         if gateway is not None:
