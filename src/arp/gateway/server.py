@@ -215,8 +215,6 @@ class Gateway(Service):
         self._handlers: set[asyncio.Task[Any]] = set()
         self._poller: TaskPoller | None = None
         self._started = False
-        self._closed = asyncio.Event()
-        self._closing = False
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -283,29 +281,22 @@ class Gateway(Service):
     def _redis(self) -> str:
         return self.config.redis.url.rsplit("@", 1)[-1]
 
-    async def close(self) -> None:
+    async def _shutdown(self) -> None:
         """Stop accepting, close every agent with going-away, wait briefly, cancel the rest."""
-        if self._closing:
-            await self._closed.wait()
-            return
-        self._closing = True
         grace = self.config.bounds.shutdown_grace
-        try:
-            await self._bounded("background tasks", cancel_and_wait(self._background, grace))
-            if self._site is not None:
-                await self._bounded("listener", self._site.stop())
-            for connection in list(self.connections.values()):
-                connection.close(WSCloseCode.GOING_AWAY, "gateway shutting down")
-            if self._handlers:
-                _done, pending = await asyncio.wait(self._handlers, timeout=grace)
-                await self._bounded("open requests", cancel_and_wait(pending, grace))
-            if self._runner is not None:
-                await self._bounded("HTTP server", self._runner.cleanup())
-            if self._poller is not None:
-                await self._bounded("poller", self._poller.close())
-            await self._bounded("Redis client", self.store.close())
-        finally:
-            self._closed.set()
+        await self._bounded("background tasks", cancel_and_wait(self._background, grace))
+        if self._site is not None:
+            await self._bounded("listener", self._site.stop())
+        for connection in list(self.connections.values()):
+            connection.close(WSCloseCode.GOING_AWAY, "gateway shutting down")
+        if self._handlers:
+            _done, pending = await asyncio.wait(self._handlers, timeout=grace)
+            await self._bounded("open requests", cancel_and_wait(pending, grace))
+        if self._runner is not None:
+            await self._bounded("HTTP server", self._runner.cleanup())
+        if self._poller is not None:
+            await self._bounded("poller", self._poller.close())
+        await self._bounded("Redis client", self.store.close())
 
     async def _bounded(self, what: str, step: Awaitable[None]) -> None:
         """One shutdown step, given at most the grace period: closing never hangs."""
@@ -314,9 +305,6 @@ class Gateway(Service):
                 await step
         except TimeoutError:
             log.warning("closing the gateway: %s did not finish in time", what)
-
-    async def wait_closed(self) -> None:
-        await self._closed.wait()
 
     # -- HTTP plumbing -------------------------------------------------------------------------
 
@@ -517,7 +505,7 @@ class Gateway(Service):
         return agent_id, data.get("token_hash", "")
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
-        if self._closing:
+        if self.closing:
             raise Unavailable("the gateway is shutting down; reconnect shortly")
         agent_id, token_hash = await self._authenticate(request)
         ws = web.WebSocketResponse(

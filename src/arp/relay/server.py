@@ -102,8 +102,6 @@ class Relay(Service):
         """Connections joined without a task (the public fast path)."""
         self._loops: list[asyncio.Task[None]] = []
         self._public_count = 0
-        self._closed = asyncio.Event()
-        self._closing = False
         self.control_port = config.control_port
         self.proxy_port = config.proxy_port
         self.public_port = config.public_port
@@ -156,12 +154,8 @@ class Relay(Service):
             sock.close()
         self._listeners.clear()
 
-    async def close(self) -> None:
+    async def _shutdown(self) -> None:
         """Stop accepting, drop every link, and wait a bounded time for handlers to end."""
-        if self._closing:
-            await self.wait_closed()
-            return
-        self._closing = True
         for task in self._loops:
             task.cancel()
         if self._loops:
@@ -183,10 +177,6 @@ class Relay(Service):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.timeouts.shutdown):
                     await self._control_server.wait_closed()
-        self._closed.set()
-
-    async def wait_closed(self) -> None:
-        await self._closed.wait()
 
     # -- control port -------------------------------------------------------------------------
 
