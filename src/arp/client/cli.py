@@ -14,14 +14,14 @@ from collections.abc import Callable, Sequence
 
 from arp import __version__, logs
 from arp.agents.sessions import SessionManager
-from arp.argtypes import port, positive_float
+from arp.argtypes import env_default, port, positive_float
 from arp.client.control import Client, ClientConfig, Target
 from arp.client.identity import load_or_create_client_id
 from arp.command.config import CommandConfig, add_command_arguments
 from arp.command.mcp import add_mcp_arguments, mcp_service
 from arp.command.remote import add_remote_arguments, remote_service
 from arp.command.server import CommandServer
-from arp.config import DEFAULT_CONTROL_PORT, DEFAULT_PROXY_PORT, Timeouts, env_int
+from arp.config import DEFAULT_CONTROL_PORT, DEFAULT_PROXY_PORT, Timeouts
 from arp.errors import ArpError
 from arp.gateway.agent import AgentLoop, add_agent_arguments, agent_options_from_args
 from arp.protocol import frames
@@ -56,19 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"arpc {__version__}")
     parser.add_argument(
         "--server-addr",
-        default=os.environ.get("ARPC_SERVER_ADDR", "127.0.0.1"),
+        default=env_default("ARPC_SERVER_ADDR", default="127.0.0.1"),
         help="relay host (env ARPC_SERVER_ADDR; default %(default)s)",
     )
     parser.add_argument(
         "--control-port",
         type=port,
-        default=env_int("CONTROL_PORT", DEFAULT_CONTROL_PORT),
+        default=env_default("CONTROL_PORT", default=DEFAULT_CONTROL_PORT),
         help="relay control port (env CONTROL_PORT; default %(default)s)",
     )
     parser.add_argument(
         "--proxy-port",
         type=port,
-        default=env_int("PROXY_PORT", DEFAULT_PROXY_PORT),
+        default=env_default("PROXY_PORT", default=DEFAULT_PROXY_PORT),
         help="relay proxy port (env PROXY_PORT; default %(default)s)",
     )
     parser.add_argument(
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--client-id",
-        default=os.environ.get("ARPC_CLIENT_ID"),
+        default=env_default("ARPC_CLIENT_ID"),
         help="this client's id, also its token (env ARPC_CLIENT_ID; default: "
         "a stable id derived from this machine, kept in the config folder)",
     )
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--auth-token",
-        default=os.environ.get("ARPC_AUTH_TOKEN") or os.environ.get("ARPS_AUTH_TOKEN"),
+        default=env_default("ARPC_AUTH_TOKEN", "ARPS_AUTH_TOKEN"),
         help="the relay's shared secret (env ARPC_AUTH_TOKEN or ARPS_AUTH_TOKEN)",
     )
     parser.add_argument("--tls", action="store_true", help="use TLS on the control and proxy links")

@@ -159,7 +159,7 @@ def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--remote-token",
         metavar="TOKEN",
-        default=os.environ.get("ARPC_REMOTE_TOKEN"),
+        default=argtypes.env_default("ARPC_REMOTE_TOKEN"),
         help='a shared secret every request must carry as "token" (env ARPC_REMOTE_TOKEN; '
         "default: none, the protocol is then open to whoever reaches the port)",
     )
