@@ -41,6 +41,7 @@ from arp.gateway.metrics import GatewayMetrics
 from arp.gateway.poller import TaskPoller
 from arp.gateway.store import DUPLICATE, FINISHED, FULL, REFUSED, RedisUnavailable, Store
 from arp.lifecycle import Service
+from arp.web_errors import arp_error_response, http_error_response
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +319,11 @@ class Gateway(Service):
         try:
             return await handler(request)
         except ArpError as exc:
-            return web.json_response(exc.to_json(), status=exc.status)
+            return arp_error_response(exc)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return http_error_response(request, exc)  # aiohttp's own, in the same shape
         finally:
             if task is not None:
                 self._handlers.discard(task)
