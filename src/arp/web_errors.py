@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 from aiohttp import web
 
@@ -43,9 +44,8 @@ def http_error_response(request: web.Request, exc: web.HTTPException) -> web.Res
     return error_response(exc.status, message or exc.reason)
 
 
-@web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error becomes JSON with the status its exception carries."""
+async def answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`handler`'s response; every error it raises as JSON with the status it carries."""
     try:
         return await handler(request)
     except ArpError as exc:
@@ -56,4 +56,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return http_error_response(request, exc)
 
 
-__all__ = ["arp_error_response", "error_response", "http_error_response", "json_errors"]
+json_errors: Final = web.middleware(answer_errors)
+"""`answer_errors` as a middleware (a middleware with more to do calls `answer_errors`)."""
+
+__all__ = [
+    "answer_errors",
+    "arp_error_response",
+    "error_response",
+    "http_error_response",
+    "json_errors",
+]

@@ -41,7 +41,7 @@ from arp.gateway.metrics import GatewayMetrics
 from arp.gateway.poller import TaskPoller
 from arp.gateway.store import DUPLICATE, FINISHED, FULL, REFUSED, RedisUnavailable, Store
 from arp.lifecycle import Service
-from arp.web_errors import arp_error_response, http_error_response
+from arp.web_errors import answer_errors
 
 log = logging.getLogger(__name__)
 
@@ -317,13 +317,7 @@ class Gateway(Service):
         if task is not None:
             self._handlers.add(task)
         try:
-            return await handler(request)
-        except ArpError as exc:
-            return arp_error_response(exc)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            return http_error_response(request, exc)  # aiohttp's own, in the same shape
+            return await answer_errors(request, handler)  # aiohttp's errors too, one shape
         finally:
             if task is not None:
                 self._handlers.discard(task)
