@@ -17,7 +17,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from arp.errors import ArpError
+from arp.errors import ArpError, Unavailable
 from arp.net.links import Link
 from arp.protocol import frames
 
@@ -36,10 +36,8 @@ def check_client_id(client_id: str) -> str | None:
     return None
 
 
-class ClientOffline(ArpError):
+class ClientOffline(Unavailable):
     """The client's control link is gone; no tunnel can be had now."""
-
-    status = 503
 
 
 class TunnelTimeout(ArpError):
@@ -48,10 +46,8 @@ class TunnelTimeout(ArpError):
     status = 504
 
 
-class TooManyPending(ArpError):
+class TooManyPending(Unavailable):
     """Too many tunnel requests are already outstanding for this client."""
-
-    status = 503
 
 
 class ControlLink:
