@@ -1,9 +1,45 @@
-"""Argument types shared by every command line: each says what was wrong with the value."""
+"""What every command line shares: argument types that say what was wrong, and env defaults.
+
+Flags override the environment, which overrides the built-in defaults. `env_default` is how a
+flag takes its default from the environment: argparse runs a string default through the
+argument's `type`, so a value from the environment is checked exactly as the flag's would be
+(``CONTROL_PORT=70000`` is refused as ``--control-port 70000`` is)::
+
+    parser.add_argument(
+        "--control-port", type=port, default=env_default("CONTROL_PORT", default=17001),
+        help="... (env CONTROL_PORT; default %(default)s)",
+    )
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
+from typing import TypeVar, overload
+
+_T = TypeVar("_T")
+
+
+@overload
+def env_default(*names: str, environ: Mapping[str, str] | None = None) -> str | None: ...
+
+
+@overload
+def env_default(*names: str, default: _T, environ: Mapping[str, str] | None = None) -> str | _T: ...
+
+
+def env_default(
+    *names: str, default: object = None, environ: Mapping[str, str] | None = None
+) -> object:
+    """The first of the environment variables `names` that is set and not empty (as a string,
+    for argparse to convert with the flag's `type`), else `default`."""
+    environ = os.environ if environ is None else environ
+    for name in names:
+        value = environ.get(name, "")
+        if value.strip():
+            return value
+    return default
 
 
 def port(text: str) -> int:

@@ -7,7 +7,6 @@ builds once from its flags and hands down, so a reader finds every number here.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 DEFAULT_CONTROL_PORT = 17001
@@ -108,13 +107,3 @@ class SocketOptions:
 
 SOCKET_OPTIONS = SocketOptions()
 
-
-def env_int(name: str, default: int) -> int:
-    """An integer from the environment, or `default`; a bad value is a clear error."""
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={raw!r} is not a whole number") from None

@@ -97,6 +97,25 @@ async def test_unknown_agent_404_and_offline_agent_409(
         assert reply.status == 400
 
 
+async def test_every_error_has_the_one_json_shape(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    # The gateway's own errors and aiohttp's (unknown path, wrong method) alike.
+    async with http.post(base(gateway) + "/api/agents/a1/tasks/", data=b"{nope") as reply:
+        assert (await reply.json())["error"] == {
+            "status": 400,
+            "code": "remote_protocol_error",
+            "message": "the body is not valid JSON",
+        }
+    async with http.get(base(gateway) + "/api/nothing/") as reply:
+        assert reply.status == 404
+        assert (await reply.json())["error"]["code"] == "not_found"
+    async with http.delete(base(gateway) + "/api/agents/") as reply:
+        assert reply.status == 405
+        error = (await reply.json())["error"]
+        assert error["code"] == "method_not_allowed" and "DELETE" in error["message"]
+
+
 async def test_message_without_id_is_dropped(
     gateway: Gateway,
     http: aiohttp.ClientSession,

@@ -525,7 +525,7 @@ async def test_client_gone_mid_transfer_closes_the_public_side(make_stack: Stack
             with pytest.raises(aiohttp.ClientPayloadError):
                 async for chunk in response.content.iter_chunked(MB):
                     received += len(chunk)
-                    if received >= 5 * MB and not client._closed.is_set():
+                    if received >= 5 * MB and not client.closing:
                         await client.close()
         assert 5 * MB <= received < 500 * MB
         state = stack.relay.clients["flaky"]

@@ -125,8 +125,6 @@ class SessionManager(Service):
         self._entries: dict[str, SessionRecord] = {}
         self._store = SessionStore(self.config.data_dir, self._new_log)
         self._started = False
-        self._closing = False
-        self._close_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         # Parsing output is the manager's CPU work; one chunk at a time, in turn, so the HTTP
         # API stays responsive however many sessions print at once.
@@ -142,18 +140,8 @@ class SessionManager(Service):
         self._store.open()
         self._load()
 
-    async def close(self) -> None:
-        """Stops every run (they become ``interrupted``) and closes the files. Idempotent."""
-        if self._close_task is None:
-            self._closing = True
-            self._close_task = asyncio.ensure_future(self._shutdown())
-        await asyncio.shield(self._close_task)
-
-    async def wait_closed(self) -> None:
-        if self._close_task is not None:
-            await asyncio.shield(self._close_task)
-
     async def _shutdown(self) -> None:
+        """Stops every run (they become ``interrupted``) and closes the files (once)."""
         runs = [e.run for e in self._entries.values() if e.run is not None]
         for run in runs:
             run.interrupt_requested = True
@@ -356,7 +344,7 @@ class SessionManager(Service):
         return entry
 
     def _check_open(self) -> None:
-        if not self._started or self._closing:
+        if not self._started or self.closing:
             raise ManagerClosed("the session manager is not running")
 
     def _check_prompt(self, prompt: str) -> None:

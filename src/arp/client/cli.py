@@ -15,14 +15,14 @@ from typing import TypeVar
 
 from arp import __version__, logs
 from arp.agents.sessions import SessionManager
-from arp.argtypes import check_file, port, positive_float
+from arp.argtypes import check_file, env_default, port, positive_float
 from arp.client.control import Client, ClientConfig, Target
 from arp.client.identity import load_or_create_client_id
 from arp.command.config import CommandConfig, add_command_arguments
 from arp.command.mcp import add_mcp_arguments, mcp_service
 from arp.command.remote import add_remote_arguments, remote_service
 from arp.command.server import CommandServer
-from arp.config import DEFAULT_CONTROL_PORT, DEFAULT_PROXY_PORT, Timeouts, env_int
+from arp.config import DEFAULT_CONTROL_PORT, DEFAULT_PROXY_PORT, Timeouts
 from arp.errors import ArpError
 from arp.gateway.agent import AgentLoop, add_agent_arguments, agent_options_from_args
 from arp.protocol import frames
@@ -73,19 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"arpc {__version__}")
     parser.add_argument(
         "--server-addr",
-        default=os.environ.get("ARPC_SERVER_ADDR", "127.0.0.1"),
+        default=env_default("ARPC_SERVER_ADDR", default="127.0.0.1"),
         help="relay host (env ARPC_SERVER_ADDR; default %(default)s)",
     )
     parser.add_argument(
         "--control-port",
         type=port,
-        default=env_int("CONTROL_PORT", DEFAULT_CONTROL_PORT),
+        default=env_default("CONTROL_PORT", default=DEFAULT_CONTROL_PORT),
         help="relay control port (env CONTROL_PORT; default %(default)s)",
     )
     parser.add_argument(
         "--proxy-port",
         type=port,
-        default=env_int("PROXY_PORT", DEFAULT_PROXY_PORT),
+        default=env_default("PROXY_PORT", default=DEFAULT_PROXY_PORT),
         help="relay proxy port (env PROXY_PORT; default %(default)s)",
     )
     parser.add_argument(
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--client-id",
-        default=os.environ.get("ARPC_CLIENT_ID"),
+        default=env_default("ARPC_CLIENT_ID"),
         help="this client's id, also its token (env ARPC_CLIENT_ID; default: "
         "a stable id derived from this machine, kept in the config folder)",
     )
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--auth-token",
-        default=os.environ.get("ARPC_AUTH_TOKEN") or os.environ.get("ARPS_AUTH_TOKEN"),
+        default=env_default("ARPC_AUTH_TOKEN", "ARPS_AUTH_TOKEN"),
         help="the relay's shared secret (env ARPC_AUTH_TOKEN or ARPS_AUTH_TOKEN; default none)",
     )
     parser.add_argument(

@@ -118,7 +118,10 @@ class ClientConfig:
 
 
 class Client(Service):
-    """One arpc instance's relay connection; an async context manager."""
+    """One arpc instance's relay connection; an async context manager.
+
+    `wait_closed()` returns once `close()` ran, or once the relay refused us for good (see
+    `fatal_error`)."""
 
     def __init__(
         self,
@@ -135,25 +138,19 @@ class Client(Service):
         self._resume_key: str | None = None
         self._tunnels: set[asyncio.Task[None]] = set()
         self._run_task: asyncio.Task[None] | None = None
-        self._closed = asyncio.Event()
         self._outage = OutageReport(f"{config.server_addr}:{config.control_port}")
 
     async def start(self) -> None:
         raise_fd_limit()
         self._run_task = asyncio.get_running_loop().create_task(self._run())
 
-    async def close(self) -> None:
-        """Stop reconnecting, close the control link and every tunnel; idempotent."""
+    async def _shutdown(self) -> None:
+        """Stop reconnecting, close the control link and every tunnel."""
         tasks = [t for t in (self._run_task, *self._tunnels) if t is not None]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=self.config.timeouts.shutdown)
-        self._closed.set()
-
-    async def wait_closed(self) -> None:
-        """Until `close()` ran, or the relay refused us for good (see `fatal_error`)."""
-        await self._closed.wait()
 
     async def wait_registered(self, timeout: float) -> frames.RegisterResult:
         async with asyncio.timeout(timeout):
@@ -173,7 +170,7 @@ class Client(Service):
                 if not exc.retryable:
                     log.error("the relay refused this client: %s", exc.message)
                     self.fatal_error = exc
-                    self._closed.set()
+                    self._set_closed()
                     return
                 reason = f"the relay refused for now: {exc.message}"
             except (OSError, TimeoutError, RemoteProtocolError, ssl.SSLError, EOFError) as exc:

@@ -7,9 +7,9 @@ running `SessionManager` and the `HistoryReaders` every face shares)::
         ...                                       # splice tunnel connections to server.port
 
 It answers JSON everywhere, errors included (``arp.errors.error_body``: the status and code of
-the `arp.errors.ArpError` raised, and its message). The parts live in modules of their own, none
-of which imports this one: the configuration (`arp.command.config`), what handlers share
-(`arp.command.web`), the middlewares (`arp.command.middleware`: JSON errors, the client's
+the `arp.errors.ArpError` raised, and its message; `arp.web_errors`). The parts live in modules of
+their own, none of which imports this one: the configuration (`arp.command.config`), what
+handlers share (`arp.command.web`), the middlewares (`arp.command.middleware`: the client's
 token, same-origin only), and the routes (sessions, history, OpenAPI, console, MCP).
 """
 
@@ -21,9 +21,10 @@ from arp.command.api_history import setup_history_routes
 from arp.command.api_sessions import setup_session_routes
 from arp.command.console import setup_console_routes
 from arp.command.mcp.route import setup_mcp_route
-from arp.command.middleware import json_errors, same_origin, token_required
+from arp.command.middleware import same_origin, token_required
 from arp.command.openapi import setup_openapi_route
 from arp.command.web import CONTEXT_KEY, STREAMS_KEY, CommandContext
+from arp.web_errors import json_errors
 
 
 def create_app(ctx: CommandContext) -> web.Application:

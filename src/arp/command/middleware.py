@@ -1,4 +1,6 @@
-"""Command mode's HTTP middlewares: errors as JSON, the client's token, same-origin only.
+"""Command mode's HTTP middlewares: the client's token and same-origin only.
+
+Errors become JSON in `arp.web_errors.json_errors`, which the gateway uses too.
 
 Cross-site use from a browser is refused: a state-changing request or a WebSocket whose
 ``Origin`` names another host than ``Host`` gets a 403 (a request body must also be sent as
@@ -14,30 +16,9 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from arp.command.web import arp_error_response, context, error_response
-from arp.errors import ArpError
+from arp.command.web import context, error_response
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error becomes JSON with the status its exception carries."""
-    try:
-        return await handler(request)
-    except ArpError as exc:
-        return arp_error_response(exc)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
-        if exc.status == 405:
-            message = f"{request.method} is not allowed on {request.path}"
-        elif exc.status == 404:
-            message = f"no such endpoint: {request.method} {request.path}"
-        elif exc.status == 413:
-            message = "request body too large"
-        return error_response(exc.status, message or exc.reason)
 
 
 def _carries_token(request: web.Request, expected: str) -> bool:
@@ -88,4 +69,4 @@ async def same_origin(request: web.Request, handler: Handler) -> web.StreamRespo
     return await handler(request)
 
 
-__all__ = ["cross_site_origin", "json_errors", "same_origin", "token_required"]
+__all__ = ["cross_site_origin", "same_origin", "token_required"]

@@ -161,7 +161,7 @@ def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--remote-token",
         metavar="TOKEN",
-        default=os.environ.get("ARPC_REMOTE_TOKEN"),
+        default=argtypes.env_default("ARPC_REMOTE_TOKEN"),
         help='a shared secret every request must carry as "token" (env ARPC_REMOTE_TOKEN; '
         "default: none, the protocol is then open to whoever reaches the port)",
     )
@@ -252,7 +252,6 @@ class RemoteServer(Service):
         self.budget = MemoryBudget(config.max_memory)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
-        self._close_task: asyncio.Task[None] | None = None
         self._port: int | None = None
 
     @property
@@ -282,26 +281,13 @@ class RemoteServer(Service):
         self._port = int(self._server.sockets[0].getsockname()[1])
         log.info("remote protocol on %s:%d", self.config.host, self._port)
 
-    async def close(self) -> None:
-        """Stop accepting, cancel every connection (their agents stop), wait. Idempotent."""
-        if self._close_task is None:
-            self._close_task = asyncio.ensure_future(self._shutdown())
-        await asyncio.shield(self._close_task)
-
-    async def wait_closed(self) -> None:
-        if self._close_task is not None:
-            await asyncio.shield(self._close_task)
-
     @property
     def memory_in_use(self) -> int:
         """Bytes of the ``max_memory`` budget held by lines and requests now."""
         return self.budget.used
 
-    @property
-    def closing(self) -> bool:
-        return self._close_task is not None
-
     async def _shutdown(self) -> None:
+        """Stop accepting, cancel every connection (their agents stop), wait."""
         if self._server is not None:
             self._server.close()
         tasks = tuple(self._connections)
@@ -316,7 +302,7 @@ class RemoteServer(Service):
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if self._close_task is not None or len(self._connections) >= self.config.max_connections:
+        if self.closing or len(self._connections) >= self.config.max_connections:
             with contextlib.suppress(OSError, TimeoutError, RuntimeError):
                 writer.write(
                     error_line(

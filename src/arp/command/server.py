@@ -56,7 +56,6 @@ class CommandServer(Service):
         self.app: web.Application | None = None
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
-        self._close_task: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -94,17 +93,8 @@ class CommandServer(Service):
             self._port = int(server[1])
             break
 
-    async def close(self) -> None:
-        """Idempotent; see the module docstring for the order."""
-        if self._close_task is None:
-            self._close_task = asyncio.ensure_future(self._shutdown())
-        await asyncio.shield(self._close_task)
-
-    async def wait_closed(self) -> None:
-        if self._close_task is not None:
-            await asyncio.shield(self._close_task)
-
     async def _shutdown(self) -> None:
+        """Runs once, on the first `close()`; see the module docstring for the order."""
         runner = self._runner
         if runner is not None:
             for site in list(runner.sites):

@@ -17,7 +17,7 @@ from aiohttp import web
 from arp.agents.history import HistoryReaders
 from arp.agents.sessions import SessionManager
 from arp.command.config import CommandConfig
-from arp.errors import ArpError, error_body
+from arp.web_errors import arp_error_response, error_response
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,16 +45,6 @@ def json_response(data: Any, status: int = 200, **kwargs: Any) -> web.Response:
     return web.json_response(
         data, status=status, dumps=lambda obj: json.dumps(obj, ensure_ascii=False), **kwargs
     )
-
-
-def error_response(status: int, message: str, code: str | None = None) -> web.Response:
-    """An error in the package's one JSON shape (`arp.errors.error_body`)."""
-    return json_response(error_body(status, message, code), status=status)
-
-
-def arp_error_response(error: ArpError) -> web.Response:
-    """`error` answered with its own status, code and message."""
-    return error_response(error.status, error.message, error.code)
 
 
 __all__ = [

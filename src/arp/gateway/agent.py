@@ -218,8 +218,6 @@ class AgentLoop(Service):
         self._helpers: set[asyncio.Task[Any]] = set()
         self._main: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
-        self._closed = asyncio.Event()
-        self._closing = False
 
     async def start(self) -> None:
         if self._main is not None:
@@ -232,23 +230,13 @@ class AgentLoop(Service):
         self._http = aiohttp.ClientSession()
         self._main = asyncio.create_task(self._run(), name="gateway-agent")
 
-    async def close(self) -> None:
-        if self._closing:
-            await self._closed.wait()
-            return
-        self._closing = True
-        try:
-            pending = [t for t in (self._main, *self._pumps.values(), *self._helpers) if t]
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            if self._http is not None:
-                await self._http.close()
-        finally:
-            self._closed.set()
-
-    async def wait_closed(self) -> None:
-        await self._closed.wait()
+    async def _shutdown(self) -> None:
+        pending = [t for t in (self._main, *self._pumps.values(), *self._helpers) if t]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
 
     # -- the connection ------------------------------------------------------------------------
 

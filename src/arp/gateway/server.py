@@ -41,6 +41,7 @@ from arp.gateway.metrics import GatewayMetrics
 from arp.gateway.poller import TaskPoller
 from arp.gateway.store import DUPLICATE, FINISHED, FULL, REFUSED, RedisUnavailable, Store
 from arp.lifecycle import Service
+from arp.web_errors import answer_errors
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +216,6 @@ class Gateway(Service):
         self._handlers: set[asyncio.Task[Any]] = set()
         self._poller: TaskPoller | None = None
         self._started = False
-        self._closed = asyncio.Event()
-        self._closing = False
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -283,29 +282,22 @@ class Gateway(Service):
     def _redis(self) -> str:
         return self.config.redis.url.rsplit("@", 1)[-1]
 
-    async def close(self) -> None:
+    async def _shutdown(self) -> None:
         """Stop accepting, close every agent with going-away, wait briefly, cancel the rest."""
-        if self._closing:
-            await self._closed.wait()
-            return
-        self._closing = True
         grace = self.config.bounds.shutdown_grace
-        try:
-            await self._bounded("background tasks", cancel_and_wait(self._background, grace))
-            if self._site is not None:
-                await self._bounded("listener", self._site.stop())
-            for connection in list(self.connections.values()):
-                connection.close(WSCloseCode.GOING_AWAY, "gateway shutting down")
-            if self._handlers:
-                _done, pending = await asyncio.wait(self._handlers, timeout=grace)
-                await self._bounded("open requests", cancel_and_wait(pending, grace))
-            if self._runner is not None:
-                await self._bounded("HTTP server", self._runner.cleanup())
-            if self._poller is not None:
-                await self._bounded("poller", self._poller.close())
-            await self._bounded("Redis client", self.store.close())
-        finally:
-            self._closed.set()
+        await self._bounded("background tasks", cancel_and_wait(self._background, grace))
+        if self._site is not None:
+            await self._bounded("listener", self._site.stop())
+        for connection in list(self.connections.values()):
+            connection.close(WSCloseCode.GOING_AWAY, "gateway shutting down")
+        if self._handlers:
+            _done, pending = await asyncio.wait(self._handlers, timeout=grace)
+            await self._bounded("open requests", cancel_and_wait(pending, grace))
+        if self._runner is not None:
+            await self._bounded("HTTP server", self._runner.cleanup())
+        if self._poller is not None:
+            await self._bounded("poller", self._poller.close())
+        await self._bounded("Redis client", self.store.close())
 
     async def _bounded(self, what: str, step: Awaitable[None]) -> None:
         """One shutdown step, given at most the grace period: closing never hangs."""
@@ -314,9 +306,6 @@ class Gateway(Service):
                 await step
         except TimeoutError:
             log.warning("closing the gateway: %s did not finish in time", what)
-
-    async def wait_closed(self) -> None:
-        await self._closed.wait()
 
     # -- HTTP plumbing -------------------------------------------------------------------------
 
@@ -328,9 +317,7 @@ class Gateway(Service):
         if task is not None:
             self._handlers.add(task)
         try:
-            return await handler(request)
-        except ArpError as exc:
-            return web.json_response(exc.to_json(), status=exc.status)
+            return await answer_errors(request, handler)  # aiohttp's errors too, one shape
         finally:
             if task is not None:
                 self._handlers.discard(task)
@@ -517,7 +504,7 @@ class Gateway(Service):
         return agent_id, data.get("token_hash", "")
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
-        if self._closing:
+        if self.closing:
             raise Unavailable("the gateway is shutting down; reconnect shortly")
         agent_id, token_hash = await self._authenticate(request)
         ws = web.WebSocketResponse(

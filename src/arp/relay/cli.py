@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import ssl
 import sys
 from collections.abc import Sequence
 
 from arp import __version__, logs
-from arp.argtypes import check_file, port, port_range, positive_float
+from arp.argtypes import check_file, env_default, port, port_range, positive_float
 from arp.config import (
     DEFAULT_CONTROL_PORT,
     DEFAULT_POOL_SIZE,
@@ -19,7 +18,6 @@ from arp.config import (
     DEFAULT_PUBLIC_PORT,
     Limits,
     Timeouts,
-    env_int,
 )
 from arp.errors import ArpError
 from arp.gateway.config import GatewayConfig, add_gateway_arguments, load_gateway_config
@@ -41,48 +39,48 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"arps {__version__}")
     parser.add_argument(
         "--bind",
-        default=os.environ.get("ARPS_BIND", "0.0.0.0"),
+        default=env_default("ARPS_BIND", default="0.0.0.0"),
         help="address every listener binds (env ARPS_BIND; default 0.0.0.0)",
     )
     parser.add_argument(
         "--control-port",
         type=port,
-        default=env_int("CONTROL_PORT", DEFAULT_CONTROL_PORT),
+        default=env_default("CONTROL_PORT", default=DEFAULT_CONTROL_PORT),
         help="client registration port (env CONTROL_PORT; default %(default)s)",
     )
     parser.add_argument(
         "--proxy-port",
         type=port,
-        default=env_int("PROXY_PORT", DEFAULT_PROXY_PORT),
+        default=env_default("PROXY_PORT", default=DEFAULT_PROXY_PORT),
         help="tunnel connection port (env PROXY_PORT; default %(default)s)",
     )
     parser.add_argument(
         "--public-port",
         type=port,
-        default=env_int("PUBLIC_PORT", DEFAULT_PUBLIC_PORT),
+        default=env_default("PUBLIC_PORT", default=DEFAULT_PUBLIC_PORT),
         help="public HTTP/WebSocket port (env PUBLIC_PORT; default %(default)s)",
     )
     parser.add_argument(
         "--pool-size",
         type=int,
-        default=env_int("POOL_SIZE", DEFAULT_POOL_SIZE),
+        default=env_default("POOL_SIZE", default=DEFAULT_POOL_SIZE),
         help=f"pre-warmed tunnels per client, 0..{Limits().max_pool_size} "
         "(env POOL_SIZE; default %(default)s)",
     )
     parser.add_argument(
         "--domain",
-        default=os.environ.get("ARPS_DOMAIN"),
+        default=env_default("ARPS_DOMAIN"),
         help="base domain for <client_id>.<domain> routing (env ARPS_DOMAIN; default none)",
     )
     parser.add_argument(
         "--auth-token",
-        default=os.environ.get("ARPS_AUTH_TOKEN"),
+        default=env_default("ARPS_AUTH_TOKEN"),
         help="shared secret every client must present (env ARPS_AUTH_TOKEN; default none)",
     )
     parser.add_argument(
         "--tcp-ports",
         type=port_range,
-        default=os.environ.get("ARPS_TCP_PORTS"),
+        default=env_default("ARPS_TCP_PORTS"),
         help="range of dedicated public TCP ports clients may ask for, "
         "e.g. 20000-20999 (env ARPS_TCP_PORTS; default none)",
     )

@@ -69,8 +69,6 @@ class Relay(Service):
             max_clients=config.limits.max_clients,
             max_tcp_ports_per_client=config.limits.max_tcp_ports_per_client,
         )
-        self._closed = asyncio.Event()
-        self._closing = False
         self.control_port = config.control_port
         self.proxy_port = config.proxy_port
         self.public_port = config.public_port
@@ -123,12 +121,8 @@ class Relay(Service):
             sock.close()
         self._listeners.clear()
 
-    async def close(self) -> None:
+    async def _shutdown(self) -> None:
         """Stop accepting, drop every link, and wait a bounded time for handlers to end."""
-        if self._closing:
-            await self.wait_closed()
-            return
-        self._closing = True
         for task in self._loops:
             task.cancel()
         if self._loops:
@@ -149,10 +143,6 @@ class Relay(Service):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.timeouts.shutdown):
                     await self._control_server.wait_closed()
-        self._closed.set()
-
-    async def wait_closed(self) -> None:
-        await self._closed.wait()
 
     # -- control port -------------------------------------------------------------------------
 

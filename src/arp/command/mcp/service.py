@@ -86,7 +86,6 @@ class McpService(Service):
         self._owner: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._stop = asyncio.Event()
-        self._close_task: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -193,17 +192,8 @@ class McpService(Service):
         finally:
             sock.close()
 
-    async def close(self) -> None:
-        """Idempotent; see the module docstring for the order."""
-        if self._close_task is None:
-            self._close_task = asyncio.ensure_future(self._shutdown())
-        await asyncio.shield(self._close_task)
-
-    async def wait_closed(self) -> None:
-        if self._close_task is not None:
-            await asyncio.shield(self._close_task)
-
     async def _shutdown(self) -> None:
+        """Runs once, on the first `close()`; see the module docstring for the order."""
         if self.gate is not None:
             self.gate.detach()  # new requests through the relay: 404
         self._stop.set()
