@@ -329,6 +329,8 @@ class AgentBounds:
     """Messages waiting for an ack; a task's output pauses while this many wait."""
     max_immediate: int = 1024
     """Unkept messages (acks) waiting to be sent; beyond, the oldest is dropped (resent later)."""
+    dedup_window: int = 4096
+    """Message ids of received tasks remembered, so a task the gateway sends again is dropped."""
     max_message_size: int = MIB
     """Keep equal to the gateway's `agent.max_message_size`: every message sent is cut to fit it
     (encoded bytes), and a larger one received is acked and dropped."""

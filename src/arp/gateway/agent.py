@@ -192,7 +192,7 @@ class AgentLoop(Service):
         self.clock = clock
         self.outbox = m.Outbox(options.max_unacked, options.ack_timeout)
         self.state = TaskState(options.state_dir / "tasks")
-        self.seen = m.DedupWindow(4096)
+        self.seen = m.DedupWindow(options.dedup_window)
         self.tasks: dict[str, str | None] = {}
         """task id → session id (None: the task failed to start), until its result is acked."""
         self.connected = asyncio.Event()
