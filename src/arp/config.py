@@ -1,8 +1,24 @@
-"""Every deadline and every bound in one place.
+"""Every deadline and every bound in one place, each default documented once, under its field.
 
-A wait on the network, a child process or Redis takes its deadline from a `Timeouts`; a queue,
-buffer or connection count takes its bound from a `Limits`. Both are frozen values that a program
-builds once from its flags and hands down, so a reader finds every number here.
+A wait on the network, a child process or Redis takes its deadline from here, and a queue, buffer
+or connection count its bound. Each section is a frozen value a program builds once (from its
+flags, where it has some) and hands down; a holder that also carries places or identity inherits
+its section, so ``config.sigint_grace`` reads the same wherever the config goes. Module-level
+instances (``SESSION_BOUNDS`` …) give the defaults to code that has no config at hand, so no number
+is written twice. The sections and who reads them:
+
+- `Timeouts`, `Limits`: the relay (arps), the client (arpc's tunnels) and `arp.net`.
+- `SocketOptions` (`SOCKET_OPTIONS`): `arp.net.sockets`.
+- `SessionBounds` (`SESSION_BOUNDS`): the session manager, through `SessionConfig`; its event log;
+  command mode's flags and config (max sessions, prompt size); the pages the HTTP API and the
+  remote protocol serve.
+- `HistoryLimits`: the history readers (`arp.agents.history`) and the history API.
+- `McpLimits`: the MCP face (`arp.command.mcp`).
+- `ApiBounds` (`API_BOUNDS`): command mode's HTTP server and sessions API (`CommandConfig`
+  inherits it); the remote protocol's ``list_sessions``.
+- `RemoteBounds`: the remote TCP server, through `RemoteConfig`.
+- `GatewayBounds`: the gateway (`GatewayConfig.bounds`).
+- `AgentBounds`: arpc as a gateway agent, through `AgentOptions`.
 """
 
 from __future__ import annotations
@@ -106,4 +122,222 @@ class SocketOptions:
 
 
 SOCKET_OPTIONS = SocketOptions()
+TIMEOUTS = Timeouts()
+"""The relay/client deadlines' defaults (other sections start from some of them)."""
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SessionBounds:
+    """Bounds and deadlines of the session manager (`SessionConfig` inherits them)."""
+
+    max_sessions: int = 8
+    """Runs going on at once (beyond: 429); arpc's ``--max-sessions`` default."""
+    max_kept_sessions: int = 10_000
+    """Sessions kept, running or not: a new one beyond this evicts the oldest finished ones
+    (their files too); 429 only when every kept session is running."""
+    max_prompt_bytes: int = 256 * 1024
+    """The largest prompt, in UTF-8 bytes (beyond: 413); arpc's ``--max-prompt-bytes`` default."""
+    memory_events: int = 2000
+    """Events of each session kept in memory besides the file (`EventLog`'s default too)."""
+    memory_bytes: int = 512 * 1024
+    """Bytes of events of each session kept in memory besides the file: the one event-memory cap
+    (`EventLog`'s default too)."""
+    max_output_bytes: int = 1024 * MIB
+    """The most output stored per session (checked per chunk read, so it may overshoot by one);
+    beyond it one ``error`` event says so, and nothing more is kept."""
+    max_line: int = 8 * MIB
+    """The longest output line kept whole; a longer one is cut (the rest is dropped)."""
+    read_chunk: int = 16 * 1024
+    """The read size on a child's stdout/stderr: also the most output parsed in one go, which
+    keeps each turn of the event loop short while many sessions print at once."""
+    sigint_grace: float = 3.0
+    """Cancel: how long after SIGINT before SIGTERM."""
+    sigterm_grace: float = 3.0
+    """Cancel: how long after SIGTERM before SIGKILL."""
+    kill_wait: float = 5.0
+    """How long to wait for the child after SIGKILL (and for its pipes to close)."""
+    idle_tick: float = 15.0
+    """A follower gets an empty batch after this much silence (keep-alives)."""
+    follow_batch: int = 1000
+    """The most lines a follower gets at once."""
+    page_events: int = 1000
+    """Events in a page (`SessionManager.page`, the HTTP API's, the remote ``session_output``)
+    when the caller names no limit; the remote protocol's cap too."""
+    max_page_events: int = 10_000
+    """The most events one page holds, whatever the caller asks."""
+
+
+SESSION_BOUNDS = SessionBounds()
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryLimits:
+    """Bounds of history browsing."""
+
+    default_sessions: int = 50
+    max_sessions: int = 1000
+    default_messages: int = 200
+    max_messages: int = 2000
+    recent_sessions: int = 5
+    """Sessions shown inline under each project in the project listing."""
+    max_line: int = 64 * MIB
+    """A JSONL line longer than this is skipped, not buffered."""
+    read_chunk: int = MIB
+    head_bytes: int = MIB
+    """How much of a file's start may be parsed for its cwd and first prompt."""
+    tail_bytes: int = 64 * 1024
+    """How much of a file's end is parsed for its last activity."""
+    title_chars: int = 200
+    transcript_cache_bytes: int = 512 * MIB
+    """Sum of the file sizes whose parsed messages are kept in memory (least recent dropped)."""
+    max_transcript_bytes: int = 2 * 1024 * MIB
+    """A session file bigger than this is refused (413) rather than parsed."""
+    parse_budget: float = 0.1
+    """Seconds a page request goes on parsing a long session past the lines it needs."""
+    max_concurrency: int = 4
+    """History requests running in worker threads at once (the HTTP layer's bound)."""
+
+
+@dataclass(frozen=True, slots=True)
+class McpLimits:
+    """Every bound and deadline the MCP face uses."""
+
+    max_mcp_sessions: int = 64
+    """MCP client sessions open at once (Streamable HTTP); beyond, a new one gets 503."""
+    session_idle_timeout: float = 30 * 60.0
+    """An MCP client session with no request in flight for this long is closed."""
+    max_request_body: int = 4 * MIB
+    """The largest JSON-RPC body on the loopback port (413 beyond; the prompt limit still holds)."""
+    default_events: int = 200
+    """Events `get_session` returns when the caller names no limit."""
+    max_events: int = 1000
+    """The most events one `get_session` call may ask for."""
+    max_reply_chars: int = 256 * 1024
+    """`get_session` stops adding events past this much JSON (at least one is always sent);
+    ``has_more`` then says to ask again from ``next_after_seq``."""
+    default_list: int = 50
+    max_list: int = 1000
+    """Page sizes of `list_sessions` and `list_projects`."""
+    default_wait: float = 30.0
+    max_wait: float = 600.0
+    """`wait_session`'s timeout: the default, and the most a caller may ask for."""
+    start_timeout: float = 10.0
+    """How long starting the server may take before it counts as failed."""
+    shutdown_timeout: float = 5.0
+    """How long closing waits for open requests and streams before cancelling them."""
+    forward_connect: float = 10.0
+    """Through the relay: connecting to the loopback MCP port (pool wait included)."""
+    forward_idle: float = 120.0
+    """Through the relay: the longest silence of the loopback side before the forwarded
+    response is ended (the SDK's SSE streams ping every 15 s, so only a stuck one is cut)."""
+    max_forwarded: int = 100
+    """Through the relay: requests and streams forwarded to the loopback port at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiBounds:
+    """Bounds and deadlines of command mode's HTTP API (`CommandConfig` inherits them)."""
+
+    shutdown_timeout: float = 5.0
+    """How long closing the server waits for open requests before cancelling them."""
+    default_list: int = 50
+    """Sessions in a listing when the caller names no limit (the remote ``list_sessions`` too)."""
+    max_list: int = 1000
+    """The most sessions (or remote ``list_projects`` projects) one listing holds."""
+    ws_heartbeat: float = 30.0
+    """Seconds between WebSocket pings on a session's event stream."""
+    ws_max_message: int = 64 * 1024
+    """The largest message a client may send on a session's WebSocket."""
+
+
+API_BOUNDS = ApiBounds()
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteBounds:
+    """Bounds and deadlines of the remote TCP server (`RemoteConfig` inherits them)."""
+
+    max_line: int = 32 * MIB
+    """The longest request line: a 20 MiB image is 26.7 MiB in base64, plus room for the rest."""
+    max_attachment_bytes: int = 24 * MIB
+    """Decoded images and files in one request, together."""
+    max_concurrent: int = 4
+    """Requests running at once on one connection (more wait: the server stops reading)."""
+    max_connections: int = 64
+    """Open connections (beyond: one ``connection_error`` line, then closed)."""
+    request_timeout: float = 600.0
+    """A request's whole deadline (``config.timeout`` may ask for less, never more)."""
+    max_pending: int = 16
+    """Request lines read ahead and waiting for a free slot (also bounded by ``max_line`` bytes)."""
+    max_memory: int = 256 * MIB
+    """Bytes of request lines and parsed requests held at once, all connections together: a
+    partial line holds its bytes, a complete line twice its bytes (itself and its decoding)
+    until parsed, a parsed request its attachments and texts until answered. What does not fit
+    is answered with a ``connection_error`` at once (never waits)."""
+    read_chunk: int = 256 * 1024
+    """The read size on a connection (lines are framed from these reads)."""
+    stream_limit: int = 64 * 1024
+    """The asyncio stream buffer limit of each connection (reads are framed, not readline'd)."""
+    write_timeout: float = 30.0
+    """A client that takes no answer bytes for this long is disconnected."""
+    stop_timeout: float = 15.0
+    """How long stopping one agent (cancel) may take before it is left to the manager."""
+    shutdown_timeout: float = 20.0
+    """Closing waits this long for connections to stop their agents (longer than a stop)."""
+    parse_in_thread: int = 256 * 1024
+    """Lines at least this long are decoded in a worker thread (keeps the loop responsive)."""
+    default_projects: int = 100
+    """Projects ``list_projects`` returns when the caller names no limit."""
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayBounds:
+    """The gateway's remaining bounds and deadlines: fixed, not configuration keys."""
+
+    max_body: int = MIB
+    """The largest control-plane request body (beyond: 413)."""
+    max_agents: int = 10_000
+    """Registered agents (beyond: registration answers 429); also the most one listing shows."""
+    inbound_queue: int = 4096
+    """Received log/status/result messages of one agent waiting for their Redis write."""
+    max_write_batch: int = 512
+    """Messages written to Redis in one script call."""
+    max_concurrent_writes: int = 4
+    """Stream writes in flight at once (the rest wait, outside the Redis deadline)."""
+    max_redis_connections: int = 32
+    redis_retry_pause: float = 0.1
+    """First pause before a failed stream write is retried (doubling up to the next)."""
+    redis_retry_max: float = 2.0
+    shutdown_grace: float = 5.0
+    """Closing waits this long for open requests and WebSockets before cancelling them."""
+    max_tasks_per_poll: int = 1000
+    max_poll_response: int = 4 * MIB
+
+
+@dataclass(frozen=True, slots=True)
+class AgentBounds:
+    """Deadlines and bounds of arpc as a gateway agent (`AgentOptions` inherits them)."""
+
+    heartbeat_interval: float = 15.0
+    """Seconds between heartbeats (``--agent-heartbeat-interval``; under the gateway's timeout)."""
+    ack_timeout: float = 10.0
+    """Resend a log/status/result not acked within this (the gateway may have lost Redis)."""
+    max_unacked: int = 10_000
+    """Messages waiting for an ack; a task's output pauses while this many wait."""
+    max_immediate: int = 1024
+    """Unkept messages (acks) waiting to be sent; beyond, the oldest is dropped (resent later)."""
+    dedup_window: int = 4096
+    """Message ids of received tasks remembered, so a task the gateway sends again is dropped."""
+    max_message_size: int = MIB
+    """Keep equal to the gateway's `agent.max_message_size`: every message sent is cut to fit it
+    (encoded bytes), and a larger one received is acked and dropped."""
+    connect_timeout: float = TIMEOUTS.connect
+    """Opening the WebSocket to the gateway (the relay client's connect deadline)."""
+    backoff_initial: float = TIMEOUTS.backoff_initial
+    backoff_max: float = TIMEOUTS.backoff_max
+    """The reconnect delay: first and cap (the relay client's)."""
+    max_log_data: int = 256 * 1024
+    """A longer event line is cut to this many characters in `data`."""
 

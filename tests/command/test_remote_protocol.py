@@ -426,7 +426,7 @@ def test_project_folder_follows_the_session_managers_rules(tmp_path: Path) -> No
     # An attachment goes where the agent runs: the manager's folder, or its message, for every
     # kind of path.
     from arp.agents.sessions import SessionConfig, SessionManager
-    from arp.command.remote import _project_folder
+    from arp.command.remote_run import project_folder as _project_folder
 
     root = tmp_path / "root"
     (root / "sub").mkdir(parents=True)

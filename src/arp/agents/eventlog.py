@@ -20,15 +20,10 @@ from pathlib import Path
 from typing import IO
 
 from arp.agents.events import Draft, Event
+from arp.config import SESSION_BOUNDS
 
 INDEX_EVERY = 256
 """One index entry (seq → byte offset) per this many events."""
-
-MEMORY_EVENTS = 2000
-"""Events of one session kept in memory besides the file (`SessionConfig.memory_events`)."""
-MEMORY_BYTES = 512 * 1024
-"""Bytes of events of one session kept in memory besides the file (the one event-memory cap;
-`SessionConfig.memory_bytes`)."""
 
 
 def line_seq(line: str) -> int:
@@ -51,8 +46,8 @@ class EventLog:
         self,
         path: Path | None,
         *,
-        max_memory_events: int = MEMORY_EVENTS,
-        max_memory_bytes: int = MEMORY_BYTES,
+        max_memory_events: int = SESSION_BOUNDS.memory_events,
+        max_memory_bytes: int = SESSION_BOUNDS.memory_bytes,
     ) -> None:
         self.path = path
         self._max_events = max(1, max_memory_events)

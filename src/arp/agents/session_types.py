@@ -3,7 +3,8 @@
 These are the values every face exchanges with `arp.agents.sessions.SessionManager` (HTTP API,
 console, MCP, remote protocol, gateway), with their JSON:
 
-- `SessionConfig`: the manager's bounds, deadlines and places (arpc's flags build one).
+- `SessionConfig`: the manager's places; its bounds and deadlines are `arp.config.SessionBounds`
+  (inherited), so every default is documented there once.
 - `StartRequest.from_json` reads an API body (camelCase or snake_case names; a bad field is a
   400); `to_json`/`from_stored` are its stored form; `run_spec` gives one run's options.
 - `Session` is a frozen snapshot of one session's state; `to_json` is the API's form (times as
@@ -25,62 +26,25 @@ from typing import Any, Final, Literal
 
 from arp.agents.argv import RunSpec
 from arp.agents.errors import BadRequest
-from arp.agents.eventlog import MEMORY_BYTES, MEMORY_EVENTS
 from arp.agents.events import Event, Usage
 from arp.agents.executors import AGENTS
+from arp.config import SessionBounds
 
 Status = Literal["running", "completed", "failed", "cancelled", "interrupted"]
 STATUSES: Final = ("running", "completed", "failed", "cancelled", "interrupted")
 
-PAGE_EVENTS: Final = 1000
-"""Events in a page when the caller names no limit."""
-MAX_PAGE_EVENTS: Final = 10_000
-"""The most events one page may hold, whatever the caller asks."""
-
 
 @dataclass(frozen=True, slots=True)
-class SessionConfig:
-    """Bounds, deadlines and places of the session manager (arpc's flags build one)."""
+class SessionConfig(SessionBounds):
+    """The session manager's places, and (inherited) its bounds and deadlines (arpc's flags
+    build one)."""
 
     data_dir: Path | None = None
     """Where sessions are stored (``<data_dir>/sessions/``); None keeps them in memory only."""
     binaries: Mapping[str, str | None] = field(default_factory=dict)
     """Executor name → the binary its flag names (None or missing: look it up)."""
-    max_sessions: int = 8
-    """Runs going on at once (beyond: 429)."""
-    max_kept_sessions: int = 10_000
-    """Sessions kept, running or not: a new one beyond this evicts the oldest finished ones
-    (their files too); 429 only when every kept session is running."""
     allowed_root: Path | None = None
     """Project paths must lie under this folder (beyond: 403)."""
-    max_prompt_bytes: int = 256 * 1024
-    """The largest prompt, in UTF-8 bytes (beyond: 413)."""
-    memory_events: int = MEMORY_EVENTS
-    """Events of each session kept in memory besides the file."""
-    memory_bytes: int = MEMORY_BYTES
-    """Bytes of events of each session kept in memory besides the file."""
-    max_output_bytes: int = 1024 * 1024 * 1024
-    """The most output stored per session (checked per chunk read, so it may overshoot by one);
-    beyond it one ``error`` event says so, and nothing more is kept."""
-    max_line: int = 8 * 1024 * 1024
-    """The longest output line kept whole; a longer one is cut (the rest is dropped)."""
-    read_chunk: int = 16 * 1024
-    """The read size on a child's stdout/stderr: also the most output parsed in one go, which
-    keeps each turn of the event loop short while many sessions print at once."""
-    sigint_grace: float = 3.0
-    """Cancel: how long after SIGINT before SIGTERM."""
-    sigterm_grace: float = 3.0
-    """Cancel: how long after SIGTERM before SIGKILL."""
-    kill_wait: float = 5.0
-    """How long to wait for the child after SIGKILL (and for its pipes to close)."""
-    idle_tick: float = 15.0
-    """A follower gets an empty batch after this much silence (keep-alives)."""
-    follow_batch: int = 1000
-    """The most lines a follower gets at once."""
-    page_events: int = PAGE_EVENTS
-    """Events in a `SessionManager.page` when the caller names no limit."""
-    max_page_events: int = MAX_PAGE_EVENTS
-    """The most events one page holds, whatever the caller asks."""
     extra_env: Mapping[str, str] = field(default_factory=dict)
     """Variables added to every child's environment."""
     default_project: Path | None = None

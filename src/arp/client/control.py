@@ -254,7 +254,7 @@ class Client(Service):
                 heartbeat.cancel()
             writer.close()
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(1):
+                async with asyncio.timeout(timeouts.farewell):
                     await writer.wait_closed()
 
     async def _heartbeat(self, writer: asyncio.StreamWriter) -> None:

@@ -31,17 +31,15 @@ from aiohttp import WSMsgType, web
 
 from arp.agents.errors import BadRequest
 from arp.agents.executors import AGENTS, EXECUTORS
-from arp.agents.session_types import MAX_PAGE_EVENTS, PAGE_EVENTS, Session, StartRequest
+from arp.agents.session_types import Session, StartRequest
 from arp.agents.sessions import SessionManager
 from arp.command import openapi
 from arp.command.web import STREAMS_KEY, context, json_response
+from arp.config import API_BOUNDS, SESSION_BOUNDS
 
 log = logging.getLogger(__name__)
 
 PREFIXES: Final = ("/api", "")
-DEFAULT_LIST_LIMIT: Final = 50
-MAX_LIST_LIMIT: Final = 1000
-WS_HEARTBEAT: Final = 30.0
 
 
 _AGENTS_DOC: Final[dict[str, Any]] = {
@@ -149,7 +147,7 @@ async def list_agents(request: web.Request) -> web.Response:
 
 async def list_sessions(request: web.Request) -> web.Response:
     manager = _manager(request)
-    limit = _int_param(request, "limit", DEFAULT_LIST_LIMIT, 1, MAX_LIST_LIMIT)
+    limit = _int_param(request, "limit", API_BOUNDS.default_list, 1, API_BOUNDS.max_list)
     offset = _int_param(request, "offset", 0, 0, 10**9)
     sessions = manager.list(limit=limit, offset=offset)
     return json_response(
@@ -168,7 +166,9 @@ async def get_session(request: web.Request) -> web.Response:
     session_id = request.match_info["session_id"]
     manager.get(session_id)  # 404 before the query is read, as always
     after = _int_param(request, "after", 0, 0, 2**62)
-    limit = _int_param(request, "limit", PAGE_EVENTS, 1, MAX_PAGE_EVENTS)
+    limit = _int_param(
+        request, "limit", SESSION_BOUNDS.page_events, 1, SESSION_BOUNDS.max_page_events
+    )
     page = manager.page(session_id, after, limit)
     state = page.session.to_json()
     state["has_more"] = page.has_more
@@ -273,7 +273,9 @@ async def websocket_events(request: web.Request) -> web.StreamResponse:
     session_id = request.match_info["session_id"]
     manager.get(session_id)
     after = _int_param(request, "after", 0, 0, 2**62)
-    ws = web.WebSocketResponse(heartbeat=WS_HEARTBEAT, max_msg_size=64 * 1024)
+    ws = web.WebSocketResponse(
+        heartbeat=API_BOUNDS.ws_heartbeat, max_msg_size=API_BOUNDS.ws_max_message
+    )
     await ws.prepare(request)
     async with _owned_stream(request):
         sender = asyncio.ensure_future(_ws_send(ws, manager, session_id, after))

@@ -12,15 +12,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import platformdirs
 
 from arp.agents.sessions import SessionConfig
 from arp.argtypes import port, positive_int
-
-DEFAULT_MAX_SESSIONS: Final = 8
-DEFAULT_MAX_PROMPT_BYTES: Final = 256 * 1024
+from arp.config import SESSION_BOUNDS, ApiBounds
 
 
 def default_data_dir() -> Path:
@@ -29,8 +27,9 @@ def default_data_dir() -> Path:
 
 
 @dataclass(frozen=True, slots=True)
-class CommandConfig:
-    """What arpc's command-mode flags say."""
+class CommandConfig(ApiBounds):
+    """What arpc's command-mode flags say; the API's own bounds and deadlines are
+    `arp.config.ApiBounds` (inherited)."""
 
     data_dir: Path | None = None
     """Where sessions are stored; None keeps them in memory only (tests)."""
@@ -38,17 +37,17 @@ class CommandConfig:
     """The claude binary (``--command-path``, as in the original)."""
     codex_path: str | None = None
     gemini_path: str | None = None
-    max_sessions: int = DEFAULT_MAX_SESSIONS
+    max_sessions: int = SESSION_BOUNDS.max_sessions
+    """`SessionBounds.max_sessions`, as ``--max-sessions`` sets it."""
     allowed_root: Path | None = None
-    max_prompt_bytes: int = DEFAULT_MAX_PROMPT_BYTES
+    max_prompt_bytes: int = SESSION_BOUNDS.max_prompt_bytes
+    """`SessionBounds.max_prompt_bytes`, as ``--max-prompt-bytes`` sets it."""
     command_port: int = 0
     """The loopback port of the API (0: any free port)."""
     token: str | None = None
     """When set (arpc sets its client id), every request must carry it: as the relay routes,
     in ``?token=``, ``X-ARP-Token``, the ``arp_token`` cookie or the Host's first label. The
     API then answers no other local user and no DNS-rebinding page (401 otherwise)."""
-    shutdown_timeout: float = 5.0
-    """How long closing the server waits for open requests before cancelling them."""
     session_overrides: dict[str, Any] = field(default_factory=dict)
     """Further `SessionConfig` fields (tests shorten the cancel grace periods with it)."""
 
@@ -107,7 +106,7 @@ def add_command_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--max-sessions",
         type=positive_int,
-        default=DEFAULT_MAX_SESSIONS,
+        default=SESSION_BOUNDS.max_sessions,
         help="agent runs at once; more get 429 (default %(default)s)",
     )
     group.add_argument(
@@ -118,7 +117,7 @@ def add_command_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--max-prompt-bytes",
         type=positive_int,
-        default=DEFAULT_MAX_PROMPT_BYTES,
+        default=SESSION_BOUNDS.max_prompt_bytes,
         help="the largest prompt, in bytes; larger gets 413 (default %(default)s)",
     )
     group.add_argument(
@@ -130,8 +129,6 @@ def add_command_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 __all__ = [
-    "DEFAULT_MAX_PROMPT_BYTES",
-    "DEFAULT_MAX_SESSIONS",
     "CommandConfig",
     "add_command_arguments",
     "default_data_dir",

@@ -18,6 +18,10 @@ client goes away (EOF or reset) its running requests are cancelled and their age
 Across connections: one `MemoryBudget` of ``max_memory`` bytes bounds the lines and parsed
 requests of all connections together; what does not fit is answered with a
 ``connection_error`` at once. With ``token`` set, a request must carry it (else ``auth_error``).
+
+This module holds the serving: the server, its connections and the built-in instructions. The
+flags and the config are `arp.command.remote_config` (re-exported here); what one request that
+runs an agent does is `arp.command.remote_run`.
 """
 
 from __future__ import annotations
@@ -29,40 +33,27 @@ import contextlib
 import functools
 import ipaddress
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from arp import argtypes
-from arp.agents.errors import SessionError
-from arp.agents.events import Usage
 from arp.agents.executors import AGENTS
 from arp.agents.history import HistoryReaders
 from arp.agents.lines import Abandoned, LineFramer, Oversize
-from arp.agents.session_types import PAGE_EVENTS
 from arp.agents.sessions import SessionManager
+from arp.command.remote_config import RemoteConfig, add_remote_arguments, config_from_args
 from arp.command.remote_protocol import (
     Answer,
-    Attachment,
-    Defaults,
-    ErrorKind,
     Instruction,
     MemoryBudget,
     RemoteRequest,
     RequestError,
-    TextInput,
-    attachment_note,
     error_line,
-    image_filename,
     parse_request,
-    plan_run,
     request_size,
     response_line,
 )
+from arp.command.remote_run import AgentRun
+from arp.config import API_BOUNDS, SESSION_BOUNDS
 from arp.errors import ArpError
 from arp.lifecycle import Service
 
@@ -70,155 +61,6 @@ if TYPE_CHECKING:
     from arp.command.server import CommandServer
 
 log = logging.getLogger(__name__)
-
-LOOPBACK: Final = "127.0.0.1"
-MIB: Final = 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteConfig:
-    """Bounds and deadlines of the remote server (``--remote-*`` flags)."""
-
-    host: str = LOOPBACK
-    port: int = 0
-    defaults: Defaults = field(default_factory=Defaults)
-    max_line: int = 32 * MIB
-    """The longest request line: a 20 MiB image is 26.7 MiB in base64, plus room for the rest."""
-    max_attachment_bytes: int = 24 * MIB
-    """Decoded images and files in one request, together."""
-    max_concurrent: int = 4
-    """Requests running at once on one connection (more wait: the server stops reading)."""
-    max_connections: int = 64
-    """Open connections (beyond: one ``connection_error`` line, then closed)."""
-    request_timeout: float = 600.0
-    """A request's whole deadline (``config.timeout`` may ask for less, never more)."""
-    max_pending: int = 16
-    """Request lines read ahead and waiting for a free slot (also bounded by ``max_line`` bytes)."""
-    max_memory: int = 256 * MIB
-    """Bytes of request lines and parsed requests held at once, all connections together: a
-    partial line holds its bytes, a complete line twice its bytes (itself and its decoding)
-    until parsed, a parsed request its attachments and texts until answered. What does not fit
-    is answered with a ``connection_error`` at once (never waits)."""
-    read_chunk: int = 256 * 1024
-    write_timeout: float = 30.0
-    """A client that takes no answer bytes for this long is disconnected."""
-    stop_timeout: float = 15.0
-    """How long stopping one agent (cancel) may take before it is left to the manager."""
-    shutdown_timeout: float = 20.0
-    """Closing waits this long for connections to stop their agents (longer than a stop)."""
-    upload_dir: Path | None = None
-    """Where the private temporary folders of attachments are made (None: the system's)."""
-    parse_in_thread: int = 256 * 1024
-    """Lines at least this long are decoded in a worker thread (keeps the loop responsive)."""
-    token: str | None = None
-    """The shared secret every request must carry as ``"token"`` (None: no check)."""
-
-
-_DEFAULTS: Final = RemoteConfig()
-
-# ---------------------------------------------------------------------------------------------
-# arpc wiring
-
-
-def _address(text: str) -> tuple[str, int]:
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = LOOPBACK, text
-    host = host.strip("[]") or LOOPBACK
-    if not port_text.strip().isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT or PORT")
-    return host, argtypes.port(port_text)
-
-
-def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds the remote TCP protocol's flags to arpc's parser (a group of its own)."""
-    group = parser.add_argument_group("remote TCP protocol (docs/remote-protocol.md)")
-    group.add_argument(
-        "--remote",
-        type=_address,
-        metavar="HOST:PORT",
-        help="serve the remote protocol (newline-delimited JSON) on this address; a bare PORT "
-        "binds 127.0.0.1. Off by default",
-    )
-    group.add_argument(
-        "--remote-executor",
-        default="claude",
-        choices=AGENTS,
-        help="the agent a request runs when its config names none (default %(default)s)",
-    )
-    group.add_argument(
-        "--remote-model", help="the model when a request names none (default: the CLI's own)"
-    )
-    group.add_argument(
-        "--remote-project",
-        help="the project folder agents run in when a request names none "
-        "(default: command mode's default)",
-    )
-    group.add_argument(
-        "--remote-permission-mode",
-        help="permission mode when a request says nothing about it (default: the CLI's own)",
-    )
-    group.add_argument(
-        "--remote-token",
-        metavar="TOKEN",
-        default=argtypes.env_default("ARPC_REMOTE_TOKEN"),
-        help='a shared secret every request must carry as "token" (env ARPC_REMOTE_TOKEN; '
-        "default: none, the protocol is then open to whoever reaches the port)",
-    )
-    group.add_argument(
-        "--remote-timeout",
-        type=argtypes.positive_float,
-        default=_DEFAULTS.request_timeout,
-        help="seconds one request may take; then its agent is stopped (default %(default)s)",
-    )
-    group.add_argument(
-        "--remote-max-line",
-        type=argtypes.positive_int,
-        default=_DEFAULTS.max_line,
-        help="the longest request line in bytes (default %(default)s: a 20 MiB image in base64)",
-    )
-    group.add_argument(
-        "--remote-max-concurrent",
-        type=argtypes.positive_int,
-        default=_DEFAULTS.max_concurrent,
-        help="requests running at once per connection (default %(default)s)",
-    )
-    group.add_argument(
-        "--remote-max-connections",
-        type=argtypes.positive_int,
-        default=_DEFAULTS.max_connections,
-        help="open connections at once (default %(default)s)",
-    )
-    group.add_argument(
-        "--remote-max-memory",
-        type=argtypes.positive_int,
-        default=_DEFAULTS.max_memory,
-        help="bytes of request lines and attachments held at once, all connections together; "
-        "beyond, a request is answered with connection_error (default %(default)s: 256 MiB)",
-    )
-
-
-def config_from_args(args: argparse.Namespace) -> RemoteConfig | None:
-    if getattr(args, "remote", None) is None:
-        return None
-    host, port = args.remote
-    return RemoteConfig(
-        host=host,
-        port=port,
-        defaults=Defaults(
-            executor=args.remote_executor,
-            model=args.remote_model,
-            project_path=args.remote_project,
-            permission_mode=args.remote_permission_mode,
-        ),
-        request_timeout=args.remote_timeout,
-        max_line=args.remote_max_line,
-        max_attachment_bytes=min(_DEFAULTS.max_attachment_bytes, args.remote_max_line),
-        max_concurrent=args.remote_max_concurrent,
-        max_connections=args.remote_max_connections,
-        max_memory=getattr(args, "remote_max_memory", _DEFAULTS.max_memory),
-        token=getattr(args, "remote_token", None) or None,
-    )
 
 
 def remote_service(args: argparse.Namespace, server: CommandServer) -> RemoteServer | None:
@@ -276,7 +118,7 @@ class RemoteServer(Service):
                 self.config.host,
             )
         self._server = await asyncio.start_server(
-            self._accept, self.config.host, self.config.port, limit=64 * 1024
+            self._accept, self.config.host, self.config.port, limit=self.config.stream_limit
         )
         self._port = int(self._server.sockets[0].getsockname()[1])
         log.info("remote protocol on %s:%d", self.config.host, self._port)
@@ -373,7 +215,7 @@ def _str_param(params: dict[str, Any], name: str) -> str:
 
 
 async def _list_sessions(server: RemoteServer, params: dict[str, Any]) -> Any:
-    limit = _int_param(params, "limit", 50, 1000)
+    limit = _int_param(params, "limit", API_BOUNDS.default_list, API_BOUNDS.max_list)
     offset = _int_param(params, "offset", 0, 1_000_000)
     sessions = server.manager.list(limit=limit, offset=offset)
     return {"sessions": [s.to_json() for s in sessions], "total": server.manager.count()}
@@ -382,7 +224,8 @@ async def _list_sessions(server: RemoteServer, params: dict[str, Any]) -> Any:
 async def _session_output(server: RemoteServer, params: dict[str, Any]) -> Any:
     session_id = _str_param(params, "session_id")
     after = _int_param(params, "after_seq", 0, 1 << 62)
-    limit = _int_param(params, "limit", PAGE_EVENTS, PAGE_EVENTS)
+    page_events = SESSION_BOUNDS.page_events
+    limit = _int_param(params, "limit", page_events, page_events)
     # The manager's one page (as the HTTP API's and MCP's get_session), plus the answer text.
     page = server.manager.page(session_id, after, limit)
     answer = Answer(page.session.executor, stream=False)
@@ -403,7 +246,7 @@ async def _list_projects(server: RemoteServer, params: dict[str, Any]) -> Any:
         raise ArpError(f"parameter 'agent' must be one of {', '.join(AGENTS)}")
     history = server.history
     projects = await server.in_thread(lambda: history.projects(agent))
-    limit = _int_param(params, "limit", 100, 1000)
+    limit = _int_param(params, "limit", server.config.default_projects, API_BOUNDS.max_list)
     return {"projects": [p.to_json() for p in projects[:limit]], "total": len(projects)}
 
 
@@ -633,7 +476,7 @@ class _Connection:
                         f"the command took longer than {self.config.request_timeout:g}s",
                     ) from None
             else:
-                await _Run(self, request).go()
+                await AgentRun(self.server.manager, self.config, self.send, request).go()
         except RequestError as exc:
             await self.send(error_line(exc.kind, exc.message, request.request_id))
         except asyncio.CancelledError:
@@ -670,188 +513,6 @@ class _Connection:
             results.append({"ToolResult": {"name": instruction.command, "result": result}})
         content = results[0] if len(results) == 1 else {"Multi": results}
         await self.send(response_line(request.request_id, content))
-
-
-class _Run:
-    """One request that runs an agent: attachments written, session started, answer gathered."""
-
-    def __init__(self, connection: _Connection, request: RemoteRequest) -> None:
-        self.connection = connection
-        self.server = connection.server
-        self.config = connection.config
-        self.request = request
-        self.answer: Answer | None = None
-        self.session_id: str | None = None
-        self.folder: Path | None = None
-
-    async def go(self) -> None:
-        """Runs the request to its answer within its deadline; cancelled, it stops the agent.
-
-        The agent's events are followed in a task of their own and this one waits on it with
-        `asyncio.wait`: stopping the agent is what ends the follow, so a deadline or a client
-        that left never depends on a cancellation reaching the manager's waits.
-        """
-        request = self.request
-        limit = self.config.request_timeout
-        timeout = min(request.config.timeout or limit, limit)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        timed_out = (
-            f"timeout_error: the request took longer than {timeout:g}s; its agent was stopped"
-        )
-        follow: asyncio.Task[None] | None = None
-        try:
-            try:
-                async with asyncio.timeout_at(deadline):
-                    session_id = await self._start()
-            except TimeoutError:
-                await self._stop_agent()
-                await self._reply(timed_out)
-                return
-            follow = asyncio.ensure_future(self._follow(session_id))
-            await asyncio.wait({follow}, timeout=max(0.0, deadline - loop.time()))
-            if not follow.done():
-                await self._stop_agent()
-                await asyncio.wait({follow}, timeout=self.config.stop_timeout)
-                await self._reply(timed_out)
-                return
-            try:
-                follow.result()
-                error, usage = self._outcome(session_id)
-            except SessionError as exc:  # deleted meanwhile (through the HTTP API)
-                error, usage = f"processing_error: {exc.message}", None
-            await self._clean_up()
-            await self._reply(error, usage=usage)
-        except asyncio.CancelledError:
-            await self._stop_agent()
-            raise
-        finally:
-            if follow is not None and not follow.done():
-                follow.cancel()
-            await self._clean_up()
-
-    async def _start(self) -> str:
-        request = self.request
-        defaults = self.config.defaults
-        # Which executor and project first, so attachments can go to the project when asked.
-        probe = plan_run(request, "-", defaults)
-        prompt = await self._prompt(probe.project_path)
-        start = plan_run(request, prompt, defaults)
-        try:
-            session = await self.server.manager.start_session(start)
-        except SessionError as exc:
-            kind: ErrorKind = "connection_error" if exc.status == 503 else "processing_error"
-            raise RequestError(kind, f"{exc.message} ({exc.status})") from None
-        self.session_id = session.session_id
-        self.answer = Answer(session.executor, stream=request.stream)
-        return session.session_id
-
-    async def _follow(self, session_id: str) -> None:
-        request = self.request
-        answer = self.answer
-        assert answer is not None
-        incremental = request.stream_mode == "incremental"
-        async for event in self.server.manager.follow(session_id):
-            pieces = answer.feed(event)
-            if incremental:
-                for piece in pieces:
-                    await self.connection.send(
-                        response_line(
-                            request.request_id,
-                            piece,
-                            extra={"session_id": session_id, "done": False},
-                        )
-                    )
-
-    def _outcome(self, session_id: str) -> tuple[str | None, Usage]:
-        """The ``error`` of a run that ended (None when it completed) and its token usage."""
-        session = self.server.manager.get(session_id)
-        error = None
-        if session.status == "failed":
-            error = f"processing_error: {session.error or 'the agent failed'}"
-        elif session.status == "cancelled":
-            error = "processing_error: the agent run was cancelled"
-        elif session.status == "interrupted":
-            error = "connection_error: arpc is shutting down; the agent run was interrupted"
-        return error, session.usage
-
-    async def _reply(self, error: str | None, *, usage: Usage | None = None) -> None:
-        answer = self.answer or Answer("", stream=self.request.stream)
-        extra: dict[str, Any] = {}
-        if self.session_id is not None:
-            extra["session_id"] = self.session_id
-        if self.request.stream_mode == "incremental":
-            extra["done"] = True
-        await self.connection.send(
-            response_line(
-                self.request.request_id, answer.content(), error=error, usage=usage, extra=extra
-            )
-        )
-
-    async def _prompt(self, project_path: str | None) -> str:
-        parts: list[str] = []
-        images = 0
-        for leaf in self.request.inputs:
-            if isinstance(leaf, TextInput):
-                parts.append(leaf.text)
-            elif isinstance(leaf, Attachment):
-                if leaf.kind == "image":
-                    images += 1
-                    leaf = replace(leaf, filename=image_filename(images, leaf.content_type))
-                path = await self._save(leaf, project_path)
-                parts.append(attachment_note(leaf, str(path)))
-        return "\n\n".join(part for part in parts if part)
-
-    async def _save(self, attachment: Attachment, project_path: str | None) -> Path:
-        if self.request.config.save_files_to == "project":
-            path = _project_folder(self.server.manager, project_path) / attachment.filename
-            if path.exists():
-                raise RequestError("processing_error", f"{path} exists already; not overwriting it")
-        else:
-            if self.folder is None:
-                self.folder = Path(
-                    await asyncio.to_thread(
-                        tempfile.mkdtemp, prefix="arp-remote-", dir=self.config.upload_dir
-                    )
-                )
-            path = self.folder / attachment.filename
-            if path.exists():
-                raise RequestError(
-                    "parse_error", f"two attachments are named {attachment.filename!r}"
-                )
-        try:
-            await asyncio.to_thread(_write_private, path, attachment.data)
-        except OSError as exc:
-            raise RequestError("processing_error", f"could not write {path}: {exc}") from None
-        return path
-
-    async def _stop_agent(self) -> None:
-        if self.session_id is None:
-            return
-        # Shielded: the agent must stop even though this request was cancelled.
-        stop = asyncio.ensure_future(self.server.manager.cancel(self.session_id))
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await asyncio.wait_for(asyncio.shield(stop), self.config.stop_timeout)
-
-    async def _clean_up(self) -> None:
-        folder, self.folder = self.folder, None
-        if folder is not None:
-            await asyncio.to_thread(shutil.rmtree, folder, True)
-
-
-def _project_folder(manager: SessionManager, requested: str | None) -> Path:
-    """The folder the agent will run in, where a ``save_files_to: "project"`` attachment goes:
-    checked by the session manager's own rules before anything is written."""
-    try:
-        return manager.resolve_project(requested)
-    except ArpError as exc:
-        raise RequestError("processing_error", exc.message) from None
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
 
 
 __all__ = [

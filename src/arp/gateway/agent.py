@@ -36,7 +36,7 @@ import platformdirs
 
 from arp.agents.events import Event
 from arp.agents.sessions import Session, SessionConfig, SessionManager, StartRequest
-from arp.config import Timeouts
+from arp.config import AgentBounds
 from arp.errors import ArpError, ConfigError
 from arp.gateway import auth
 from arp.gateway import messages as m
@@ -46,7 +46,6 @@ from arp.net.backoff import Backoff
 log = logging.getLogger(__name__)
 
 CLOSE_FATAL = frozenset({401, 403})
-MAX_IMMEDIATE = 1024
 
 
 class TaskSessions(Protocol):
@@ -61,27 +60,15 @@ class TaskSessions(Protocol):
     async def cancel(self, session_id: str) -> Session: ...
 
 
-@dataclass(frozen=True, slots=True)
-class AgentOptions:
-    """Where the gateway is, who we are, and the agent's own deadlines and bounds."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentOptions(AgentBounds):
+    """Where the gateway is and who we are; the agent's own deadlines and bounds are
+    `arp.config.AgentBounds` (inherited)."""
 
     gateway: str
     agent_id: str
     token: str
     state_dir: Path
-    heartbeat_interval: float = 15.0
-    ack_timeout: float = 10.0
-    """Resend a log/status/result not acked within this (the gateway may have lost Redis)."""
-    max_unacked: int = 10_000
-    """Messages waiting for an ack; a task's output pauses while this many wait."""
-    max_message_size: int = 1024 * 1024
-    """Keep equal to the gateway's `agent.max_message_size`: every message sent is cut to fit it
-    (encoded bytes), and a larger one received is acked and dropped."""
-    connect_timeout: float = Timeouts().connect
-    backoff_initial: float = Timeouts().backoff_initial
-    backoff_max: float = Timeouts().backoff_max
-    max_log_data: int = 256 * 1024
-    """A longer event line is cut to this many characters in `data`."""
 
     @property
     def url(self) -> str:
@@ -109,7 +96,8 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         type=float,
         default=None,
-        help="seconds between heartbeats (default 15; keep it under the gateway's timeout)",
+        help=f"seconds between heartbeats (default {AgentBounds().heartbeat_interval:g}; keep it "
+        "under the gateway's timeout)",
     )
 
 
@@ -204,7 +192,7 @@ class AgentLoop(Service):
         self.clock = clock
         self.outbox = m.Outbox(options.max_unacked, options.ack_timeout)
         self.state = TaskState(options.state_dir / "tasks")
-        self.seen = m.DedupWindow(4096)
+        self.seen = m.DedupWindow(options.dedup_window)
         self.tasks: dict[str, str | None] = {}
         """task id → session id (None: the task failed to start), until its result is acked."""
         self.connected = asyncio.Event()
@@ -345,7 +333,7 @@ class AgentLoop(Service):
 
     def _send_now(self, message: dict[str, Any]) -> None:
         """Send once, not kept (acks: a lost one makes the gateway resend, acked again then)."""
-        if len(self._immediate) >= MAX_IMMEDIATE:
+        if len(self._immediate) >= self.options.max_immediate:
             del self._immediate[0]
         self._immediate.append(message)
         self._wake.set()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arp.config import GatewayBounds
 from arp.errors import ConfigError
 
 DEFAULT_GATEWAY_PORT = 8080
@@ -137,31 +138,6 @@ class RedisConfig:
 class LoggingConfig:
     level: str = "info"
     file: str = "logs/agent-server.log"
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayBounds:
-    """The gateway's remaining bounds and deadlines: fixed, not configuration keys, but kept in
-    one place (arp.config's Timeouts/Limits describe the relay and have none of these)."""
-
-    max_body: int = 1024 * 1024
-    """The largest control-plane request body (beyond: 413)."""
-    max_agents: int = 10_000
-    """Registered agents (beyond: registration answers 429); also the most one listing shows."""
-    inbound_queue: int = 4096
-    """Received log/status/result messages of one agent waiting for their Redis write."""
-    max_write_batch: int = 512
-    """Messages written to Redis in one script call."""
-    max_concurrent_writes: int = 4
-    """Stream writes in flight at once (the rest wait, outside the Redis deadline)."""
-    max_redis_connections: int = 32
-    redis_retry_pause: float = 0.1
-    """First pause before a failed stream write is retried (doubling up to the next)."""
-    redis_retry_max: float = 2.0
-    shutdown_grace: float = 5.0
-    """Closing waits this long for open requests and WebSockets before cancelling them."""
-    max_tasks_per_poll: int = 1000
-    max_poll_response: int = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

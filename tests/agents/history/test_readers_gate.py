@@ -9,7 +9,7 @@ from pathlib import Path
 from tests.conftest import units
 
 from arp.agents.history import HistoryReaders
-from arp.agents.history.model import HistoryLimits
+from arp.config import HistoryLimits
 
 
 async def test_run_bounds_concurrent_calls_across_callers(tmp_path: Path) -> None:

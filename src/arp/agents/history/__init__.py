@@ -48,7 +48,6 @@ from arp.agents.history.model import (
     AGENTS,
     KINDS,
     DeletedSession,
-    HistoryLimits,
     HistoryMessage,
     HistoryNotFound,
     HistoryRequestError,
@@ -58,6 +57,7 @@ from arp.agents.history.model import (
     SessionSummary,
 )
 from arp.agents.history.readers import HistoryReaders, SessionFile
+from arp.config import HistoryLimits
 
 __all__ = [
     "AGENTS",

@@ -35,34 +35,6 @@ class HistoryRequestError(ArpError):
     status = 400
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryLimits:
-    """Bounds of history browsing (kept here: config.Limits has no history part)."""
-
-    default_sessions: int = 50
-    max_sessions: int = 1000
-    default_messages: int = 200
-    max_messages: int = 2000
-    recent_sessions: int = 5
-    """Sessions shown inline under each project in the project listing."""
-    max_line: int = 64 * 1024 * 1024
-    """A JSONL line longer than this is skipped, not buffered."""
-    read_chunk: int = 1024 * 1024
-    head_bytes: int = 1024 * 1024
-    """How much of a file's start may be parsed for its cwd and first prompt."""
-    tail_bytes: int = 64 * 1024
-    """How much of a file's end is parsed for its last activity."""
-    title_chars: int = 200
-    transcript_cache_bytes: int = 512 * 1024 * 1024
-    """Sum of the file sizes whose parsed messages are kept in memory (least recent dropped)."""
-    max_transcript_bytes: int = 2 * 1024 * 1024 * 1024
-    """A session file bigger than this is refused (413) rather than parsed."""
-    parse_budget: float = 0.1
-    """Seconds a page request goes on parsing a long session past the lines it needs."""
-    max_concurrency: int = 4
-    """History requests running in worker threads at once (the HTTP layer's bound)."""
-
-
 def check_agent(agent: str) -> str:
     if agent not in AGENTS:
         raise HistoryNotFound(f"unknown agent {agent!r}: use one of {', '.join(AGENTS)}")

@@ -23,7 +23,6 @@ from arp.agents.history.files import Stamp, entry_stamp, is_dir, is_file, list_d
 from arp.agents.history.model import (
     AGENTS,
     DeletedSession,
-    HistoryLimits,
     HistoryMessage,
     HistoryNotFound,
     MessagePage,
@@ -38,6 +37,7 @@ from arp.agents.history.model import (
 )
 from arp.agents.history.scan import Scanner, ScanState
 from arp.agents.history.transcripts import TranscriptCache, TranscriptParser
+from arp.config import HistoryLimits
 
 _T = TypeVar("_T")
 

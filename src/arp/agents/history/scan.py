@@ -24,7 +24,8 @@ from arp.agents.history.files import (
     same_prefix,
     signature,
 )
-from arp.agents.history.model import HistoryLimits, parse_time
+from arp.agents.history.model import parse_time
+from arp.config import HistoryLimits
 
 
 @dataclass(slots=True)

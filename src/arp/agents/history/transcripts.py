@@ -25,7 +25,8 @@ from arp.agents.history.files import (
     signature,
     stamp_of,
 )
-from arp.agents.history.model import HistoryLimits, HistoryMessage, HistoryNotFound
+from arp.agents.history.model import HistoryMessage, HistoryNotFound
+from arp.config import HistoryLimits
 from arp.errors import ArpError
 
 _CLOCK_EVERY = 32

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Final
 
 from arp import argtypes
-from arp.command.mcp.limits import McpLimits
+from arp.config import McpLimits
 
 if TYPE_CHECKING:
     from arp.command.mcp.service import McpService

@@ -27,9 +27,9 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from arp.command.mcp.limits import McpLimits
 from arp.command.middleware import cross_site_origin
 from arp.command.web import STREAMS_KEY, error_response
+from arp.config import McpLimits
 
 log = logging.getLogger(__name__)
 

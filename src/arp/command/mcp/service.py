@@ -33,9 +33,9 @@ from starlette.applications import Starlette
 
 from arp.agents.history import HistoryReaders
 from arp.agents.sessions import SessionManager
-from arp.command.mcp.limits import McpLimits
 from arp.command.mcp.route import MCP_PATH, McpGate, Upstream
 from arp.command.mcp.tools import build_mcp_server
+from arp.config import McpLimits
 from arp.errors import ConfigError
 from arp.lifecycle import Service
 

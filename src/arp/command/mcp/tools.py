@@ -27,7 +27,7 @@ from arp.agents.executors import AGENTS, AgentName
 from arp.agents.history import HistoryReaders
 from arp.agents.session_types import StartRequest
 from arp.agents.sessions import SessionManager
-from arp.command.mcp.limits import McpLimits
+from arp.config import McpLimits
 from arp.errors import ArpError
 
 _T = TypeVar("_T")
