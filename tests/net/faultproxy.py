@@ -47,6 +47,11 @@ class Faults:
     """Seconds each piece waits before it is passed on."""
     split: int | None = None
     """The largest piece passed on at once (None: as read)."""
+    direction: Direction | None = None
+    """The one direction `delay` and `split` apply to (None: both)."""
+
+
+_NO_FAULTS = Faults()
 
 
 class ProxiedConnection:
@@ -85,8 +90,8 @@ class ProxiedConnection:
 
     # -- faults -----------------------------------------------------------------------------
 
-    def set_faults(self, **changes: float | int | None) -> None:
-        """Change `delay` / `split` for this connection from now on."""
+    def set_faults(self, **changes: float | int | Direction | None) -> None:
+        """Change `delay` / `split` / `direction` for this connection from now on."""
         self.faults = replace(self.faults, **changes)  # type: ignore[arg-type]
 
     def blackhole(self) -> None:
@@ -139,6 +144,8 @@ class ProxiedConnection:
                 while data:
                     await flowing.wait()  # a black hole holds what was read, then drops it
                     faults = self.faults
+                    if faults.direction not in (None, direction):
+                        faults = _NO_FAULTS
                     size = faults.split or len(data)
                     piece, data = data[:size], data[size:]
                     if faults.delay:
