@@ -31,6 +31,7 @@ from aiohttp import WSMsgType, web
 from arp.agents.errors import BadRequest
 from arp.agents.sessions import Session, SessionManager, StartRequest
 from arp.command.app import STREAMS_KEY, context, json_response
+from arp.protocol.json_depth import check_json_depth
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,9 @@ async def _json_body(request: web.Request) -> Any:
             status=415,
         )
     try:
-        return await request.json()
+        text = await request.text()
+        check_json_depth(text)  # deep nesting would raise RecursionError, not ValueError
+        return json.loads(text)
     except ValueError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
 
