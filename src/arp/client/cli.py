@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from arp import __version__, logs
 from arp.agents.sessions import SessionManager
 from arp.argtypes import port, positive_float
-from arp.client.control import Client, ClientConfig, Target
+from arp.client.control import Client, ClientConfig, Target, TlsSetupError
 from arp.client.identity import load_or_create_client_id
 from arp.command.app import CommandConfig, add_command_arguments
 from arp.command.mcp import add_mcp_arguments, mcp_service
@@ -256,11 +256,13 @@ async def serve(args: argparse.Namespace) -> int:
         else:
             await stopped.wait()
     if client is not None and client.fatal_error is not None:
-        print(
-            f"❌ the relay refused this client: {client.fatal_error.message}",
-            file=sys.stderr,
-            flush=True,
+        error = client.fatal_error
+        what = (
+            "cannot connect to the relay"
+            if isinstance(error, TlsSetupError)
+            else "the relay refused this client"
         )
+        print(f"❌ {what}: {error.message}", file=sys.stderr, flush=True)
         return EXIT_REFUSED
     return 0
 
