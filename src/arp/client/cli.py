@@ -221,7 +221,8 @@ async def serve(args: argparse.Namespace) -> int:
             if mcp is not None:
                 service = await stack.enter_async_context(mcp)
                 print(
-                    f"🧩 MCP: {service.url} (through the relay: /mcp?token=<client_id>)", flush=True
+                    f"🧩 MCP: {service.url}?token=<client_id> (through the relay: the same path)",
+                    flush=True,
                 )
             remote = remote_service(args, command)
             if remote is not None:

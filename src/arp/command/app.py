@@ -22,7 +22,7 @@ import asyncio
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -222,15 +222,25 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 def _carries_token(request: web.Request, expected: str) -> bool:
     """Whether the request carries the client's token in a form the relay routes by."""
-    exact = (
-        request.query.get("token", ""),
-        request.headers.get("X-ARP-Token", ""),
-        request.cookies.get("arp_token", ""),
+    return token_matches(
+        (
+            request.query.get("token", ""),
+            request.headers.get("X-ARP-Token", ""),
+            request.cookies.get("arp_token", ""),
+        ),
+        request.host,
+        expected,
     )
-    if any(token and hmac.compare_digest(token.encode(), expected.encode()) for token in exact):
+
+
+def token_matches(carried: Iterable[str], host: str, expected: str) -> bool:
+    """Whether one of the tokens `carried` (``?token=``, ``X-ARP-Token``, the ``arp_token``
+    cookie) or the first label of `host` is `expected`: the one check of command mode's token,
+    whatever HTTP stack the request came through (the MCP port's is Starlette)."""
+    if any(token and hmac.compare_digest(token.encode(), expected.encode()) for token in carried):
         return True
     # Subdomain routing (<client_id>.<domain>): host names are case-insensitive.
-    label, dot, _ = request.host.partition(".")
+    label, dot, _ = host.partition(".")
     return bool(dot) and hmac.compare_digest(label.lower().encode(), expected.lower().encode())
 
 
