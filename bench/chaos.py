@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import os
 import random
-import socket
 import struct
 import subprocess
 import sys
@@ -41,6 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fuzz import scratch_env, wait_port
+from relay_bench import free_port
 
 PY = sys.executable
 OP_TIMEOUT = 10.0
@@ -90,12 +92,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Child:
@@ -289,16 +285,6 @@ async def run(
     return tally
 
 
-def wait_port(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60, help="how long traffic runs")
@@ -317,13 +303,7 @@ def main() -> int:
     args.victims = [v for v in args.victims.split(",") if v]
 
     tmp = Path(tempfile.mkdtemp(prefix="arp-chaos-"))
-    env = {
-        **os.environ,
-        "HOME": str(tmp / "home"),
-        "XDG_DATA_HOME": str(tmp / "data"),
-        "XDG_CONFIG_HOME": str(tmp / "config"),
-        "XDG_STATE_HOME": str(tmp / "state"),
-    }
+    env = scratch_env(tmp)
     (tmp / "service.py").write_text(SERVICE)
     control, proxy, public, raw_public = free_port(), free_port(), free_port(), free_port()
     http_port, raw_port = free_port(), free_port()

@@ -239,6 +239,17 @@ def spawn(
         stop(proc)
 
 
+def scratch_env(folder: Path) -> dict[str, str]:
+    """The environment for children whose ids, configs and logs belong in `folder`."""
+    return {
+        **os.environ,
+        "HOME": str(folder / "home"),
+        "XDG_DATA_HOME": str(folder / "data"),
+        "XDG_CONFIG_HOME": str(folder / "config"),
+        "XDG_STATE_HOME": str(folder / "state"),
+    }
+
+
 def wait_port(port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -395,13 +406,7 @@ def main() -> int:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="arp-fuzz-"))
-    env = {
-        **os.environ,
-        "HOME": str(tmp / "home"),
-        "XDG_DATA_HOME": str(tmp / "data"),
-        "XDG_CONFIG_HOME": str(tmp / "config"),
-        "XDG_STATE_HOME": str(tmp / "state"),
-    }
+    env = scratch_env(tmp)
     (tmp / "target.py").write_text(TARGET)
     ports = {"control": free_port(), "proxy": free_port(), "public": free_port()}
     target_port = free_port()

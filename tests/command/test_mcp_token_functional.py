@@ -14,20 +14,10 @@ from arp.command.mcp import McpLimits, mcp_service
 from arp.command.mcp.service import McpService
 from arp.command.server import CommandServer
 from tests.command.sessions_support import fake_config
+from tests.command.test_mcp_functional import ACCEPT, INITIALIZE
 from tests.conftest import units
 
 TOKEN = "mcp-token-tester"
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "1"},
-    },
-}
-ACCEPT = {"Accept": "application/json, text/event-stream"}
 
 
 @pytest.fixture
