@@ -93,7 +93,7 @@ async def test_split_and_delay_pass_bytes_in_small_late_pieces(
     proxy: FaultProxy, target: Target
 ) -> None:
     target.echo = False
-    proxy.faults = Faults(delay=0.02, split=1)
+    proxy.faults = Faults(delay=units(0.02), split=1)
     _reader, writer = await connect(proxy)
     started = time.monotonic()
     writer.write(b"abcdefghij")
@@ -101,7 +101,7 @@ async def test_split_and_delay_pass_bytes_in_small_late_pieces(
     async with asyncio.timeout(units(3)):
         while b"".join(target.chunks) != b"abcdefghij":
             await asyncio.sleep(0.01)
-    assert time.monotonic() - started >= 10 * 0.02
+    assert time.monotonic() - started >= 10 * units(0.02)
     assert connection.forwarded[Direction.UP] == 10
     assert len(target.chunks) >= 5  # pieces, not one write
     writer.close()
