@@ -75,6 +75,9 @@ class Limits:
 
     max_frame: int = 64 * 1024
     """The largest control frame either side accepts (checked before buffering it)."""
+    max_json_depth: int = 64
+    """How deeply arrays and objects may nest in JSON from a peer (a control frame, a command
+    mode request body); beyond, the JSON is refused as bad before it is decoded."""
     max_head: int = 32 * 1024
     """The largest HTTP request head on the public port (beyond: 431)."""
     max_pool_size: int = 64

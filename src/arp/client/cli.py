@@ -16,7 +16,7 @@ from typing import TypeVar
 from arp import __version__, logs
 from arp.agents.sessions import SessionManager
 from arp.argtypes import check_file, env_default, port, positive_float
-from arp.client.control import Client, ClientConfig, Target
+from arp.client.control import Client, ClientConfig, Target, TlsSetupError
 from arp.client.identity import load_or_create_client_id
 from arp.command.config import CommandConfig, add_command_arguments
 from arp.command.mcp import add_mcp_arguments, mcp_service
@@ -260,7 +260,8 @@ async def serve(args: argparse.Namespace) -> int:
             if mcp is not None:
                 service = await _listen(stack, mcp, f"--mcp-port {args.mcp_port}")
                 print(
-                    f"🧩 MCP: {service.url} (through the relay: /mcp?token=<client_id>)", flush=True
+                    f"🧩 MCP: {service.url}?token=<client_id> (through the relay: the same path)",
+                    flush=True,
                 )
             remote = remote_service(args, command)
             if remote is not None:
@@ -295,11 +296,13 @@ async def serve(args: argparse.Namespace) -> int:
         else:
             await stopped.wait()
     if client is not None and client.fatal_error is not None:
-        print(
-            f"❌ the relay refused this client: {client.fatal_error.message}",
-            file=sys.stderr,
-            flush=True,
+        error = client.fatal_error
+        what = (
+            "cannot connect to the relay"
+            if isinstance(error, TlsSetupError)
+            else "the relay refused this client"
         )
+        print(f"❌ {what}: {error.message}", file=sys.stderr, flush=True)
         return EXIT_REFUSED
     return 0
 

@@ -117,6 +117,61 @@ class ClientConfig:
     limits: Limits = field(default_factory=Limits)
 
 
+# OpenSSL's verify codes (X509_V_ERR_*) that a person mends in one known way.
+_NAME_MISMATCH = frozenset({62, 64})  # host name, IP address
+_UNTRUSTED = frozenset({18, 19, 20, 21})  # self-signed, unknown issuer
+_NOT_NOW = frozenset({9, 10})  # not yet valid, expired
+# What a TLS client reads when the server answers in plain bytes (an arps without --tls-cert
+# answers a ClientHello with an Error frame).
+_NOT_TLS = frozenset(
+    {"WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG",
+     "HTTP_REQUEST", "HTTPS_PROXY_REQUEST"}
+)  # fmt: skip
+
+
+class TlsSetupError(RegistrationError):
+    """TLS to the relay cannot work as configured (certificate, name, or no TLS there):
+    retrying cannot mend it, so the client stops and says what to fix."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
+def tls_setup_problem(exc: ssl.SSLError, config: ClientConfig) -> str | None:
+    """What to fix, when `exc` is a TLS failure that only a change of configuration mends;
+    None for one that may pass (a link cut mid-handshake)."""
+    where = f"{config.server_addr}:{config.control_port}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code, why = exc.verify_code, exc.verify_message
+        if code in _NAME_MISMATCH:
+            name = config.tls_server_name or config.server_addr
+            return (
+                f"the relay's certificate at {where} does not name {name!r} ({why}): "
+                "connect with --server-addr set to a name in the certificate, or give that "
+                "name with --tls-server-name"
+            )
+        if code in _UNTRUSTED:
+            return (
+                f"the relay's certificate at {where} is not trusted ({why}): give arpc the CA "
+                "that signed it with --tls-ca FILE.pem"
+            )
+        if code in _NOT_NOW:
+            return (
+                f"the relay's certificate at {where} is not valid now ({why}): renew the "
+                "certificate arps serves (--tls-cert), or check this machine's clock"
+            )
+        return (
+            f"the relay's certificate at {where} was refused ({why}): fix the certificate "
+            "arps serves (--tls-cert) or the CA given to arpc (--tls-ca)"
+        )
+    if getattr(exc, "reason", None) in _NOT_TLS:
+        return (
+            f"the relay at {where} does not speak TLS ({exc.reason}): drop --tls and --tls-ca "
+            "if arps runs without --tls-cert, or start arps with --tls-cert and --tls-key"
+        )
+    return None
+
+
 class Client(Service):
     """One arpc instance's relay connection; an async context manager.
 
@@ -173,7 +228,15 @@ class Client(Service):
                     self._set_closed()
                     return
                 reason = f"the relay refused for now: {exc.message}"
-            except (OSError, TimeoutError, RemoteProtocolError, ssl.SSLError, EOFError) as exc:
+            except ssl.SSLError as exc:
+                problem = tls_setup_problem(exc, self.config)
+                if problem is not None:
+                    log.error("cannot connect to the relay: %s", problem)
+                    self.fatal_error = TlsSetupError(problem)
+                    self._set_closed()
+                    return
+                reason = str(exc) or type(exc).__name__
+            except (OSError, TimeoutError, RemoteProtocolError, EOFError) as exc:
                 reason = str(exc) or type(exc).__name__
             delay = backoff.next_delay()
             line = self._outage.failed(asyncio.get_running_loop().time(), reason, delay)
@@ -336,10 +399,12 @@ class Client(Service):
             log.warning("cannot reach local service %s: %s", target, exc)
             answer = b""
             if start.tcp_port is None:
+                # Where the service lives is this machine's business: the log above names
+                # it for its owner; the public answer does not.
                 answer = error_response(
                     502,
-                    f"cannot reach the local service {target}: {exc}",
-                    origin=f"arpc {cfg.client_id}",
+                    "cannot reach the local service behind this client (arpc's log says why)",
+                    origin="arpc",
                 )
             return await self._refuse(tunnel, initial, answer)
         return await pump(local, tunnel, cfg.limits, initial=initial)

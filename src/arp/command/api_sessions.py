@@ -36,6 +36,7 @@ from arp.agents.sessions import SessionManager
 from arp.command import openapi
 from arp.command.web import STREAMS_KEY, context, json_response
 from arp.config import API_BOUNDS, SESSION_BOUNDS
+from arp.protocol.json_depth import check_json_depth
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,9 @@ async def _json_body(request: web.Request) -> Any:
             status=415,
         )
     try:
-        return await request.json()
+        text = await request.text()
+        check_json_depth(text)  # deep nesting would raise RecursionError, not ValueError
+        return json.loads(text)
     except ValueError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
 

@@ -11,7 +11,7 @@ this API never grants).
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -21,18 +21,25 @@ from arp.command.web import context, error_response
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def token_matches(carried: Iterable[str], host: str, expected: str) -> bool:
+    """Whether one of the tokens `carried` (``?token=``, ``X-ARP-Token``, the ``arp_token``
+    cookie) or the first label of `host` is `expected`: the one check of command mode's token,
+    whatever HTTP stack the request came through (the MCP port's is Starlette)."""
+    if any(token and hmac.compare_digest(token.encode(), expected.encode()) for token in carried):
+        return True
+    # Subdomain routing (<client_id>.<domain>): host names are case-insensitive.
+    label, dot, _ = host.partition(".")
+    return bool(dot) and hmac.compare_digest(label.lower().encode(), expected.lower().encode())
+
+
 def _carries_token(request: web.Request, expected: str) -> bool:
     """Whether the request carries the client's token in a form the relay routes by."""
-    exact = (
+    carried = (
         request.query.get("token", ""),
         request.headers.get("X-ARP-Token", ""),
         request.cookies.get("arp_token", ""),
     )
-    if any(token and hmac.compare_digest(token.encode(), expected.encode()) for token in exact):
-        return True
-    # Subdomain routing (<client_id>.<domain>): host names are case-insensitive.
-    label, dot, _ = request.host.partition(".")
-    return bool(dot) and hmac.compare_digest(label.lower().encode(), expected.lower().encode())
+    return token_matches(carried, request.host, expected)
 
 
 @web.middleware

@@ -6,7 +6,9 @@ Rules:
   A bare string ``"Heartbeat"`` is read as that type with its fields' defaults (serde's unit form).
 - The length is checked against the maximum before any of the body is buffered.
 - Unknown fields are ignored; a missing required field, a field of the wrong type, an unknown type,
-  bad JSON, bad UTF-8 or an oversize frame is a `RemoteProtocolError` naming what was wrong.
+  bad JSON, bad UTF-8, an oversize frame or JSON nested past `Limits.max_json_depth` (checked
+  before decoding, so no decoder recursion blows up) is a `RemoteProtocolError` naming what
+  was wrong.
 
 Conversation:
 - control link (arpc → arps control port): ``Register`` → ``RegisterResult``; then the relay sends
@@ -32,6 +34,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, Union
 
 from arp.errors import LocalProtocolError, RemoteProtocolError
+from arp.protocol.json_depth import JsonTooDeep, check_json_depth
 
 HEADER = struct.Struct(">I")
 TUNNEL_PROTOCOL = 2
@@ -238,11 +241,14 @@ def encode(message: Message, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
 def decode_body(body: bytes) -> Message:
     """The message in one frame's body."""
     try:
+        check_json_depth(body)
         obj = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise RemoteProtocolError(f"control frame is not valid UTF-8: {exc.reason}") from None
     except json.JSONDecodeError as exc:
         raise RemoteProtocolError(f"control frame is not valid JSON: {exc.msg}") from None
+    except JsonTooDeep as exc:
+        raise RemoteProtocolError(f"control frame is not valid JSON: {exc}") from None
     return message_from_json(obj)
 
 

@@ -2,7 +2,8 @@
 
 ``arpc --command-mode --enable-mcp --mcp-port 9021`` serves an MCP server (the official SDK,
 Streamable HTTP) on ``http://127.0.0.1:9021/mcp``, and the same server through the relay at
-``/mcp`` of the command app with the client's token (``http://relay:17003/mcp?token=<id>``).
+``/mcp`` of the command app (``http://relay:17003/mcp?token=<id>``). Both need the client's
+token, as the command API does (``?token=``, an ``X-ARP-Token`` header or the cookie).
 Its tools and resources are thin adapters over the command server's `SessionManager` and
 `HistoryReaders` (docs/mcp.md lists them). arpc wires it in two lines::
 
@@ -87,6 +88,7 @@ async def _serve_over(
         port=port,
         limits=limits,
         gate=gate,
+        token=server.config.token,
     )
     async with service:
         yield service

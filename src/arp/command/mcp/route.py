@@ -67,6 +67,8 @@ class Upstream:
     url: str
     http: aiohttp.ClientSession
     limits: McpLimits
+    token: str | None = None
+    """The token the MCP server requires (the app checked the caller's before forwarding)."""
 
 
 class McpGate:
@@ -109,6 +111,8 @@ async def forward_mcp(request: web.Request) -> web.StreamResponse:
         for name, value in request.headers.items()
         if name.lower() not in _NOT_FORWARDED
     )
+    if upstream.token is not None:
+        headers["X-ARP-Token"] = upstream.token
     query = [(name, value) for name, value in request.query.items() if name not in _RELAY_QUERY]
     task = asyncio.current_task()
     owners = (request.app[STREAMS_KEY], request.app[MCP_GATE_KEY].forwarding)

@@ -30,13 +30,17 @@ import aiohttp
 import uvicorn
 from mcp.server.mcpserver import MCPServer
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from arp.agents.history import HistoryReaders
 from arp.agents.sessions import SessionManager
 from arp.command.mcp.route import MCP_PATH, McpGate, Upstream
 from arp.command.mcp.tools import build_mcp_server
+from arp.command.middleware import token_matches
 from arp.config import McpLimits
-from arp.errors import ConfigError
+from arp.errors import ConfigError, error_body
 from arp.lifecycle import Service
 
 log = logging.getLogger(__name__)
@@ -60,6 +64,34 @@ class _EmbeddedUvicorn(uvicorn.Server):
         self.listening.set()
 
 
+class _TokenGate:
+    """ASGI middleware: the loopback port answers only requests that carry the command API's
+    token, as the API itself does (any local process could otherwise run agents through it).
+    ``/mcp`` through the command app forwards with the token added, having checked it."""
+
+    def __init__(self, app: ASGIApp, expected: str) -> None:
+        self.app = app
+        self.expected = expected
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            request = Request(scope)
+            carried = (
+                request.query_params.get("token", ""),
+                request.headers.get("x-arp-token", ""),
+                request.cookies.get("arp_token", ""),
+            )
+            if not token_matches(carried, request.headers.get("host", ""), self.expected):
+                message = (
+                    "this MCP server needs the client's token: add ?token=<client_id> to its "
+                    "URL or send an X-ARP-Token header"
+                )
+                response = JSONResponse(error_body(401, message), status_code=401)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class McpService(Service):
     """Serves MCP over `manager` and `history` on ``host:port``; see the module docstring."""
 
@@ -72,8 +104,11 @@ class McpService(Service):
         port: int = 0,
         limits: McpLimits | None = None,
         gate: McpGate | None = None,
+        token: str | None = None,
     ) -> None:
         self.manager = manager
+        self.token = token
+        """The command API's token, required on the loopback port too (None: none needed)."""
         self.history = history
         self.host = host
         self.limits = limits or McpLimits()
@@ -109,6 +144,8 @@ class McpService(Service):
             session_idle_timeout=self.limits.session_idle_timeout,
             max_sessions=self.limits.max_mcp_sessions,
         )
+        if self.token is not None:
+            app.add_middleware(_TokenGate, expected=self.token)
         sock = self._bind()
         self._port = int(sock.getsockname()[1])
         self._owner = asyncio.ensure_future(self._serve(self.mcp, app, sock))
@@ -134,7 +171,7 @@ class McpService(Service):
             auto_decompress=False,
         )
         if self.gate is not None:
-            self.gate.attach(Upstream(self.url, self._http, self.limits))
+            self.gate.attach(Upstream(self.url, self._http, self.limits, self.token))
         log.info("MCP server on %s", self.url)
 
     def _bind(self) -> socket.socket:
