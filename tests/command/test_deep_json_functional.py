@@ -24,4 +24,4 @@ async def test_a_2000_deep_body_is_a_json_400(tmp_path: Path) -> None:
                 assert response.status == 400, await response.text()
                 assert response.content_type == "application/json"
                 error = (await response.json())["error"]
-                assert "nested deeper than" in error
+                assert error["status"] == 400 and "nested deeper than" in error["message"]
