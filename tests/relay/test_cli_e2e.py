@@ -411,7 +411,7 @@ async def test_arps_runs_the_gateway_when_asked(procs: list[Proc], tmp_path: Pat
         relay = await start_relay(
             procs,
             ports,
-            "--gateway",
+            "--with-gateway",
             "--gateway-host",
             "127.0.0.1",
             "--gateway-port",
@@ -452,7 +452,7 @@ async def test_arpc_as_a_gateway_agent_runs_a_task_into_the_streams(
         relay = await start_relay(
             procs,
             three_ports(),
-            "--gateway",
+            "--with-gateway",
             "--gateway-host",
             "127.0.0.1",
             "--gateway-port",
@@ -471,7 +471,7 @@ async def test_arpc_as_a_gateway_agent_runs_a_task_into_the_streams(
             fakes = install_fakes(tmp_path / "bin")
             agent = await Proc.start(
                 "arp.client",
-                "--gateway", f"ws://127.0.0.1:{port}",
+                "--gateway-url", f"ws://127.0.0.1:{port}",
                 "--agent-id", "a1",
                 "--agent-token-file", str(token_file),
                 "--agent-state-dir", str(tmp_path / "state"),

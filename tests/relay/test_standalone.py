@@ -1,4 +1,4 @@
-"""A plain relay stands alone: `arps` without --gateway imports neither aiohttp nor PyYAML."""
+"""A plain relay stands alone: `arps` without --with-gateway imports neither aiohttp nor PyYAML."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent(
             ["--bind", "127.0.0.1", "--control-port", "0", "--proxy-port", "0",
              "--public-port", "0"]
         )
-        assert not (args.gateway or args.gateway_config)
+        assert not (args.with_gateway or args.gateway_config)
         relay = Relay(cli.config_from_args(args))
         await relay.start()
         await relay.close()
@@ -56,4 +56,4 @@ def test_arps_help_imports_neither() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=units(30)
     )
     assert result.stderr.strip().endswith("False"), result.stderr
-    assert "--gateway" in result.stdout
+    assert "--with-gateway" in result.stdout

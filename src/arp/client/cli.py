@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from arp import __version__, logs
 from arp.agents.sessions import SessionManager
-from arp.argtypes import check_file, port, positive_float
+from arp.argtypes import check_file, log_deprecations, port, positive_float
 from arp.client.control import Client, ClientConfig, Target
 from arp.client.identity import load_or_create_client_id
 from arp.command.config import CommandConfig, add_command_arguments
@@ -309,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         logs.setup(args.log_level, file_app="arpc")
+        log_deprecations(args, log)
         # Checked before anything starts, so a wrong path is an argument error like any other.
         tls_context(args)
     except ValueError as exc:

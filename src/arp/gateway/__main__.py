@@ -1,7 +1,7 @@
 """Run the gateway, or an agent of it, on its own.
 
     python -m arp.gateway --config configs/config.yaml           # the gateway
-    python -m arp.gateway agent --gateway ws://127.0.0.1:8080 \\
+    python -m arp.gateway agent --gateway-url ws://127.0.0.1:8080 \\
         --agent-id ID --agent-token-file FILE [--binary claude=/path/to/claude]
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from arp import logs
 from arp.agents.sessions import SessionConfig
+from arp.argtypes import log_deprecations
 from arp.errors import ConfigError
 from arp.gateway.agent import add_agent_arguments, agent_options_from_args, run_agent
 from arp.gateway.config import add_gateway_arguments, load_gateway_config
@@ -107,6 +108,7 @@ def agent_main(argv: list[str]) -> int:
     try:
         options = agent_options_from_args(args)
         logs.setup(args.log_level)
+        log_deprecations(args, logging.getLogger("arp.gateway"))
         binaries: dict[str, str | None] = {}
         for item in args.binary:
             name, sep, path = item.partition("=")

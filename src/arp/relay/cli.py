@@ -11,7 +11,14 @@ import sys
 from collections.abc import Sequence
 
 from arp import __version__, logs
-from arp.argtypes import check_file, port, port_range, positive_float
+from arp.argtypes import (
+    DeprecatedAlias,
+    check_file,
+    log_deprecations,
+    port,
+    port_range,
+    positive_float,
+)
 from arp.config import (
     DEFAULT_CONTROL_PORT,
     DEFAULT_POOL_SIZE,
@@ -118,10 +125,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", help="debug, info, warning or error (env ARP_LOG; default info)"
     )
     parser.add_argument(
-        "--gateway",
+        "--with-gateway",
+        dest="with_gateway",
         action="store_true",
         help="also run the agent gateway on its own HTTP port (docs/gateway.md); "
-        "implied by --config",
+        "implied by --config (default: off)",
+    )
+    parser.add_argument(
+        "--gateway",
+        dest="with_gateway",
+        action=DeprecatedAlias,
+        nargs=0,
+        const=True,
+        new="--with-gateway",
     )
     add_gateway_arguments(parser)
     return parser
@@ -216,9 +232,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         gateway_config = None
-        if args.gateway or args.gateway_config:
+        if args.with_gateway or args.gateway_config:
             gateway_config = load_gateway_config(args)
         logs.setup(args.log_level)
+        log_deprecations(args, log)
     except (ValueError, argparse.ArgumentTypeError, ArpError) as exc:
         parser.error(str(exc))
     return run(serve(config, gateway_config))
