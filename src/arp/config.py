@@ -118,3 +118,17 @@ def env_int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ValueError(f"environment variable {name}={raw!r} is not a whole number") from None
+
+
+@dataclass(frozen=True, slots=True)
+class AdminBounds:
+    """The relay's admin port (`arps --admin-port`): dashboard, JSON and metrics."""
+
+    request: float = 10.0
+    """A request's head must arrive, and its answer be sent, within this."""
+    max_connections: int = 32
+    """Admin connections served at once; more are closed at once (scrapers, a few browsers)."""
+    max_head: int = 8 * 1024
+    """The largest request head the admin port reads."""
+    refresh: float = 3.0
+    """How often the dashboard fetches `/api/clients` again, in seconds."""
