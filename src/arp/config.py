@@ -52,6 +52,8 @@ class Timeouts:
     """The client's first reconnect delay (randomised around it)."""
     backoff_max: float = 5.0
     """The cap of the client's reconnect delay, so a restarted relay is found within seconds."""
+    version_probe: float = 5.0
+    """``<agent cli> --version`` must answer within this (arpc's start, ``GET /api/agents``)."""
 
 
 @dataclass(frozen=True, slots=True)

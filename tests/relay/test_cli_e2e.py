@@ -343,10 +343,14 @@ async def test_command_mode_serves_the_api_and_remote_protocol(
         "--client-id", "agentbox",
         "--data-dir", str(tmp_path / "data"),
         "--command-path", fakes["claude"],
+        "--codex-path", str(tmp_path / "no-codex-here"),
         "--remote", "127.0.0.1:0",
         "--enable-mcp", "--mcp-port", "0",
         env=home,
     )  # fmt: skip
+    # It says what it can run: each CLI's path and version, or how to install it.
+    await client.expect(r"🧰 claude: .*/claude \(2\.1\.197 \(Claude Code\)\)")
+    await client.expect(r"🧰 codex: not found; install it with `npm install -g @openai/codex`")
     await client.expect(r"🧩 MCP: http://127\.0\.0\.1:\d+")
     line = await client.expect(r"API on 127\.0\.0\.1:(\d+), remote protocol on 127\.0\.0\.1:(\d+)")
     api_port, remote_port = int(line.group(1)), int(line.group(2))

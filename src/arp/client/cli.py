@@ -18,6 +18,7 @@ from arp.agents.sessions import SessionManager
 from arp.argtypes import check_file, log_deprecations, port, positive_float
 from arp.client.control import Client, ClientConfig, Target
 from arp.client.identity import load_or_create_client_id
+from arp.command.agents_check import startup_lines
 from arp.command.config import CommandConfig, add_command_arguments
 from arp.command.mcp import add_mcp_arguments, mcp_service
 from arp.command.remote import add_remote_arguments, remote_service
@@ -255,6 +256,8 @@ async def serve(args: argparse.Namespace) -> int:
             await _listen(stack, command, f"--command-port {args.command_port}")
             http_target = Target(command.host, command.port)
             mode = f"command mode, API on {http_target}"
+            for line in await startup_lines(command.manager):
+                print(line, flush=True)
             # Faces over the same sessions; entered after the server, so they close first.
             mcp = mcp_service(args, command)
             if mcp is not None:
