@@ -16,11 +16,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def own_flags(parser: argparse.ArgumentParser) -> list[str]:
-    """The long flags of the parser's main group (not of its named argument groups)."""
+    """The long flags of the parser's main group (not of its named argument groups), less the
+    hidden deprecated spellings (`--help` does not show them either)."""
     main = parser._action_groups[1]  # "options"; the rest are named groups
     return [
         option
         for action in main._group_actions
+        if action.help != argparse.SUPPRESS
         for option in action.option_strings
         if option.startswith("--") and option not in ("--help", "--version")
     ]

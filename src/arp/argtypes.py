@@ -14,6 +14,7 @@ argument's `type`, so a value from the environment is checked exactly as the fla
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from collections.abc import Mapping
 from typing import TypeVar, overload
@@ -97,3 +98,41 @@ def check_file(flag: str, path: str) -> None:
             pass
     except OSError as exc:
         raise ValueError(f"{flag} {path}: cannot read it ({exc.strerror})") from None
+
+
+class DeprecatedAlias(argparse.Action):
+    """A hidden old spelling of a flag: it does what `new` does and leaves a note in
+    `namespace.deprecations`, which the program logs once logging is set up
+    (`log_deprecations`)."""
+
+    def __init__(
+        self,
+        option_strings: list[str],
+        dest: str,
+        *,
+        new: str,
+        nargs: int | str | None = None,
+        const: object = None,
+        **kwargs: object,
+    ) -> None:
+        kwargs["help"] = argparse.SUPPRESS
+        super().__init__(option_strings, dest, nargs=nargs, const=const, **kwargs)  # type: ignore[arg-type]
+        self.new = new
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        notes: list[str] = list(getattr(namespace, "deprecations", None) or [])
+        notes.append(f"{option_string} is deprecated and will go: use {self.new}")
+        namespace.deprecations = notes
+
+
+def log_deprecations(args: argparse.Namespace, log: logging.Logger) -> None:
+    """One warning line per deprecated spelling the command line used."""
+    for note in getattr(args, "deprecations", None) or []:
+        log.warning("%s", note)

@@ -67,6 +67,8 @@ class Timeouts:
     """The client's first reconnect delay (randomised around it)."""
     backoff_max: float = 5.0
     """The cap of the client's reconnect delay, so a restarted relay is found within seconds."""
+    version_probe: float = 5.0
+    """``<agent cli> --version`` must answer within this (arpc's start, ``GET /api/agents``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,4 +345,18 @@ class AgentBounds:
     """The reconnect delay: first and cap (the relay client's)."""
     max_log_data: int = 256 * 1024
     """A longer event line is cut to this many characters in `data`."""
+
+@dataclass(frozen=True, slots=True)
+class AdminBounds:
+    """The relay's admin port (`arps --admin-port`): dashboard, JSON and metrics."""
+
+    request: float = 10.0
+    """A request's head must arrive, and its answer be sent, within this."""
+    max_connections: int = 32
+    """Admin connections served at once; more are closed at once (scrapers, a few browsers)."""
+    max_head: int = 8 * 1024
+    """The largest request head the admin port reads."""
+    refresh: float = 3.0
+    """How often the dashboard fetches `/api/clients` again, in seconds."""
+
 

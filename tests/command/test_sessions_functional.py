@@ -203,13 +203,16 @@ async def test_the_agent_list_is_served_from_the_executors_table(
     async with http.get("/api/agents") as resp:
         assert resp.status == 200
         body = await resp.json()
-    assert body == {
-        "agents": [
-            {"name": "claude", "display_name": "Claude"},
-            {"name": "codex", "display_name": "Codex"},
-            {"name": "gemini", "display_name": "Gemini"},
-        ]
-    }
+    assert [(a["name"], a["display_name"]) for a in body["agents"]] == [
+        ("claude", "Claude"),
+        ("codex", "Codex"),
+        ("gemini", "Gemini"),
+    ]
+    # Each says whether this arpc can run it (here: the fakes), where, and which version.
+    claude = body["agents"][0]
+    assert claude["found"] is True and claude["path"].endswith("/claude")
+    assert claude["version"] == "2.1.197 (Claude Code)"
+    assert claude["install"] == "npm install -g @anthropic-ai/claude-code"
     async with http.get("/api/openapi.json") as resp:
         doc = await resp.json()
     assert "/api/agents" in doc["paths"]
@@ -705,3 +708,22 @@ async def test_stored_sessions_are_private(http: aiohttp.ClientSession, tmp_path
     assert (tmp_path / "data" / "sessions").stat().st_mode & 0o777 == 0o700
     folder = tmp_path / "data" / "sessions" / session["session_id"]
     assert folder.stat().st_mode & 0o777 == 0o700
+
+
+async def test_a_cli_that_is_not_logged_in_says_so_once_with_what_to_do(
+    http: aiohttp.ClientSession,
+) -> None:
+    # Claude Code's own answer: an error result "Not logged in · Please run /login".
+    session = await start(http, executor="claude", prompt="nologin=1")
+    _, final = await run_to_end(http, session["session_id"])
+    assert final["status"] == "failed"
+    error = final["error"]
+    assert error.startswith("Claude is not logged in on this computer")
+    assert "Not logged in · Please run /login" in error and "type /login" in error
+    assert error.count("not logged in") == 1
+    # Gemini CLI's: one stderr line naming the auth settings, exit 41.
+    session = await start(http, executor="gemini", prompt="nologin=1")
+    _, final = await run_to_end(http, session["session_id"])
+    assert final["status"] == "failed" and final["exit_code"] == 41
+    assert final["error"].startswith("Gemini is not logged in on this computer")
+    assert "Please set an Auth method" in final["error"] and "GEMINI_API_KEY" in final["error"]

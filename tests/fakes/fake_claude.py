@@ -10,10 +10,33 @@ import fakecli as f
 
 def main() -> None:
     argv = sys.argv[1:]
+    f.answer_version(argv, "2.1.197 (Claude Code)")
     prompt = f.flag_value(argv, "-p") or ""
     d = f.Directives(prompt)
     f.setup(d)
     sid = f.flag_value(argv, "--resume") or f.new_id()
+    if d.get("nologin"):
+        # Claude Code 2.1 without credentials: a synthetic answer and an error result, exit 0.
+        text = "Not logged in · Please run /login"
+        f.emit({"type": "system", "subtype": "init", "session_id": sid, "cwd": os.getcwd()})
+        f.emit(
+            {
+                "type": "assistant",
+                "message": {"model": "<synthetic>", "content": [{"type": "text", "text": text}]},
+                "session_id": sid,
+                "error": "authentication_failed",
+            }
+        )
+        f.emit(
+            {
+                "type": "result",
+                "subtype": "success",
+                "is_error": True,
+                "result": text,
+                "session_id": sid,
+            }
+        )
+        return
     if not d.get("noid"):
         f.emit(
             {

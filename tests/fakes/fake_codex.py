@@ -10,6 +10,7 @@ import fakecli as f
 
 def main() -> None:
     argv = sys.argv[1:]
+    f.answer_version(argv, "codex-cli 0.169.0")
     if not argv or argv[0] != "exec" or "--json" not in argv:
         sys.stderr.write("fake codex: expected `exec --json`\n")
         sys.exit(2)

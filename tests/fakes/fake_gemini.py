@@ -10,9 +10,20 @@ import fakecli as f
 
 def main() -> None:
     argv = sys.argv[1:]
+    f.answer_version(argv, "0.61.0")
     prompt = f.flag_value(argv, "-p") or ""
     d = f.Directives(prompt)
     f.setup(d)
+    if d.get("nologin"):
+        # Gemini CLI 0.61 with no auth method: one line on stderr, nothing on stdout, exit 41.
+        print(
+            f"Please set an Auth method in your {os.path.expanduser('~')}/.gemini/settings.json "
+            "or specify one of the following environment variables before running: "
+            "GEMINI_API_KEY, GOOGLE_GENAI_USE_VERTEXAI, GOOGLE_GENAI_USE_GCA",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(41)
     sid = f.flag_value(argv, "--resume") or f.new_id()
     ts = "2026-01-01T00:00:00.000Z"
     if not d.get("noid"):

@@ -15,6 +15,7 @@ says what should happen in the prompt it sends:
 - ``trap=int``      ignore SIGINT (``trap=int,term`` also SIGTERM) so cancel must escalate
 - ``big=N``         one text line of N bytes
 - ``fast=N``        N text events as fast as possible (benchmarks)
+- ``nologin=1``     answer as the real CLI does when it is not logged in (docs/real-cli-notes.md)
 - ``gate=PATH``     print nothing until PATH exists (at most GATE_WAIT seconds), so a test
                     can be watching before the output starts
 """
@@ -118,6 +119,13 @@ def big(d: Directives) -> str | None:
 def finish(d: Directives) -> None:
     sys.stdout.flush()
     sys.exit(d.int("exit", 0))
+
+
+def answer_version(argv: list[str], text: str) -> None:
+    """``<cli> --version``: print the version line as the real CLI does, and exit."""
+    if argv == ["--version"]:
+        print(text, flush=True)
+        sys.exit(0)
 
 
 def flag_value(argv: list[str], flag: str) -> str | None:

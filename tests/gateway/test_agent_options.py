@@ -22,7 +22,7 @@ def test_flags_and_token_file(tmp_path: Path) -> None:
     token.write_text("s3cret\n")
     args = parse(
         [
-            "--gateway",
+            "--gateway-url",
             "ws://h:8080/",
             "--agent-id",
             "a1",

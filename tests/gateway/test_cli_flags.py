@@ -20,5 +20,5 @@ def test_agent_flags_fit_arpc() -> None:
     parser = arpc_parser()
     if not any("--agent-id" in action.option_strings for action in parser._actions):
         add_agent_arguments(parser)
-    args = parser.parse_args(["--gateway", "ws://h:8080", "--agent-id", "a1"])
+    args = parser.parse_args(["--gateway-url", "ws://h:8080", "--agent-id", "a1"])
     assert (args.gateway, args.agent_id) == ("ws://h:8080", "a1")

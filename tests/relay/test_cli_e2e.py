@@ -343,10 +343,14 @@ async def test_command_mode_serves_the_api_and_remote_protocol(
         "--client-id", "agentbox",
         "--data-dir", str(tmp_path / "data"),
         "--command-path", fakes["claude"],
+        "--codex-path", str(tmp_path / "no-codex-here"),
         "--remote", "127.0.0.1:0",
         "--enable-mcp", "--mcp-port", "0",
         env=home,
     )  # fmt: skip
+    # It says what it can run: each CLI's path and version, or how to install it.
+    await client.expect(r"🧰 claude: .*/claude \(2\.1\.197 \(Claude Code\)\)")
+    await client.expect(r"🧰 codex: not found; install it with `npm install -g @openai/codex`")
     await client.expect(r"🧩 MCP: http://127\.0\.0\.1:\d+")
     line = await client.expect(r"API on 127\.0\.0\.1:(\d+), remote protocol on 127\.0\.0\.1:(\d+)")
     api_port, remote_port = int(line.group(1)), int(line.group(2))
@@ -411,7 +415,7 @@ async def test_arps_runs_the_gateway_when_asked(procs: list[Proc], tmp_path: Pat
         relay = await start_relay(
             procs,
             ports,
-            "--gateway",
+            "--with-gateway",
             "--gateway-host",
             "127.0.0.1",
             "--gateway-port",
@@ -452,7 +456,7 @@ async def test_arpc_as_a_gateway_agent_runs_a_task_into_the_streams(
         relay = await start_relay(
             procs,
             three_ports(),
-            "--gateway",
+            "--with-gateway",
             "--gateway-host",
             "127.0.0.1",
             "--gateway-port",
@@ -471,7 +475,7 @@ async def test_arpc_as_a_gateway_agent_runs_a_task_into_the_streams(
             fakes = install_fakes(tmp_path / "bin")
             agent = await Proc.start(
                 "arp.client",
-                "--gateway", f"ws://127.0.0.1:{port}",
+                "--gateway-url", f"ws://127.0.0.1:{port}",
                 "--agent-id", "a1",
                 "--agent-token-file", str(token_file),
                 "--agent-state-dir", str(tmp_path / "state"),

@@ -1,4 +1,5 @@
-"""A plain relay stands alone: `arps` without --gateway imports neither aiohttp nor PyYAML."""
+"""A plain relay stands alone: `arps` without --with-gateway or --admin-port imports neither
+aiohttp, PyYAML nor prometheus_client; the admin port brings prometheus_client, never aiohttp."""
 
 from __future__ import annotations
 
@@ -21,13 +22,14 @@ SCRIPT = textwrap.dedent(
             ["--bind", "127.0.0.1", "--control-port", "0", "--proxy-port", "0",
              "--public-port", "0"]
         )
-        assert not (args.gateway or args.gateway_config)
+        assert not (args.with_gateway or args.gateway_config)
         relay = Relay(cli.config_from_args(args))
         await relay.start()
         await relay.close()
 
     asyncio.run(main())
-    heavy = ("aiohttp", "yaml", "redis", "arp.command", "arp.gateway.server")
+    heavy = ("aiohttp", "yaml", "redis", "arp.command", "arp.gateway.server",
+             "prometheus_client", "arp.relay.admin")
     print(sorted(m for m in sys.modules if m.split(".")[0] in heavy or m in heavy
                  or any(m.startswith(h + ".") for h in heavy)))
     """
@@ -56,4 +58,42 @@ def test_arps_help_imports_neither() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=units(30)
     )
     assert result.stderr.strip().endswith("False"), result.stderr
-    assert "--gateway" in result.stdout
+    assert "--with-gateway" in result.stdout
+
+
+ADMIN_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, sys
+    from arp.relay import cli
+    from arp.relay.admin import AdminServer
+    from arp.relay.server import Relay
+
+    async def main() -> None:
+        args = cli.build_parser().parse_args(
+            ["--bind", "127.0.0.1", "--control-port", "0", "--proxy-port", "0",
+             "--public-port", "0", "--admin-port", "0"]
+        )
+        relay = Relay(cli.config_from_args(args))
+        await relay.start()
+        admin = AdminServer(relay, cli.admin_from_args(args))
+        await admin.start()
+        await admin.close()
+        await relay.close()
+
+    asyncio.run(main())
+    print("prometheus_client" in sys.modules,
+          sorted(m for m in sys.modules if m.split(".")[0] in ("aiohttp", "yaml", "redis")))
+    """
+)
+
+
+def test_the_admin_port_loads_prometheus_client_but_not_aiohttp() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", ADMIN_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=units(30),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True []", result.stdout

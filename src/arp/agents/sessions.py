@@ -71,6 +71,7 @@ from pathlib import Path
 from typing import Any
 
 from arp.agents.argv import RunSpec
+from arp.agents.availability import login_advice, needs_login
 from arp.agents.errors import (
     BadRequest,
     Conflict,
@@ -608,6 +609,8 @@ class SessionManager(Service):
                 if draft.is_error:
                     run.saw_error_result = True
                     run.result_error = draft.text or "the agent reported an error"
+            elif draft.kind in ("stderr", "error") and needs_login(entry.executor.name, draft.text):
+                run.result_error = draft.text  # the run's error says so (`login_advice`)
         if entry.log.bytes_stored < self.config.max_output_bytes:
             entry.log.append(drafts, run=run.number, now=now)
         elif not run.output_capped:
@@ -637,6 +640,7 @@ class SessionManager(Service):
             status = "failed"
             if error is None:
                 error = run.result_error or f"{entry.executor.name} exited with code {exit_code}"
+            error = login_advice(entry.executor.name, error)
         now = time.time()
         entry.status = status
         entry.child = None

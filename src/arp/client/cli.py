@@ -15,9 +15,10 @@ from typing import TypeVar
 
 from arp import __version__, logs
 from arp.agents.sessions import SessionManager
-from arp.argtypes import check_file, env_default, port, positive_float
+from arp.argtypes import check_file, env_default, log_deprecations, port, positive_float
 from arp.client.control import Client, ClientConfig, Target, TlsSetupError
 from arp.client.identity import load_or_create_client_id
+from arp.command.agents_check import startup_lines
 from arp.command.config import CommandConfig, add_command_arguments
 from arp.command.mcp import add_mcp_arguments, mcp_service
 from arp.command.remote import add_remote_arguments, remote_service
@@ -255,6 +256,8 @@ async def serve(args: argparse.Namespace) -> int:
             await _listen(stack, command, f"--command-port {args.command_port}")
             http_target = Target(command.host, command.port)
             mode = f"command mode, API on {http_target}"
+            for line in await startup_lines(command.manager):
+                print(line, flush=True)
             # Faces over the same sessions; entered after the server, so they close first.
             mcp = mcp_service(args, command)
             if mcp is not None:
@@ -312,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         logs.setup(args.log_level, file_app="arpc")
+        log_deprecations(args, log)
         # Checked before anything starts, so a wrong path is an argument error like any other.
         tls_context(args)
     except ValueError as exc:

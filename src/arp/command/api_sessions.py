@@ -4,7 +4,8 @@ Served under ``/api`` and, as the originals also used them, under the bare paths
 
     POST   /api/sessions                  start (201 + the session)
     GET    /api/sessions                  list, newest first (?limit=&offset=)
-    GET    /api/agents                    the agents ARP can run: {"agents": [{name, display_name}]}
+    GET    /api/agents                    the agents ARP knows: {"agents": [{name, display_name,
+                                          found, path, version, install, problem}]}
     GET    /api/sessions/{id}             state + events (?after=<seq>&limit=)
     GET    /api/sessions/{id}/events      Server-Sent Events (Last-Event-ID or ?after=)
     GET    /api/sessions/{id}/ws          WebSocket, same replay (?after=)
@@ -30,10 +31,11 @@ from typing import Any, Final
 from aiohttp import WSMsgType, web
 
 from arp.agents.errors import BadRequest
-from arp.agents.executors import AGENTS, EXECUTORS
+from arp.agents.executors import AGENTS
 from arp.agents.session_types import Session, StartRequest
 from arp.agents.sessions import SessionManager
 from arp.command import openapi
+from arp.command.agents_check import agents_json
 from arp.command.web import STREAMS_KEY, context, json_response
 from arp.config import API_BOUNDS, SESSION_BOUNDS
 from arp.protocol.json_depth import check_json_depth
@@ -62,6 +64,11 @@ _AGENTS_DOC: Final[dict[str, Any]] = {
                                             "properties": {
                                                 "name": {"type": "string", "enum": list(AGENTS)},
                                                 "display_name": {"type": "string"},
+                                                "found": {"type": "boolean"},
+                                                "path": {"type": ["string", "null"]},
+                                                "version": {"type": ["string", "null"]},
+                                                "install": {"type": "string"},
+                                                "problem": {"type": ["string", "null"]},
                                             },
                                             "required": ["name", "display_name"],
                                         },
@@ -143,9 +150,9 @@ async def start_session(request: web.Request) -> web.Response:
 
 
 async def list_agents(request: web.Request) -> web.Response:
-    """The executors table's agents, in order (the console builds its pickers from it)."""
-    agents = [{"name": e.name, "display_name": e.display_name} for e in EXECUTORS.values()]
-    return json_response({"agents": agents})
+    """The executors table's agents, in order, each found or not (the console builds its
+    pickers from it)."""
+    return json_response({"agents": await agents_json(_manager(request))})
 
 
 async def list_sessions(request: web.Request) -> web.Response:

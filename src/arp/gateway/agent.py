@@ -1,6 +1,6 @@
 """arpc as a gateway agent: one WebSocket to the gateway, tasks run through the session manager.
 
-    arpc --gateway ws://host:8080 --agent-id ID --agent-token-file FILE
+    arpc --gateway-url ws://host:8080 --agent-id ID --agent-token-file FILE
 
 The loop connects (token in `Sec-WebSocket-Protocol: agent-token, <token>`), heartbeats, and for
 each `task` starts a session with the same session manager and executors as command mode. Each
@@ -36,6 +36,7 @@ import platformdirs
 
 from arp.agents.events import Event
 from arp.agents.sessions import Session, SessionConfig, SessionManager, StartRequest
+from arp.argtypes import DeprecatedAlias
 from arp.config import AgentBounds
 from arp.errors import ArpError, ConfigError
 from arp.gateway import auth
@@ -83,7 +84,10 @@ class AgentOptions(AgentBounds):
 def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     """arpc's agent flags (env: ARP_GATEWAY, ARP_AGENT_ID, ARP_AGENT_TOKEN(_FILE))."""
     group = parser.add_argument_group("gateway agent")
-    group.add_argument("--gateway", metavar="URL", help="run as an agent of ws://host:8080")
+    group.add_argument(
+        "--gateway-url", dest="gateway", metavar="URL", help="run as an agent of ws://host:8080"
+    )
+    group.add_argument("--gateway", action=DeprecatedAlias, new="--gateway-url")
     group.add_argument("--agent-id", metavar="ID", help="this agent's registered id")
     group.add_argument(
         "--agent-token-file", metavar="FILE", help="file holding the agent token (or env)"
@@ -109,9 +113,9 @@ def agent_options_from_args(
     gateway = getattr(args, "gateway", None) or environ.get("ARP_GATEWAY", "")
     agent_id = getattr(args, "agent_id", None) or environ.get("ARP_AGENT_ID", "")
     if not gateway.startswith(("ws://", "wss://", "http://", "https://")):
-        raise ConfigError(f"--gateway: {gateway!r} is not a ws:// or wss:// URL")
+        raise ConfigError(f"--gateway-url: {gateway!r} is not a ws:// or wss:// URL")
     if not agent_id:
-        raise ConfigError("--agent-id (or env ARP_AGENT_ID) is required with --gateway")
+        raise ConfigError("--agent-id (or env ARP_AGENT_ID) is required with --gateway-url")
     token_file = getattr(args, "agent_token_file", None) or environ.get("ARP_AGENT_TOKEN_FILE")
     if token_file:
         try:

@@ -9,7 +9,7 @@ both. ``python -m arp.gateway`` starts the same gateway without the subcommand, 
 
     agent-server start [--config configs/config.yaml] [--gateway-port 8080] ...
     python -m arp.gateway --config configs/config.yaml           # the gateway
-    python -m arp.gateway agent --gateway ws://127.0.0.1:8080 \\
+    python -m arp.gateway agent --gateway-url ws://127.0.0.1:8080 \\
         --agent-id ID --agent-token-file FILE [--binary claude=/path/to/claude]
 
 Both run on `arp.runtime` (uvloop where installed) and stop cleanly on SIGINT/SIGTERM. A bad
@@ -29,6 +29,7 @@ from typing import Final
 
 from arp import __version__, logs, runtime
 from arp.agents.sessions import SessionConfig
+from arp.argtypes import log_deprecations
 from arp.errors import ArpError, ConfigError
 from arp.gateway.agent import add_agent_arguments, agent_options_from_args, run_agent
 from arp.gateway.config import GatewayConfig, add_gateway_arguments, load_gateway_config
@@ -139,6 +140,7 @@ def agent_main(argv: Sequence[str]) -> int:
     try:
         options = agent_options_from_args(args)
         logs.setup(args.log_level)
+        log_deprecations(args, logging.getLogger("arp.gateway"))
         binaries: dict[str, str | None] = {}
         for item in args.binary:
             name, sep, path = item.partition("=")

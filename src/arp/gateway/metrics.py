@@ -1,14 +1,24 @@
-"""The gateway's metrics in the Prometheus text format (0.0.4), hand-rolled.
+"""The gateway's metrics, written in the Prometheus text format by prometheus_client.
 
-Counters, gauges and histograms are a handful of dicts here; the format is simple enough that
-pulling in prometheus_client (not a dependency) would buy nothing but a global registry.
+The gateway counts in plain fields (a dict add per message, no library call on its paths); a
+custom collector on a private `CollectorRegistry` turns them into metric families when
+`/metrics` is read. The names are those docs/gateway.md lists.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0)
@@ -31,20 +41,13 @@ class Histogram:
         self.total += value
         self.count += 1
 
-    def lines(self, name: str) -> list[str]:
-        out = []
-        running = 0
+    def family(self, name: str, help_text: str) -> HistogramMetricFamily:
+        buckets, running = [], 0
         for bound, count in zip(self.buckets, self.counts, strict=True):
             running += count
-            out.append(f'{name}_bucket{{le="{bound:g}"}} {running}')
-        out.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
-        out.append(f"{name}_sum {self.total:.6f}")
-        out.append(f"{name}_count {self.count}")
-        return out
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+            buckets.append((f"{bound:g}", float(running)))
+        buckets.append(("+Inf", float(self.count)))
+        return HistogramMetricFamily(name, help_text, buckets=buckets, sum_value=self.total)
 
 
 @dataclass
@@ -61,6 +64,11 @@ class GatewayMetrics:
     refused_connections: dict[str, int] = field(default_factory=dict)
     connected: Callable[[], int] = lambda: 0
     acks_pending: Callable[[], int] = lambda: 0
+    registry: CollectorRegistry = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_GatewayCollector(self))
 
     def count_in(self, kind: str, n: int = 1) -> None:
         self.messages_in[kind] = self.messages_in.get(kind, 0) + n
@@ -75,39 +83,60 @@ class GatewayMetrics:
         self.refused_connections[reason] = self.refused_connections.get(reason, 0) + 1
 
     def render(self) -> str:
-        p = "arp_gateway_"
-        lines: list[str] = []
+        return generate_latest(self.registry).decode()
 
-        def family(name: str, kind: str, help_text: str) -> None:
-            lines.append(f"# HELP {p}{name} {help_text}")
-            lines.append(f"# TYPE {p}{name} {kind}")
 
-        def labelled(name: str, label: str, values: dict[str, int]) -> None:
+class _GatewayCollector(Collector):
+    """Reads one `GatewayMetrics` at scrape time."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m, p = self.metrics, "arp_gateway_"
+
+        def labelled(name: str, help_text: str, label: str, values: dict[str, int]) -> Metric:
+            family = CounterMetricFamily(p + name, help_text, labels=[label])
             for key in sorted(values):
-                lines.append(f'{p}{name}{{{label}="{_escape(key)}"}} {values[key]}')
+                family.add_metric([key], values[key])
+            return family
 
-        family("connected_agents", "gauge", "Agents with a live WebSocket.")
-        lines.append(f"{p}connected_agents {self.connected()}")
-        family("messages_in_total", "counter", "Messages received from agents, by type.")
-        labelled("messages_in_total", "type", self.messages_in)
-        family("messages_out_total", "counter", "Messages sent to agents, by type.")
-        labelled("messages_out_total", "type", self.messages_out)
-        family("acks_pending", "gauge", "Messages sent to agents and not yet acknowledged.")
-        lines.append(f"{p}acks_pending {self.acks_pending()}")
-        family("redeliveries_total", "counter", "Messages sent to an agent again.")
-        lines.append(f"{p}redeliveries_total {self.redeliveries}")
-        family("duplicates_total", "counter", "Received messages dropped as repeats.")
-        lines.append(f"{p}duplicates_total {self.duplicates}")
-        family("dropped_messages_total", "counter", "Received messages not processed, by reason.")
-        labelled("dropped_messages_total", "reason", self.dropped)
-        family("refused_connections_total", "counter", "Agent WebSockets refused, by reason.")
-        labelled("refused_connections_total", "reason", self.refused_connections)
-        family("redis_up", "gauge", "1 while the last Redis command succeeded.")
-        lines.append(f"{p}redis_up {int(self.redis_up)}")
-        family("redis_errors_total", "counter", "Redis commands that failed.")
-        lines.append(f"{p}redis_errors_total {self.redis_errors}")
-        family("redis_write_seconds", "histogram", "Latency of one batched Redis stream write.")
-        lines.extend(self.redis_write.lines(f"{p}redis_write_seconds"))
-        family("task_duration_seconds", "histogram", "Task handed over → its result written.")
-        lines.extend(self.task_duration.lines(f"{p}task_duration_seconds"))
-        return "\n".join(lines) + "\n"
+        yield GaugeMetricFamily(
+            p + "connected_agents", "Agents with a live WebSocket.", value=m.connected()
+        )
+        yield labelled(
+            "messages_in", "Messages received from agents, by type.", "type", m.messages_in
+        )
+        yield labelled("messages_out", "Messages sent to agents, by type.", "type", m.messages_out)
+        yield GaugeMetricFamily(
+            p + "acks_pending",
+            "Messages sent to agents and not yet acknowledged.",
+            value=m.acks_pending(),
+        )
+        yield CounterMetricFamily(
+            p + "redeliveries", "Messages sent to an agent again.", value=m.redeliveries
+        )
+        yield CounterMetricFamily(
+            p + "duplicates", "Received messages dropped as repeats.", value=m.duplicates
+        )
+        yield labelled(
+            "dropped_messages", "Received messages not processed, by reason.", "reason", m.dropped
+        )
+        yield labelled(
+            "refused_connections",
+            "Agent WebSockets refused, by reason.",
+            "reason",
+            m.refused_connections,
+        )
+        yield GaugeMetricFamily(
+            p + "redis_up", "1 while the last Redis command succeeded.", value=int(m.redis_up)
+        )
+        yield CounterMetricFamily(
+            p + "redis_errors", "Redis commands that failed.", value=m.redis_errors
+        )
+        yield m.redis_write.family(
+            p + "redis_write_seconds", "Latency of one batched Redis stream write."
+        )
+        yield m.task_duration.family(
+            p + "task_duration_seconds", "Task handed over → its result written."
+        )

@@ -55,6 +55,8 @@ _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 _FRAMES_PER_WAKEUP = 4
 
 Transform = Callable[[bytes], bytes]
+Meter = Callable[[int, int], None]
+"""Told, once a connection ended, the payload bytes it moved: raw → tunnel, tunnel → raw."""
 _RETRY = (BlockingIOError, InterruptedError)
 
 
@@ -82,6 +84,7 @@ class _Flow:
         "_stopped",
         "clean",
         "error",
+        "moved",
     )
 
     def __init__(
@@ -105,6 +108,8 @@ class _Flow:
         self._ended = False  # the source reached its end (read by the direction that needs it)
         self.clean = False
         self.error: BaseException | None = None
+        self.moved = 0
+        """Payload bytes taken from the source: added once per chunk, read at the end."""
 
     def start(self) -> None:
         self._resume_reading()
@@ -211,9 +216,11 @@ class _ToTunnel(_Flow):
             if self._pipe_r >= 0:
                 n = os.splice(self._src_fd, self._pipe_w, self._pipe_size, flags=_SPLICE_FLAGS)
                 self._in_pipe = n
+                self.moved += n
                 self._out = HEADER.pack(n) if n else END_FRAME
             else:
                 n = self._src.recv_into(_SHARED_VIEW[HEADER.size :])
+                self.moved += n
                 HEADER.pack_into(_SHARED, 0, n)
                 frame = _SHARED_VIEW[: HEADER.size + n]
                 if 0 < n < _PAYLOAD_ROOM:
@@ -301,6 +308,7 @@ class _FromTunnel(_Flow):
             payload = self._decoder.single_frame(view)
             if payload is not None:
                 # The common case, kept short: one whole frame per read, sent on at once.
+                self.moved += len(payload)
                 try:
                     sent = self._dst.send(payload)
                 except _RETRY:
@@ -325,6 +333,8 @@ class _FromTunnel(_Flow):
         if decoder.ended:
             self.leftover = decoder.rest
             self.clean = True
+        for part in parts:
+            self.moved += len(part)
         if len(parts) == 1:
             self._out = parts[0]
         elif parts:
@@ -367,6 +377,7 @@ class _FromTunnel(_Flow):
                 return
             decoder.consumed(n)
             self._in_pipe += n
+            self.moved += n
             self._drain()
             if decoder.left or self._in_pipe or not self._reading:
                 return
@@ -410,7 +421,16 @@ class Joint:
     how TCP ends.
     """
 
-    __slots__ = ("_ended", "_incoming", "_initial", "_on_end", "_outgoing", "_raw", "_tunnel")
+    __slots__ = (
+        "_ended",
+        "_incoming",
+        "_initial",
+        "_meter",
+        "_on_end",
+        "_outgoing",
+        "_raw",
+        "_tunnel",
+    )
 
     def __init__(
         self,
@@ -421,6 +441,7 @@ class Joint:
         on_end: Callable[[bytes | None], None],
         initial: bytes = b"",
         first: Transform | None = None,
+        meter: Meter | None = None,
     ) -> None:
         raw_sock, tunnel_sock = raw.sock, tunnel.sock
         if raw_sock is None or tunnel_sock is None:
@@ -428,6 +449,7 @@ class Joint:
         loop = asyncio.get_running_loop()
         self._raw, self._tunnel = raw, tunnel
         self._on_end = on_end
+        self._meter = meter
         self._initial = initial
         self._ended = False
         self._outgoing = _ToTunnel(loop, raw_sock, tunnel_sock, limits.pipe_size, self._done)
@@ -462,6 +484,8 @@ class Joint:
         self._raw.close()
         if leftover is None:
             self._tunnel.close()
+        if self._meter is not None:
+            self._meter(self._outgoing.moved, self._incoming.moved)
         self._on_end(leftover)
 
 
@@ -472,22 +496,27 @@ async def pump(
     *,
     initial: bytes = b"",
     first: Transform | None = None,
+    meter: Meter | None = None,
 ) -> bytes | None:
     """Relay raw ⇄ tunnel until both directions end; close `raw`.
 
     `initial` holds tunnel bytes already read (data frames after StartProxy); `first` rewrites
-    the first payload going to `raw` (the relay adds a Set-Cookie there). Returns the tunnel's
+    the first payload going to `raw` (the relay adds a Set-Cookie there); `meter` is told the
+    bytes moved each way at the end. Returns the tunnel's
     bytes beyond this connection's end frame when the tunnel is clean and may be reused, else
     None, and then the tunnel is closed too.
     """
     if raw.sock is None or tunnel.sock is None:
         leftover: bytes | None = None
+        moved = [0, 0]
         try:
-            leftover = await _pump_streams(raw, tunnel, limits, initial, first)
+            leftover = await _pump_streams(raw, tunnel, limits, initial, first, moved)
         finally:
             raw.close()
             if leftover is None:
                 tunnel.close()
+            if meter is not None:
+                meter(moved[0], moved[1])
         return leftover
     done: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
 
@@ -495,7 +524,7 @@ async def pump(
         if not done.done():
             done.set_result(leftover)
 
-    joint = Joint(raw, tunnel, limits, on_end=on_end, initial=initial, first=first)
+    joint = Joint(raw, tunnel, limits, on_end=on_end, initial=initial, first=first, meter=meter)
     try:
         joint.start()
         return await done
@@ -506,12 +535,13 @@ async def pump(
 # -- TLS links: the same frames through coroutines ---------------------------------------------
 
 
-async def _send_frames(src: Link, dst: Link, chunk: int) -> None:
+async def _send_frames(src: Link, dst: Link, chunk: int, moved: list[int]) -> None:
     while True:
         data = await src.recv(chunk)
         if not data:
             await dst.send(END_FRAME)
             return
+        moved[0] += len(data)
         await dst.send(HEADER.pack(len(data)) + data)
 
 
@@ -547,12 +577,13 @@ class FrameReader:
 
 
 async def _receive_frames(
-    src: Link, dst: Link, chunk: int, initial: bytes, first: Transform | None
+    src: Link, dst: Link, chunk: int, initial: bytes, first: Transform | None, moved: list[int]
 ) -> bytes | None:
     reader = FrameReader(src, initial, chunk)
 
     async def sink(data: bytes) -> None:
         nonlocal first
+        moved[1] += len(data)
         if first is not None:
             data, first = first(data), None
         await dst.send(data)
@@ -563,11 +594,18 @@ async def _receive_frames(
 
 
 async def _pump_streams(
-    raw: Link, tunnel: Link, limits: Limits, initial: bytes, first: Transform | None
+    raw: Link,
+    tunnel: Link,
+    limits: Limits,
+    initial: bytes,
+    first: Transform | None,
+    moved: list[int],
 ) -> bytes | None:
     loop = asyncio.get_running_loop()
-    outgoing = loop.create_task(_send_frames(raw, tunnel, limits.copy_chunk))
-    incoming = loop.create_task(_receive_frames(tunnel, raw, limits.copy_chunk, initial, first))
+    outgoing = loop.create_task(_send_frames(raw, tunnel, limits.copy_chunk, moved))
+    incoming = loop.create_task(
+        _receive_frames(tunnel, raw, limits.copy_chunk, initial, first, moved)
+    )
     tasks = [outgoing, incoming]
     try:
         pending: set[asyncio.Task[None] | asyncio.Task[bytes | None]] = set(tasks)

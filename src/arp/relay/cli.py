@@ -10,7 +10,15 @@ import sys
 from collections.abc import Sequence
 
 from arp import __version__, logs
-from arp.argtypes import check_file, env_default, port, port_range, positive_float
+from arp.argtypes import (
+    DeprecatedAlias,
+    check_file,
+    env_default,
+    log_deprecations,
+    port,
+    port_range,
+    positive_float,
+)
 from arp.config import (
     DEFAULT_CONTROL_PORT,
     DEFAULT_POOL_SIZE,
@@ -22,6 +30,7 @@ from arp.config import (
 from arp.errors import ArpError
 from arp.gateway.config import GatewayConfig, add_gateway_arguments, load_gateway_config
 from arp.relay.server import Relay, RelayConfig
+from arp.relay.settings import AdminSettings
 from arp.runtime import on_stop_signal, run
 
 log = logging.getLogger("arps")
@@ -116,10 +125,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", help="debug, info, warning or error (env ARP_LOG; default info)"
     )
     parser.add_argument(
-        "--gateway",
+        "--admin-port",
+        type=port,
+        default=None,
+        help="serve a dashboard, /api/clients and Prometheus /metrics on this port (default: off)",
+    )
+    parser.add_argument(
+        "--admin-bind",
+        default="127.0.0.1",
+        help="address the admin port binds; off loopback it needs --admin-token "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--admin-token",
+        default=env_default("ARPS_ADMIN_TOKEN"),
+        help="secret the admin port wants as 'Authorization: Bearer' or ?token= "
+        "(env ARPS_ADMIN_TOKEN; default none)",
+    )
+    parser.add_argument(
+        "--with-gateway",
+        dest="with_gateway",
         action="store_true",
         help="also run the agent gateway on its own HTTP port (docs/gateway.md); "
-        "implied by --config",
+        "implied by --config (default: off)",
+    )
+    parser.add_argument(
+        "--gateway",
+        dest="with_gateway",
+        action=DeprecatedAlias,
+        nargs=0,
+        const=True,
+        new="--with-gateway",
     )
     add_gateway_arguments(parser)
     return parser
@@ -170,13 +206,37 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
     )
 
 
-async def serve(config: RelayConfig, gateway_config: GatewayConfig | None) -> int:
+def admin_from_args(args: argparse.Namespace) -> AdminSettings | None:
+    """The admin port's settings, or None without --admin-port (ValueError off loopback
+    without a token)."""
+    if args.admin_port is None:
+        return None
+    return AdminSettings(port=args.admin_port, bind=args.admin_bind, token=args.admin_token)
+
+
+async def serve(
+    config: RelayConfig,
+    gateway_config: GatewayConfig | None,
+    admin_settings: AdminSettings | None = None,
+) -> int:
     try:
         relay = Relay(config)
         await relay.start()
     except (OSError, ValueError) as exc:
         log.error("cannot start: %s", exc)
         return EXIT_CANNOT_START
+    admin = None
+    if admin_settings is not None:
+        # Imported here: without --admin-port the relay never loads prometheus_client.
+        from arp.relay.admin import AdminServer
+
+        admin = AdminServer(relay, admin_settings)
+        try:
+            await admin.start()
+        except OSError as exc:
+            log.error("cannot start: --admin-port %d: %s", admin_settings.port, exc)
+            await relay.close()
+            return EXIT_CANNOT_START
     gateway = None
     if gateway_config is not None:
         # Imported here: the plain relay does without aiohttp and redis (idle RSS).
@@ -187,12 +247,16 @@ async def serve(config: RelayConfig, gateway_config: GatewayConfig | None) -> in
             await gateway.start()
         except (OSError, ArpError) as exc:
             log.error("cannot start the gateway: %s", exc)
+            if admin is not None:
+                await admin.close()
             await relay.close()
             return EXIT_CANNOT_START
 
     async def stop() -> None:
         if gateway is not None:
             await gateway.close()
+        if admin is not None:
+            await admin.close()
         await relay.close()
 
     on_stop_signal(lambda: asyncio.ensure_future(stop()))
@@ -203,6 +267,8 @@ async def serve(config: RelayConfig, gateway_config: GatewayConfig | None) -> in
     )
     if gateway is not None:
         print(f"gateway listening on port {gateway.port}", flush=True)
+    if admin is not None:
+        print(f"admin port: http://{admin.bind}:{admin.port}/ (dashboard, /metrics)", flush=True)
     await relay.wait_closed()
     log.info("arps stopped")
     return 0
@@ -213,13 +279,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
+        admin_settings = admin_from_args(args)
         gateway_config = None
-        if args.gateway or args.gateway_config:
+        if args.with_gateway or args.gateway_config:
             gateway_config = load_gateway_config(args)
         logs.setup(args.log_level)
+        log_deprecations(args, log)
     except (ValueError, argparse.ArgumentTypeError, ArpError) as exc:
         parser.error(str(exc))
-    return run(serve(config, gateway_config))
+    return run(serve(config, gateway_config, admin_settings))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from arp.protocol import http as phttp
 from arp.protocol.tunnel import data_frame
 from arp.relay.registry import ClientState, Pools
 from arp.relay.settings import RelayConfig
+from arp.relay.stats import RelayStats
 from arp.relay.token_page import token_page, token_page_headers
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class Public:
         """Public connections being served (the shared port and the dedicated TCP ports)."""
         self.joints: set[Joint] = set()
         """Connections joined without a task (the fast path)."""
+        self.stats = RelayStats()
 
     def at_limit(self) -> bool:
         return self.count >= self.config.limits.max_public_connections
@@ -122,7 +124,7 @@ class Public:
             public.close()
             tunnel.close()
             return None
-        transform = _cookie_transform(route, head)
+        transform = self.stats.peek_status(_cookie_transform(route, head))
         if sent < len(frame):
             return self._join_later(state, public, tunnel, frame[sent:], transform)
         self.count += 1
@@ -132,7 +134,8 @@ class Public:
             self.count -= 1
             self.tunnel_done(state, tunnel, leftover)
 
-        joint = Joint(public, tunnel, limits, on_end=joined, first=transform)
+        meter = state.stats.joined(len(data)).ended
+        joint = Joint(public, tunnel, limits, on_end=joined, first=transform, meter=meter)
         self.joints.add(joint)
         joint.start()
         return None
@@ -202,7 +205,8 @@ class Public:
             return
         tunnel = await self.pools.take(state, self.config.timeouts.tunnel_wait)
         opening = HTTP_START + data_frame(buffer)
-        await self.splice(state, public, tunnel, opening, _cookie_transform(route, head))
+        transform = self.stats.peek_status(_cookie_transform(route, head))
+        await self.splice(state, public, tunnel, opening, transform, received=len(buffer))
 
     async def _read_head(
         self, public: SocketLink, buffer: bytes
@@ -248,16 +252,19 @@ class Public:
         tunnel: Link,
         opening: bytes,
         transform: Transform | None = None,
+        *,
+        received: int = 0,
     ) -> None:
-        """Send `opening` (StartProxy and the bytes read so far, framed) on `tunnel`, then join
-        `public` to it; a tunnel that ends clean goes back to the pool."""
+        """Send `opening` (StartProxy and the `received` bytes read so far, framed) on `tunnel`,
+        then join `public` to it; a tunnel that ends clean goes back to the pool."""
         try:
             await tunnel.send(opening)
         except OSError:
             public.close()
             tunnel.close()
             return
-        leftover = await pump(public, tunnel, self.config.limits, first=transform)
+        meter = state.stats.joined(received).ended
+        leftover = await pump(public, tunnel, self.config.limits, first=transform, meter=meter)
         self.tunnel_done(state, tunnel, leftover)
 
     def tunnel_done(self, state: ClientState, tunnel: Link, leftover: bytes | None) -> None:
@@ -276,6 +283,7 @@ class Public:
 
     async def send_and_close(self, link: Link, response: bytes) -> None:
         """Send a complete response, then close without resetting unread input."""
+        self.stats.answered(response)
         try:
             async with asyncio.timeout(self.config.timeouts.answer):
                 await link.send(response)

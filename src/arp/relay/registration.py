@@ -51,6 +51,8 @@ class Known:
 class Refuse:
     error: str
     retryable: bool
+    reason: str = "other"
+    """A short fixed label for metrics (the error text varies)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,7 @@ def decide(
             "this relay requires a shared secret: start arpc with --auth-token "
             "(or env ARPS_AUTH_TOKEN) matching arps --auth-token",
             retryable=False,
+            reason="auth_token",
         )
     if msg.tunnel_protocol != frames.TUNNEL_PROTOCOL:
         return Refuse(
@@ -86,24 +89,29 @@ def decide(
             f"{frames.TUNNEL_PROTOCOL} and this client speaks {msg.tunnel_protocol}: "
             "run the same ARP version on both ends",
             retryable=False,
+            reason="tunnel_protocol",
         )
     problem = check_client_id(msg.client_id)
     if problem:
-        return Refuse(problem, retryable=False)
+        return Refuse(problem, retryable=False, reason="client_id")
     takeover = False
     if known is not None and known.live:
         if msg.resume_key is None or not hmac.compare_digest(
             msg.resume_key.encode(), known.resume_key.encode()
         ):
             return Refuse(
-                f"client_id {msg.client_id} is in use by another live connection", retryable=True
+                f"client_id {msg.client_id} is in use by another live connection",
+                retryable=True,
+                reason="in_use",
             )
         takeover = True
     if known is None and client_count >= rules.max_clients:
-        return Refuse("the relay serves its maximum number of clients", retryable=True)
+        return Refuse(
+            "the relay serves its maximum number of clients", retryable=True, reason="max_clients"
+        )
     grant_error = check_tcp_ports(msg.client_id, msg.tcp_ports, port_holders, rules)
     if grant_error:
-        return Refuse(grant_error, retryable=False)
+        return Refuse(grant_error, retryable=False, reason="tcp_ports")
     return Accept(takeover=takeover, new=known is None)
 
 

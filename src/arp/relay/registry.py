@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from arp.errors import ArpError, Unavailable
 from arp.net.links import Link
 from arp.protocol import frames
+from arp.relay.stats import ClientStats, Histogram
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class ClientState:
     """proxy_conn_ids asked of the client and not yet answered."""
     waiters: deque[asyncio.Future[Link]] = field(default_factory=deque)
     tcp_ports: dict[int, TcpPort] = field(default_factory=dict)
+    stats: ClientStats = field(default_factory=ClientStats)
 
     @property
     def online(self) -> bool:
@@ -133,6 +135,8 @@ class Pools:
         self.max_pending = max_pending
         self.max_idle = max(max_idle, pool_size)
         self.idle_timeout = idle_timeout
+        self.waits = Histogram()
+        """Seconds each slow-path take waited for a fresh tunnel (timeouts included)."""
         self.requested_total = 0
         """Tunnels asked of clients since the start: with reuse, it grows with concurrency,
         not with the number of connections."""
@@ -203,6 +207,7 @@ class Pools:
         waiter: asyncio.Future[Link] = asyncio.get_running_loop().create_future()
         state.waiters.append(waiter)
         self.top_up(state)
+        started = time.monotonic()
         try:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
@@ -212,6 +217,7 @@ class Pools:
         except BaseException:
             self._abandon(state, waiter)
             raise
+        self.waits.observe(time.monotonic() - started)
         if waiter.done():
             return waiter.result()  # the link, or ClientOffline
         self._abandon(state, waiter)

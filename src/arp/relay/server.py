@@ -186,6 +186,7 @@ class Relay(Service):
                 message = await read_message(reader.read, decoder, timeouts.heartbeat_timeout)
                 if not isinstance(message, frames.Heartbeat):
                     raise RemoteProtocolError(f"unexpected {message.TYPE} on the control link")
+                state.stats.seen()
         except TimeoutError:
             who = state.client_id if state else _addr(peer)
             log.info("control link of %s silent too long; closing it", who)
@@ -205,8 +206,9 @@ class Relay(Service):
     def _register(self, msg: frames.Register, link: ControlLink) -> ClientState | None:
         """Apply a Register; answers it either way; returns the state when it succeeded."""
 
-        def refuse(error: str, *, retryable: bool) -> None:
+        def refuse(error: str, *, retryable: bool, reason: str) -> None:
             log.warning("registration of %r refused: %s", msg.client_id[:64], error)
+            self.public.stats.refuse(reason)
             link.send(frames.RegisterResult(success=False, error=error, retryable=retryable))
 
         state = self.clients.get(msg.client_id)
@@ -218,7 +220,7 @@ class Relay(Service):
         )
         decision = decide(msg, known, len(self.clients), holders, self._rules)
         if isinstance(decision, Refuse):
-            refuse(decision.error, retryable=decision.retryable)
+            refuse(decision.error, retryable=decision.retryable, reason=decision.reason)
             return None
         if decision.takeover and state is not None and state.control is not None:
             log.info("client %s took over its own registration", msg.client_id)
@@ -231,12 +233,13 @@ class Relay(Service):
         try:
             self.tcp_ports.hold(state, msg.tcp_ports)
         except OSError as exc:
-            refuse(str(exc.strerror or exc), retryable=True)
+            refuse(str(exc.strerror or exc), retryable=True, reason="tcp_port_bind")
             if not state.tcp_ports and state.control is None and state.disconnected_at is None:
                 del self.clients[msg.client_id]
             return None
         state.control = link
         state.disconnected_at = None
+        state.stats.seen()
         link.send(
             frames.RegisterResult(
                 success=True,

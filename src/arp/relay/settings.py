@@ -35,3 +35,29 @@ class RelayConfig:
     tls_key: str | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    """`arps --admin-port`: where the dashboard and metrics listen, and their token."""
+
+    port: int
+    bind: str = "127.0.0.1"
+    token: str | None = None
+
+    def __post_init__(self) -> None:
+        check_admin_access(self.bind, self.token)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps a port on this machine."""
+    return host in ("::1", "localhost") or host.startswith("127.")
+
+
+def check_admin_access(bind: str, token: str | None) -> None:
+    """Off loopback the admin port shows every client's id and traffic: it needs a token."""
+    if not is_loopback(bind) and not token:
+        raise ValueError(
+            f"--admin-bind {bind} is not loopback: set --admin-token (env ARPS_ADMIN_TOKEN) so "
+            "only you can read the dashboard and metrics, or keep the default 127.0.0.1"
+        )

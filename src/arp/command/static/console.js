@@ -9,6 +9,8 @@
 // used only when that request fails, so the console still opens.
 let AGENTS = ["claude", "codex", "gemini"];
 let AGENT_NAMES = { claude: "Claude", codex: "Codex", gemini: "Gemini" };
+// name → {found, path, version, install} from GET /api/agents (empty: nothing known, all offered).
+let AGENT_INFO = {};
 const AGENTS_TIMEOUT_MS = 5000;
 const MODELS = {
   claude: ["sonnet", "opus", "haiku"],
@@ -747,8 +749,9 @@ async function runsPage() {
 
 async function newRunPage(params) {
   const resume = params.get("resume");
-  const agent = AGENTS.includes(params.get("agent")) ? params.get("agent") : "claude";
+  const agent = AGENTS.includes(params.get("agent")) ? params.get("agent") : defaultAgent();
   const error = h("p", { class: "form-error", role: "alert", hidden: true });
+  const missingNote = h("p", { class: "notice missing-note", role: "status", hidden: true });
   const dirs = h("datalist", { id: "dirs" });
   const models = h("datalist", { id: "models" });
   const executor = h(
@@ -764,6 +767,7 @@ async function newRunPage(params) {
           {},
           h("input", { type: "radio", name: "executor", value: name, checked: name === agent }),
           AGENT_NAMES[name],
+          agentMissing(name) ? h("span", { class: "missing-tag", text: "not installed" }) : null,
         ),
       ),
     ),
@@ -812,6 +816,7 @@ async function newRunPage(params) {
         )
       : null,
     executor,
+    missingNote,
     h(
       "div",
       { class: "row" },
@@ -847,9 +852,10 @@ async function newRunPage(params) {
   setMain(h("div", { class: "page-head" }, heading), form);
   if (resume) for (const input of executor.querySelectorAll("input")) input.disabled = input.value !== agent;
 
-  const chosen = () => form.querySelector("input[name=executor]:checked")?.value || "claude";
+  const chosen = () => form.querySelector("input[name=executor]:checked")?.value || defaultAgent();
   const fillLists = async () => {
     const name = chosen();
+    explainMissing(missingNote, name);
     models.replaceChildren(...MODELS[name].map((m) => h("option", { value: m })));
     try {
       const data = await api(`/api/${name}/projects/working-directories`);
@@ -1790,6 +1796,35 @@ async function historySessionPage(agent, sid) {
 
 // --- start ----------------------------------------------------------------------------------------
 
+/** Whether arpc said this agent's CLI is not on its computer. */
+function agentMissing(name) {
+  return AGENT_INFO[name]?.found === false;
+}
+
+/** The agent a new run starts with: the first one installed (never a missing one, unless all are). */
+function defaultAgent() {
+  return AGENTS.find((name) => !agentMissing(name)) || AGENTS[0];
+}
+
+/** Says in words what to do when the chosen agent (or every agent) is not installed. */
+function explainMissing(note, name) {
+  const info = AGENT_INFO[name];
+  if (!agentMissing(name)) {
+    note.hidden = true;
+    return;
+  }
+  const none = AGENTS.every(agentMissing);
+  note.replaceChildren(
+    none
+      ? "No agent is installed on the computer running arpc yet, so nothing can run. "
+      : `${AGENT_NAMES[name]} is not installed on the computer running arpc, so it cannot run yet. `,
+    "To add it, open a terminal on that computer and run ",
+    h("code", { text: info.install || `npm install -g ${name}` }),
+    ", then reload this page.",
+  );
+  note.hidden = false;
+}
+
 /** Reads the agent list from arpc; on any failure the fallback above stays. */
 async function loadAgents() {
   try {
@@ -1808,6 +1843,7 @@ async function loadAgents() {
     AGENT_NAMES = Object.fromEntries(
       valid.map((a) => [a.name, typeof a.display_name === "string" ? a.display_name : a.name]),
     );
+    AGENT_INFO = Object.fromEntries(valid.map((a) => [a.name, a]));
   } catch (err) {
     console.warn("could not read the agent list; using the built-in one", err);
   }
