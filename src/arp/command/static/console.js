@@ -751,7 +751,7 @@ async function newRunPage(params) {
   const resume = params.get("resume");
   const agent = AGENTS.includes(params.get("agent")) ? params.get("agent") : defaultAgent();
   const error = h("p", { class: "form-error", role: "alert", hidden: true });
-  const missingNote = h("p", { class: "notice missing-note", role: "status", hidden: true });
+  const missingNote = h("p", { class: "missing-note", role: "status", hidden: true });
   const dirs = h("datalist", { id: "dirs" });
   const models = h("datalist", { id: "models" });
   const executor = h(
