@@ -47,7 +47,7 @@ def test_a_request_is_pending_until_a_person_decides_once() -> None:
 
 
 def test_unknown_ids_and_other_sessions_are_not_found() -> None:
-    book = ApprovalBook()
+    book = ApprovalBook(900)
     asked = book.request("s1", "Bash", {}, "t", now=T0)
     with pytest.raises(ApprovalNotFound):
         book.decide("s1", "nope", "allow", now=T0)
@@ -76,7 +76,7 @@ def test_the_deadline_denies_and_a_late_decision_conflicts() -> None:
 
 
 def test_cancel_denies_the_sessions_pending_approvals_only() -> None:
-    book = ApprovalBook()
+    book = ApprovalBook(900)
     mine = [book.request("s1", "Bash", {}, str(i), now=T0 + i) for i in range(2)]
     other = book.request("s2", "Bash", {}, "other", now=T0)
     closed = book.close_session("s1", now=T0 + 3, reason=CANCELLED)
@@ -88,7 +88,7 @@ def test_cancel_denies_the_sessions_pending_approvals_only() -> None:
 
 
 def test_remember_allows_the_tool_for_the_rest_of_the_session() -> None:
-    book = ApprovalBook()
+    book = ApprovalBook(900)
     asked = book.request("s1", "Bash", {}, "t", now=T0)
     assert not book.remembered("s1", "Bash")
     book.decide("s1", asked.approval_id, "allow", now=T0, remember="session")
@@ -99,7 +99,7 @@ def test_remember_allows_the_tool_for_the_rest_of_the_session() -> None:
 
 
 def test_pending_and_remembered_decisions_are_bounded() -> None:
-    book = ApprovalBook(max_pending=2, kept_decisions=2)
+    book = ApprovalBook(900, max_pending=2, kept_decisions=2)
     a, b = (book.request("s1", "Bash", {}, str(i), now=T0) for i in range(2))
     refused = book.request("s1", "Bash", {}, "third", now=T0)
     assert (refused.state, refused.decision, refused.message) == ("decided", "deny", TOO_MANY)

@@ -8,7 +8,8 @@ becomes a pending approval here, and the agent waits for its answer. The rules:
   its session's cancel or end (`close_session`: denied). Whatever comes second is refused:
   `ApprovalConflict` (409) for a decision on one that is no longer pending, `ApprovalNotFound`
   (404) for an id never seen (or forgotten: a bounded number of decided ones is kept).
-- Its deadline is ``requested_at + timeout`` (``arpc --approval-timeout``, default 900 s).
+- Its deadline is ``requested_at + timeout`` (``arpc --approval-timeout``:
+  `SessionConfig.approval_timeout`, default 900 s).
 - ``remember="session"`` on an allow lets the same tool run for the rest of that session without
   asking again (`remembered`); the session's record of it goes with the session.
 - At most ``max_pending`` approvals wait at once (all sessions together): beyond, a request is
@@ -25,15 +26,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
+from arp.agents.ask import Decision
 from arp.agents.errors import BadRequest, Conflict, SessionNotFound
 from arp.agents.session_types import iso
 
-Decision = Literal["allow", "deny"]
 DecidedBy = Literal["person", "timeout", "cancel"]
 State = Literal["pending", "decided"]
 
-DEFAULT_TIMEOUT: Final = 900.0
-"""Seconds an approval waits for a person before it is denied (``--approval-timeout``)."""
 MAX_PENDING: Final = 256
 """Approvals waiting at once, all sessions together (beyond: denied at once)."""
 KEPT_DECISIONS: Final = 1000
@@ -109,7 +108,7 @@ def parse_decision(body: Any) -> tuple[Decision, str | None, Literal["session"] 
         raise BadRequest("the body must be a JSON object with a 'decision'")
     decision = body.get("decision")
     if decision not in ("allow", "deny"):
-        raise BadRequest("'decision' must be \"allow\" or \"deny\"")
+        raise BadRequest('\'decision\' must be "allow" or "deny"')
     message = body.get("message")
     if message is not None and not isinstance(message, str):
         raise BadRequest("'message' must be a string")
@@ -128,7 +127,7 @@ class ApprovalBook:
 
     def __init__(
         self,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float,
         *,
         max_pending: int = MAX_PENDING,
         kept_decisions: int = KEPT_DECISIONS,
@@ -182,8 +181,7 @@ class ApprovalBook:
             done = self._decided.get(approval_id)
             if done is not None and done.session_id == session_id:
                 raise ApprovalConflict(
-                    f"approval {approval_id} was already decided: {done.decision} "
-                    f"(by {done.by})"
+                    f"approval {approval_id} was already decided: {done.decision} (by {done.by})"
                 )
             raise ApprovalNotFound(f"no approval {approval_id!r} in session {session_id!r}")
         if now >= approval.expires_at:

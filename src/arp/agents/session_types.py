@@ -83,6 +83,9 @@ class SessionConfig:
     """The most events one page holds, whatever the caller asks."""
     extra_env: Mapping[str, str] = field(default_factory=dict)
     """Variables added to every child's environment."""
+    approval_timeout: float = 900.0
+    """``ask`` mode: seconds an approval waits for a person before it is denied
+    (``arpc --approval-timeout``)."""
     default_project: Path | None = None
     """The cwd of a session that names no project (None: ``allowed_root``, else arpc's cwd)."""
 
@@ -210,6 +213,8 @@ class Session:
     """Why the latest run failed, when ARP or the CLI said so."""
     pid: int | None
     """The running child's pid (its process group id too); None when not running."""
+    pending_approvals: tuple[dict[str, Any], ...] = ()
+    """``ask`` mode: the approvals waiting for a person, oldest first (`Approval.to_json`)."""
 
     @property
     def running(self) -> bool:
@@ -237,6 +242,7 @@ class Session:
             "last_seq": self.last_seq,
             "error": self.error,
             "pid": self.pid,
+            "pending_approvals": list(self.pending_approvals),
         }
 
 

@@ -63,14 +63,18 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from arp.agents.approvals import CANCELLED, RUN_ENDED, Approval
 from arp.agents.argv import RunSpec
+from arp.agents.ask import Decision, PermissionAsk
+from arp.agents.desk import ApprovalDesk
 from arp.agents.errors import (
     BadRequest,
     Conflict,
@@ -131,6 +135,7 @@ class SessionManager(Service):
         # Parsing output is the manager's CPU work; one chunk at a time, in turn, so the HTTP
         # API stays responsive however many sessions print at once.
         self._ingest = asyncio.Lock()
+        self._desk = ApprovalDesk(self.config.approval_timeout, self._emit)
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -166,6 +171,7 @@ class SessionManager(Service):
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=self.config.kill_wait)
+        self._desk.close()
         for entry in self._entries.values():
             entry.log.close()
             entry.changed()
@@ -173,20 +179,40 @@ class SessionManager(Service):
     # ----------------------------------------------------------------------------- queries
 
     def get(self, session_id: str) -> Session:
-        return self._entry(session_id).snapshot()
+        return self._snapshot(self._entry(session_id))
 
     def list(self, limit: int = 50, offset: int = 0) -> builtins.list[Session]:
         """Sessions newest first."""
         limit = max(0, limit)
         offset = max(0, offset)
         ordered = sorted(self._entries.values(), key=lambda e: e.created_at, reverse=True)
-        return [entry.snapshot() for entry in ordered[offset : offset + limit]]
+        return [self._snapshot(entry) for entry in ordered[offset : offset + limit]]
 
     def count(self) -> int:
         return len(self._entries)
 
     def running_count(self) -> int:
         return sum(1 for entry in self._entries.values() if entry.run is not None)
+
+    def approvals(self) -> builtins.list[Approval]:
+        """Every pending approval of this manager, oldest first (the person's inbox)."""
+        return self._desk.pending()
+
+    def decide(
+        self,
+        session_id: str,
+        approval_id: str,
+        decision: Decision,
+        *,
+        message: str | None = None,
+        remember: Literal["session"] | None = None,
+    ) -> Approval:
+        """A person's decision on a pending approval: the first wins (409 after it, 404 for an
+        unknown session or id); the agent gets the answer at once."""
+        self._entry(session_id)
+        return self._desk.decide(
+            session_id, approval_id, decision, message=message, remember=remember
+        )
 
     def page(self, session_id: str, after: int = 0, limit: int | None = None) -> SessionPage:
         """The session's state and its events after seq ``after``: the one page the HTTP API,
@@ -250,7 +276,7 @@ class SessionManager(Service):
         run = entry.run
         if run is not None and run.task is not None:
             await _wait_at_most(run.task, timeout)
-        return entry.snapshot()
+        return self._snapshot(entry)
 
     # ----------------------------------------------------------------------------- commands
 
@@ -290,7 +316,7 @@ class SessionManager(Service):
         finally:
             if evicted:
                 await asyncio.to_thread(remove_folders, evicted)
-        return entry.snapshot()
+        return self._snapshot(entry)
 
     async def send_message(
         self, session_id: str, prompt: str, *, model: str | None = None
@@ -316,19 +342,20 @@ class SessionManager(Service):
         check_still_a_folder(entry.project_path)
         self._check_capacity(new_session=False)
         self._launch(entry, binary, replace(spec, project_path=entry.project_path), prompt)
-        return entry.snapshot()
+        return self._snapshot(entry)
 
     async def cancel(self, session_id: str) -> Session:
         """Stops the run (SIGINT, SIGTERM, SIGKILL to its group), keeping its output."""
         entry = self._entry(session_id)
         run = entry.run
         if run is None:
-            return entry.snapshot()
+            return self._snapshot(entry)
         run.cancel_requested = True
+        self._desk.close_session(session_id, CANCELLED)
         await self._stop(run)
         if run.task is not None:
             await _wait_at_most(run.task, 2 * self.config.kill_wait)
-        return entry.snapshot()
+        return self._snapshot(entry)
 
     async def delete(self, session_id: str) -> None:
         """Stops the session if it runs, then forgets it and removes its stored output."""
@@ -341,6 +368,7 @@ class SessionManager(Service):
             stopped.append(entry.run)
             await self.cancel(session_id)
         entry.deleted = True
+        self._desk.forget_session(session_id)
         self._entries.pop(session_id, None)
         entry.log.close()
         entry.changed()
@@ -348,6 +376,9 @@ class SessionManager(Service):
             await asyncio.to_thread(shutil.rmtree, entry.folder, True)
 
     # ----------------------------------------------------------------------------- internals
+
+    def _snapshot(self, entry: SessionRecord) -> Session:
+        return entry.snapshot(self._desk.pending_json(entry.session_id))
 
     def _entry(self, session_id: str) -> SessionRecord:
         entry = self._entries.get(session_id) if isinstance(session_id, str) else None
@@ -431,7 +462,9 @@ class SessionManager(Service):
         argv = entry.executor.build(binary, spec)
         before = (entry.status, entry.started_at, entry.updated_at, entry.ended_at)
         before_end = (entry.exit_code, entry.error)
-        run = RunRecord(entry.runs)
+        run = RunRecord(
+            entry.runs, entry.executor.ask() if spec.ask and entry.executor.ask else None
+        )
         entry.run = run
         entry.runs += 1
         entry.status = "running"
@@ -450,7 +483,7 @@ class SessionManager(Service):
             entry.exit_code, entry.error = before_end
             raise
         entry.changed()
-        run.task = asyncio.ensure_future(self._run(entry, run, argv))
+        run.task = asyncio.ensure_future(self._run(entry, run, argv, prompt))
         self._tasks.add(run.task)
         run.task.add_done_callback(self._tasks.discard)
 
@@ -461,7 +494,9 @@ class SessionManager(Service):
         env["ARP_SESSION_ID"] = entry.session_id
         return env
 
-    async def _run(self, entry: SessionRecord, run: RunRecord, argv: builtins.list[str]) -> None:
+    async def _run(
+        self, entry: SessionRecord, run: RunRecord, argv: builtins.list[str], prompt: str
+    ) -> None:
         """Runs one child to its end and records how it ended."""
         exit_code: int | None = None
         error: str | None = None
@@ -475,12 +510,16 @@ class SessionManager(Service):
                     cwd=entry.project_path,
                     env=self._child_env(entry),
                     limit=_READER_LIMIT,
+                    stdin=subprocess.PIPE if run.protocol is not None else subprocess.DEVNULL,
                 )
             except OSError as exc:
                 error = f"could not start {argv[0]}: {exc}"
                 self._emit(entry, run, [Draft("error", text=error)])
                 return
             run.process = process
+            if run.protocol is not None:
+                run.stdin = process.stdin
+                run.write_input(run.protocol.opening(prompt))
             entry.child = child_identity(process.pid)
             self._save(entry)
             if run.cancel_requested or run.interrupt_requested:
@@ -591,15 +630,25 @@ class SessionManager(Service):
         parser: StreamParser | None,
     ) -> None:
         drafts: builtins.list[Draft] = []
+        asks: builtins.list[PermissionAsk] = []
         for raw in lines:
             text = raw.decode("utf-8", errors="replace").rstrip("\r")
             if parser is None:
                 if text.strip():
                     drafts.append(Draft("stderr", text=text, raw=text))
+            elif run.protocol is not None:
+                step = run.protocol.on_line(text)
+                drafts.extend(step.drafts)
+                run.write_input(step.writes)
+                asks.extend(step.asks)
+                if step.close_input:
+                    run.close_input()
             else:
                 drafts.extend(parser.parse_line(text))
         if drafts:
             self._emit(entry, run, drafts)
+        for ask in asks:
+            self._desk.ask(entry, run, ask)
 
     def _emit(self, entry: SessionRecord, run: RunRecord, drafts: builtins.list[Draft]) -> None:
         if entry.deleted:
@@ -649,6 +698,8 @@ class SessionManager(Service):
             status = "failed"
             if error is None:
                 error = run.result_error or f"{entry.executor.name} exited with code {exit_code}"
+        run.close_input()
+        self._desk.close_session(entry.session_id, RUN_ENDED)
         now = time.time()
         entry.status = status
         entry.child = None
