@@ -1,15 +1,105 @@
-"""A fake `claude -p <prompt> --output-format stream-json --verbose [--resume ID] …`."""
+"""A fake `claude -p <prompt> --output-format stream-json --verbose [--resume ID] …`.
+
+With ``--input-format stream-json --permission-prompt-tool stdio`` (ARP's ask mode) it speaks
+Claude's control protocol instead: it answers the ``initialize`` request, reads the prompt as a
+``user`` message, asks ``can_use_tool`` for a Bash ``touch`` (``asks=N`` times, the file named by
+``touch=PATH``), obeys each answer, prints the result and waits for stdin to close.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from pathlib import Path
+from typing import Any
 
 import fakecli as f
 
 
+def read_message() -> Any:
+    line = sys.stdin.readline()
+    if not line:
+        sys.exit(3)  # stdin closed before the protocol was done
+    return json.loads(line)
+
+
+def ask_mode(argv: list[str]) -> None:
+    init = read_message()
+    assert init["type"] == "control_request" and init["request"]["subtype"] == "initialize"
+    f.emit(
+        {
+            "type": "control_response",
+            "response": {"subtype": "success", "request_id": init["request_id"], "response": {}},
+        }
+    )
+    user = read_message()
+    prompt = user["message"]["content"][0]["text"]
+    d = f.Directives(prompt)
+    f.setup(d)
+    sid = f.flag_value(argv, "--resume") or f.new_id()
+    f.emit({"type": "system", "subtype": "init", "session_id": sid, "argv": argv})
+    target = d.get("touch") or "/nonexistent/arp-fake-touch"
+    for i in range(d.int("asks", 1)):
+        tool_id = f"toolu_ask_{i}"
+        command = {"command": f"touch {target}"}
+        f.emit(
+            {
+                "type": "assistant",
+                "message": {"content": [{"type": "tool_use", "id": tool_id, "name": "Bash",
+                                         "input": command}]},
+                "session_id": sid,
+            }
+        )  # fmt: skip
+        request_id = f"req-{i}"
+        f.emit(
+            {
+                "type": "control_request",
+                "request_id": request_id,
+                "request": {"subtype": "can_use_tool", "tool_name": "Bash", "input": command,
+                            "tool_use_id": tool_id},
+            }
+        )  # fmt: skip
+        while True:
+            answer = read_message()
+            if answer.get("type") == "control_response":
+                break
+        response = answer["response"]
+        assert response["request_id"] == request_id, response
+        body = response["response"]
+        if body["behavior"] == "allow":
+            Path(target).touch()
+            result: dict[str, Any] = {"content": "", "is_error": False}
+        else:
+            result = {"content": body.get("message", ""), "is_error": True}
+        f.emit(
+            {
+                "type": "user",
+                "message": {"content": [{"type": "tool_result", "tool_use_id": tool_id,
+                                         **result}]},
+                "session_id": sid,
+            }
+        )  # fmt: skip
+    f.emit(
+        {
+            "type": "result",
+            "subtype": "success",
+            "is_error": False,
+            "result": "asked",
+            "session_id": sid,
+            "usage": {"input_tokens": 1, "output_tokens": 1},
+        }
+    )
+    while sys.stdin.readline():  # the real CLI ends once its input does
+        pass
+    f.finish(d)
+
+
 def main() -> None:
     argv = sys.argv[1:]
+    if f.flag_value(argv, "--input-format") == "stream-json":
+        ask_mode(argv)
+        return
     prompt = f.flag_value(argv, "-p") or ""
     d = f.Directives(prompt)
     f.setup(d)
