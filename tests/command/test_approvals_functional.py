@@ -188,14 +188,11 @@ async def test_cancel_denies_what_is_pending(http: aiohttp.ClientSession, tmp_pa
     assert status == 409
 
 
-async def test_ask_is_refused_where_no_route_exists_yet(http: aiohttp.ClientSession) -> None:
-    for executor in ("codex", "gemini"):
-        status, body = await post_json(
-            http,
-            "/api/sessions",
-            {"executor": executor, "prompt": "hi", "permissionMode": "ask"},
-        )
-        assert status == 400 and "ask" in body["error"], body
+async def test_ask_is_a_permission_mode_like_the_others(http: aiohttp.ClientSession) -> None:
+    status, body = await post_json(
+        http, "/api/sessions", {"executor": "claude", "prompt": "hi", "permissionMode": "asks"}
+    )
+    assert status == 400 and "ask" in body["error"], body  # the accepted modes are listed
 
 
 async def test_the_openapi_document_names_the_approval_api(http: aiohttp.ClientSession) -> None:

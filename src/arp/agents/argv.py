@@ -175,6 +175,9 @@ def _claude_options(spec: RunSpec, permission_mode: str | None) -> list[str]:
 
 
 def build_codex(binary: str, spec: RunSpec) -> list[str]:
+    if spec.ask:
+        # JSON-RPC over stdio; thread, model and prompt go there (arp.agents.ask_rpc).
+        return [binary, "app-server"]
     if spec.resume_id:
         # `exec resume` keeps the thread but not the sandbox: pass -s before `resume` (an
         # exec option) and -m after it, or a follow-up of an acceptEdits session runs
@@ -199,6 +202,15 @@ def build_codex(binary: str, spec: RunSpec) -> list[str]:
 
 
 def build_gemini(binary: str, spec: RunSpec) -> list[str]:
+    if spec.ask:
+        # ACP over stdio; the prompt and the conversation to resume go there
+        # (arp.agents.ask_rpc.GeminiAcp).
+        argv = [binary, "--acp", "--approval-mode", "default"]
+        if spec.model:
+            argv += ["-m", spec.model]
+        if spec.allowed_tools:
+            argv += ["--allowed-tools", *spec.allowed_tools]
+        return argv
     argv = [binary, "-p", prompt_arg(spec.prompt), "--output-format", "stream-json"]
     if spec.model:
         argv += ["-m", spec.model]

@@ -29,6 +29,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
+from arp.agents.argv import RunSpec
 from arp.agents.events import ClaudeParser, Draft
 
 Decision = Literal["allow", "deny"]
@@ -96,7 +97,8 @@ class ClaudeAsk:
 
     INIT_ID: Final = "arp-init"
 
-    def __init__(self) -> None:
+    def __init__(self, spec: RunSpec) -> None:
+        # The options are on the command line already; the prompt comes with `opening`.
         self.parser = ClaudeParser()
 
     def opening(self, prompt: str) -> list[bytes]:

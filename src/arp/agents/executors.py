@@ -28,8 +28,8 @@ resume (follow-ups)     yes     yes    yes
 ``default`` → codex (no -s flag) / gemini ``default``; ``plan`` → codex ``read-only`` / gemini
 ``default``; ``acceptEdits`` → codex ``workspace-write`` / gemini ``auto_edit``;
 ``bypassPermissions`` → codex ``danger-full-access`` / gemini ``yolo``. ``ask`` (any executor
-with an `Executor.ask` protocol: claude) drives the CLI over its stdio protocol so that a person
-decides each tool use it would prompt for (`arp.agents.ask`, `arp.agents.approvals`).
+with an `Executor.ask` protocol: all three) drives the CLI over its stdio protocol so that
+a person decides each tool use it would prompt for (`arp.agents.ask`, `arp.agents.approvals`).
 
 Binary lookup, first hit wins: the executor's flag (``--command-path`` for claude as in the
 original, ``--codex-path``, ``--gemini-path``; a set flag that does not point at an executable
@@ -47,6 +47,7 @@ from typing import Final, Literal, get_args
 
 from arp.agents.argv import RunSpec, build_claude, build_codex, build_gemini
 from arp.agents.ask import AskProtocol, ClaudeAsk
+from arp.agents.ask_rpc import CodexAppServer, GeminiAcp
 from arp.agents.errors import BadRequest
 from arp.agents.events import ClaudeParser, CodexParser, GeminiParser, StreamParser
 
@@ -92,14 +93,14 @@ class Executor:
     parser: Callable[[], StreamParser]
     env: Mapping[str, str] = field(default_factory=dict)
     """Variables added to arpc's environment for this CLI (besides ``ARP_SESSION_ID``)."""
-    ask: Callable[[], AskProtocol] | None = None
+    ask: Callable[[RunSpec], AskProtocol] | None = None
     """How ``permissionMode: "ask"`` talks to this CLI (None: it cannot ask yet, a 400)."""
 
     def permission_value(self, mode: str) -> str | None:
         """The CLI's value for ``mode``; a value this CLI does not know is a 400."""
         key = mode.strip().lower()
         if key not in self.permission_modes:
-            accepted = ", ".join(sorted({m for m in self.permission_modes}))
+            accepted = ", ".join(sorted({*self.permission_modes, *([ASK] if self.ask else [])}))
             raise BadRequest(
                 f"permission mode {mode!r} is not known to {self.name}; use one of: {accepted}"
             )
@@ -201,6 +202,7 @@ EXECUTORS: Final[dict[str, Executor]] = {
         },
         build=build_codex,
         parser=CodexParser,
+        ask=CodexAppServer,
     ),
     "gemini": Executor(
         name="gemini",
@@ -219,6 +221,7 @@ EXECUTORS: Final[dict[str, Executor]] = {
         },
         build=build_gemini,
         parser=GeminiParser,
+        ask=GeminiAcp,
     ),
 }
 

@@ -463,7 +463,7 @@ class SessionManager(Service):
         before = (entry.status, entry.started_at, entry.updated_at, entry.ended_at)
         before_end = (entry.exit_code, entry.error)
         run = RunRecord(
-            entry.runs, entry.executor.ask() if spec.ask and entry.executor.ask else None
+            entry.runs, entry.executor.ask(spec) if spec.ask and entry.executor.ask else None
         )
         entry.run = run
         entry.runs += 1
