@@ -8,6 +8,7 @@ once (200, then 409), the events replayed, the deadline and the cancel denying.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ import aiohttp
 import pytest
 
 from arp.client.cli import build_parser
+from arp.command.remote import RemoteConfig, RemoteServer
+from arp.command.remote_protocol import Defaults
 from arp.command.server import CommandServer
 from tests.command.sessions_support import fake_config, post_json, run_to_end, start
 from tests.conftest import units
@@ -214,3 +217,74 @@ def test_arpc_approval_timeout_flag() -> None:
     assert parser.parse_args(["--approval-timeout", "60"]).approval_timeout == 60.0
     with pytest.raises(SystemExit):
         parser.parse_args(["--approval-timeout", "0"])
+
+
+async def test_the_remote_protocol_reports_an_approval_the_peer_answers(
+    server: CommandServer, tmp_path: Path
+) -> None:
+    """``ask_before_tool_execution: true`` runs in ask mode; the pending approval comes as a
+    ToolCall line with ``approval``; the peer decides it with the decide_approval Instruction
+    on the same connection, and the request's answer follows."""
+    remote = RemoteServer(
+        RemoteConfig(defaults=Defaults(project_path=str(tmp_path)), request_timeout=units(20)),
+        server.manager,
+    )
+    await remote.start()
+    target = tmp_path / "remote-touched.txt"
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", remote.port)
+
+        async def send(obj: dict[str, Any]) -> None:
+            writer.write((json.dumps(obj) + "\n").encode())
+            await writer.drain()
+
+        async def read() -> dict[str, Any]:
+            async with asyncio.timeout(units(10)):
+                return dict(json.loads(await reader.readline()))
+
+        await send(
+            {
+                "request_id": "ask-1",
+                "input": {"Text": f"touch={target}"},
+                "config": {"ask_before_tool_execution": True},
+            }
+        )
+        asked = await read()
+        assert asked["request_id"] == "ask-1" and asked["done"] is False
+        assert asked["response"] == {
+            "ToolCall": {"name": "Bash", "arguments": {"command": f"touch {target}"}}
+        }
+        approval = asked["approval"]
+        assert approval["title"] == f"Bash: touch {target}" and approval["expires_at"]
+        listed = {"Instruction": {"command": "list_approvals", "parameters": {}}}
+        await send({"request_id": "l-1", "input": listed})
+        inbox = await read()
+        [pending] = inbox["response"]["ToolResult"]["result"]["approvals"]
+        assert pending["approval_id"] == approval["approval_id"]
+        decide = {
+            "command": "decide_approval",
+            "parameters": {
+                "session_id": asked["session_id"],
+                "approval_id": approval["approval_id"],
+                "decision": "deny",
+                "message": "not over TCP",
+            },
+        }
+        await send({"request_id": "d-1", "input": {"Instruction": decide}})
+        answers = {(line := await read())["request_id"]: line for _ in range(2)}
+        decided = answers["d-1"]["response"]["ToolResult"]["result"]
+        assert decided["decision"] == "deny" and decided["by"] == "person"
+        final = answers["ask-1"]
+        assert final["error"] is None, final
+        assert not target.exists()
+        tools = final["response"]["Multi"]
+        assert {"ToolResult": {"name": "Bash", "result": "not over TCP"}} in tools
+        # A second decision is refused: the first one won.
+        await send({"request_id": "d-2", "input": {"Instruction": decide}})
+        again = await read()
+        assert (
+            again["error"].startswith("processing_error:") and "already decided" in again["error"]
+        )
+        writer.close()
+    finally:
+        await remote.close()

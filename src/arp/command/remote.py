@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from arp import argtypes
+from arp.agents.approvals import parse_decision
 from arp.agents.errors import SessionError
 from arp.agents.events import Usage
 from arp.agents.executors import AGENTS
@@ -55,6 +56,7 @@ from arp.command.remote_protocol import (
     RemoteRequest,
     RequestError,
     TextInput,
+    approval_line,
     attachment_note,
     error_line,
     image_filename,
@@ -422,6 +424,22 @@ async def _list_projects(server: RemoteServer, params: dict[str, Any]) -> Any:
     return {"projects": [p.to_json() for p in projects[:limit]], "total": len(projects)}
 
 
+async def _list_approvals(server: RemoteServer, params: dict[str, Any]) -> Any:
+    return {"approvals": [a.to_json(with_session=True) for a in server.manager.approvals()]}
+
+
+async def _decide_approval(server: RemoteServer, params: dict[str, Any]) -> Any:
+    decision, message, remember = parse_decision(params)
+    approval = server.manager.decide(
+        _str_param(params, "session_id"),
+        _str_param(params, "approval_id"),
+        decision,
+        message=message,
+        remember=remember,
+    )
+    return approval.decision_json()
+
+
 async def _help(server: RemoteServer, params: dict[str, Any]) -> Any:
     defaults = server.config.defaults
     return {
@@ -446,6 +464,8 @@ INSTRUCTIONS: Final[dict[str, Callable[[RemoteServer, dict[str, Any]], Awaitable
     "session_output": _session_output,
     "cancel_session": _cancel_session,
     "list_projects": _list_projects,
+    "list_approvals": _list_approvals,
+    "decide_approval": _decide_approval,
     "help": _help,
 }
 
@@ -767,6 +787,10 @@ class _Run:
         assert answer is not None
         incremental = request.stream_mode == "incremental"
         async for event in self.server.manager.follow(session_id):
+            if event.kind == "approval_request":
+                # Whatever the stream mode: the peer must see it while it can still answer.
+                await self.connection.send(approval_line(request.request_id, session_id, event))
+                continue
             pieces = answer.feed(event)
             if incremental:
                 for piece in pieces:
