@@ -14,9 +14,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from arp.agents.ask import AskProtocol
+from arp.agents.ask import AskProtocol, PermissionAsk
 from arp.agents.eventlog import EventLog
-from arp.agents.events import Draft, Usage
+from arp.agents.events import Draft, StreamParser, Usage
 from arp.agents.executors import Executor
 from arp.agents.session_types import Session, StartRequest, Status
 from arp.agents.spawn import Child
@@ -40,6 +40,31 @@ class RunRecord:
         self.result_error: str | None = None
         self.saw_error_result = False
         self.output_capped = False
+
+    def read_output(
+        self, lines: list[bytes], parser: StreamParser | None
+    ) -> tuple[list[Draft], list[PermissionAsk]]:
+        """Lines the CLI printed → events to keep and permission requests to put to a person.
+
+        ``parser`` None: stderr, kept line by line. In ask mode stdout goes through the
+        protocol, which may also write back to the CLI or end its input."""
+        drafts: list[Draft] = []
+        asks: list[PermissionAsk] = []
+        for raw in lines:
+            text = raw.decode("utf-8", errors="replace").rstrip("\r")
+            if parser is None:
+                if text.strip():
+                    drafts.append(Draft("stderr", text=text, raw=text))
+            elif self.protocol is not None:
+                step = self.protocol.on_line(text)
+                drafts.extend(step.drafts)
+                self.write_input(step.writes)
+                asks.extend(step.asks)
+                if step.close_input:
+                    self.close_input()
+            else:
+                drafts.extend(parser.parse_line(text))
+        return drafts, asks
 
     def write_input(self, lines: list[bytes]) -> None:
         """Writes protocol lines to the CLI's stdin; a CLI that is gone is no error."""

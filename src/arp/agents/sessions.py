@@ -19,14 +19,18 @@ the remote TCP protocol are adapters over it. Public interface::
         manager.lines_after(session_id, after_seq=0, limit=1000) -> list[(seq, JSON line)]
         async for batch in manager.follow_lines(session_id, after_seq): ...   # lines, batched
         await manager.delete(session_id)                    # stops it, removes its files
+        manager.approvals() -> list[Approval]               # ask mode: the pending ones
+        manager.decide(session_id, approval_id, "allow", message=None, remember=None)
 
 This module supervises runs: it starts each child, reads its output into the event log, ends it
 by the signal ladder and records how it ended. The rest lives by concept next to it: the values
 callers exchange (`arp.agents.session_types`), options checked and turned into an argv
 (`arp.agents.executors`, `arp.agents.argv`), project-path policy (`arp.agents.projects`), the
 mutable records (`arp.agents.records`), storage (`arp.agents.store`), starting a child
-(`arp.agents.spawn`), stopping what is left of one (`arp.agents.reap`) and cutting its output
-into lines (`arp.agents.lines`).
+(`arp.agents.spawn`), waiting for and stopping one (`arp.agents.reap`), cutting its output into
+lines (`arp.agents.lines`), and in ``ask`` mode its stdio protocol (`arp.agents.ask`,
+`arp.agents.ask_rpc`) and the approvals a person decides (`arp.agents.desk`,
+`arp.agents.approvals`).
 
 - Errors are `arp.agents.errors.SessionError` subclasses carrying the HTTP status: 400 bad
   request (unknown executor, binary not found, missing project folder, option the executor does
@@ -58,7 +62,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import logging
 import os
 import shutil
@@ -66,14 +69,14 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from arp.agents.approvals import CANCELLED, RUN_ENDED, Approval
 from arp.agents.argv import RunSpec
-from arp.agents.ask import Decision, PermissionAsk
+from arp.agents.ask import Decision
 from arp.agents.desk import ApprovalDesk
 from arp.agents.errors import (
     BadRequest,
@@ -88,7 +91,14 @@ from arp.agents.events import Draft, Event, StreamParser
 from arp.agents.executors import get_executor
 from arp.agents.lines import LineFramer
 from arp.agents.projects import check_still_a_folder, resolve_project
-from arp.agents.reap import child_identity, kill_group, stop_leftover
+from arp.agents.reap import (
+    child_identity,
+    kill_group,
+    signal_ladder,
+    stop_leftover,
+    wait_at_most,
+    wait_child,
+)
 from arp.agents.records import RunRecord, SessionRecord
 from arp.agents.session_types import (
     STATUSES,
@@ -98,7 +108,7 @@ from arp.agents.session_types import (
     StartRequest,
     Status,
 )
-from arp.agents.spawn import Child, spawn
+from arp.agents.spawn import spawn
 from arp.agents.store import SessionStore, remove_folders
 from arp.lifecycle import Service
 
@@ -275,7 +285,7 @@ class SessionManager(Service):
         entry = self._entry(session_id)
         run = entry.run
         if run is not None and run.task is not None:
-            await _wait_at_most(run.task, timeout)
+            await wait_at_most(run.task, timeout)
         return self._snapshot(entry)
 
     # ----------------------------------------------------------------------------- commands
@@ -354,7 +364,7 @@ class SessionManager(Service):
         self._desk.close_session(session_id, CANCELLED)
         await self._stop(run)
         if run.task is not None:
-            await _wait_at_most(run.task, 2 * self.config.kill_wait)
+            await wait_at_most(run.task, 2 * self.config.kill_wait)
         return self._snapshot(entry)
 
     async def delete(self, session_id: str) -> None:
@@ -533,7 +543,9 @@ class SessionManager(Service):
                 asyncio.ensure_future(self._pump(entry, run, process.stderr, None)),
             ]
             try:
-                exit_code = await self._wait_child(entry, process, pumps)
+                exit_code = await wait_child(
+                    process, pumps, self.config.kill_wait, f"session {entry.session_id}"
+                )
             finally:
                 # Nothing of the run may outlive it: kill what is left of its process group,
                 # which also closes pipes a grandchild still held.
@@ -550,34 +562,6 @@ class SessionManager(Service):
             error = f"internal error: {exc}"
         finally:
             self._finish(entry, run, exit_code, error)
-
-    async def _wait_child(
-        self,
-        entry: SessionRecord,
-        process: Child,
-        pumps: builtins.list[asyncio.Task[None]],
-    ) -> int:
-        """The child's exit code, watching its pumps too: a pump that died (it never should)
-        cannot drain the pipes, so the child is killed rather than left blocked forever."""
-        waiter = asyncio.ensure_future(process.wait())
-        try:
-            watched: set[asyncio.Future[Any]] = {waiter, *pumps}
-            while not waiter.done():
-                done, watched = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    if task is not waiter and not task.cancelled() and task.exception():
-                        log.error(
-                            "session %s: an output pump failed: %r; stopping the run",
-                            entry.session_id,
-                            task.exception(),
-                        )
-                        kill_group(process.pid, signal.SIGKILL)
-                        # Pipes nobody reads may keep wait() from returning; bound it.
-                        async with asyncio.timeout(self.config.kill_wait):
-                            return await waiter
-            return waiter.result()
-        finally:
-            waiter.cancel()
 
     async def _pump(
         self,
@@ -629,22 +613,7 @@ class SessionManager(Service):
         lines: builtins.list[bytes],
         parser: StreamParser | None,
     ) -> None:
-        drafts: builtins.list[Draft] = []
-        asks: builtins.list[PermissionAsk] = []
-        for raw in lines:
-            text = raw.decode("utf-8", errors="replace").rstrip("\r")
-            if parser is None:
-                if text.strip():
-                    drafts.append(Draft("stderr", text=text, raw=text))
-            elif run.protocol is not None:
-                step = run.protocol.on_line(text)
-                drafts.extend(step.drafts)
-                run.write_input(step.writes)
-                asks.extend(step.asks)
-                if step.close_input:
-                    run.close_input()
-            else:
-                drafts.extend(parser.parse_line(text))
+        drafts, asks = run.read_output(lines, parser)
         if drafts:
             self._emit(entry, run, drafts)
         for ask in asks:
@@ -733,19 +702,13 @@ class SessionManager(Service):
             if run.process is not None or (run.task is not None and run.task.done()):
                 break
             await asyncio.sleep(0.01)
-        process = run.process
-        if process is None:
-            return
-        steps = (
-            (signal.SIGINT, self.config.sigint_grace),
-            (signal.SIGTERM, self.config.sigterm_grace),
-            (signal.SIGKILL, self.config.kill_wait),
-        )
-        for sig, grace in steps:
-            if process.returncode is not None:
-                return
-            kill_group(process.pid, sig)
-            await _wait_at_most(process.wait(), grace)
+        if run.process is not None:
+            steps = (
+                (signal.SIGINT, self.config.sigint_grace),
+                (signal.SIGTERM, self.config.sigterm_grace),
+                (signal.SIGKILL, self.config.kill_wait),
+            )
+            await signal_ladder(run.process, steps)
 
     # ----------------------------------------------------------------------------- storage
 
@@ -759,13 +722,3 @@ class SessionManager(Service):
                 stop_leftover(entry.child, entry.session_id)
                 entry.mark_interrupted(time.time())
                 self._save(entry)
-
-
-async def _wait_at_most(awaitable: Awaitable[Any], timeout: float) -> None:
-    """Waits for ``awaitable`` (shielded: it goes on after a timeout) up to ``timeout`` seconds.
-
-    asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands in the turn the
-    awaited thing finishes, and the caller (a request whose client left) would carry on."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
-            await asyncio.shield(awaitable)

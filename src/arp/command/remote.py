@@ -1,11 +1,12 @@
 """The remote TCP server: newline-delimited JSON requests to the agents (``arpc --remote``).
 
 A plain TCP socket speaks the Agent CLI remote protocol (docs/remote-protocol.md; the pure core
-is `arp.command.remote_protocol`). Each request line starts an agent session through command
-mode's `SessionManager` (or runs a built-in Instruction), and its answer is one line with the
-same ``request_id``. arpc wires it in two lines::
+is `arp.command.remote_protocol`, the bounds and flags `arp.command.remote_config`, the built-in
+commands `arp.command.remote_instructions`). Each request line starts an agent session through
+command mode's `SessionManager` (or runs a built-in Instruction), and its answer is one line with
+the same ``request_id``. arpc wires it in two lines::
 
-    add_remote_arguments(parser)                       # --remote HOST:PORT, --remote-executor …
+    add_remote_arguments(parser)                       # --remote HOST:PORT, … (remote_config)
     service = remote_service(args, command_server)      # None without --remote
     if service is not None:
         await stack.enter_async_context(service)        # RemoteServer: start/close/wait_closed
@@ -32,24 +33,25 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
-from arp import argtypes
-from arp.agents.approvals import parse_decision
 from arp.agents.errors import SessionError
 from arp.agents.events import Usage
-from arp.agents.executors import AGENTS
 from arp.agents.history import HistoryReaders
 from arp.agents.lines import Abandoned, LineFramer, Oversize
-from arp.agents.session_types import PAGE_EVENTS
 from arp.agents.sessions import SessionManager
+from arp.command.remote_config import (
+    RemoteConfig,
+    add_remote_arguments,
+    config_from_args,
+)
+from arp.command.remote_instructions import INSTRUCTIONS
 from arp.command.remote_protocol import (
     Answer,
     Attachment,
-    Defaults,
     ErrorKind,
     Instruction,
     MemoryBudget,
@@ -72,153 +74,6 @@ if TYPE_CHECKING:
     from arp.command.server import CommandServer
 
 log = logging.getLogger(__name__)
-
-LOOPBACK: Final = "127.0.0.1"
-MIB: Final = 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteConfig:
-    """Bounds and deadlines of the remote server (``--remote-*`` flags)."""
-
-    host: str = LOOPBACK
-    port: int = 0
-    defaults: Defaults = field(default_factory=Defaults)
-    max_line: int = 32 * MIB
-    """The longest request line: a 20 MiB image is 26.7 MiB in base64, plus room for the rest."""
-    max_attachment_bytes: int = 24 * MIB
-    """Decoded images and files in one request, together."""
-    max_concurrent: int = 4
-    """Requests running at once on one connection (more wait: the server stops reading)."""
-    max_connections: int = 64
-    """Open connections (beyond: one ``connection_error`` line, then closed)."""
-    request_timeout: float = 600.0
-    """A request's whole deadline (``config.timeout`` may ask for less, never more)."""
-    max_pending: int = 16
-    """Request lines read ahead and waiting for a free slot (also bounded by ``max_line`` bytes)."""
-    max_memory: int = 256 * MIB
-    """Bytes of request lines and parsed requests held at once, all connections together: a
-    partial line holds its bytes, a complete line twice its bytes (itself and its decoding)
-    until parsed, a parsed request its attachments and texts until answered. What does not fit
-    is answered with a ``connection_error`` at once (never waits)."""
-    read_chunk: int = 256 * 1024
-    write_timeout: float = 30.0
-    """A client that takes no answer bytes for this long is disconnected."""
-    stop_timeout: float = 15.0
-    """How long stopping one agent (cancel) may take before it is left to the manager."""
-    shutdown_timeout: float = 20.0
-    """Closing waits this long for connections to stop their agents (longer than a stop)."""
-    upload_dir: Path | None = None
-    """Where the private temporary folders of attachments are made (None: the system's)."""
-    parse_in_thread: int = 256 * 1024
-    """Lines at least this long are decoded in a worker thread (keeps the loop responsive)."""
-    token: str | None = None
-    """The shared secret every request must carry as ``"token"`` (None: no check)."""
-
-
-_DEFAULTS: Final = RemoteConfig()
-
-# ---------------------------------------------------------------------------------------------
-# arpc wiring
-
-
-def _address(text: str) -> tuple[str, int]:
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = LOOPBACK, text
-    host = host.strip("[]") or LOOPBACK
-    if not port_text.strip().isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT or PORT")
-    return host, argtypes.port(port_text)
-
-
-def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds the remote TCP protocol's flags to arpc's parser (a group of its own)."""
-    group = parser.add_argument_group("remote TCP protocol (docs/remote-protocol.md)")
-    group.add_argument(
-        "--remote",
-        type=_address,
-        metavar="HOST:PORT",
-        help="serve the remote protocol (newline-delimited JSON) on this address; a bare PORT "
-        "binds 127.0.0.1. Off by default",
-    )
-    group.add_argument(
-        "--remote-executor",
-        default="claude",
-        choices=AGENTS,
-        help="the agent a request runs when its config names none (default %(default)s)",
-    )
-    group.add_argument("--remote-model", help="the model when a request names none")
-    group.add_argument(
-        "--remote-project",
-        help="the project folder agents run in when a request names none "
-        "(default: command mode's default)",
-    )
-    group.add_argument(
-        "--remote-permission-mode",
-        help="permission mode when a request says nothing about it (default: the CLI's own)",
-    )
-    group.add_argument(
-        "--remote-token",
-        metavar="TOKEN",
-        default=os.environ.get("ARPC_REMOTE_TOKEN"),
-        help='a shared secret every request must carry as "token" (env ARPC_REMOTE_TOKEN; '
-        "default: none, the protocol is then open to whoever reaches the port)",
-    )
-    group.add_argument(
-        "--remote-timeout",
-        type=argtypes.positive_float,
-        default=_DEFAULTS.request_timeout,
-        help="seconds one request may take; then its agent is stopped (default %(default)s)",
-    )
-    group.add_argument(
-        "--remote-max-line",
-        type=argtypes.positive_int,
-        default=_DEFAULTS.max_line,
-        help="the longest request line in bytes (default %(default)s: a 20 MiB image in base64)",
-    )
-    group.add_argument(
-        "--remote-max-concurrent",
-        type=argtypes.positive_int,
-        default=_DEFAULTS.max_concurrent,
-        help="requests running at once per connection (default %(default)s)",
-    )
-    group.add_argument(
-        "--remote-max-connections",
-        type=argtypes.positive_int,
-        default=_DEFAULTS.max_connections,
-        help="open connections at once (default %(default)s)",
-    )
-    group.add_argument(
-        "--remote-max-memory",
-        type=argtypes.positive_int,
-        default=_DEFAULTS.max_memory,
-        help="bytes of request lines and attachments held at once, all connections together; "
-        "beyond, a request is answered with connection_error (default %(default)s: 256 MiB)",
-    )
-
-
-def config_from_args(args: argparse.Namespace) -> RemoteConfig | None:
-    if getattr(args, "remote", None) is None:
-        return None
-    host, port = args.remote
-    return RemoteConfig(
-        host=host,
-        port=port,
-        defaults=Defaults(
-            executor=args.remote_executor,
-            model=args.remote_model,
-            project_path=args.remote_project,
-            permission_mode=args.remote_permission_mode,
-        ),
-        request_timeout=args.remote_timeout,
-        max_line=args.remote_max_line,
-        max_attachment_bytes=min(_DEFAULTS.max_attachment_bytes, args.remote_max_line),
-        max_concurrent=args.remote_max_concurrent,
-        max_connections=args.remote_max_connections,
-        max_memory=getattr(args, "remote_max_memory", _DEFAULTS.max_memory),
-        token=getattr(args, "remote_token", None) or None,
-    )
 
 
 def remote_service(args: argparse.Namespace, server: CommandServer) -> RemoteServer | None:
@@ -369,105 +224,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-# ---------------------------------------------------------------------------------------------
-# Instructions: built-in commands that start no agent
-
-
-def _int_param(params: dict[str, Any], name: str, default: int, top: int) -> int:
-    value = params.get(name, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ArpError(f"parameter {name!r} must be a whole number of at least 0")
-    return min(value, top)
-
-
-def _str_param(params: dict[str, Any], name: str) -> str:
-    value = params.get(name)
-    if not isinstance(value, str) or not value:
-        raise ArpError(f"parameter {name!r} is required (a string)")
-    return value
-
-
-async def _list_sessions(server: RemoteServer, params: dict[str, Any]) -> Any:
-    limit = _int_param(params, "limit", 50, 1000)
-    offset = _int_param(params, "offset", 0, 1_000_000)
-    sessions = server.manager.list(limit=limit, offset=offset)
-    return {"sessions": [s.to_json() for s in sessions], "total": server.manager.count()}
-
-
-async def _session_output(server: RemoteServer, params: dict[str, Any]) -> Any:
-    session_id = _str_param(params, "session_id")
-    after = _int_param(params, "after_seq", 0, 1 << 62)
-    limit = _int_param(params, "limit", PAGE_EVENTS, PAGE_EVENTS)
-    # The manager's one page (as the HTTP API's and MCP's get_session), plus the answer text.
-    page = server.manager.page(session_id, after, limit)
-    answer = Answer(page.session.executor, stream=False)
-    for event in page.events():
-        answer.feed(event)
-    body = page.to_json()
-    return {"session": body.pop("session"), "text": answer.text, **body}
-
-
-async def _cancel_session(server: RemoteServer, params: dict[str, Any]) -> Any:
-    session = await server.manager.cancel(_str_param(params, "session_id"))
-    return {"session": session.to_json()}
-
-
-async def _list_projects(server: RemoteServer, params: dict[str, Any]) -> Any:
-    agent = params.get("agent", "claude")
-    if agent not in AGENTS:
-        raise ArpError(f"parameter 'agent' must be one of {', '.join(AGENTS)}")
-    history = server.history
-    projects = await server.in_thread(lambda: history.projects(agent))
-    limit = _int_param(params, "limit", 100, 1000)
-    return {"projects": [p.to_json() for p in projects[:limit]], "total": len(projects)}
-
-
-async def _list_approvals(server: RemoteServer, params: dict[str, Any]) -> Any:
-    return {"approvals": [a.to_json(with_session=True) for a in server.manager.approvals()]}
-
-
-async def _decide_approval(server: RemoteServer, params: dict[str, Any]) -> Any:
-    decision, message, remember = parse_decision(params)
-    approval = server.manager.decide(
-        _str_param(params, "session_id"),
-        _str_param(params, "approval_id"),
-        decision,
-        message=message,
-        remember=remember,
-    )
-    return approval.decision_json()
-
-
-async def _help(server: RemoteServer, params: dict[str, Any]) -> Any:
-    defaults = server.config.defaults
-    return {
-        "commands": sorted(INSTRUCTIONS),
-        "defaults": {
-            "executor": defaults.executor,
-            "model": defaults.model,
-            "project_path": defaults.project_path,
-            "permission_mode": defaults.permission_mode,
-        },
-        "limits": {
-            "max_line": server.config.max_line,
-            "max_concurrent": server.config.max_concurrent,
-            "max_memory": server.config.max_memory,
-            "request_timeout": server.config.request_timeout,
-        },
-    }
-
-
-INSTRUCTIONS: Final[dict[str, Callable[[RemoteServer, dict[str, Any]], Awaitable[Any]]]] = {
-    "list_sessions": _list_sessions,
-    "session_output": _session_output,
-    "cancel_session": _cancel_session,
-    "list_projects": _list_projects,
-    "list_approvals": _list_approvals,
-    "decide_approval": _decide_approval,
-    "help": _help,
-}
 
 
 # ---------------------------------------------------------------------------------------------
