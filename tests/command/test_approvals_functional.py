@@ -101,7 +101,9 @@ async def test_deny_from_the_inbox(http: aiohttp.ClientSession, tmp_path: Path) 
     assert request["approval_id"] == pending["approval_id"]
     assert request["tool_name"] == "Bash" and request["expires_at"] == pending["expires_at"]
     assert decisions(events) == [("deny", "person")]
-    told = next(e for e in events if e["kind"] == "tool_result")
+    told = next(
+        e for e in events if e.get("tool_id") == "toolu_ask_0" and e["kind"] == "tool_result"
+    )
     assert told["is_error"] is True and told["text"] == "no touching"
 
     # The first decision won: a second one is a 409; unknown ids are 404s; bad bodies 400.
@@ -134,7 +136,7 @@ async def test_allow_runs_the_tool_and_remember_covers_the_rest(
     assert target.exists()
     # The two later asks for the same tool were answered without asking the person.
     assert [e["kind"] for e in events].count("approval_request") == 1
-    results = [e for e in events if e["kind"] == "tool_result"]
+    results = [e for e in events if e["kind"] == "tool_result" and "_ask_" in e["tool_id"]]
     assert len(results) == 3 and not any(e["is_error"] for e in results)
 
 

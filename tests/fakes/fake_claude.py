@@ -1,9 +1,10 @@
 """A fake `claude -p <prompt> --output-format stream-json --verbose [--resume ID] …`.
 
 With ``--input-format stream-json --permission-prompt-tool stdio`` (ARP's ask mode) it speaks
-Claude's control protocol instead: it answers the ``initialize`` request, reads the prompt as a
-``user`` message, asks ``can_use_tool`` for a Bash ``touch`` (``asks=N`` times, the file named by
-``touch=PATH``), obeys each answer, prints the result and waits for stdin to close.
+Claude's control protocol too: it answers the ``initialize`` request, reads the prompt as a
+``user`` message, prints what it prints in ``-p`` mode, and with ``touch=PATH`` asks
+``can_use_tool`` for a Bash ``touch`` of it (``asks=N`` times) before its result, obeying each
+answer; then it waits for stdin to close.
 """
 
 from __future__ import annotations
@@ -35,11 +36,16 @@ def ask_mode(argv: list[str]) -> None:
     )
     user = read_message()
     prompt = user["message"]["content"][0]["text"]
-    d = f.Directives(prompt)
-    f.setup(d)
-    sid = f.flag_value(argv, "--resume") or f.new_id()
-    f.emit({"type": "system", "subtype": "init", "session_id": sid, "argv": argv})
-    target = d.get("touch") or "/nonexistent/arp-fake-touch"
+    run(argv, prompt, asking=True)
+    while sys.stdin.readline():  # the real CLI ends once its input does
+        pass
+
+
+def ask(d: f.Directives, sid: str) -> None:
+    """``touch=PATH`` (``asks=N`` times): a Bash tool use that waits for ARP's answer."""
+    target = d.get("touch")
+    if not target:
+        return
     for i in range(d.int("asks", 1)):
         tool_id = f"toolu_ask_{i}"
         command = {"command": f"touch {target}"}
@@ -80,19 +86,6 @@ def ask_mode(argv: list[str]) -> None:
                 "session_id": sid,
             }
         )  # fmt: skip
-    f.emit(
-        {
-            "type": "result",
-            "subtype": "success",
-            "is_error": False,
-            "result": "asked",
-            "session_id": sid,
-            "usage": {"input_tokens": 1, "output_tokens": 1},
-        }
-    )
-    while sys.stdin.readline():  # the real CLI ends once its input does
-        pass
-    f.finish(d)
 
 
 def main() -> None:
@@ -100,7 +93,10 @@ def main() -> None:
     if f.flag_value(argv, "--input-format") == "stream-json":
         ask_mode(argv)
         return
-    prompt = f.flag_value(argv, "-p") or ""
+    run(argv, f.flag_value(argv, "-p") or "", asking=False)
+
+
+def run(argv: list[str], prompt: str, *, asking: bool) -> None:
     d = f.Directives(prompt)
     f.setup(d)
     sid = f.flag_value(argv, "--resume") or f.new_id()
@@ -176,6 +172,8 @@ def main() -> None:
             "session_id": sid,
         }
     )
+    if asking:
+        ask(d, sid)
     failed = bool(d.get("error"))
     f.emit(
         {
@@ -190,7 +188,8 @@ def main() -> None:
             "permission_denials": [],
         }
     )
-    f.finish(d)
+    if not asking:
+        f.finish(d)
 
 
 if __name__ == "__main__":

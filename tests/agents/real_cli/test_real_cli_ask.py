@@ -21,7 +21,7 @@ from arp.agents.approvals import Approval
 from arp.agents.events import Event
 from arp.agents.sessions import Session, SessionConfig, SessionManager, StartRequest
 from tests.agents.real_cli.agent_home import AgentHome
-from tests.agents.real_cli.test_real_cli import collect, describe, finished, group_alive
+from tests.agents.real_cli.test_real_cli import describe, finished, group_alive
 from tests.conftest import units
 
 pytestmark = pytest.mark.skipif(
@@ -82,6 +82,19 @@ async def pending(manager: SessionManager, session_id: str) -> Approval:
             state = manager.get(session_id)
             assert state.status == "running", describe(manager.events_after(session_id))
             await asyncio.sleep(units(0.05))
+
+
+async def collect(manager: SessionManager, session_id: str, after: int = 0) -> list[Event]:
+    """Every event of the run, live, until it ends; on a timeout the failure tells the story."""
+    events: list[Event] = []
+    try:
+        async with asyncio.timeout(units(90)):
+            async for event in manager.follow(session_id, after_seq=after):
+                events.append(event)
+    except TimeoutError:
+        stderr = [e.text for e in manager.events_after(session_id, 0, 10_000) if e.kind == "stderr"]
+        pytest.fail(f"the run did not end:\n{describe(events)}\nstderr: {stderr[-20:]}")
+    return events
 
 
 async def next_minute(since: float) -> None:
