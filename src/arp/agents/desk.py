@@ -6,7 +6,10 @@ the desk records a pending approval, writes an ``approval_request`` event to the
 arms a timer at its deadline. Whichever comes first closes it, once:
 
 - a person's decision (`decide`): the answer goes to the CLI at once;
-- the deadline: denied, "timed out", and the CLI told so;
+- the deadline: denied, "timed out", and the CLI told so. One timer is armed for the nearest
+  deadline and re-armed after each firing: a timer may fire a little before the wall clock says
+  the deadline passed (loop and wall clocks differ; libuv rounds to milliseconds), and an
+  approval it found not yet due must get another timer, not wait forever;
 - the session's cancel, or the end of its run (`close_session`): denied; the CLI is about to be
   stopped (or has ended), so nothing is written to it.
 
@@ -20,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Final, Literal
 
 from arp.agents.approvals import Approval, ApprovalBook, ApprovalConflict
 from arp.agents.ask import Decision, PermissionAsk
@@ -30,6 +33,9 @@ from arp.agents.session_types import iso
 
 Emit = Callable[[SessionRecord, RunRecord, list[Draft]], None]
 
+TIMER_SLACK: Final = 0.01
+"""Seconds the deadline timer waits past the deadline, so it rarely fires before it."""
+
 
 class ApprovalDesk:
     """The approvals of one session manager, wired to its runs (see the module docstring)."""
@@ -38,7 +44,7 @@ class ApprovalDesk:
         self.book = ApprovalBook(timeout)
         self._emit = emit
         self._waiting: dict[str, tuple[SessionRecord, RunRecord, PermissionAsk]] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._timer: asyncio.TimerHandle | None = None
 
     def ask(self, entry: SessionRecord, run: RunRecord, ask: PermissionAsk) -> None:
         """A run's CLI asks to use a tool: a pending approval (or an answer, when remembered)."""
@@ -73,9 +79,7 @@ class ApprovalDesk:
         if not approval.pending:  # refused at once: too many are waiting
             self._settle(approval, answer=True)
             return
-        delay = max(0.0, approval.expires_at - time.time())
-        loop = asyncio.get_running_loop()
-        self._timers[approval.approval_id] = loop.call_later(delay, self._expire)
+        self._arm()
 
     def decide(
         self,
@@ -101,14 +105,17 @@ class ApprovalDesk:
             late = self.book.get(approval_id)
             if late is not None and approval_id in self._waiting:
                 self._settle(late, answer=True)
+                self._arm()
             raise
         self._settle(approval, answer=True)
+        self._arm()
         return approval
 
     def close_session(self, session_id: str, reason: str) -> None:
         """Denies the session's pending approvals (its cancel, or its run's end)."""
         for approval in self.book.close_session(session_id, now=time.time(), reason=reason):
             self._settle(approval, answer=False)
+        self._arm()
 
     def forget_session(self, session_id: str) -> None:
         self.book.forget_session(session_id)
@@ -120,18 +127,25 @@ class ApprovalDesk:
         return tuple(a.to_json() for a in self.book.pending(session_id))
 
     def close(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self) -> None:
+        """One timer, at the nearest deadline (none when nothing is pending)."""
+        self.close()
+        deadline = self.book.next_deadline()
+        if deadline is not None:
+            delay = max(0.0, deadline - time.time()) + TIMER_SLACK
+            self._timer = asyncio.get_running_loop().call_later(delay, self._expire)
 
     def _expire(self) -> None:
+        self._timer = None
         for approval in self.book.expire_due(time.time()):
             self._settle(approval, answer=True)
+        self._arm()
 
     def _settle(self, approval: Approval, *, answer: bool) -> None:
-        timer = self._timers.pop(approval.approval_id, None)
-        if timer is not None:
-            timer.cancel()
         waiting = self._waiting.pop(approval.approval_id, None)
         if waiting is None:
             return
