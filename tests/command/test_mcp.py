@@ -7,6 +7,7 @@ Streamable HTTP, locally and through the relay.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +21,8 @@ from arp.agents.history import HistoryReaders
 from arp.agents.sessions import SessionConfig, SessionManager
 from arp.command.mcp import DEFAULT_MCP_PORT, add_mcp_arguments, mcp_service
 from arp.command.mcp.tools import build_mcp_server
+from tests.conftest import units
+from tests.fakes.install import install_fakes
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -103,6 +106,7 @@ async def test_hints_tell_reading_from_acting(tmp_path: Path) -> None:
             "get_session",
             "wait_session",
             "list_sessions",
+            "list_approvals",
             "list_projects",
             "list_history_sessions",
             "read_history_session",
@@ -124,3 +128,53 @@ async def test_errors_come_back_as_tool_errors(tmp_path: Path) -> None:
             "projects": [],
             "total": 0,
         }
+
+
+async def test_approvals_through_mcp(tmp_path: Path) -> None:
+    """list_approvals and decide_approval over a run in ask mode (the fake Claude asks)."""
+    history = HistoryReaders(
+        claude_dir=tmp_path / "c", codex_dir=tmp_path / "x", gemini_dir=tmp_path / "g"
+    )
+    config = SessionConfig(binaries=install_fakes(tmp_path / "bin"), kill_wait=units(3))
+    target = tmp_path / "mcp-touched.txt"
+    async with (
+        SessionManager(config) as manager,
+        Client(build_mcp_server(manager, history)) as client,
+    ):
+        found = await tools(client)
+        decide = found["decide_approval"].input_schema
+        assert decide["required"] == ["session_id", "approval_id", "decision"]
+        assert decide["properties"]["decision"]["enum"] == ["allow", "deny"]
+        started = await client.call_tool(
+            "start_session",
+            {"executor": "claude", "prompt": f"touch={target}", "permission_mode": "ask"},
+        )
+        sid = started.structured_content["session_id"]  # type: ignore[index]
+        async with asyncio.timeout(units(10)):
+            while True:
+                listed = (await client.call_tool("list_approvals", {})).structured_content
+                assert listed is not None
+                if listed["approvals"]:
+                    break
+                await asyncio.sleep(0.02)
+        [pending] = listed["approvals"]
+        assert pending["session_id"] == sid and pending["tool_name"] == "Bash"
+        answer = await client.call_tool(
+            "decide_approval",
+            {"session_id": sid, "approval_id": pending["approval_id"], "decision": "allow"},
+        )
+        assert answer.structured_content is not None
+        assert answer.structured_content["decision"] == "allow"
+        assert answer.structured_content["by"] == "person"
+        again = await client.call_tool(
+            "decide_approval",
+            {"session_id": sid, "approval_id": pending["approval_id"], "decision": "deny"},
+        )
+        assert again.is_error and "(status 409)" in again.content[0].text  # type: ignore[union-attr]
+        done = await client.call_tool("wait_session", {"session_id": sid, "timeout_s": units(10)})
+        assert done.structured_content["finished"] is True  # type: ignore[index]
+        page = (await client.call_tool("get_session", {"session_id": sid})).structured_content
+        assert page is not None
+        kinds = [e["kind"] for e in page["events"]]
+        assert "approval_request" in kinds and "approval_decision" in kinds
+        assert target.exists()

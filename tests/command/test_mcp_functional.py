@@ -39,6 +39,8 @@ TOOLS = {
     "wait_session",
     "cancel_session",
     "list_sessions",
+    "list_approvals",
+    "decide_approval",
     "list_projects",
     "list_history_sessions",
     "read_history_session",

@@ -267,7 +267,7 @@ def test_plan_run_maps_config_onto_claude() -> None:
         "m",
         "/p",
     )
-    assert start.max_turns == 3 and start.permission_mode == "default"
+    assert start.max_turns == 3 and start.permission_mode == "ask"
     assert start.append_system_prompt == "sys" and start.no_tools
 
 

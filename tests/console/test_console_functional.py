@@ -17,6 +17,7 @@ from tests.agents.history import trees
 from tests.conftest import units
 from tests.console.conftest import (
     LONG_TURNS,
+    PHONE,
     RICH_ID,
     RICH_TITLE,
     TOKEN,
@@ -462,3 +463,38 @@ async def test_console_lists_the_agents_arpc_serves(
     await fallback.route(re.compile(r"/api/agents$"), broken)
     await open_console(fallback, stack, "#/history/claude")
     await expect(fallback.get_by_role("link", name="Gemini")).to_be_visible()
+
+
+async def test_an_approval_card_decides_at_phone_size(
+    stack: ConsoleStack, new_page: PageFactory
+) -> None:
+    """Ask mode is the form's default: the run's pending approval shows as a card at the top of
+    its page and in the header's badge; Allow, tapped at phone size, lets the tool run."""
+    target = stack.project / "approved.txt"
+    page = await new_page(phone=True)
+    await open_console(page, stack)
+    await page.get_by_role("link", name="New").click()
+    await expect(page.get_by_label("Permission mode")).to_have_value("ask")
+    session_id = await start_run(page, stack, f"touch={target}")
+    card = page.locator(".approval-card")
+    await expect(card).to_have_count(1)
+    await expect(card.locator(".what")).to_have_text(f"Bash: touch {target}")
+    await expect(card.locator(".left")).to_contain_text("min")
+    await expect(page.locator("#inbox")).to_be_visible()
+    await expect(page.locator("#inbox-count")).to_have_text("1")
+    await screenshot(page, "phone-approval-card")
+    allow = card.get_by_role("button", name="Allow", exact=True)
+    box = await allow.bounding_box()
+    assert box is not None and box["height"] >= 44 and box["x"] + box["width"] <= PHONE["width"]
+    await allow.tap()
+    tapped = asyncio.get_running_loop().time()
+    async with asyncio.timeout(units(5)):
+        while not target.exists():
+            await asyncio.sleep(0.01)
+    took = asyncio.get_running_loop().time() - tapped
+    assert took < units(1), f"the decision took {took:.2f}s to reach the agent"
+    await expect(card).to_have_count(0)
+    await wait_status(stack, session_id, "completed")
+    await expect(page.locator("#events .ev.approval")).to_have_count(2)
+    await expect(page.locator("#events .ev.approval.allow")).to_have_text("Allowed")
+    await expect(page.locator("#inbox")).to_be_hidden(timeout=units(10) * 1000)

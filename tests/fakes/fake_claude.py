@@ -1,17 +1,103 @@
-"""A fake `claude -p <prompt> --output-format stream-json --verbose [--resume ID] …`."""
+"""A fake `claude -p <prompt> --output-format stream-json --verbose [--resume ID] …`.
+
+With ``--input-format stream-json --permission-prompt-tool stdio`` (ARP's ask mode) it speaks
+Claude's control protocol too: it answers the ``initialize`` request, reads the prompt as a
+``user`` message, prints what it prints in ``-p`` mode, and with ``touch=PATH`` asks
+``can_use_tool`` for a Bash ``touch`` of it (``asks=N`` times) before its result, obeying each
+answer; then it waits for stdin to close.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from pathlib import Path
+from typing import Any
 
 import fakecli as f
+
+
+def read_message() -> Any:
+    line = sys.stdin.readline()
+    if not line:
+        sys.exit(3)  # stdin closed before the protocol was done
+    return json.loads(line)
+
+
+def ask_mode(argv: list[str]) -> None:
+    init = read_message()
+    assert init["type"] == "control_request" and init["request"]["subtype"] == "initialize"
+    f.emit(
+        {
+            "type": "control_response",
+            "response": {"subtype": "success", "request_id": init["request_id"], "response": {}},
+        }
+    )
+    user = read_message()
+    prompt = user["message"]["content"][0]["text"]
+    run(argv, prompt, asking=True)
+    while sys.stdin.readline():  # the real CLI ends once its input does
+        pass
+
+
+def ask(d: f.Directives, sid: str) -> None:
+    """``touch=PATH`` (``asks=N`` times): a Bash tool use that waits for ARP's answer."""
+    target = d.get("touch")
+    if not target:
+        return
+    for i in range(d.int("asks", 1)):
+        tool_id = f"toolu_ask_{i}"
+        command = {"command": f"touch {target}"}
+        f.emit(
+            {
+                "type": "assistant",
+                "message": {"content": [{"type": "tool_use", "id": tool_id, "name": "Bash",
+                                         "input": command}]},
+                "session_id": sid,
+            }
+        )  # fmt: skip
+        request_id = f"req-{i}"
+        f.emit(
+            {
+                "type": "control_request",
+                "request_id": request_id,
+                "request": {"subtype": "can_use_tool", "tool_name": "Bash", "input": command,
+                            "tool_use_id": tool_id},
+            }
+        )  # fmt: skip
+        while True:
+            answer = read_message()
+            if answer.get("type") == "control_response":
+                break
+        response = answer["response"]
+        assert response["request_id"] == request_id, response
+        body = response["response"]
+        if body["behavior"] == "allow":
+            Path(target).touch()
+            result: dict[str, Any] = {"content": "", "is_error": False}
+        else:
+            result = {"content": body.get("message", ""), "is_error": True}
+        f.emit(
+            {
+                "type": "user",
+                "message": {"content": [{"type": "tool_result", "tool_use_id": tool_id,
+                                         **result}]},
+                "session_id": sid,
+            }
+        )  # fmt: skip
 
 
 def main() -> None:
     argv = sys.argv[1:]
     f.answer_version(argv, "2.1.197 (Claude Code)")
-    prompt = f.flag_value(argv, "-p") or ""
+    if f.flag_value(argv, "--input-format") == "stream-json":
+        ask_mode(argv)
+        return
+    run(argv, f.flag_value(argv, "-p") or "", asking=False)
+
+
+def run(argv: list[str], prompt: str, *, asking: bool) -> None:
     d = f.Directives(prompt)
     f.setup(d)
     sid = f.flag_value(argv, "--resume") or f.new_id()
@@ -109,6 +195,8 @@ def main() -> None:
             "session_id": sid,
         }
     )
+    if asking:
+        ask(d, sid)
     failed = bool(d.get("error"))
     f.emit(
         {
@@ -123,7 +211,8 @@ def main() -> None:
             "permission_denials": [],
         }
     )
-    f.finish(d)
+    if not asking:
+        f.finish(d)
 
 
 if __name__ == "__main__":

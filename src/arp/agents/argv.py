@@ -53,6 +53,9 @@ class RunSpec:
     append_system_prompt: str | None = None
     resume_id: str | None = None
     """The CLI's own conversation id to continue (Claude session, Codex thread, Gemini session)."""
+    ask: bool = False
+    """``permissionMode: "ask"``: the CLI is driven over its stdio protocol (`arp.agents.ask`)
+    and the prompt goes there, not into the argv."""
 
     def asked(self) -> dict[str, bool]:
         """Which optional fields this spec sets (an executor must honour each)."""
@@ -140,13 +143,23 @@ def prompt_arg(prompt: str) -> str:
 
 
 def build_claude(binary: str, spec: RunSpec) -> list[str]:
+    if spec.ask:
+        # The prompt goes over stdin after the initialize request (arp.agents.ask.ClaudeAsk).
+        argv = [binary, "-p", "--input-format", "stream-json", "--output-format", "stream-json"]
+        argv += ["--verbose", "--permission-prompt-tool", "stdio"]
+        return argv + _claude_options(spec, "default")
     argv = [binary, "-p", prompt_arg(spec.prompt), "--output-format", "stream-json", "--verbose"]
+    return argv + _claude_options(spec, spec.permission_mode)
+
+
+def _claude_options(spec: RunSpec, permission_mode: str | None) -> list[str]:
+    argv: list[str] = []
     if spec.model:
         argv += ["--model", spec.model]
     if spec.resume_id:
         argv += ["--resume", spec.resume_id]
-    if spec.permission_mode:
-        argv += ["--permission-mode", spec.permission_mode]
+    if permission_mode:
+        argv += ["--permission-mode", permission_mode]
     if spec.no_tools:
         argv += ["--tools", ""]
     if spec.max_turns is not None:
@@ -162,6 +175,9 @@ def build_claude(binary: str, spec: RunSpec) -> list[str]:
 
 
 def build_codex(binary: str, spec: RunSpec) -> list[str]:
+    if spec.ask:
+        # JSON-RPC over stdio; thread, model and prompt go there (arp.agents.ask_rpc).
+        return [binary, "app-server"]
     if spec.resume_id:
         # `exec resume` keeps the thread but not the sandbox: pass -s before `resume` (an
         # exec option) and -m after it, or a follow-up of an acceptEdits session runs
@@ -186,6 +202,15 @@ def build_codex(binary: str, spec: RunSpec) -> list[str]:
 
 
 def build_gemini(binary: str, spec: RunSpec) -> list[str]:
+    if spec.ask:
+        # ACP over stdio; the prompt and the conversation to resume go there
+        # (arp.agents.ask_rpc.GeminiAcp).
+        argv = [binary, "--acp", "--approval-mode", "default"]
+        if spec.model:
+            argv += ["-m", spec.model]
+        if spec.allowed_tools:
+            argv += ["--allowed-tools", *spec.allowed_tools]
+        return argv
     argv = [binary, "-p", prompt_arg(spec.prompt), "--output-format", "stream-json"]
     if spec.model:
         argv += ["-m", spec.model]

@@ -19,7 +19,14 @@ kind           meaning, and the fields it fills
                line names the CLI's own conversation id
 ``prompt``     written by ARP, not the CLI: the prompt a run was started with (``text``)
 ``status``     written by ARP: a run ended (``text`` says how, ``exit_code``, ``status``)
+``approval_request``   written by ARP in ``ask`` mode: the agent waits for a person's decision
+               (``tool_name``, ``tool_input``, ``tool_id``, ``text`` the title, and the
+               ``approval`` fields ``approval_id``, ``requested_at``, ``expires_at``)
+``approval_decision``  written by ARP: that approval was decided (``approval_id``,
+               ``decision`` allow|deny, ``by`` person|timeout|cancel, ``message``, ``remember``)
 =============  ==============================================================================
+
+An event's ``approval`` fields are written at the top level of its JSON, beside the others.
 
 Every event keeps the CLI's line in ``raw`` (a JSON value, or the string for a non-JSON line).
 A line that yields several events (a Claude message with text and a tool call) keeps ``raw`` on
@@ -46,9 +53,23 @@ EventKind = Literal[
     "system",
     "prompt",
     "status",
+    "approval_request",
+    "approval_decision",
 ]
+APPROVAL_FIELDS: Final = (
+    "approval_id",
+    "requested_at",
+    "expires_at",
+    "decision",
+    "by",
+    "message",
+    "remember",
+)
+"""The keys an approval event carries besides the common ones (its ``approval`` mapping)."""
 EVENT_KINDS: Final[frozenset[str]] = frozenset(
     {
+        "approval_request",
+        "approval_decision",
         "text",
         "thinking",
         "tool_call",
@@ -116,6 +137,8 @@ class Draft:
     raw: Any = None
     raw_text: str | None = None
     """``raw``'s exact JSON text, when it came from a line (stored as is, not re-encoded)."""
+    approval: dict[str, Any] | None = None
+    """An approval event's own fields (`APPROVAL_FIELDS`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +164,7 @@ class Event:
     status: str | None = None
     raw: Any = None
     raw_text: str | None = field(default=None, compare=False, repr=False)
+    approval: dict[str, Any] | None = None
 
     @classmethod
     def from_draft(cls, draft: Draft, *, seq: int, ts: float, run: int) -> Event:
@@ -160,6 +184,7 @@ class Event:
             status=draft.status,
             raw=draft.raw,
             raw_text=draft.raw_text,
+            approval=draft.approval,
         )
 
     def to_json(self, *, with_raw: bool = True) -> dict[str, Any]:
@@ -184,6 +209,8 @@ class Event:
             out["exit_code"] = self.exit_code
         if self.status is not None:
             out["status"] = self.status
+        if self.approval is not None:
+            out.update(self.approval)
         if with_raw and self.raw is not None:
             out["raw"] = self.raw
         return out
@@ -232,6 +259,11 @@ class Event:
             exit_code=data.get("exit_code"),
             status=data.get("status"),
             raw=data.get("raw"),
+            approval=(
+                {key: data[key] for key in APPROVAL_FIELDS if key in data}
+                if kind in ("approval_request", "approval_decision")
+                else None
+            ),
         )
 
     @classmethod

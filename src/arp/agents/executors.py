@@ -27,7 +27,9 @@ resume (follow-ups)     yes     yes    yes
 ``permission_mode`` takes the executor's own values or Claude's names, mapped:
 ``default`` → codex (no -s flag) / gemini ``default``; ``plan`` → codex ``read-only`` / gemini
 ``default``; ``acceptEdits`` → codex ``workspace-write`` / gemini ``auto_edit``;
-``bypassPermissions`` → codex ``danger-full-access`` / gemini ``yolo``.
+``bypassPermissions`` → codex ``danger-full-access`` / gemini ``yolo``. ``ask`` (any executor
+with an `Executor.ask` protocol: all three) drives the CLI over its stdio protocol so that
+a person decides each tool use it would prompt for (`arp.agents.ask`, `arp.agents.approvals`).
 
 Binary lookup, first hit wins: the executor's flag (``--command-path`` for claude as in the
 original, ``--codex-path``, ``--gemini-path``; a set flag that does not point at an executable
@@ -44,8 +46,13 @@ from pathlib import Path
 from typing import Final, Literal, get_args
 
 from arp.agents.argv import RunSpec, build_claude, build_codex, build_gemini
+from arp.agents.ask import AskProtocol, ClaudeAsk
+from arp.agents.ask_rpc import CodexAppServer, GeminiAcp
 from arp.agents.errors import BadRequest
 from arp.agents.events import ClaudeParser, CodexParser, GeminiParser, StreamParser
+
+ASK: Final = "ask"
+"""The permission mode in which a person decides each tool use (`arp.agents.ask`)."""
 
 AgentName = Literal["claude", "codex", "gemini"]
 """The table's keys as a type (MCP's tool schemas need a Literal); checked against it at import."""
@@ -86,12 +93,14 @@ class Executor:
     parser: Callable[[], StreamParser]
     env: Mapping[str, str] = field(default_factory=dict)
     """Variables added to arpc's environment for this CLI (besides ``ARP_SESSION_ID``)."""
+    ask: Callable[[RunSpec], AskProtocol] | None = None
+    """How ``permissionMode: "ask"`` talks to this CLI (None: it cannot ask yet, a 400)."""
 
     def permission_value(self, mode: str) -> str | None:
         """The CLI's value for ``mode``; a value this CLI does not know is a 400."""
         key = mode.strip().lower()
         if key not in self.permission_modes:
-            accepted = ", ".join(sorted({m for m in self.permission_modes}))
+            accepted = ", ".join(sorted({*self.permission_modes, *([ASK] if self.ask else [])}))
             raise BadRequest(
                 f"permission mode {mode!r} is not known to {self.name}; use one of: {accepted}"
             )
@@ -108,6 +117,10 @@ class Executor:
         spec.check()
         if spec.permission_mode is None:
             return spec
+        if spec.permission_mode.strip().lower() == ASK:
+            if self.ask is None:
+                raise BadRequest(f"{self.name} cannot ask for approvals (permissionMode ask) yet")
+            return replace(spec, permission_mode=None, ask=True)
         return replace(spec, permission_mode=self.permission_value(spec.permission_mode))
 
     def candidates(self, configured: str | None) -> list[str]:
@@ -169,6 +182,7 @@ EXECUTORS: Final[dict[str, Executor]] = {
         },
         build=build_claude,
         parser=ClaudeParser,
+        ask=ClaudeAsk,
     ),
     "codex": Executor(
         name="codex",
@@ -188,6 +202,7 @@ EXECUTORS: Final[dict[str, Executor]] = {
         },
         build=build_codex,
         parser=CodexParser,
+        ask=CodexAppServer,
     ),
     "gemini": Executor(
         name="gemini",
@@ -206,6 +221,7 @@ EXECUTORS: Final[dict[str, Executor]] = {
         },
         build=build_gemini,
         parser=GeminiParser,
+        ask=GeminiAcp,
     ),
 }
 

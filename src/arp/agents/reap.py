@@ -1,4 +1,8 @@
-"""Stopping what is left of an agent: its process group, and one an earlier arpc left behind.
+"""Waiting for an agent and stopping it: the signal ladder, its process group, and leftovers.
+
+`wait_child` waits for a child's exit while watching the tasks that drain its pipes (a pump that
+died cannot drain them, so the child is killed rather than left blocked forever);
+`signal_ladder` stops one (SIGINT, SIGTERM, SIGKILL, each after its grace).
 
 `kill_group` signals a run's whole process group (each child runs in a session of its own,
 `arp.agents.spawn`), so grandchildren go with it. An arpc that died without stopping its agents
@@ -11,11 +15,15 @@ a stranger.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Sequence
 from typing import Any
+
+from arp.agents.spawn import Child
 
 log = logging.getLogger(__name__)
 
@@ -60,3 +68,45 @@ def stop_leftover(child: dict[str, Any] | None, session_id: str) -> None:
         return
     log.warning("session %s: stopping its agent (pid %d) left by an earlier arpc", session_id, pid)
     kill_group(pid, signal.SIGKILL)
+
+
+async def wait_at_most(awaitable: Awaitable[Any], timeout: float) -> None:
+    """Waits for ``awaitable`` (shielded: it goes on after a timeout) up to ``timeout`` seconds.
+
+    asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands in the turn the
+    awaited thing finishes, and the caller (a request whose client left) would carry on."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(awaitable)
+
+
+async def signal_ladder(process: Child, steps: Sequence[tuple[signal.Signals, float]]) -> None:
+    """Each signal in turn to the process group, until the child exits or its grace is over."""
+    for sig, grace in steps:
+        if process.returncode is not None:
+            return
+        kill_group(process.pid, sig)
+        await wait_at_most(process.wait(), grace)
+
+
+async def wait_child(
+    process: Child, pumps: Sequence[asyncio.Task[None]], kill_wait: float, label: str
+) -> int:
+    """The child's exit code, watching its pumps too (see the module docstring)."""
+    waiter = asyncio.ensure_future(process.wait())
+    try:
+        watched: set[asyncio.Future[Any]] = {waiter, *pumps}
+        while not waiter.done():
+            done, watched = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not waiter and not task.cancelled() and task.exception():
+                    log.error(
+                        "%s: an output pump failed: %r; stopping the run", label, task.exception()
+                    )
+                    kill_group(process.pid, signal.SIGKILL)
+                    # Pipes nobody reads may keep wait() from returning; bound it.
+                    async with asyncio.timeout(kill_wait):
+                        return await waiter
+        return waiter.result()
+    finally:
+        waiter.cancel()

@@ -10,21 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from pathlib import Path
 from typing import Any
 
+from arp.agents.ask import AskProtocol, PermissionAsk
 from arp.agents.eventlog import EventLog
-from arp.agents.events import Draft, Usage
+from arp.agents.events import Draft, StreamParser, Usage
 from arp.agents.executors import Executor
 from arp.agents.session_types import Session, StartRequest, Status
 from arp.agents.spawn import Child
+
+log = logging.getLogger(__name__)
 
 
 class RunRecord:
     """One child process of a session."""
 
-    def __init__(self, number: int) -> None:
+    def __init__(self, number: int, protocol: AskProtocol | None = None) -> None:
         self.number = number
+        self.protocol = protocol
+        """``ask`` mode: the CLI's stdio protocol (None: stdin is /dev/null)."""
+        self.stdin: asyncio.StreamWriter | None = None
         self.process: Child | None = None
         self.task: asyncio.Task[None] | None = None
         self.stopping: asyncio.Task[None] | None = None
@@ -33,6 +40,46 @@ class RunRecord:
         self.result_error: str | None = None
         self.saw_error_result = False
         self.output_capped = False
+
+    def read_output(
+        self, lines: list[bytes], parser: StreamParser | None
+    ) -> tuple[list[Draft], list[PermissionAsk]]:
+        """Lines the CLI printed → events to keep and permission requests to put to a person.
+
+        ``parser`` None: stderr, kept line by line. In ask mode stdout goes through the
+        protocol, which may also write back to the CLI or end its input."""
+        drafts: list[Draft] = []
+        asks: list[PermissionAsk] = []
+        for raw in lines:
+            text = raw.decode("utf-8", errors="replace").rstrip("\r")
+            if parser is None:
+                if text.strip():
+                    drafts.append(Draft("stderr", text=text, raw=text))
+            elif self.protocol is not None:
+                step = self.protocol.on_line(text)
+                drafts.extend(step.drafts)
+                self.write_input(step.writes)
+                asks.extend(step.asks)
+                if step.close_input:
+                    self.close_input()
+            else:
+                drafts.extend(parser.parse_line(text))
+        return drafts, asks
+
+    def write_input(self, lines: list[bytes]) -> None:
+        """Writes protocol lines to the CLI's stdin; a CLI that is gone is no error."""
+        if self.stdin is None or self.stdin.is_closing() or not lines:
+            return
+        try:
+            self.stdin.writelines(lines)
+        except (OSError, RuntimeError) as exc:  # the pipe broke as the CLI ended
+            log.debug("could not write to an agent's stdin: %r", exc)
+
+    def close_input(self) -> None:
+        """The CLI has all its input (it ends once it answered)."""
+        if self.stdin is not None and not self.stdin.is_closing():
+            with contextlib.suppress(OSError, RuntimeError):
+                self.stdin.close()
 
 
 class SessionRecord:
@@ -73,7 +120,7 @@ class SessionRecord:
         arpc that died without stopping it can find and stop it at the next start."""
         self._changed = asyncio.Event()
 
-    def snapshot(self) -> Session:
+    def snapshot(self, pending_approvals: tuple[dict[str, Any], ...] = ()) -> Session:
         process = self.run.process if self.run is not None else None
         return Session(
             session_id=self.session_id,
@@ -94,6 +141,7 @@ class SessionRecord:
             last_seq=self.log.last_seq,
             error=self.error,
             pid=process.pid if process is not None and self.status == "running" else None,
+            pending_approvals=pending_approvals,
         )
 
     def mark_interrupted(self, now: float) -> None:

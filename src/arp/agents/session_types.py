@@ -47,6 +47,9 @@ class SessionConfig(SessionBounds):
     """Project paths must lie under this folder (beyond: 403)."""
     extra_env: Mapping[str, str] = field(default_factory=dict)
     """Variables added to every child's environment."""
+    approval_timeout: float = 900.0
+    """``ask`` mode: seconds an approval waits for a person before it is denied
+    (``arpc --approval-timeout``)."""
     default_project: Path | None = None
     """The cwd of a session that names no project (None: ``allowed_root``, else arpc's cwd)."""
 
@@ -174,6 +177,8 @@ class Session:
     """Why the latest run failed, when ARP or the CLI said so."""
     pid: int | None
     """The running child's pid (its process group id too); None when not running."""
+    pending_approvals: tuple[dict[str, Any], ...] = ()
+    """``ask`` mode: the approvals waiting for a person, oldest first (`Approval.to_json`)."""
 
     @property
     def running(self) -> bool:
@@ -201,6 +206,7 @@ class Session:
             "last_seq": self.last_seq,
             "error": self.error,
             "pid": self.pid,
+            "pending_approvals": list(self.pending_approvals),
         }
 
 

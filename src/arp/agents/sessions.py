@@ -19,14 +19,18 @@ the remote TCP protocol are adapters over it. Public interface::
         manager.lines_after(session_id, after_seq=0, limit=1000) -> list[(seq, JSON line)]
         async for batch in manager.follow_lines(session_id, after_seq): ...   # lines, batched
         await manager.delete(session_id)                    # stops it, removes its files
+        manager.approvals() -> list[Approval]               # ask mode: the pending ones
+        manager.decide(session_id, approval_id, "allow", message=None, remember=None)
 
 This module supervises runs: it starts each child, reads its output into the event log, ends it
 by the signal ladder and records how it ended. The rest lives by concept next to it: the values
 callers exchange (`arp.agents.session_types`), options checked and turned into an argv
 (`arp.agents.executors`, `arp.agents.argv`), project-path policy (`arp.agents.projects`), the
 mutable records (`arp.agents.records`), storage (`arp.agents.store`), starting a child
-(`arp.agents.spawn`), stopping what is left of one (`arp.agents.reap`) and cutting its output
-into lines (`arp.agents.lines`).
+(`arp.agents.spawn`), waiting for and stopping one (`arp.agents.reap`), cutting its output into
+lines (`arp.agents.lines`), and in ``ask`` mode its stdio protocol (`arp.agents.ask`,
+`arp.agents.ask_rpc`) and the approvals a person decides (`arp.agents.desk`,
+`arp.agents.approvals`).
 
 - Errors are `arp.agents.errors.SessionError` subclasses carrying the HTTP status: 400 bad
   request (unknown executor, binary not found, missing project folder, option the executor does
@@ -58,20 +62,23 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import logging
 import os
 import shutil
 import signal
+import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
+from arp.agents.approvals import CANCELLED, RUN_ENDED, Approval
 from arp.agents.argv import RunSpec
+from arp.agents.ask import Decision
 from arp.agents.availability import login_advice, needs_login
+from arp.agents.desk import ApprovalDesk
 from arp.agents.errors import (
     BadRequest,
     Conflict,
@@ -85,7 +92,14 @@ from arp.agents.events import Draft, Event, StreamParser
 from arp.agents.executors import get_executor
 from arp.agents.lines import LineFramer
 from arp.agents.projects import check_still_a_folder, resolve_project
-from arp.agents.reap import child_identity, kill_group, stop_leftover
+from arp.agents.reap import (
+    child_identity,
+    kill_group,
+    signal_ladder,
+    stop_leftover,
+    wait_at_most,
+    wait_child,
+)
 from arp.agents.records import RunRecord, SessionRecord
 from arp.agents.session_types import (
     STATUSES,
@@ -95,7 +109,7 @@ from arp.agents.session_types import (
     StartRequest,
     Status,
 )
-from arp.agents.spawn import Child, spawn
+from arp.agents.spawn import spawn
 from arp.agents.store import SessionStore, remove_folders
 from arp.lifecycle import Service
 
@@ -130,6 +144,7 @@ class SessionManager(Service):
         # Parsing output is the manager's CPU work; one chunk at a time, in turn, so the HTTP
         # API stays responsive however many sessions print at once.
         self._ingest = asyncio.Lock()
+        self._desk = ApprovalDesk(self.config.approval_timeout, self._emit)
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -155,6 +170,7 @@ class SessionManager(Service):
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=self.config.kill_wait)
+        self._desk.close()
         for entry in self._entries.values():
             entry.log.close()
             entry.changed()
@@ -162,20 +178,40 @@ class SessionManager(Service):
     # ----------------------------------------------------------------------------- queries
 
     def get(self, session_id: str) -> Session:
-        return self._entry(session_id).snapshot()
+        return self._snapshot(self._entry(session_id))
 
     def list(self, limit: int = 50, offset: int = 0) -> builtins.list[Session]:
         """Sessions newest first."""
         limit = max(0, limit)
         offset = max(0, offset)
         ordered = sorted(self._entries.values(), key=lambda e: e.created_at, reverse=True)
-        return [entry.snapshot() for entry in ordered[offset : offset + limit]]
+        return [self._snapshot(entry) for entry in ordered[offset : offset + limit]]
 
     def count(self) -> int:
         return len(self._entries)
 
     def running_count(self) -> int:
         return sum(1 for entry in self._entries.values() if entry.run is not None)
+
+    def approvals(self) -> builtins.list[Approval]:
+        """Every pending approval of this manager, oldest first (the person's inbox)."""
+        return self._desk.pending()
+
+    def decide(
+        self,
+        session_id: str,
+        approval_id: str,
+        decision: Decision,
+        *,
+        message: str | None = None,
+        remember: Literal["session"] | None = None,
+    ) -> Approval:
+        """A person's decision on a pending approval: the first wins (409 after it, 404 for an
+        unknown session or id); the agent gets the answer at once."""
+        self._entry(session_id)
+        return self._desk.decide(
+            session_id, approval_id, decision, message=message, remember=remember
+        )
 
     def page(self, session_id: str, after: int = 0, limit: int | None = None) -> SessionPage:
         """The session's state and its events after seq ``after``: the one page the HTTP API,
@@ -238,8 +274,8 @@ class SessionManager(Service):
         entry = self._entry(session_id)
         run = entry.run
         if run is not None and run.task is not None:
-            await _wait_at_most(run.task, timeout)
-        return entry.snapshot()
+            await wait_at_most(run.task, timeout)
+        return self._snapshot(entry)
 
     # ----------------------------------------------------------------------------- commands
 
@@ -279,7 +315,7 @@ class SessionManager(Service):
         finally:
             if evicted:
                 await asyncio.to_thread(remove_folders, evicted)
-        return entry.snapshot()
+        return self._snapshot(entry)
 
     async def send_message(
         self, session_id: str, prompt: str, *, model: str | None = None
@@ -305,19 +341,20 @@ class SessionManager(Service):
         check_still_a_folder(entry.project_path)
         self._check_capacity(new_session=False)
         self._launch(entry, binary, replace(spec, project_path=entry.project_path), prompt)
-        return entry.snapshot()
+        return self._snapshot(entry)
 
     async def cancel(self, session_id: str) -> Session:
         """Stops the run (SIGINT, SIGTERM, SIGKILL to its group), keeping its output."""
         entry = self._entry(session_id)
         run = entry.run
         if run is None:
-            return entry.snapshot()
+            return self._snapshot(entry)
         run.cancel_requested = True
+        self._desk.close_session(session_id, CANCELLED)
         await self._stop(run)
         if run.task is not None:
-            await _wait_at_most(run.task, 2 * self.config.kill_wait)
-        return entry.snapshot()
+            await wait_at_most(run.task, 2 * self.config.kill_wait)
+        return self._snapshot(entry)
 
     async def delete(self, session_id: str) -> None:
         """Stops the session if it runs, then forgets it and removes its stored output."""
@@ -330,6 +367,7 @@ class SessionManager(Service):
             stopped.append(entry.run)
             await self.cancel(session_id)
         entry.deleted = True
+        self._desk.forget_session(session_id)
         self._entries.pop(session_id, None)
         entry.log.close()
         entry.changed()
@@ -337,6 +375,9 @@ class SessionManager(Service):
             await asyncio.to_thread(shutil.rmtree, entry.folder, True)
 
     # ----------------------------------------------------------------------------- internals
+
+    def _snapshot(self, entry: SessionRecord) -> Session:
+        return entry.snapshot(self._desk.pending_json(entry.session_id))
 
     def _entry(self, session_id: str) -> SessionRecord:
         entry = self._entries.get(session_id) if isinstance(session_id, str) else None
@@ -420,7 +461,9 @@ class SessionManager(Service):
         argv = entry.executor.build(binary, spec)
         before = (entry.status, entry.started_at, entry.updated_at, entry.ended_at)
         before_end = (entry.exit_code, entry.error)
-        run = RunRecord(entry.runs)
+        run = RunRecord(
+            entry.runs, entry.executor.ask(spec) if spec.ask and entry.executor.ask else None
+        )
         entry.run = run
         entry.runs += 1
         entry.status = "running"
@@ -439,7 +482,7 @@ class SessionManager(Service):
             entry.exit_code, entry.error = before_end
             raise
         entry.changed()
-        run.task = asyncio.ensure_future(self._run(entry, run, argv))
+        run.task = asyncio.ensure_future(self._run(entry, run, argv, prompt))
         self._tasks.add(run.task)
         run.task.add_done_callback(self._tasks.discard)
 
@@ -450,7 +493,9 @@ class SessionManager(Service):
         env["ARP_SESSION_ID"] = entry.session_id
         return env
 
-    async def _run(self, entry: SessionRecord, run: RunRecord, argv: builtins.list[str]) -> None:
+    async def _run(
+        self, entry: SessionRecord, run: RunRecord, argv: builtins.list[str], prompt: str
+    ) -> None:
         """Runs one child to its end and records how it ended."""
         exit_code: int | None = None
         error: str | None = None
@@ -464,12 +509,16 @@ class SessionManager(Service):
                     cwd=entry.project_path,
                     env=self._child_env(entry),
                     limit=_READER_LIMIT,
+                    stdin=subprocess.PIPE if run.protocol is not None else subprocess.DEVNULL,
                 )
             except OSError as exc:
                 error = f"could not start {argv[0]}: {exc}"
                 self._emit(entry, run, [Draft("error", text=error)])
                 return
             run.process = process
+            if run.protocol is not None:
+                run.stdin = process.stdin
+                run.write_input(run.protocol.opening(prompt))
             entry.child = child_identity(process.pid)
             self._save(entry)
             if run.cancel_requested or run.interrupt_requested:
@@ -483,7 +532,9 @@ class SessionManager(Service):
                 asyncio.ensure_future(self._pump(entry, run, process.stderr, None)),
             ]
             try:
-                exit_code = await self._wait_child(entry, process, pumps)
+                exit_code = await wait_child(
+                    process, pumps, self.config.kill_wait, f"session {entry.session_id}"
+                )
             finally:
                 # Nothing of the run may outlive it: kill what is left of its process group,
                 # which also closes pipes a grandchild still held.
@@ -500,34 +551,6 @@ class SessionManager(Service):
             error = f"internal error: {exc}"
         finally:
             self._finish(entry, run, exit_code, error)
-
-    async def _wait_child(
-        self,
-        entry: SessionRecord,
-        process: Child,
-        pumps: builtins.list[asyncio.Task[None]],
-    ) -> int:
-        """The child's exit code, watching its pumps too: a pump that died (it never should)
-        cannot drain the pipes, so the child is killed rather than left blocked forever."""
-        waiter = asyncio.ensure_future(process.wait())
-        try:
-            watched: set[asyncio.Future[Any]] = {waiter, *pumps}
-            while not waiter.done():
-                done, watched = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    if task is not waiter and not task.cancelled() and task.exception():
-                        log.error(
-                            "session %s: an output pump failed: %r; stopping the run",
-                            entry.session_id,
-                            task.exception(),
-                        )
-                        kill_group(process.pid, signal.SIGKILL)
-                        # Pipes nobody reads may keep wait() from returning; bound it.
-                        async with asyncio.timeout(self.config.kill_wait):
-                            return await waiter
-            return waiter.result()
-        finally:
-            waiter.cancel()
 
     async def _pump(
         self,
@@ -579,16 +602,11 @@ class SessionManager(Service):
         lines: builtins.list[bytes],
         parser: StreamParser | None,
     ) -> None:
-        drafts: builtins.list[Draft] = []
-        for raw in lines:
-            text = raw.decode("utf-8", errors="replace").rstrip("\r")
-            if parser is None:
-                if text.strip():
-                    drafts.append(Draft("stderr", text=text, raw=text))
-            else:
-                drafts.extend(parser.parse_line(text))
+        drafts, asks = run.read_output(lines, parser)
         if drafts:
             self._emit(entry, run, drafts)
+        for ask in asks:
+            self._desk.ask(entry, run, ask)
 
     def _emit(self, entry: SessionRecord, run: RunRecord, drafts: builtins.list[Draft]) -> None:
         if entry.deleted:
@@ -641,6 +659,8 @@ class SessionManager(Service):
             if error is None:
                 error = run.result_error or f"{entry.executor.name} exited with code {exit_code}"
             error = login_advice(entry.executor.name, error)
+        run.close_input()
+        self._desk.close_session(entry.session_id, RUN_ENDED)
         now = time.time()
         entry.status = status
         entry.child = None
@@ -674,19 +694,13 @@ class SessionManager(Service):
             if run.process is not None or (run.task is not None and run.task.done()):
                 break
             await asyncio.sleep(0.01)
-        process = run.process
-        if process is None:
-            return
-        steps = (
-            (signal.SIGINT, self.config.sigint_grace),
-            (signal.SIGTERM, self.config.sigterm_grace),
-            (signal.SIGKILL, self.config.kill_wait),
-        )
-        for sig, grace in steps:
-            if process.returncode is not None:
-                return
-            kill_group(process.pid, sig)
-            await _wait_at_most(process.wait(), grace)
+        if run.process is not None:
+            steps = (
+                (signal.SIGINT, self.config.sigint_grace),
+                (signal.SIGTERM, self.config.sigterm_grace),
+                (signal.SIGKILL, self.config.kill_wait),
+            )
+            await signal_ladder(run.process, steps)
 
     # ----------------------------------------------------------------------------- storage
 
@@ -700,13 +714,3 @@ class SessionManager(Service):
                 stop_leftover(entry.child, entry.session_id)
                 entry.mark_interrupted(time.time())
                 self._save(entry)
-
-
-async def _wait_at_most(awaitable: Awaitable[Any], timeout: float) -> None:
-    """Waits for ``awaitable`` (shielded: it goes on after a timeout) up to ``timeout`` seconds.
-
-    asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands in the turn the
-    awaited thing finishes, and the caller (a request whose client left) would carry on."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
-            await asyncio.shield(awaitable)

@@ -23,6 +23,8 @@ class Child(Protocol):
     """What the session manager uses of a started child (`asyncio.subprocess.Process` has it)."""
 
     pid: int
+    stdin: asyncio.StreamWriter | None
+    """Set when started with ``stdin=subprocess.PIPE`` (``ask`` mode talks to the CLI)."""
     stdout: asyncio.StreamReader | None
     stderr: asyncio.StreamReader | None
 
@@ -37,10 +39,11 @@ class _ThreadChild:
 
     def __init__(
         self, popen: subprocess.Popen[bytes], stdout: asyncio.StreamReader,
-        stderr: asyncio.StreamReader,
+        stderr: asyncio.StreamReader, stdin: asyncio.StreamWriter | None = None,
     ) -> None:  # fmt: skip
         self._popen = popen
         self.pid = popen.pid
+        self.stdin: asyncio.StreamWriter | None = stdin
         self.stdout: asyncio.StreamReader | None = stdout
         self.stderr: asyncio.StreamReader | None = stderr
         self._exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -107,6 +110,22 @@ async def _reader(pipe: IO[bytes], limit: int) -> asyncio.StreamReader:
     return reader
 
 
+async def _writer(pipe: IO[bytes]) -> asyncio.StreamWriter:
+    """A writer over `pipe` (the child's stdin), its fd owned once, as in `_reader`."""
+    loop = asyncio.get_running_loop()
+    fd = os.dup(pipe.fileno())
+    pipe.close()
+    unowned = io.FileIO(fd, "wb", closefd=False)  # the transport owns fd
+    try:
+        transport, protocol = await loop.connect_write_pipe(
+            lambda: asyncio.streams.FlowControlMixin(loop=loop), unowned
+        )
+    except BaseException:
+        os.close(fd)
+        raise
+    return asyncio.StreamWriter(transport, protocol, None, loop)
+
+
 def _loop_forks_in_its_thread(loop: asyncio.AbstractEventLoop) -> bool:
     """uvloop (libuv) forks in the loop thread; CPython's own loop starts children with
     vfork through Popen, which is already quick."""
@@ -121,7 +140,8 @@ async def spawn(
     limit: int,
     stdin: int = subprocess.DEVNULL,
 ) -> Child:
-    """Start `argv` in a session (process group) of its own, stdout and stderr piped.
+    """Start `argv` in a session (process group) of its own, stdout and stderr piped (stdin
+    too with ``stdin=subprocess.PIPE``: `Child.stdin` is then a writer).
 
     Raises OSError (e.g. FileNotFoundError) as `Popen` does when the program cannot start.
     """
@@ -150,7 +170,8 @@ async def spawn(
         assert popen.stdout is not None and popen.stderr is not None
         stdout = await _reader(popen.stdout, limit)
         stderr = await _reader(popen.stderr, limit)
-        return _ThreadChild(popen, stdout, stderr)
+        writer = await _writer(popen.stdin) if popen.stdin is not None else None
+        return _ThreadChild(popen, stdout, stderr, writer)
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(popen.pid, 9)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from arp import __version__, logs
-from arp.agents.sessions import SessionManager
+from arp.agents.sessions import SessionConfig, SessionManager
 from arp.argtypes import check_file, env_default, log_deprecations, port, positive_float
 from arp.client.control import Client, ClientConfig, Target, TlsSetupError
 from arp.client.identity import load_or_create_client_id
@@ -159,10 +159,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--local-port (default: off, forward mode)",
     )
     add_command_arguments(parser)
+    parser.add_argument(
+        "--approval-timeout",
+        type=positive_float,
+        default=SessionConfig().approval_timeout,
+        metavar="SECONDS",
+        help="ask mode: an approval no person decided is denied after this many seconds "
+        "(reason 'timed out'; default %(default)s)",
+    )
     add_mcp_arguments(parser)
     add_remote_arguments(parser)
     add_agent_arguments(parser)
     return parser
+
+
+def _sessions(args: argparse.Namespace) -> dict[str, object]:
+    """The session manager's settings whose flags arpc adds besides command mode's own."""
+    return {"approval_timeout": args.approval_timeout}
 
 
 def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
@@ -251,7 +264,9 @@ async def serve(args: argparse.Namespace) -> int:
         command: CommandServer | None = None
         if args.command_mode:
             # The API answers only requests that carry the client id, as the relay routes.
-            command_config = dataclasses.replace(CommandConfig.from_args(args), token=client_id)
+            command_config = dataclasses.replace(
+                CommandConfig.from_args(args), token=client_id, session_overrides=_sessions(args)
+            )
             command = CommandServer(command_config)
             await _listen(stack, command, f"--command-port {args.command_port}")
             http_target = Target(command.host, command.port)
@@ -278,7 +293,9 @@ async def serve(args: argparse.Namespace) -> int:
             if command is not None:
                 manager = command.manager
             else:
-                sessions = CommandConfig.from_args(args).session_config()
+                sessions = dataclasses.replace(
+                    CommandConfig.from_args(args), session_overrides=_sessions(args)
+                ).session_config()
                 if args.data_dir is None:
                     sessions = dataclasses.replace(sessions, data_dir=agent.state_dir / "sessions")
                 manager = await stack.enter_async_context(SessionManager(sessions))

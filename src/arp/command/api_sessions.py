@@ -12,6 +12,10 @@ Served under ``/api`` and, as the originals also used them, under the bare paths
     POST   /api/sessions/{id}/messages    follow-up prompt, resumes the conversation
     POST   /api/sessions/{id}/cancel      stop the run, keep its output
     DELETE /api/sessions/{id}             stop and remove (204)
+    GET    /api/approvals                 every pending approval, oldest first (ask mode)
+    POST   /api/sessions/{id}/approvals/{approval_id}   {"decision": "allow"|"deny",
+                                          "message"?, "remember"?: "session"}: 200 with the
+                                          recorded decision, 404 unknown, 409 decided already
 
 The streams send the stored event lines as they are (``id:`` is the seq on SSE), so a replay
 costs no re-encoding; when the session is no longer running they send a last ``end`` message
@@ -30,6 +34,7 @@ from typing import Any, Final
 
 from aiohttp import WSMsgType, web
 
+from arp.agents.approvals import parse_decision
 from arp.agents.errors import BadRequest
 from arp.agents.executors import AGENTS
 from arp.agents.session_types import Session, StartRequest
@@ -84,8 +89,109 @@ _AGENTS_DOC: Final[dict[str, Any]] = {
 }
 
 
+_PENDING_APPROVAL: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "a tool use an agent in ask mode waits on a person for",
+    "properties": {
+        "session_id": {"type": "string", "description": "in GET /api/approvals only"},
+        "approval_id": {"type": "string"},
+        "tool_name": {"type": "string"},
+        "tool_input": {"description": "the tool's arguments, as the agent gave them"},
+        "title": {"type": "string", "description": "the command or file it is about"},
+        "requested_at": {"type": "string", "format": "date-time"},
+        "expires_at": {
+            "type": "string",
+            "format": "date-time",
+            "description": "undecided by then: denied, reason 'timed out' (--approval-timeout)",
+        },
+    },
+    "required": ["approval_id", "tool_name", "tool_input", "title", "requested_at", "expires_at"],
+}
+_DECISION: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {
+        "approval_id": {"type": "string"},
+        "session_id": {"type": "string"},
+        "decision": {"type": "string", "enum": ["allow", "deny"]},
+        "by": {"type": "string", "enum": ["person", "timeout", "cancel"]},
+        "message": {"type": ["string", "null"]},
+        "remember": {"type": ["string", "null"], "enum": ["session", None]},
+        "decided_at": {"type": "string", "format": "date-time"},
+    },
+}
+_DECISION_BODY: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["decision"],
+    "properties": {
+        "decision": {"type": "string", "enum": ["allow", "deny"]},
+        "message": {"type": "string", "description": "given to the agent (at most 4096 chars)"},
+        "remember": {
+            "type": "string",
+            "enum": ["session"],
+            "description": "with allow: the same tool runs unasked for the rest of the session",
+        },
+    },
+}
+
+
+def _json_doc(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERROR_DOC: Final = _json_doc({"$ref": "#/components/schemas/Error"}, "the error")
+_APPROVALS_DOC: Final[dict[str, Any]] = {
+    "/api/approvals": {
+        "get": {
+            "summary": "Every pending approval on this machine, oldest first (the inbox)",
+            "responses": {
+                "200": _json_doc(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "approvals": {
+                                "type": "array",
+                                "items": {"$ref": "#/components/schemas/PendingApproval"},
+                            }
+                        },
+                    },
+                    "the pending approvals, each with its session_id",
+                )
+            },
+        }
+    },
+    "/api/sessions/{session_id}/approvals/{approval_id}": {
+        "parameters": [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in ("session_id", "approval_id")
+        ],
+        "post": {
+            "summary": "Decide a pending approval; the first decision wins",
+            "description": "The agent gets the answer at once. Events: the session's stream "
+            "holds an approval_request event when the agent asks and an approval_decision "
+            "event (decision, by: person | timeout | cancel) when it is decided.",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _DECISION_BODY}},
+            },
+            "responses": {
+                "200": _json_doc(
+                    {"$ref": "#/components/schemas/ApprovalDecision"}, "the recorded decision"
+                ),
+                "400": _ERROR_DOC,
+                "404": _ERROR_DOC,
+                "409": _json_doc(
+                    {"$ref": "#/components/schemas/Error"},
+                    "decided already, or expired (denied at its deadline)",
+                ),
+            },
+        },
+    },
+}
+
+
 def setup_session_routes(app: web.Application) -> None:
     app.router.add_get("/api/agents", list_agents)
+    app.router.add_get("/api/approvals", list_approvals)
     app.on_startup.append(_document)
     for prefix in PREFIXES:
         base = f"{prefix}/sessions"
@@ -96,13 +202,18 @@ def setup_session_routes(app: web.Application) -> None:
         app.router.add_get(base + "/{session_id}/ws", websocket_events)
         app.router.add_post(base + "/{session_id}/messages", send_message)
         app.router.add_post(base + "/{session_id}/cancel", cancel_session)
+        app.router.add_post(base + "/{session_id}/approvals/{approval_id}", decide_approval)
         app.router.add_delete(base + "/{session_id}", delete_session)
 
 
 async def _document(app: web.Application) -> None:
     """Describe the routes added here since the sessions API's document was written."""
     if openapi.DOCUMENT_KEY in app:
-        openapi.add_paths(app, _AGENTS_DOC, {})
+        openapi.add_paths(
+            app,
+            {**_AGENTS_DOC, **_APPROVALS_DOC},
+            {"PendingApproval": _PENDING_APPROVAL, "ApprovalDecision": _DECISION},
+        )
 
 
 def _manager(request: web.Request) -> SessionManager:
@@ -202,6 +313,23 @@ async def send_message(request: web.Request) -> web.Response:
         request.match_info["session_id"], prompt, model=model or None
     )
     return json_response(session.to_json())
+
+
+async def list_approvals(request: web.Request) -> web.Response:
+    approvals = _manager(request).approvals()
+    return json_response({"approvals": [a.to_json(with_session=True) for a in approvals]})
+
+
+async def decide_approval(request: web.Request) -> web.Response:
+    decision, message, remember = parse_decision(await _json_body(request))
+    approval = _manager(request).decide(
+        request.match_info["session_id"],
+        request.match_info["approval_id"],
+        decision,
+        message=message,
+        remember=remember,
+    )
+    return json_response(approval.decision_json())
 
 
 async def cancel_session(request: web.Request) -> web.Response:

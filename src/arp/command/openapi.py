@@ -83,8 +83,8 @@ def build_document() -> dict[str, Any]:
                 },
                 "permissionMode": {
                     "type": "string",
-                    "description": "default, acceptEdits, plan, bypassPermissions, or the "
-                    "executor's own value (codex sandbox, gemini approval mode)",
+                    "description": "default, acceptEdits, plan, bypassPermissions, ask (a "
+                    "person decides each tool use), or the executor's own value",
                 },
                 "allowedTools": {"type": ["array", "string"], "items": {"type": "string"}},
                 "disallowedTools": {"type": ["array", "string"], "items": {"type": "string"}},
@@ -123,6 +123,8 @@ def build_document() -> dict[str, Any]:
                 "last_seq": {"type": "integer"},
                 "error": {"type": ["string", "null"]},
                 "pid": {"type": ["integer", "null"]},
+                # issue 15: the paths and this schema are added by api_sessions (add_paths)
+                "pending_approvals": {"type": "array", "items": _ref("PendingApproval")},
             },
         },
         "Event": {

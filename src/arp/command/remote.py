@@ -36,6 +36,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from arp.agents.approvals import parse_decision
 from arp.agents.executors import AGENTS
 from arp.agents.history import HistoryReaders
 from arp.agents.lines import Abandoned, LineFramer, Oversize
@@ -250,6 +251,22 @@ async def _list_projects(server: RemoteServer, params: dict[str, Any]) -> Any:
     return {"projects": [p.to_json() for p in projects[:limit]], "total": len(projects)}
 
 
+async def _list_approvals(server: RemoteServer, params: dict[str, Any]) -> Any:
+    return {"approvals": [a.to_json(with_session=True) for a in server.manager.approvals()]}
+
+
+async def _decide_approval(server: RemoteServer, params: dict[str, Any]) -> Any:
+    decision, message, remember = parse_decision(params)
+    approval = server.manager.decide(
+        _str_param(params, "session_id"),
+        _str_param(params, "approval_id"),
+        decision,
+        message=message,
+        remember=remember,
+    )
+    return approval.decision_json()
+
+
 async def _help(server: RemoteServer, params: dict[str, Any]) -> Any:
     defaults = server.config.defaults
     return {
@@ -274,6 +291,8 @@ INSTRUCTIONS: Final[dict[str, Callable[[RemoteServer, dict[str, Any]], Awaitable
     "session_output": _session_output,
     "cancel_session": _cancel_session,
     "list_projects": _list_projects,
+    "list_approvals": _list_approvals,
+    "decide_approval": _decide_approval,
     "help": _help,
 }
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from arp.agents.events import Event, Usage
-from arp.agents.executors import EXECUTORS, get_executor
+from arp.agents.executors import ASK, EXECUTORS, get_executor
 from arp.agents.sessions import StartRequest
 from arp.errors import ArpError
 
@@ -372,9 +372,10 @@ def plan_run(request: RemoteRequest, prompt: str, defaults: Defaults) -> StartRe
     """The `StartRequest` for this request's prompt on the chosen executor.
 
     - ``max_tool_try`` N → Claude ``--max-turns N+1`` (N tool rounds, then the answer).
-    - ``ask_before_tool_execution`` true → permission mode ``default`` (a headless CLI denies
-      what would need asking); false → ``acceptEdits`` (codex ``workspace-write``, gemini
-      ``auto_edit``). ``config.permission_mode`` wins over both.
+    - ``ask_before_tool_execution`` true → permission mode ``ask``: each tool use the agent
+      would prompt for waits for the peer (or a person) to decide it (`approval_line`, the
+      ``decide_approval`` Instruction); false → ``acceptEdits`` (codex ``workspace-write``,
+      gemini ``auto_edit``). ``config.permission_mode`` wins over both.
     - ``prompt`` → Claude ``--append-system-prompt``; others: put before the prompt.
     - ``use_tools`` false → Claude ``--tools ""``; codex read-only sandbox; gemini approval mode
       ``default`` (tools needing approval are denied), and the prompt asks for no tools.
@@ -387,7 +388,7 @@ def plan_run(request: RemoteRequest, prompt: str, defaults: Defaults) -> StartRe
     options = executor.options
     permission = config.permission_mode
     if permission is None and config.ask_before_tool_execution is not None:
-        permission = "default" if config.ask_before_tool_execution else "acceptEdits"
+        permission = ASK if config.ask_before_tool_execution else "acceptEdits"
     if permission is None:
         permission = defaults.permission_mode
     no_tools = not request.use_tools and "no_tools" in options
@@ -537,6 +538,25 @@ class Answer:
         if self.tools:
             return {"Multi": [*self.tools, body]}
         return body
+
+
+def approval_line(request_id: str, session_id: str, event: Event) -> bytes:
+    """A pending approval (ask mode) as a line the peer can answer: a ``ToolCall`` whose
+    ``approval`` says which one; the peer decides it with the ``decide_approval`` Instruction."""
+    approval = event.approval or {}
+    return response_line(
+        request_id,
+        {"ToolCall": {"name": event.tool_name or "", "arguments": _args(event.tool_input)}},
+        extra={
+            "session_id": session_id,
+            "done": False,
+            "approval": {
+                "approval_id": approval.get("approval_id"),
+                "title": event.text,
+                "expires_at": approval.get("expires_at"),
+            },
+        },
+    )
 
 
 def _args(value: Any) -> Any:

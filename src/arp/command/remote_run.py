@@ -31,6 +31,7 @@ from arp.command.remote_protocol import (
     RemoteRequest,
     RequestError,
     TextInput,
+    approval_line,
     attachment_note,
     image_filename,
     plan_run,
@@ -126,6 +127,10 @@ class AgentRun:
         assert answer is not None
         incremental = request.stream_mode == "incremental"
         async for event in self.manager.follow(session_id):
+            if event.kind == "approval_request":
+                # Whatever the stream mode: the peer must see it while it can still answer.
+                await self.send(approval_line(request.request_id, session_id, event))
+                continue
             pieces = answer.feed(event)
             if incremental:
                 for piece in pieces:

@@ -11,6 +11,9 @@ Prompt words the rule reads:
   tool's result comes back, the reply quotes it.
 - `WRITE-FILE:<absolute path>`: likewise, one tool call that creates that file holding `WRITTEN`
   (which needs the agent's permission to edit; the reply then quotes the tool's answer).
+- `RUN_SHELL[<command>]`: one tool call that runs ``<command>`` in the agent's shell tool (which
+  needs the agent's permission; in ``ask`` mode a person's). Once its result comes back, the
+  reply quotes it.
 - `HOLD-REPLY`: the server holds the answer back until `MockModelApi.release()` (or its close), so
   a test can cancel a run while the CLI waits on its model.
 """
@@ -36,6 +39,7 @@ HOLD_LIMIT = 60.0
 MARKER = re.compile(r"\bASK-[A-Za-z0-9]+\b")
 READ_FILE = re.compile(r"\bREAD-FILE:(/[A-Za-z0-9._/-]+)")
 WRITE_FILE = re.compile(r"\bWRITE-FILE:(/[A-Za-z0-9._/-]+)")
+RUN_SHELL = re.compile(r"\bRUN_SHELL\[([^\]\n]{1,400})\]")
 WRITTEN = "written-by-the-mock"
 """What a `WRITE-FILE` tool call puts in the file."""
 
@@ -59,7 +63,14 @@ class WriteFileReply:
     path: str
 
 
-Reply = TextReply | ReadFileReply | WriteFileReply
+@dataclass(frozen=True)
+class ShellReply:
+    """Ask the agent to run ``command`` with its own shell tool."""
+
+    command: str
+
+
+Reply = TextReply | ReadFileReply | WriteFileReply | ShellReply
 
 
 @dataclass(frozen=True)
@@ -70,22 +81,28 @@ class Conversation:
     tool_results: list[str]  # tool outputs that came back in the newest turn
 
 
-ToolReply = ReadFileReply | WriteFileReply
+ToolReply = ReadFileReply | WriteFileReply | ShellReply
 
 
 def claude_tool(reply: ToolReply) -> tuple[str, dict[str, Any]]:
+    if isinstance(reply, ShellReply):
+        return "Bash", {"command": reply.command, "description": "run what the test asked"}
     if isinstance(reply, ReadFileReply):
         return "Read", {"file_path": reply.path}
     return "Write", {"file_path": reply.path, "content": WRITTEN}
 
 
 def codex_tool(reply: ToolReply) -> tuple[str, dict[str, Any]]:
+    if isinstance(reply, ShellReply):
+        return "exec_command", {"cmd": reply.command}
     if isinstance(reply, ReadFileReply):
         return "exec_command", {"cmd": f"cat {reply.path}"}
     return "exec_command", {"cmd": f"printf %s {WRITTEN} > {reply.path}"}
 
 
 def gemini_tool(reply: ToolReply) -> tuple[str, dict[str, Any]]:
+    if isinstance(reply, ShellReply):
+        return "run_shell_command", {"command": reply.command}
     if isinstance(reply, ReadFileReply):
         return "read_file", {"file_path": reply.path}
     return "write_file", {"file_path": reply.path, "content": WRITTEN}
@@ -106,6 +123,9 @@ def plan_reply(conv: Conversation) -> Reply:
     wanted = WRITE_FILE.search(newest)
     if wanted:
         return WriteFileReply(wanted.group(1))
+    shell = RUN_SHELL.search(newest)
+    if shell:
+        return ShellReply(shell.group(1))
     markers: list[str] = []
     for text in conv.user_texts:
         for found in MARKER.findall(text):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
@@ -23,6 +23,7 @@ from mcp_types import ToolAnnotations
 from pydantic import Field
 
 from arp import __version__
+from arp.agents.approvals import parse_decision
 from arp.agents.executors import AGENTS, AgentName
 from arp.agents.history import HistoryReaders
 from arp.agents.session_types import StartRequest
@@ -46,6 +47,10 @@ get_session with after_seq set to the previous reply's next_after_seq to read it
 without missing or repeating anything, or call wait_session to block until the run ends. \
 When the status is "completed", send_message continues the same conversation. cancel_session \
 stops a run and keeps its output. list_sessions shows the sessions this arpc ran.
+
+Approvals: a session started with permission_mode "ask" waits for a person before each tool use \
+its agent would prompt for. list_approvals shows what waits; decide_approval allows or denies \
+one (the first decision wins; undecided ones are denied at their deadline).
 
 History: list_projects, list_history_sessions and read_history_session browse what the agents \
 themselves stored (including sessions started outside ARP)."""
@@ -100,7 +105,8 @@ class ArpTools:
             str | None,
             Field(
                 description="The CLI's permission mode, e.g. claude: default, acceptEdits, "
-                "plan, bypassPermissions (default: the CLI's own)."
+                "plan, bypassPermissions, or ask: a person decides each tool use "
+                "(list_approvals, decide_approval). Default: the CLI's own."
             ),
         ] = None,
     ) -> dict[str, Any]:
@@ -208,6 +214,43 @@ class ArpTools:
             "offset": offset,
         }
 
+    # ------------------------------------------------------------------------ approvals
+
+    async def list_approvals(self) -> dict[str, Any]:
+        """The tool uses that agents in ask mode wait on a person for, oldest first: each with
+        its session_id, approval_id, tool_name, tool_input, title and expires_at."""
+        return {"approvals": [a.to_json(with_session=True) for a in self.manager.approvals()]}
+
+    async def decide_approval(
+        self,
+        session_id: Annotated[str, Field(description=_SESSION_HELP)],
+        approval_id: Annotated[str, Field(description="The approval_id from list_approvals.")],
+        decision: Annotated[
+            Literal["allow", "deny"], Field(description="allow runs the tool; deny refuses it.")
+        ],
+        message: Annotated[
+            str | None,
+            Field(description="Optional words for the agent (Claude gets them with a deny)."),
+        ] = None,
+        remember: Annotated[
+            Literal["session"] | None,
+            Field(
+                description='With allow, "session" lets the same tool run unasked for the '
+                "rest of the session."
+            ),
+        ] = None,
+    ) -> dict[str, Any]:
+        """Decide a pending approval. The first decision wins: a later one, or one after the
+        deadline, is an error (status 409). Returns the recorded decision."""
+        with _errors(ToolError):
+            decision_, message_, remember_ = parse_decision(
+                {"decision": decision, "message": message, "remember": remember}
+            )
+            approval = self.manager.decide(
+                session_id, approval_id, decision_, message=message_, remember=remember_
+            )
+        return approval.decision_json()
+
     # -------------------------------------------------------------------------- history
 
     async def list_projects(
@@ -311,6 +354,8 @@ def build_mcp_server(
         (tools.wait_session, _READ_ONLY),
         (tools.cancel_session, ToolAnnotations(read_only_hint=False, destructive_hint=True)),
         (tools.list_sessions, _READ_ONLY),
+        (tools.list_approvals, _READ_ONLY),
+        (tools.decide_approval, _CHANGES),
         (tools.list_projects, _READ_ONLY),
         (tools.list_history_sessions, _READ_ONLY),
         (tools.read_history_session, _READ_ONLY),

@@ -18,12 +18,14 @@ const MODELS = {
   gemini: ["gemini-2.5-pro", "gemini-2.5-flash"],
 };
 const PERMISSION_MODES = [
-  ["default", "Ask (default)"],
+  ["ask", "Ask me (approve each tool use)"],
+  ["default", "Default (deny what needs asking)"],
   ["acceptEdits", "Accept edits"],
   ["plan", "Plan / read-only"],
   ["bypassPermissions", "Bypass permissions"],
 ];
 const REQUEST_TIMEOUT_MS = 20000;
+const INBOX_POLL_MS = 4000; // the header's count of approvals waiting, on every page
 const RUNS_POLL_MS = 4000;
 const RECONNECT_FIRST_MS = 500;
 const RECONNECT_MAX_MS = 8000;
@@ -1209,6 +1211,19 @@ class EventView {
         const exit = typeof event.exit_code === "number" ? ` · exit ${event.exit_code}` : "";
         return h("li", { class: "ev status", text: `${event.text || event.status || "run ended"}${exit}` });
       }
+      case "approval_request":
+        return h(
+          "li",
+          { class: "ev approval" },
+          h("span", { text: `Asked to use ${event.tool_name || "a tool"}` }),
+          event.text ? h("code", { text: firstLine(event.text, 200) }) : null,
+        );
+      case "approval_decision": {
+        const what = event.decision === "allow" ? "Allowed" : "Denied";
+        const by = { person: "", timeout: " (no answer in time)", cancel: " (run cancelled)" }[event.by] ?? "";
+        const note = event.message ? ` · “${firstLine(event.message, 120)}”` : "";
+        return h("li", { class: `ev approval ${event.decision || ""}`, text: `${what}${by}${note}` });
+      }
       case "system":
       default: {
         const raw = event.raw && typeof event.raw === "object" ? event.raw : {};
@@ -1277,6 +1292,8 @@ async function runPage(id) {
   const cancel = h("button", { class: "btn danger", type: "button", id: "cancel", text: "Cancel run" });
   const remove = h("button", { class: "btn danger", type: "button", id: "delete", text: "Delete" });
   const events = h("ol", { class: "events", id: "events", "aria-label": "Agent output" });
+  const approvals = new ApprovalCards(id);
+  onLeave(() => approvals.close());
   const earlier = h("button", { class: "btn small", type: "button", id: "earlier", text: "Show earlier" });
   const earlierNote = h("span", { class: "hint" });
   const earlierBar = h("div", { class: "form-actions earlier", hidden: true }, earlier, earlierNote);
@@ -1307,6 +1324,7 @@ async function runPage(id) {
       facts,
       h("div", { class: "actions" }, cancel, remove),
     ),
+    approvals.section,
     earlierBar,
     events,
     composer,
@@ -1340,6 +1358,7 @@ async function runPage(id) {
   });
   const show = (state) => {
     run = state;
+    approvals.sync(run.status === "running" ? run.pending_approvals || [] : []);
     status.replaceChildren(badge(run.status));
     facts.replaceChildren(...runFacts(run).filter(Boolean));
     const running = run.status === "running";
@@ -1378,6 +1397,7 @@ async function runPage(id) {
     after: start,
     onEvent: (event) => {
       view.add(event);
+      approvals.onEvent(event);
       if (event.kind === "status" || event.kind === "result") refresh();
       follow();
     },
@@ -1472,6 +1492,159 @@ async function runPage(id) {
       send.disabled = run.status === "running";
     }
   });
+}
+
+// --- approvals ------------------------------------------------------------------------------------
+
+/**
+ * The cards of a run's pending approvals (ask mode), at the top of its page: what the agent
+ * wants to run or change, Allow / Deny / Allow for this session, words for the agent, and the
+ * time left. The first decision wins: one taken elsewhere meanwhile removes the card.
+ */
+class ApprovalCards {
+  constructor(sessionId) {
+    this.sessionId = sessionId;
+    this.cards = new Map();
+    this.section = h("section", { class: "approvals", id: "approvals", "aria-label": "Waiting for you", hidden: true });
+    this.timer = setInterval(() => this.tick(), 1000);
+  }
+
+  close() {
+    clearInterval(this.timer);
+  }
+
+  /** The session's pending approvals as the API says (a card for each, no others). */
+  sync(pending) {
+    const ids = new Set(pending.map((a) => a.approval_id));
+    for (const id of [...this.cards.keys()]) if (!ids.has(id)) this.drop(id);
+    for (const approval of pending) this.add(approval);
+  }
+
+  onEvent(event) {
+    if (event.kind === "approval_request") {
+      this.add({
+        approval_id: event.approval_id,
+        tool_name: event.tool_name,
+        tool_input: event.tool_input,
+        title: event.text,
+        expires_at: event.expires_at,
+      });
+    } else if (event.kind === "approval_decision" || event.kind === "status") {
+      if (event.kind === "status") for (const id of [...this.cards.keys()]) this.drop(id);
+      else this.drop(event.approval_id);
+    }
+  }
+
+  add(approval) {
+    if (!approval.approval_id || this.cards.has(approval.approval_id)) return;
+    if (approval.expires_at && Date.parse(approval.expires_at) <= Date.now()) return;
+    const left = h("span", { class: "left" });
+    const message = h("input", {
+      type: "text",
+      class: "message",
+      "aria-label": "Message for the agent (optional)",
+      placeholder: "Message for the agent (optional)",
+      autocomplete: "off",
+      maxlength: 4096,
+    });
+    const problem = h("p", { class: "form-error", role: "alert", hidden: true });
+    const button = (text, cls, body) =>
+      h("button", { class: `btn ${cls}`, type: "button", text, onclick: () => this.decide(approval, body, card) });
+    const card = h(
+      "article",
+      { class: "approval-card", "data-approval": approval.approval_id, "aria-label": `Approve ${approval.tool_name}?` },
+      h("div", { class: "card-top" }, h("span", { class: "chip", text: approval.tool_name || "tool" }), left),
+      h("h2", { text: `Allow ${approval.tool_name || "this tool"}?` }),
+      h("code", { class: "what", text: approval.title || approval.tool_name || "" }),
+      approvalDetail(approval.tool_input),
+      message,
+      h(
+        "div",
+        { class: "decide" },
+        button("Allow", "primary", { decision: "allow" }),
+        button("Deny", "danger", { decision: "deny" }),
+        button("Allow for this session", "", { decision: "allow", remember: "session" }),
+      ),
+      problem,
+    );
+    card.left = left;
+    card.expires = Date.parse(approval.expires_at || "") || null;
+    card.message = message;
+    card.problem = problem;
+    this.cards.set(approval.approval_id, card);
+    this.section.append(card);
+    this.section.hidden = false;
+    this.tick();
+  }
+
+  drop(approvalId) {
+    const card = this.cards.get(approvalId);
+    if (!card) return;
+    card.remove();
+    this.cards.delete(approvalId);
+    this.section.hidden = this.cards.size === 0;
+  }
+
+  async decide(approval, body, card) {
+    for (const b of card.querySelectorAll("button")) b.disabled = true;
+    const text = card.message.value.trim();
+    try {
+      await api(`/api/sessions/${enc(this.sessionId)}/approvals/${enc(approval.approval_id)}`, {
+        method: "POST",
+        body: text ? { ...body, message: text } : body,
+      });
+      this.drop(approval.approval_id);
+      refreshInbox();
+    } catch (err) {
+      if (err instanceof ApiError && (err.status === 409 || err.status === 404)) {
+        this.drop(approval.approval_id); // decided elsewhere, expired, or the run ended
+        refreshInbox();
+        return;
+      }
+      for (const b of card.querySelectorAll("button")) b.disabled = false;
+      report(err, card.problem);
+    }
+  }
+
+  tick() {
+    for (const card of this.cards.values()) {
+      if (!card.expires) continue;
+      const seconds = Math.max(0, Math.round((card.expires - Date.now()) / 1000));
+      card.left.textContent = seconds >= 60 ? `${Math.floor(seconds / 60)} min ${seconds % 60} s left` : `${seconds} s left`;
+    }
+  }
+}
+
+/** What a tool use would do, shown whole: the command, or for an edit its old and new text. */
+function approvalDetail(input) {
+  if (!input || typeof input !== "object") return null;
+  if (typeof input.old_string === "string" || typeof input.new_string === "string") {
+    const lines = [
+      ...String(input.old_string || "").split("\n").map((l) => h("span", { class: "del", text: `- ${l}` })),
+      ...String(input.new_string || "").split("\n").map((l) => h("span", { class: "add", text: `+ ${l}` })),
+    ];
+    return h("pre", { class: "diff" }, lines.flatMap((l) => [l, "\n"]));
+  }
+  if (typeof input.content === "string") {
+    return h("pre", { class: "diff" }, input.content.split("\n").flatMap((l) => [h("span", { class: "add", text: `+ ${l}` }), "\n"]));
+  }
+  return null;
+}
+
+/** The header's count of approvals waiting on this machine; it links to the oldest one's run. */
+async function refreshInbox() {
+  const link = $("#inbox");
+  if (!link) return;
+  try {
+    const data = await api("/api/approvals");
+    const list = Array.isArray(data && data.approvals) ? data.approvals : [];
+    $("#inbox-count").textContent = String(list.length);
+    link.hidden = list.length === 0;
+    link.setAttribute("aria-label", `${list.length} approval${list.length === 1 ? "" : "s"} waiting`);
+    if (list.length) link.setAttribute("href", `#/run/${enc(list[0].session_id)}`);
+  } catch (err) {
+    // The badge is a convenience: a failed poll leaves it as it was (the page reports errors).
+  }
 }
 
 // --- history --------------------------------------------------------------------------------------
@@ -1879,6 +2052,8 @@ async function start() {
   await loadAgents();
   window.addEventListener("hashchange", route);
   route();
+  refreshInbox();
+  setInterval(refreshInbox, INBOX_POLL_MS);
 }
 
 start();
