@@ -172,6 +172,14 @@ class SessionBounds:
     when the caller names no limit; the remote protocol's cap too."""
     max_page_events: int = 10_000
     """The most events one page holds, whatever the caller asks."""
+    spool_sync_interval: float = 0.2
+    """A run's supervisor fsyncs the spool of its agent's output at most this often
+    (`arp.agents.supervisor`): what a crash of the machine, not of arpc, can lose."""
+    spool_poll: float = 0.5
+    """arpc looks at a run's spool at least this often even when the supervisor's wake-up
+    does not come (`arp.agents.reattach`); also how soon a dead supervisor is noticed."""
+    supervisor_start: float = 30.0
+    """How long arpc waits for a run's supervisor to start its agent."""
 
 
 SESSION_BOUNDS = SessionBounds()

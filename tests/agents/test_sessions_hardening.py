@@ -18,6 +18,7 @@ from arp.agents.errors import (
     TooManySessions,
 )
 from arp.agents.sessions import SessionConfig, SessionManager, StartRequest
+from tests.command.sessions_support import process_gone
 from tests.conftest import units
 from tests.fakes.install import install_fakes
 
@@ -275,18 +276,25 @@ async def test_the_oldest_finished_sessions_are_evicted_beyond_the_bound(tmp_pat
         assert [p.name for p in sessions.iterdir()] == [slow[-1].session_id]
 
 
-class _BrokenPumpManager(SessionManager):
-    """A manager whose stdout pump dies at once: the bug the run must survive."""
+class _BrokenReaderManager(SessionManager):
+    """A manager whose reading of the run's output has a bug."""
 
-    async def _pump(self, entry, run, stream, parser):  # type: ignore[no-untyped-def]
-        if parser is not None:
-            raise RuntimeError("pump bug")
-        await super()._pump(entry, run, stream, parser)
+    def _ingest_records(self, entry, run, supervised, groups):  # type: ignore[no-untyped-def]
+        raise RuntimeError("reader bug")
 
 
-async def test_a_run_whose_pump_died_is_stopped_not_left_running(tmp_path: Path) -> None:
-    binary = printing_cli(tmp_path, "claude", claude_text(json.dumps("x" * 10_000)) * 1000 + RESULT)
-    async with _BrokenPumpManager(config(tmp_path, binaries={"claude": binary})) as manager:
-        session = await manager.start_session(StartRequest("claude", "hi"))
+async def test_a_run_whose_reader_died_is_stopped_not_left_running(tmp_path: Path) -> None:
+    pidfile = tmp_path / "fake.pid"
+    async with _BrokenReaderManager(config(tmp_path)) as manager:
+        session = await manager.start_session(
+            StartRequest("claude", f"events=1000 sleep={units(0.05)} pidfile={pidfile}")
+        )
         final = await manager.wait(session.session_id, units(10))
         assert final.status == "failed" and manager.running_count() == 0
+        assert final.error and "reader bug" in final.error
+        pid = int(pidfile.read_text())
+        for _ in range(200):
+            if process_gone(pid):
+                break
+            await asyncio.sleep(0.02)
+        assert process_gone(pid), "the agent outlived a run nobody reads"

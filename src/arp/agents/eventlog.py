@@ -129,6 +129,32 @@ class EventLog:
             self._writer = None
             self._dirty = False
 
+    def drop_after(self, seq: int) -> None:
+        """Forgets the events after ``seq`` (file and memory): a re-attached run writes them
+        again from its spool (`arp.agents.reattach`)."""
+        if seq >= self.last_seq:
+            return
+        self.close()
+        while self._tail and self._tail[-1][0] > seq:
+            _, old = self._tail.pop()
+            self._tail_bytes -= len(old)
+        if self.path is not None and self.path.exists():
+            offset = 0
+            with self.path.open("rb") as reader:
+                for raw in reader:
+                    try:
+                        if line_seq(raw[:-1].decode("utf-8", errors="replace")) > seq:
+                            break
+                    except (ValueError, KeyError, TypeError):
+                        pass
+                    offset += len(raw)
+            with self.path.open("r+b") as f:
+                f.truncate(offset)
+            self._size = offset
+            self._index = []
+            self._indexed_upto = -1
+        self.last_seq = seq
+
     # ----------------------------------------------------------------------------- reading
 
     def lines_after(self, after_seq: int, limit: int) -> list[tuple[int, str]]:

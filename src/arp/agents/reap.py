@@ -21,9 +21,10 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from arp.agents.spawn import Child
+from arp.agents.supervisor import boot_id, start_ticks
 
 log = logging.getLogger(__name__)
 
@@ -32,24 +33,6 @@ def kill_group(pgid: int, sig: signal.Signals) -> None:
     """Sends ``sig`` to the process group; one that is gone (or not ours) is no error."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-
-
-def boot_id() -> str | None:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def start_ticks(pid: int) -> int | None:
-    """When ``pid`` started (clock ticks since boot), so a reused pid is never mistaken for it."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def child_identity(pid: int) -> dict[str, Any]:
@@ -80,7 +63,18 @@ async def wait_at_most(awaitable: Awaitable[Any], timeout: float) -> None:
             await asyncio.shield(awaitable)
 
 
-async def signal_ladder(process: Child, steps: Sequence[tuple[signal.Signals, float]]) -> None:
+class Stoppable(Protocol):
+    """What the signal ladder needs of a run: its process group and its end."""
+
+    pid: int
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+
+async def signal_ladder(process: Stoppable, steps: Sequence[tuple[signal.Signals, float]]) -> None:
     """Each signal in turn to the process group, until the child exits or its grace is over."""
     for sig, grace in steps:
         if process.returncode is not None:

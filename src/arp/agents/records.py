@@ -12,16 +12,27 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from arp.agents.ask import AskProtocol, PermissionAsk
 from arp.agents.eventlog import EventLog
 from arp.agents.events import Draft, StreamParser, Usage
 from arp.agents.executors import Executor
+from arp.agents.reattach import SupervisedRun
 from arp.agents.session_types import Session, StartRequest, Status
-from arp.agents.spawn import Child
 
 log = logging.getLogger(__name__)
+
+
+class Input(Protocol):
+    """Where a run's protocol lines go: the agent's stdin, through its supervisor's FIFO
+    (`arp.agents.reattach.SupervisorInput`)."""
+
+    def is_closing(self) -> bool: ...
+
+    def writelines(self, lines: list[bytes]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class RunRecord:
@@ -31,8 +42,11 @@ class RunRecord:
         self.number = number
         self.protocol = protocol
         """``ask`` mode: the CLI's stdio protocol (None: stdin is /dev/null)."""
-        self.stdin: asyncio.StreamWriter | None = None
-        self.process: Child | None = None
+        self.stdin: Input | None = None
+        self.input_done = False
+        """The protocol closed the CLI's input (kept across a re-attach's replay)."""
+        self.process: SupervisedRun | None = None
+        """The run's supervisor, once it has started the agent."""
         self.task: asyncio.Task[None] | None = None
         self.stopping: asyncio.Task[None] | None = None
         self.cancel_requested = False
@@ -40,6 +54,15 @@ class RunRecord:
         self.result_error: str | None = None
         self.saw_error_result = False
         self.output_capped = False
+        self.parser: StreamParser | None = None
+        """The executor's parser of the CLI's stdout (set as the run starts or re-attaches)."""
+        self.run_dir: Path | None = None
+        """Where its supervisor keeps the run's files (`arp.agents.reattach`)."""
+        self.in_batch = False
+        """A batch of output is being turned into events (the cursor moves after it)."""
+        self.detached = False
+        """arpc stops and leaves the run going (``keep_runs_on_stop``): nothing is recorded
+        of an end, the next arpc re-attaches."""
 
     def read_output(
         self, lines: list[bytes], parser: StreamParser | None
@@ -77,6 +100,7 @@ class RunRecord:
 
     def close_input(self) -> None:
         """The CLI has all its input (it ends once it answered)."""
+        self.input_done = True
         if self.stdin is not None and not self.stdin.is_closing():
             with contextlib.suppress(OSError, RuntimeError):
                 self.stdin.close()

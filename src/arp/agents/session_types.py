@@ -52,6 +52,9 @@ class SessionConfig(SessionBounds):
     (``arpc --approval-timeout``)."""
     default_project: Path | None = None
     """The cwd of a session that names no project (None: ``allowed_root``, else arpc's cwd)."""
+    keep_runs_on_stop: bool = False
+    """Closing the manager leaves running agents running, for the next arpc to re-attach to
+    (``arpc --keep-runs-on-stop``); by default they are stopped and become ``interrupted``."""
 
 
 @dataclass(frozen=True, slots=True)

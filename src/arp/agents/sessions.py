@@ -66,7 +66,7 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -76,7 +76,7 @@ from typing import Literal
 
 from arp.agents.approvals import CANCELLED, RUN_ENDED, Approval
 from arp.agents.argv import RunSpec
-from arp.agents.ask import Decision
+from arp.agents.ask import Decision, PermissionAsk
 from arp.agents.availability import login_advice, needs_login
 from arp.agents.desk import ApprovalDesk
 from arp.agents.errors import (
@@ -90,15 +90,18 @@ from arp.agents.errors import (
 from arp.agents.eventlog import EventLog
 from arp.agents.events import Draft, Event, StreamParser
 from arp.agents.executors import get_executor
-from arp.agents.lines import LineFramer
 from arp.agents.projects import check_still_a_folder, resolve_project
-from arp.agents.reap import (
-    child_identity,
-    kill_group,
-    signal_ladder,
-    stop_leftover,
-    wait_at_most,
-    wait_child,
+from arp.agents.reap import kill_group, signal_ladder, stop_leftover, wait_at_most
+from arp.agents.reattach import (
+    Cursor,
+    SupervisedRun,
+    SupervisorInput,
+    is_stdout,
+    read_spec,
+    replay,
+    run_dir_of,
+    start_supervised,
+    unanswered,
 )
 from arp.agents.records import RunRecord, SessionRecord
 from arp.agents.session_types import (
@@ -109,7 +112,6 @@ from arp.agents.session_types import (
     StartRequest,
     Status,
 )
-from arp.agents.spawn import spawn
 from arp.agents.store import SessionStore, remove_folders
 from arp.lifecycle import Service
 
@@ -122,12 +124,6 @@ __all__ = [
     "StartRequest",
     "Status",
 ]
-
-_READER_LIMIT = 2**16
-"""A child's stdout/stderr reader buffer (asyncio's default for subprocess pipes)."""
-
-CUT_MARKER = b" [line cut by arp]"
-"""Ends an output line longer than ``max_line`` (the rest of it is dropped)."""
 
 log = logging.getLogger(__name__)
 
@@ -157,11 +153,18 @@ class SessionManager(Service):
         self._load()
 
     async def _shutdown(self) -> None:
-        """Stops every run (they become ``interrupted``) and closes the files (once)."""
+        """Stops every run (they become ``interrupted``), or with ``keep_runs_on_stop`` lets
+        them go on for the next arpc, and closes the files (once)."""
         runs = [e.run for e in self._entries.values() if e.run is not None]
-        for run in runs:
-            run.interrupt_requested = True
-        await asyncio.gather(*(self._stop(run) for run in runs), return_exceptions=True)
+        if self.config.keep_runs_on_stop:
+            for run in runs:
+                run.detached = True
+                if run.task is not None:
+                    run.task.cancel()
+        else:
+            for run in runs:
+                run.interrupt_requested = True
+            await asyncio.gather(*(self._stop(run) for run in runs), return_exceptions=True)
         pending = [t for t in self._tasks if not t.done()]
         if pending:
             deadline = self.config.sigint_grace + self.config.sigterm_grace
@@ -464,6 +467,7 @@ class SessionManager(Service):
         run = RunRecord(
             entry.runs, entry.executor.ask(spec) if spec.ask and entry.executor.ask else None
         )
+        run.parser = entry.executor.parser()
         entry.run = run
         entry.runs += 1
         entry.status = "running"
@@ -482,7 +486,8 @@ class SessionManager(Service):
             entry.exit_code, entry.error = before_end
             raise
         entry.changed()
-        run.task = asyncio.ensure_future(self._run(entry, run, argv, prompt))
+        launch = (argv, replace(spec, prompt=prompt))
+        run.task = asyncio.ensure_future(self._run(entry, run, launch))
         self._tasks.add(run.task)
         run.task.add_done_callback(self._tasks.discard)
 
@@ -494,87 +499,131 @@ class SessionManager(Service):
         return env
 
     async def _run(
-        self, entry: SessionRecord, run: RunRecord, argv: builtins.list[str], prompt: str
+        self,
+        entry: SessionRecord,
+        run: RunRecord,
+        launch: tuple[builtins.list[str], RunSpec] | None,
+        resumed: SupervisedRun | None = None,
+        asks: builtins.list[PermissionAsk] | None = None,
     ) -> None:
-        """Runs one child to its end and records how it ended."""
+        """Runs one agent to its end and records how it ended: started here (``launch``), or
+        re-attached to after a restart (``resumed``, with the ``asks`` still unanswered)."""
         exit_code: int | None = None
         error: str | None = None
         try:
             if run.cancel_requested or run.interrupt_requested:
                 return  # stopped before it started
-            try:
-                # Started off the loop: a fork in the loop thread stalled every request.
-                process = await spawn(
-                    argv,
-                    cwd=entry.project_path,
-                    env=self._child_env(entry),
-                    limit=_READER_LIMIT,
-                    stdin=subprocess.PIPE if run.protocol is not None else subprocess.DEVNULL,
-                )
-            except OSError as exc:
-                error = f"could not start {argv[0]}: {exc}"
-                self._emit(entry, run, [Draft("error", text=error)])
-                return
-            run.process = process
-            if run.protocol is not None:
-                run.stdin = process.stdin
-                run.write_input(run.protocol.opening(prompt))
-            entry.child = child_identity(process.pid)
-            self._save(entry)
-            if run.cancel_requested or run.interrupt_requested:
-                # Stopped while it was being spawned: it has done nothing worth a grace period.
-                kill_group(process.pid, signal.SIGKILL)
-            entry.changed()
-            assert process.stdout is not None and process.stderr is not None
-            parser = entry.executor.parser()
-            pumps = [
-                asyncio.ensure_future(self._pump(entry, run, process.stdout, parser)),
-                asyncio.ensure_future(self._pump(entry, run, process.stderr, None)),
-            ]
-            try:
-                exit_code = await wait_child(
-                    process, pumps, self.config.kill_wait, f"session {entry.session_id}"
-                )
-            finally:
-                # Nothing of the run may outlive it: kill what is left of its process group,
-                # which also closes pipes a grandchild still held.
-                kill_group(process.pid, signal.SIGKILL)
-                _, late = await asyncio.wait(pumps, timeout=self.config.kill_wait)
-                for task in late:
-                    task.cancel()
-                await asyncio.gather(*pumps, return_exceptions=True)
+            supervised = resumed
+            if supervised is None:
+                assert launch is not None
+                argv, spec = launch
+                run_dir = self._run_dir(entry, run)
+                run.run_dir = run_dir
+                try:
+                    supervised = await self._start_supervised(entry, run, run_dir, argv, spec)
+                except OSError as exc:
+                    error = f"could not start {argv[0]}: {exc}"
+                    self._emit(entry, run, [Draft("error", text=error)])
+                    return
+            await self._attach(entry, run, supervised)
+            if launch is not None and run.protocol is not None:
+                run.write_input(run.protocol.opening(launch[1].prompt))
+            for ask in asks or ():
+                self._desk.ask(entry, run, ask)
+            exit_code, error = await self._tail(entry, run, supervised)
         except asyncio.CancelledError:
-            run.interrupt_requested = True
+            if not run.detached:
+                run.interrupt_requested = True
             raise
         except Exception as exc:  # a bug here must still end the run cleanly
             log.exception("session %s: run failed", entry.session_id)
             error = f"internal error: {exc}"
+            if run.process is not None and run.process.pid > 1:
+                # Nobody reads its output any more: it must not go on unwatched.
+                kill_group(run.process.pid, signal.SIGKILL)
         finally:
-            self._finish(entry, run, exit_code, error)
+            if run.detached:
+                self._let_go(run)
+            else:
+                self._finish(entry, run, exit_code, error)
 
-    async def _pump(
+    async def _start_supervised(
         self,
         entry: SessionRecord,
         run: RunRecord,
-        stream: asyncio.StreamReader,
-        parser: StreamParser | None,
+        run_dir: Path,
+        argv: builtins.list[str],
+        spec: RunSpec,
+    ) -> SupervisedRun:
+        # The cursor first: an arpc that dies from here on resumes after the prompt event.
+        await asyncio.to_thread(run_dir.mkdir, mode=0o700, parents=True, exist_ok=True)
+        cursor = Cursor(run_dir / "cursor")
+        cursor.save(0, entry.log.last_seq)
+        cursor.close()
+        return await start_supervised(
+            run_dir,
+            argv,
+            cwd=entry.project_path,
+            env=self._child_env(entry),
+            spec=spec,
+            bounds=self.config,
+        )
+
+    async def _attach(
+        self, entry: SessionRecord, run: RunRecord, supervised: SupervisedRun
     ) -> None:
-        """Reads a pipe to its end, line by line, bounded by ``max_line``."""
-        framer = LineFramer(self.config.max_line, cut_marker=CUT_MARKER)
+        """The run's supervisor is up: record it, open the agent's input (``ask`` mode)."""
+        run.process = supervised
+        entry.child = {"supervisor": supervised.supervisor, "agent": supervised.agent}
+        self._save(entry)
+        if run.protocol is not None and not run.input_done and not supervised.ended():
+            run.stdin = await supervised.open_input()
+        if (run.cancel_requested or run.interrupt_requested) and supervised.pid:
+            # Stopped while it was being started: it has done nothing worth a grace period.
+            kill_group(supervised.pid, signal.SIGKILL)
+        entry.changed()
+
+    async def _tail(
+        self, entry: SessionRecord, run: RunRecord, supervised: SupervisedRun
+    ) -> tuple[int | None, str | None]:
+        """Reads the run's spool into the event log until the run has ended: (exit code, error)."""
+        done = False
         while True:
-            chunk = await stream.read(self.config.read_chunk)
-            if not chunk:
-                break
-            lines = [line for line in framer.feed(chunk) if isinstance(line, bytes)]
-            if lines:
+            groups = supervised.read()
+            if groups:
                 async with self._ingest:
-                    self._emit_lines_safely(entry, run, lines, parser)
-                    # Held over one turn of the loop: the other pumps queue on the lock rather
+                    self._ingest_records(entry, run, supervised, groups)
+                    # Held over one turn of the loop: the other runs queue on the lock rather
                     # than on the loop, so a request waits for one chunk's parsing, not a hundred.
                     await asyncio.sleep(0)
-        last = framer.end()
-        if last is not None:
-            self._emit_lines_safely(entry, run, [last], parser)
+                continue
+            if done:
+                break
+            if supervised.ended():
+                done = True  # the exit record comes after the last output: one more read
+                continue
+            await supervised.wait_wake()
+        exit_code, error = supervised.outcome()
+        if error is not None and supervised.agent is None:
+            self._emit(entry, run, [Draft("error", text=error)])
+        supervised.finish(exit_code)
+        return exit_code, error
+
+    def _ingest_records(
+        self,
+        entry: SessionRecord,
+        run: RunRecord,
+        supervised: SupervisedRun,
+        groups: builtins.list[tuple[bytes, builtins.list[bytes]]],
+    ) -> None:
+        """One read's records into events; the cursor moves past them once all are kept."""
+        run.in_batch = True
+        try:
+            for kind, lines in groups:
+                self._emit_lines_safely(entry, run, lines, run.parser if is_stdout(kind) else None)
+        finally:
+            run.in_batch = False
+        supervised.cursor.save(supervised.offset, entry.log.last_seq)
 
     def _emit_lines_safely(
         self,
@@ -639,6 +688,8 @@ class SessionManager(Service):
             )
             entry.log.append([Draft("error", text=note)], run=run.number, now=now)
         entry.log.flush()
+        if not run.in_batch and run.process is not None:
+            run.process.cursor.save(run.process.offset, entry.log.last_seq)
         entry.updated_at = now
         if save:
             self._save(entry)
@@ -678,9 +729,28 @@ class SessionManager(Service):
             )
             entry.log.flush()
             self._save(entry)
+        if run.process is not None:
+            run.process.close()
+        if run.run_dir is not None:
+            # Its end is recorded: the spool has served its purpose (small files but one).
+            shutil.rmtree(run.run_dir, ignore_errors=True)
         if entry.run is run:
             entry.run = None
         entry.changed()
+
+    def _let_go(self, run: RunRecord) -> None:
+        """arpc stops and the run goes on (``keep_runs_on_stop``): close what arpc holds."""
+        if isinstance(run.stdin, SupervisorInput):
+            run.stdin.detach()
+        run.stdin = None
+        if run.process is not None:
+            run.process.close()
+
+    def _run_dir(self, entry: SessionRecord, run: RunRecord) -> Path:
+        if entry.folder is not None:
+            return run_dir_of(entry.folder, run.number)
+        # Nothing is stored: the run cannot outlive arpc, but its supervisor needs a place.
+        return Path(tempfile.mkdtemp(prefix="arp-run-"))
 
     async def _stop(self, run: RunRecord) -> None:
         if run.stopping is None:
@@ -690,17 +760,20 @@ class SessionManager(Service):
     async def _signal_ladder(self, run: RunRecord) -> None:
         """SIGINT, then SIGTERM, then SIGKILL to the run's process group, each after a grace."""
         # A run whose child is not spawned yet gets it within a moment; wait for it briefly.
-        for _ in range(100):
+        for _ in range(int(self.config.supervisor_start * 100)):
             if run.process is not None or (run.task is not None and run.task.done()):
                 break
             await asyncio.sleep(0.01)
-        if run.process is not None:
+        if run.process is not None and run.process.pid > 1:
             steps = (
                 (signal.SIGINT, self.config.sigint_grace),
                 (signal.SIGTERM, self.config.sigterm_grace),
                 (signal.SIGKILL, self.config.kill_wait),
             )
             await signal_ladder(run.process, steps)
+            if run.process.returncode is None:
+                # The agent is gone but its supervisor did not end: it is stopped too.
+                run.process.kill_supervisor()
 
     # ----------------------------------------------------------------------------- storage
 
@@ -710,7 +783,40 @@ class SessionManager(Service):
     def _load(self) -> None:
         for entry in self._store.load(keep=max(1, self.config.max_kept_sessions)):
             self._entries[entry.session_id] = entry
-            if entry.status == "running":
+            if entry.status == "running" and not self._reattach(entry):
                 stop_leftover(entry.child, entry.session_id)
                 entry.mark_interrupted(time.time())
                 self._save(entry)
+
+    def _reattach(self, entry: SessionRecord) -> bool:
+        """A session stored as running whose run has a supervisor: goes on reading its output
+        where the event log ends (`arp.agents.reattach`). False: nothing to re-attach to."""
+        if entry.folder is None or entry.runs < 1:
+            return False
+        run_dir = run_dir_of(entry.folder, entry.runs - 1)
+        spec = read_spec(run_dir)
+        if spec is None:
+            return False
+        supervised = SupervisedRun(run_dir, self.config)
+        if supervised.supervisor is None:
+            supervised.close()
+            return False
+        offset, seq = supervised.cursor.load() or (0, entry.log.last_seq)
+        entry.log.drop_after(seq)
+        run = RunRecord(
+            entry.runs - 1,
+            entry.executor.ask(spec) if spec.ask and entry.executor.ask else None,
+        )
+        run.parser = entry.executor.parser()
+        run.run_dir = run_dir
+        asks = replay(run, supervised, offset, spec.prompt)
+        asks = unanswered(asks, entry.log, run.number)
+        log.info(
+            "session %s: re-attached to its run %d (supervisor pid %s), from seq %d",
+            entry.session_id, run.number, supervised.supervisor.get("pid"), seq,
+        )  # fmt: skip
+        entry.run = run
+        run.task = asyncio.ensure_future(self._run(entry, run, None, supervised, asks))
+        self._tasks.add(run.task)
+        run.task.add_done_callback(self._tasks.discard)
+        return True

@@ -126,7 +126,7 @@ async def _writer(pipe: IO[bytes]) -> asyncio.StreamWriter:
     return asyncio.StreamWriter(transport, protocol, None, loop)
 
 
-def _loop_forks_in_its_thread(loop: asyncio.AbstractEventLoop) -> bool:
+def loop_forks_in_its_thread(loop: asyncio.AbstractEventLoop) -> bool:
     """uvloop (libuv) forks in the loop thread; CPython's own loop starts children with
     vfork through Popen, which is already quick."""
     return type(loop).__module__.split(".")[0] == "uvloop"
@@ -145,7 +145,7 @@ async def spawn(
 
     Raises OSError (e.g. FileNotFoundError) as `Popen` does when the program cannot start.
     """
-    if not _loop_forks_in_its_thread(asyncio.get_running_loop()):
+    if not loop_forks_in_its_thread(asyncio.get_running_loop()):
         return await asyncio.create_subprocess_exec(
             *argv,
             stdin=stdin,

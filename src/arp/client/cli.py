@@ -167,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="ask mode: an approval no person decided is denied after this many seconds "
         "(reason 'timed out'; default %(default)s)",
     )
+    parser.add_argument(
+        "--keep-runs-on-stop",
+        action="store_true",
+        help="on SIGTERM/Ctrl-C leave running agents running (each has its own supervisor) "
+        "for the next arpc on the same --data-dir to take over, as an upgrade wants "
+        "(default: off, stopping arpc cancels its runs)",
+    )
     add_mcp_arguments(parser)
     add_remote_arguments(parser)
     add_agent_arguments(parser)
@@ -175,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _sessions(args: argparse.Namespace) -> dict[str, object]:
     """The session manager's settings whose flags arpc adds besides command mode's own."""
-    return {"approval_timeout": args.approval_timeout}
+    return {"approval_timeout": args.approval_timeout, "keep_runs_on_stop": args.keep_runs_on_stop}
 
 
 def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
