@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import aiohttp
 import pytest
 
 from arp.agents.history import HistoryReaders
+from arp.agents.reap import child_identity
 from arp.command.server import CommandServer
 from tests.command.sessions_support import (
     fake_config,
@@ -468,27 +471,29 @@ async def test_restart_keeps_history(tmp_path: Path) -> None:
 
 
 async def test_crash_while_running_shows_interrupted(tmp_path: Path) -> None:
-    """A session stored as running (arpc died) is interrupted when the next arpc starts, and
-    the agent the dead arpc left behind is stopped."""
+    """A session stored as running with no supervised run to re-attach to (as an arpc before
+    issue 20 left it) is interrupted when the next arpc starts, and the agent the dead arpc
+    left behind is stopped (runs that do have a supervisor: test_sessions_survive_functional)."""
     config = fake_config(tmp_path)
-    pidfile = tmp_path / "fake.pid"
     async with CommandServer(config) as first, aiohttp.ClientSession(base_url=first.url) as http:
-        alive = await start(
-            http, executor="claude", prompt=f"events=1000 sleep={units(0.05)} pidfile={pidfile}"
-        )
-        pid = int(await wait_for_file(pidfile, units(10)))
-        await asyncio.sleep(units(0.3))
-        # A second arpc on the same data dir sees the first one's state as a crash would leave it.
+        done = await start(http, executor="claude", prompt="events=2")
+        await run_to_end(http, done["session_id"])
+    leftover = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        meta_path = tmp_path / "data" / "sessions" / done["session_id"] / "session.json"
+        meta = json.loads(meta_path.read_text())
+        meta.update(status="running", child=child_identity(leftover.pid))
+        meta_path.write_text(json.dumps(meta))
         async with CommandServer(config) as second:
-            session = second.manager.get(alive["session_id"])
+            session = second.manager.get(done["session_id"])
             assert session.status == "interrupted"
             assert session.last_seq >= 2
             assert session.error and "arpc stopped" in session.error
-            for _ in range(100):
-                if process_gone(pid):
-                    break
-                await asyncio.sleep(0.02)
-            assert process_gone(pid), "the dead arpc's agent was left running"
+            assert leftover.wait(timeout=units(5)) == -signal.SIGKILL
+    finally:
+        if leftover.poll() is None:
+            leftover.kill()
+            leftover.wait()
 
 
 @pytest.mark.parametrize(
