@@ -39,19 +39,13 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import arp
 from arp.agents.argv import RunSpec
-from arp.agents.ask import PermissionAsk
-from arp.agents.eventlog import EventLog
-from arp.agents.events import Event
 from arp.agents.spawn import loop_forks_in_its_thread
 from arp.agents.supervisor import AGENT_PYTHONPATH, CLOSE_INPUT, STDOUT, alive, write_json
 from arp.config import SessionBounds
-
-if TYPE_CHECKING:
-    from arp.agents.records import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -380,55 +374,3 @@ def read_spec(run_dir: Path) -> RunSpec | None:
         return spec_from_json(data["spec"])
     except (TypeError, ValueError):
         return None
-
-
-def replay(
-    run: RunRecord, supervised: SupervisedRun, offset: int, prompt: str
-) -> list[PermissionAsk]:
-    """Feeds the spool up to ``offset`` through the run's fresh parser and ask protocol with
-    their output discarded (it is in the event log already), so their state is as it was when
-    the cursor was saved; returns the permission requests they met, in order."""
-    if run.protocol is not None:
-        run.protocol.opening(prompt)  # its ids and state; the lines went out long ago
-    asks: list[PermissionAsk] = []
-    while supervised.offset < offset:
-        groups = supervised.read(until=offset)
-        if not groups:
-            break
-        for kind, lines in groups:
-            if is_stdout(kind):
-                asks.extend(run.read_output(lines, run.parser)[1])
-    supervised.offset = offset
-    return asks
-
-
-def unanswered(asks: list[PermissionAsk], log_: EventLog, run_number: int) -> list[PermissionAsk]:
-    """Of a re-attached run's ``asks``, those whose ``approval_request`` event has no decision:
-    they are asked again (the person's earlier approval id is gone with the arpc that held it)."""
-    open_events: dict[str, Event] = {}
-    after = 0
-    while True:
-        batch = log_.lines_after(after, 1000)
-        if not batch:
-            break
-        after = batch[-1][0]
-        for _, line in batch:
-            if '"approval_' not in line:
-                continue
-            event = Event.from_line(line)
-            approval_id = (event.approval or {}).get("approval_id")
-            if event.run != run_number or not isinstance(approval_id, str):
-                continue
-            if event.kind == "approval_request":
-                open_events[approval_id] = event
-            elif event.kind == "approval_decision":
-                open_events.pop(approval_id, None)
-    left = list(asks)
-    again: list[PermissionAsk] = []
-    for event in open_events.values():
-        for ask in left:
-            if (ask.tool_id or ask.tool_name) == (event.tool_id or event.tool_name):
-                left.remove(ask)
-                again.append(ask)
-                break
-    return again

@@ -22,13 +22,14 @@ the remote TCP protocol are adapters over it. Public interface::
         manager.approvals() -> list[Approval]               # ask mode: the pending ones
         manager.decide(session_id, approval_id, "allow", message=None, remember=None)
 
-This module supervises runs: it starts each child, reads its output into the event log, ends it
-by the signal ladder and records how it ended. The rest lives by concept next to it: the values
-callers exchange (`arp.agents.session_types`), options checked and turned into an argv
-(`arp.agents.executors`, `arp.agents.argv`), project-path policy (`arp.agents.projects`), the
-mutable records (`arp.agents.records`), storage (`arp.agents.store`), starting a child
-(`arp.agents.spawn`), waiting for and stopping one (`arp.agents.reap`), cutting its output into
-lines (`arp.agents.lines`), and in ``ask`` mode its stdio protocol (`arp.agents.ask`,
+This module holds the manager's public face, its records and its storage; how a run is driven
+(started through its supervisor, read, stopped, re-attached after a restart) is
+`arp.agents.supervision`'s, which the manager inherits. The rest lives by concept next to it:
+the values callers exchange (`arp.agents.session_types`), options checked and turned into an
+argv (`arp.agents.executors`, `arp.agents.argv`), project-path policy (`arp.agents.projects`),
+the mutable records (`arp.agents.records`), storage (`arp.agents.store`), the per-run supervisor
+process (`arp.agents.supervisor`) and arpc's side of it (`arp.agents.reattach`), stopping a run
+and leftovers (`arp.agents.reap`), and in ``ask`` mode its stdio protocol (`arp.agents.ask`,
 `arp.agents.ask_rpc`) and the approvals a person decides (`arp.agents.desk`,
 `arp.agents.approvals`).
 
@@ -46,16 +47,24 @@ lines (`arp.agents.lines`), and in ``ask`` mode its stdio protocol (`arp.agents.
   own events the manager writes a ``prompt`` event when a run starts and a ``status`` event when
   it ends. `follow_lines` yields the stored JSON lines (what SSE and WebSocket send as they are)
   and an empty batch every ``idle_tick`` seconds of silence so a stream can send a keep-alive.
-- Each child runs in a new session/process group (``start_new_session``), with arpc's
-  environment plus ``ARP_SESSION_ID=<session id>`` and `SessionConfig.extra_env`, stdin from
-  /dev/null and cwd = the project path (default: ``allowed_root``, else arpc's cwd). When the
-  child exits, whatever is left of its process group is killed, so nothing outlives a run.
+- Each agent runs under a supervisor process of its own (`arp.agents.supervisor`: a new
+  session, adopted by init), in a process group of its own, with arpc's environment plus
+  ``ARP_SESSION_ID=<session id>`` and `SessionConfig.extra_env`, stdin from /dev/null (in ``ask``
+  mode a pipe the supervisor feeds from a FIFO) and cwd = the project path (default:
+  ``allowed_root``, else arpc's cwd). When the agent exits, whatever is left of its process group
+  is killed, so nothing outlives a run; but the run does not depend on arpc staying alive.
 - Retention: at most ``max_kept_sessions`` sessions are kept. Starting one more evicts the
   oldest finished ones (as a delete would: their stored files go too); a 429 comes only when
   every kept session is running. A restart with a lower bound evicts the oldest likewise.
-- Storage, when ``data_dir`` is set, is `arp.agents.store`'s. `start()` loads it; a session
-  that was ``running`` becomes ``interrupted``, and if the agent that arpc left behind is still
-  alive (`arp.agents.reap.stop_leftover`) its process group is killed.
+- Storage, when ``data_dir`` is set, is `arp.agents.store`'s; each run keeps its supervisor's
+  files in ``run-<n>/`` of the session's folder until its end is recorded. `start()` loads it: a
+  session that was ``running`` is re-attached to when its run has a supervisor (still going, or
+  ended with its exit recorded): the events it printed meanwhile follow on, numbered on from
+  where the log ended, and a pending approval is asked again. Otherwise (an arpc before
+  supervisors, or a supervisor that died) it becomes ``interrupted``, and an agent an old arpc
+  left behind is killed (`arp.agents.reap.stop_leftover`).
+- `close()` stops every run (``interrupted``) unless ``keep_runs_on_stop``: then runs go on, for
+  the next arpc on the same data dir to re-attach to.
 """
 
 from __future__ import annotations
@@ -65,8 +74,6 @@ import builtins
 import logging
 import os
 import shutil
-import signal
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -76,7 +83,7 @@ from typing import Literal
 
 from arp.agents.approvals import CANCELLED, RUN_ENDED, Approval
 from arp.agents.argv import RunSpec
-from arp.agents.ask import Decision, PermissionAsk
+from arp.agents.ask import Decision
 from arp.agents.availability import login_advice, needs_login
 from arp.agents.desk import ApprovalDesk
 from arp.agents.errors import (
@@ -88,21 +95,10 @@ from arp.agents.errors import (
     TooManySessions,
 )
 from arp.agents.eventlog import EventLog
-from arp.agents.events import Draft, Event, StreamParser
+from arp.agents.events import Draft, Event
 from arp.agents.executors import get_executor
 from arp.agents.projects import check_still_a_folder, resolve_project
-from arp.agents.reap import kill_group, signal_ladder, stop_leftover, wait_at_most
-from arp.agents.reattach import (
-    Cursor,
-    SupervisedRun,
-    SupervisorInput,
-    is_stdout,
-    read_spec,
-    replay,
-    run_dir_of,
-    start_supervised,
-    unanswered,
-)
+from arp.agents.reap import stop_leftover, wait_at_most
 from arp.agents.records import RunRecord, SessionRecord
 from arp.agents.session_types import (
     STATUSES,
@@ -113,6 +109,7 @@ from arp.agents.session_types import (
     Status,
 )
 from arp.agents.store import SessionStore, remove_folders
+from arp.agents.supervision import RunSupervision
 from arp.lifecycle import Service
 
 __all__ = [
@@ -128,7 +125,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class SessionManager(Service):
+class SessionManager(RunSupervision, Service):
     """Starts, follows, resumes, cancels and deletes agent sessions (see the module docstring)."""
 
     def __init__(self, config: SessionConfig | None = None) -> None:
@@ -498,165 +495,6 @@ class SessionManager(Service):
         env["ARP_SESSION_ID"] = entry.session_id
         return env
 
-    async def _run(
-        self,
-        entry: SessionRecord,
-        run: RunRecord,
-        launch: tuple[builtins.list[str], RunSpec] | None,
-        resumed: SupervisedRun | None = None,
-        asks: builtins.list[PermissionAsk] | None = None,
-    ) -> None:
-        """Runs one agent to its end and records how it ended: started here (``launch``), or
-        re-attached to after a restart (``resumed``, with the ``asks`` still unanswered)."""
-        exit_code: int | None = None
-        error: str | None = None
-        try:
-            if run.cancel_requested or run.interrupt_requested:
-                return  # stopped before it started
-            supervised = resumed
-            if supervised is None:
-                assert launch is not None
-                argv, spec = launch
-                run_dir = self._run_dir(entry, run)
-                run.run_dir = run_dir
-                try:
-                    supervised = await self._start_supervised(entry, run, run_dir, argv, spec)
-                except OSError as exc:
-                    error = f"could not start {argv[0]}: {exc}"
-                    self._emit(entry, run, [Draft("error", text=error)])
-                    return
-            await self._attach(entry, run, supervised)
-            if launch is not None and run.protocol is not None:
-                run.write_input(run.protocol.opening(launch[1].prompt))
-            for ask in asks or ():
-                self._desk.ask(entry, run, ask)
-            exit_code, error = await self._tail(entry, run, supervised)
-        except asyncio.CancelledError:
-            if not run.detached:
-                run.interrupt_requested = True
-            raise
-        except Exception as exc:  # a bug here must still end the run cleanly
-            log.exception("session %s: run failed", entry.session_id)
-            error = f"internal error: {exc}"
-            if run.process is not None and run.process.pid > 1:
-                # Nobody reads its output any more: it must not go on unwatched.
-                kill_group(run.process.pid, signal.SIGKILL)
-        finally:
-            if run.detached:
-                self._let_go(run)
-            else:
-                self._finish(entry, run, exit_code, error)
-
-    async def _start_supervised(
-        self,
-        entry: SessionRecord,
-        run: RunRecord,
-        run_dir: Path,
-        argv: builtins.list[str],
-        spec: RunSpec,
-    ) -> SupervisedRun:
-        # The cursor first: an arpc that dies from here on resumes after the prompt event.
-        await asyncio.to_thread(run_dir.mkdir, mode=0o700, parents=True, exist_ok=True)
-        cursor = Cursor(run_dir / "cursor")
-        cursor.save(0, entry.log.last_seq)
-        cursor.close()
-        return await start_supervised(
-            run_dir,
-            argv,
-            cwd=entry.project_path,
-            env=self._child_env(entry),
-            spec=spec,
-            bounds=self.config,
-        )
-
-    async def _attach(
-        self, entry: SessionRecord, run: RunRecord, supervised: SupervisedRun
-    ) -> None:
-        """The run's supervisor is up: record it, open the agent's input (``ask`` mode)."""
-        run.process = supervised
-        entry.child = {"supervisor": supervised.supervisor, "agent": supervised.agent}
-        self._save(entry)
-        if run.protocol is not None and not run.input_done and not supervised.ended():
-            run.stdin = await supervised.open_input()
-        if (run.cancel_requested or run.interrupt_requested) and supervised.pid:
-            # Stopped while it was being started: it has done nothing worth a grace period.
-            kill_group(supervised.pid, signal.SIGKILL)
-        entry.changed()
-
-    async def _tail(
-        self, entry: SessionRecord, run: RunRecord, supervised: SupervisedRun
-    ) -> tuple[int | None, str | None]:
-        """Reads the run's spool into the event log until the run has ended: (exit code, error)."""
-        done = False
-        while True:
-            groups = supervised.read()
-            if groups:
-                async with self._ingest:
-                    self._ingest_records(entry, run, supervised, groups)
-                    # Held over one turn of the loop: the other runs queue on the lock rather
-                    # than on the loop, so a request waits for one chunk's parsing, not a hundred.
-                    await asyncio.sleep(0)
-                continue
-            if done:
-                break
-            if supervised.ended():
-                done = True  # the exit record comes after the last output: one more read
-                continue
-            await supervised.wait_wake()
-        exit_code, error = supervised.outcome()
-        if error is not None and supervised.agent is None:
-            self._emit(entry, run, [Draft("error", text=error)])
-        supervised.finish(exit_code)
-        return exit_code, error
-
-    def _ingest_records(
-        self,
-        entry: SessionRecord,
-        run: RunRecord,
-        supervised: SupervisedRun,
-        groups: builtins.list[tuple[bytes, builtins.list[bytes]]],
-    ) -> None:
-        """One read's records into events; the cursor moves past them once all are kept."""
-        run.in_batch = True
-        try:
-            for kind, lines in groups:
-                self._emit_lines_safely(entry, run, lines, run.parser if is_stdout(kind) else None)
-        finally:
-            run.in_batch = False
-        supervised.cursor.save(supervised.offset, entry.log.last_seq)
-
-    def _emit_lines_safely(
-        self,
-        entry: SessionRecord,
-        run: RunRecord,
-        lines: builtins.list[bytes],
-        parser: StreamParser | None,
-    ) -> None:
-        """`_emit_lines`, but a batch that cannot be kept never stops the pump: a pump that
-        stopped reading would leave the child blocked on a full pipe and the run never ending."""
-        try:
-            self._emit_lines(entry, run, lines, parser)
-        except Exception as exc:  # a bug or odd output: lose this batch, keep draining
-            log.exception("session %s: could not keep a batch of output", entry.session_id)
-            try:
-                note = f"arp could not keep {len(lines)} line(s) of output: {exc!r}"
-                self._emit(entry, run, [Draft("error", text=note)])
-            except Exception:
-                log.exception("session %s: could not record that", entry.session_id)
-
-    def _emit_lines(
-        self,
-        entry: SessionRecord,
-        run: RunRecord,
-        lines: builtins.list[bytes],
-        parser: StreamParser | None,
-    ) -> None:
-        drafts, asks = run.read_output(lines, parser)
-        if drafts:
-            self._emit(entry, run, drafts)
-        for ask in asks:
-            self._desk.ask(entry, run, ask)
-
     def _emit(self, entry: SessionRecord, run: RunRecord, drafts: builtins.list[Draft]) -> None:
         if entry.deleted:
             return
@@ -738,43 +576,6 @@ class SessionManager(Service):
             entry.run = None
         entry.changed()
 
-    def _let_go(self, run: RunRecord) -> None:
-        """arpc stops and the run goes on (``keep_runs_on_stop``): close what arpc holds."""
-        if isinstance(run.stdin, SupervisorInput):
-            run.stdin.detach()
-        run.stdin = None
-        if run.process is not None:
-            run.process.close()
-
-    def _run_dir(self, entry: SessionRecord, run: RunRecord) -> Path:
-        if entry.folder is not None:
-            return run_dir_of(entry.folder, run.number)
-        # Nothing is stored: the run cannot outlive arpc, but its supervisor needs a place.
-        return Path(tempfile.mkdtemp(prefix="arp-run-"))
-
-    async def _stop(self, run: RunRecord) -> None:
-        if run.stopping is None:
-            run.stopping = asyncio.ensure_future(self._signal_ladder(run))
-        await asyncio.shield(run.stopping)
-
-    async def _signal_ladder(self, run: RunRecord) -> None:
-        """SIGINT, then SIGTERM, then SIGKILL to the run's process group, each after a grace."""
-        # A run whose child is not spawned yet gets it within a moment; wait for it briefly.
-        for _ in range(int(self.config.supervisor_start * 100)):
-            if run.process is not None or (run.task is not None and run.task.done()):
-                break
-            await asyncio.sleep(0.01)
-        if run.process is not None and run.process.pid > 1:
-            steps = (
-                (signal.SIGINT, self.config.sigint_grace),
-                (signal.SIGTERM, self.config.sigterm_grace),
-                (signal.SIGKILL, self.config.kill_wait),
-            )
-            await signal_ladder(run.process, steps)
-            if run.process.returncode is None:
-                # The agent is gone but its supervisor did not end: it is stopped too.
-                run.process.kill_supervisor()
-
     # ----------------------------------------------------------------------------- storage
 
     def _save(self, entry: SessionRecord) -> None:
@@ -787,36 +588,3 @@ class SessionManager(Service):
                 stop_leftover(entry.child, entry.session_id)
                 entry.mark_interrupted(time.time())
                 self._save(entry)
-
-    def _reattach(self, entry: SessionRecord) -> bool:
-        """A session stored as running whose run has a supervisor: goes on reading its output
-        where the event log ends (`arp.agents.reattach`). False: nothing to re-attach to."""
-        if entry.folder is None or entry.runs < 1:
-            return False
-        run_dir = run_dir_of(entry.folder, entry.runs - 1)
-        spec = read_spec(run_dir)
-        if spec is None:
-            return False
-        supervised = SupervisedRun(run_dir, self.config)
-        if supervised.supervisor is None:
-            supervised.close()
-            return False
-        offset, seq = supervised.cursor.load() or (0, entry.log.last_seq)
-        entry.log.drop_after(seq)
-        run = RunRecord(
-            entry.runs - 1,
-            entry.executor.ask(spec) if spec.ask and entry.executor.ask else None,
-        )
-        run.parser = entry.executor.parser()
-        run.run_dir = run_dir
-        asks = replay(run, supervised, offset, spec.prompt)
-        asks = unanswered(asks, entry.log, run.number)
-        log.info(
-            "session %s: re-attached to its run %d (supervisor pid %s), from seq %d",
-            entry.session_id, run.number, supervised.supervisor.get("pid"), seq,
-        )  # fmt: skip
-        entry.run = run
-        run.task = asyncio.ensure_future(self._run(entry, run, None, supervised, asks))
-        self._tasks.add(run.task)
-        run.task.add_done_callback(self._tasks.discard)
-        return True

@@ -238,14 +238,19 @@ def supervise(spec_path: Path, ready: int | None) -> int:
     for pump in pumps:
         pump.start()
     interval = float(spec["sync_interval"])
-    code: int | None = None
-    while code is None:
-        try:
-            code = agent.wait(timeout=interval)
-        except subprocess.TimeoutExpired:
-            spool.sync()
-            if not run_dir.is_dir():  # the session was deleted: nobody will ever read this
-                _kill_group(agent.pid)
+    # A thread blocked in wait() sees the exit at once (wait with a timeout polls).
+    exited = threading.Event()
+
+    def reap() -> None:
+        agent.wait()
+        exited.set()
+
+    threading.Thread(target=reap, daemon=True).start()
+    while not exited.wait(interval):
+        spool.sync()
+        if not run_dir.is_dir():  # the session was deleted: nobody will ever read this
+            _kill_group(agent.pid)
+    code = agent.returncode
     deadline = time.monotonic() + float(spec["kill_wait"])
     for pump in pumps:
         pump.join(max(0.0, deadline - time.monotonic()))
