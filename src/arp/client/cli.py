@@ -15,7 +15,14 @@ from typing import TypeVar
 
 from arp import __version__, logs
 from arp.agents.sessions import SessionConfig, SessionManager
-from arp.argtypes import check_file, env_default, log_deprecations, port, positive_float
+from arp.argtypes import (
+    add_relay_ports,
+    check_file,
+    env_default,
+    log_deprecations,
+    port,
+    positive_float,
+)
 from arp.client.control import Client, ClientConfig, Target, TlsSetupError
 from arp.client.identity import load_or_create_client_id
 from arp.command.agents_check import startup_lines
@@ -23,7 +30,7 @@ from arp.command.config import CommandConfig, add_command_arguments
 from arp.command.mcp import add_mcp_arguments, mcp_service
 from arp.command.remote import add_remote_arguments, remote_service
 from arp.command.server import CommandServer
-from arp.config import DEFAULT_CONTROL_PORT, DEFAULT_PROXY_PORT, Timeouts
+from arp.config import Timeouts
 from arp.errors import ArpError
 from arp.gateway.agent import AgentLoop, add_agent_arguments, agent_options_from_args
 from arp.protocol import frames
@@ -77,18 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=env_default("ARPC_SERVER_ADDR", default="127.0.0.1"),
         help="relay host (env ARPC_SERVER_ADDR; default %(default)s)",
     )
-    parser.add_argument(
-        "--control-port",
-        type=port,
-        default=env_default("CONTROL_PORT", default=DEFAULT_CONTROL_PORT),
-        help="relay control port (env CONTROL_PORT; default %(default)s)",
-    )
-    parser.add_argument(
-        "--proxy-port",
-        type=port,
-        default=env_default("PROXY_PORT", default=DEFAULT_PROXY_PORT),
-        help="relay proxy port (env PROXY_PORT; default %(default)s)",
-    )
+    add_relay_ports(parser, control="relay control port", proxy="relay proxy port")
     parser.add_argument(
         "--local-addr", default="127.0.0.1", help="local service host (default %(default)s)"
     )

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from arp import __version__, logs
 from arp.argtypes import (
     DeprecatedAlias,
+    add_relay_ports,
     check_file,
     env_default,
     log_deprecations,
@@ -20,9 +21,7 @@ from arp.argtypes import (
     positive_float,
 )
 from arp.config import (
-    DEFAULT_CONTROL_PORT,
     DEFAULT_POOL_SIZE,
-    DEFAULT_PROXY_PORT,
     DEFAULT_PUBLIC_PORT,
     Limits,
     Timeouts,
@@ -51,18 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=env_default("ARPS_BIND", default="0.0.0.0"),
         help="address every listener binds (env ARPS_BIND; default 0.0.0.0)",
     )
-    parser.add_argument(
-        "--control-port",
-        type=port,
-        default=env_default("CONTROL_PORT", default=DEFAULT_CONTROL_PORT),
-        help="client registration port (env CONTROL_PORT; default %(default)s)",
-    )
-    parser.add_argument(
-        "--proxy-port",
-        type=port,
-        default=env_default("PROXY_PORT", default=DEFAULT_PROXY_PORT),
-        help="tunnel connection port (env PROXY_PORT; default %(default)s)",
-    )
+    add_relay_ports(parser, control="client registration port", proxy="tunnel connection port")
     parser.add_argument(
         "--public-port",
         type=port,
