@@ -329,7 +329,8 @@ async def start_supervised(
         child_env["PYTHONPATH"] = own_path + os.pathsep + child_env["PYTHONPATH"]
     else:
         child_env["PYTHONPATH"] = own_path
-    command = [sys.executable, "-m", "arp.agents.supervisor", str(run_dir / "spec.json")]
+    # -S: no site-packages to scan at start (it needs only the stdlib and arp, on PYTHONPATH).
+    command = [sys.executable, "-S", "-m", "arp.agents.supervisor", str(run_dir / "spec.json")]
 
     def launch() -> None:
         run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -105,12 +105,12 @@ def alive(ident: dict[str, Any] | None) -> bool:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Written whole or not at all (a temporary file renamed over it)."""
+    """Written whole or not at all (a temporary file renamed over it). Not fsynced: these
+    files matter against a crash of arpc, which the page cache survives; a crash of the
+    machine ends the run anyway."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -135,10 +135,11 @@ class Spool:
             os.write(self.wake, b".")
 
     def sync(self) -> None:
+        """fsync, outside the lock: the pumps go on appending while the disk catches up."""
         with self.lock:
-            if self.dirty:
-                os.fsync(self.fd)
-                self.dirty = False
+            dirty, self.dirty = self.dirty, False
+        if dirty:
+            os.fsync(self.fd)
 
 
 def _pump(stream: IO[bytes], kind: bytes, spool: Spool, max_line: int, chunk: int) -> None:
@@ -258,7 +259,6 @@ def supervise(spec_path: Path, ready: int | None) -> int:
     _kill_group(agent.pid)
     for pump in pumps:
         pump.join(float(spec["kill_wait"]))
-    spool.sync()
     if run_dir.is_dir():
         write_json(run_dir / "exit", {"exit_code": code})
     return 0
