@@ -311,3 +311,23 @@ async def test_a_deleted_sessions_supervisor_reaps_its_agent(
     async with asyncio.timeout(units(10)):
         while not process_gone(agent):
             await asyncio.sleep(0.05)
+
+
+async def test_without_a_data_dir_a_killed_arpcs_runs_are_reaped(
+    tmp_path: Path, arpcs: list[Arpc]
+) -> None:
+    """Nothing stored, nothing to re-attach to: the supervisor sees its arpc gone and stops."""
+    pidfile = tmp_path / "agent.pid"
+    config = tmp_path / "arpc.json"
+    config.write_text('{"data_dir": null}')
+    first = await Arpc.start(tmp_path, "--config-json", str(config))
+    arpcs.append(first)
+    async with await first.http() as http:
+        await start(
+            http, executor="claude", prompt=f"events=100 sleep={units(0.2)} pidfile={pidfile}"
+        )
+    agent = int(await wait_for_file(pidfile, units(10)))
+    await first.kill()
+    async with asyncio.timeout(units(10)):
+        while not process_gone(agent):
+            await asyncio.sleep(0.05)

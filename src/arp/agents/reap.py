@@ -1,16 +1,16 @@
 """Waiting for an agent and stopping it: the signal ladder, its process group, and leftovers.
 
-`wait_child` waits for a child's exit while watching the tasks that drain its pipes (a pump that
-died cannot drain them, so the child is killed rather than left blocked forever);
-`signal_ladder` stops one (SIGINT, SIGTERM, SIGKILL, each after its grace).
+`signal_ladder` stops a run (SIGINT, SIGTERM, SIGKILL, each after its grace) through anything
+`Stoppable`: a run's supervisor (`arp.agents.reattach.SupervisedRun`), whose ``pid`` is its
+agent's.
 
-`kill_group` signals a run's whole process group (each child runs in a session of its own,
-`arp.agents.spawn`), so grandchildren go with it. An arpc that died without stopping its agents
-recorded each running child's identity (`child_identity`: pid, start time in clock ticks since
-boot, and the boot id, read from Linux /proc); at the next start `stop_leftover` kills that
-group only when all three still match, so a reused pid is never mistaken for it. Anything less
-certain (no /proc, another boot, another start time) is left alone rather than risk signalling
-a stranger.
+`kill_group` signals a run's whole process group (each agent runs in a process group of its
+own, `arp.agents.supervisor`), so grandchildren go with it. An arpc from before supervised runs
+that died without stopping its agents recorded each running child's identity
+(`child_identity`: pid, start time in clock ticks since boot, and the boot id, read from Linux
+/proc); at the next start `stop_leftover` kills that group only when all three still match, so a
+reused pid is never mistaken for it. Anything less certain (no /proc, another boot, another
+start time) is left alone rather than risk signalling a stranger.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import signal
 from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
-from arp.agents.spawn import Child
 from arp.agents.supervisor import boot_id, start_ticks
 
 log = logging.getLogger(__name__)
@@ -81,26 +80,3 @@ async def signal_ladder(process: Stoppable, steps: Sequence[tuple[signal.Signals
             return
         kill_group(process.pid, sig)
         await wait_at_most(process.wait(), grace)
-
-
-async def wait_child(
-    process: Child, pumps: Sequence[asyncio.Task[None]], kill_wait: float, label: str
-) -> int:
-    """The child's exit code, watching its pumps too (see the module docstring)."""
-    waiter = asyncio.ensure_future(process.wait())
-    try:
-        watched: set[asyncio.Future[Any]] = {waiter, *pumps}
-        while not waiter.done():
-            done, watched = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task is not waiter and not task.cancelled() and task.exception():
-                    log.error(
-                        "%s: an output pump failed: %r; stopping the run", label, task.exception()
-                    )
-                    kill_group(process.pid, signal.SIGKILL)
-                    # Pipes nobody reads may keep wait() from returning; bound it.
-                    async with asyncio.timeout(kill_wait):
-                        return await waiter
-        return waiter.result()
-    finally:
-        waiter.cancel()

@@ -44,7 +44,14 @@ from typing import Any
 import arp
 from arp.agents.argv import RunSpec
 from arp.agents.spawn import loop_forks_in_its_thread
-from arp.agents.supervisor import AGENT_PYTHONPATH, CLOSE_INPUT, STDOUT, alive, write_json
+from arp.agents.supervisor import (
+    AGENT_PYTHONPATH,
+    CLOSE_INPUT,
+    STDOUT,
+    alive,
+    identity,
+    write_json,
+)
 from arp.config import SessionBounds
 
 log = logging.getLogger(__name__)
@@ -154,6 +161,8 @@ class SupervisedRun:
         self.returncode: int | None = None
         self._ended: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._wake_fd: int | None = None
+        self._quiet = True
+        """Time to ask /proc whether the supervisor lives (see `ended`)."""
         self._woken = asyncio.Event()
         self._spool_fd: int | None = None
 
@@ -199,8 +208,16 @@ class SupervisedRun:
         return self._spool_fd
 
     def ended(self) -> bool:
-        """The supervisor is done: its ``exit`` record is written, or it is gone without one."""
-        return (self.run_dir / "exit").exists() or not alive(self.supervisor)
+        """The supervisor is done: its ``exit`` record is written, or it is gone without one.
+
+        Cheap on the hot path (one stat); whether the supervisor still lives is asked of /proc
+        only once its wake-up FIFO lost its writer or a whole ``spool_poll`` passed in silence."""
+        if (self.run_dir / "exit").exists():
+            return True
+        if self._quiet:
+            self._quiet = False
+            return not alive(self.supervisor)
+        return False
 
     def outcome(self) -> tuple[int | None, str | None]:
         """(the agent's exit code, an error) as the ``exit`` file says; none: the supervisor
@@ -217,9 +234,11 @@ class SupervisedRun:
     async def wait_wake(self) -> None:
         """Until the supervisor appends (its ``wake`` FIFO), or ``spool_poll`` seconds pass."""
         self._watch()
-        with contextlib.suppress(TimeoutError):
+        try:
             async with asyncio.timeout(self.bounds.spool_poll):
                 await self._woken.wait()
+        except TimeoutError:
+            self._quiet = True
         self._woken.clear()
 
     def _watch(self) -> None:
@@ -242,6 +261,7 @@ class SupervisedRun:
         if not data:
             # No writer any more: the supervisor is gone. Stop watching (EOF stays readable).
             self._unwatch()
+            self._quiet = True
         self._woken.set()
 
     def _unwatch(self) -> None:
@@ -308,10 +328,13 @@ async def start_supervised(
     env: Mapping[str, str],
     spec: RunSpec,
     bounds: SessionBounds,
+    owned: bool = False,
 ) -> SupervisedRun:
     """Starts the run's supervisor and returns once it has started the agent (or failed to).
 
-    OSError when the supervisor itself cannot start or does not get ready in time."""
+    ``owned``: the run cannot outlive this arpc (nothing is stored, so none could re-attach):
+    its supervisor stops the agent once this process is gone. OSError when the supervisor itself
+    cannot start or does not get ready in time."""
     spec_json = {
         "argv": argv,
         "cwd": cwd,
@@ -321,6 +344,7 @@ async def start_supervised(
         "read_chunk": bounds.read_chunk,
         "sync_interval": bounds.spool_sync_interval,
         "kill_wait": bounds.kill_wait,
+        "owner": identity(os.getpid()) if owned else None,
     }
     child_env = dict(env)
     own_path = ARP_PATH

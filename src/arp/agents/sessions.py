@@ -153,7 +153,7 @@ class SessionManager(RunSupervision, Service):
         """Stops every run (they become ``interrupted``), or with ``keep_runs_on_stop`` lets
         them go on for the next arpc, and closes the files (once)."""
         runs = [e.run for e in self._entries.values() if e.run is not None]
-        if self.config.keep_runs_on_stop:
+        if self.config.keep_runs_on_stop and self.config.data_dir is not None:
             for run in runs:
                 run.detached = True
                 if run.task is not None:

@@ -144,6 +144,7 @@ class RunSupervision:
             env=self._child_env(entry),
             spec=spec,
             bounds=self.config,
+            owned=self.config.data_dir is None,
         )
 
     async def _attach(

@@ -24,8 +24,9 @@ child to reap and is adopted by init) and, in a session of its own (``setsid``):
   left of the agent's process group, which also closes pipes a grandchild held), fsyncs the
   spool, writes ``exit`` ({"exit_code": C} or {"error": text} when the agent could not start)
   atomically, and exits;
-- if the run dir disappears (the session was deleted while no arpc watched it), kills the
-  agent's group and exits: an orphan reaps itself.
+- if the run dir disappears (the session was deleted while no arpc watched it), or, for a
+  manager that stores nothing (the spec names its ``owner``), that arpc is gone, kills the
+  agent's group and exits: an orphan reaps itself within ``sync_interval``.
 
 SIGINT and SIGTERM reach the supervisor only when sent to it; arpc signals the agent's group
 (``agent.json``), and the supervisor ignores both so it always records how the agent ended. The
@@ -247,9 +248,12 @@ def supervise(spec_path: Path, ready: int | None) -> int:
         exited.set()
 
     threading.Thread(target=reap, daemon=True).start()
+    owner = spec.get("owner")
     while not exited.wait(interval):
         spool.sync()
-        if not run_dir.is_dir():  # the session was deleted: nobody will ever read this
+        # Nobody will ever read this: the session was deleted, or the arpc that keeps its
+        # sessions in memory only (and so cannot re-attach) is gone.
+        if not run_dir.is_dir() or (owner is not None and not alive(owner)):
             _kill_group(agent.pid)
     code = agent.returncode
     deadline = time.monotonic() + float(spec["kill_wait"])
