@@ -151,7 +151,8 @@ class SessionBounds:
     (`EventLog`'s default too)."""
     max_output_bytes: int = 1024 * MIB
     """The most output stored per session (checked per chunk read, so it may overshoot by one);
-    beyond it one ``error`` event says so, and nothing more is kept."""
+    beyond it one ``error`` event says so, and nothing more is kept. A run's spool
+    (`arp.agents.supervisor`) holds at most this plus ``max_line`` bytes likewise."""
     max_line: int = 8 * MIB
     """The longest output line kept whole; a longer one is cut (the rest is dropped)."""
     read_chunk: int = 16 * 1024

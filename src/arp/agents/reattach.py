@@ -344,6 +344,7 @@ async def start_supervised(
         "read_chunk": bounds.read_chunk,
         "sync_interval": bounds.spool_sync_interval,
         "kill_wait": bounds.kill_wait,
+        "max_bytes": bounds.max_output_bytes + bounds.max_line,
         "owner": identity(os.getpid()) if owned else None,
     }
     child_env = dict(env)

@@ -61,6 +61,9 @@ CLOSE_INPUT = b"\x00"
 AGENT_PYTHONPATH = "ARP_AGENT_PYTHONPATH"
 """The agent's own PYTHONPATH (unset: it has none); the supervisor's is arp's own."""
 
+SPOOL_FULL = b"arp: the run's output passed %d bytes; the rest is not kept"
+"""The note the spool ends with when the agent printed more than its bound."""
+
 STDOUT, STDERR = b"o", b"e"
 """The first byte of a spool record: which stream the line came from."""
 
@@ -116,20 +119,30 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 class Spool:
-    """The run's ``out`` file: whole records appended, fsynced at a bounded interval."""
+    """The run's ``out`` file: whole records appended, fsynced at a bounded interval, at most
+    ``limit`` bytes (beyond: one note, then the agent's lines are read and dropped)."""
 
-    def __init__(self, path: Path, wake: int) -> None:
+    def __init__(self, path: Path, wake: int, limit: int) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self.wake = wake
+        self.limit = limit
+        self.size = os.fstat(self.fd).st_size
+        self.full = False
         self.lock = threading.Lock()
         self.dirty = False
 
     def append(self, stream: bytes, lines: list[bytes]) -> None:
         data = b"".join(stream + line + b"\n" for line in lines)
         with self.lock:
+            if self.full:
+                return
+            if self.size + len(data) > self.limit:
+                data = STDERR + SPOOL_FULL % self.limit + b"\n"
+                self.full = True
             view = memoryview(data)
             while view:
                 view = view[os.write(self.fd, view) :]
+            self.size += len(data)
             self.dirty = True
         # A full FIFO (nobody reads) is no matter: the reader finds it all when it looks.
         with contextlib.suppress(OSError):
@@ -202,7 +215,7 @@ def supervise(spec_path: Path, ready: int | None) -> int:
             os.mkfifo(run_dir / name, 0o600)
     wake = os.open(run_dir / "wake", os.O_RDWR | os.O_NONBLOCK)
     fifo = os.open(run_dir / "in", os.O_RDWR) if ask else None
-    spool = Spool(run_dir / "out", wake)
+    spool = Spool(run_dir / "out", wake, int(spec["max_bytes"]))
     env = dict(os.environ)
     # Our own import path, not the agent's: the agent gets the environment arpc meant for it.
     original = env.pop(AGENT_PYTHONPATH, None)
