@@ -248,7 +248,7 @@ async def test_agent_killed_mid_task_and_restarted(
         await wait_for(lambda: len(entries(redis_server, config, "agent_logs", "t1")) >= 10)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=units(5))
-        # The fake CLI dies of a broken pipe at its next line, as a real one would.
+        # The run goes on without arpc (its supervisor holds the pipes: issue 20).
         await asyncio.sleep(units(0.3))
         assert not entries(redis_server, config, "agent_results", "t1")
 
@@ -262,11 +262,11 @@ async def test_agent_killed_mid_task_and_restarted(
     stored = [json.loads(line)["seq"] for line in events_file.read_text().splitlines()]
     seqs = [int(e["seq"]) for e in entries(redis_server, config, "agent_logs", "t1")]
     assert seqs == stored, "every stored event reaches the stream once"
-    assert len(seqs) >= 10
+    assert len(seqs) >= 400  # the lines printed while no arpc ran are there too
     [result] = entries(redis_server, config, "agent_results", "t1")
-    assert result["exit_code"] == "-1"
+    assert result["exit_code"] == "0"
     states = [e["state"] for e in entries(redis_server, config, "agent_status", "t1")]
-    assert states == ["running", "interrupted"]
+    assert states[0] == "running" and states[-1] == "completed", states
 
 
 async def test_refused_agent_keeps_retrying_with_backoff(
