@@ -97,6 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("ARPC_AUTH_TOKEN") or os.environ.get("ARPS_AUTH_TOKEN"),
         help="the relay's shared secret (env ARPC_AUTH_TOKEN or ARPS_AUTH_TOKEN)",
     )
+    parser.add_argument(
+        "--no-forwarded-headers",
+        dest="forwarded_headers",
+        action="store_false",
+        help="ask the relay not to add X-Forwarded-For/-Proto/-Host and X-Real-IP to requests "
+        "for this client's service (default: added, and forged ones removed)",
+    )
+    parser.add_argument(
+        "--proxy-protocol",
+        action="store_true",
+        help="ask the relay to start every connection to this client's --remote-port ports "
+        "with a PROXY protocol v2 header carrying the real peer (default off)",
+    )
     parser.add_argument("--tls", action="store_true", help="use TLS on the control and proxy links")
     parser.add_argument("--tls-ca", help="PEM CA bundle to verify the relay (implies --tls)")
     parser.add_argument(
@@ -166,6 +179,8 @@ def config_from_args(args: argparse.Namespace, http_target: Target, client_id: s
         auth_token=args.auth_token or None,
         tls=tls_context(args),
         tls_server_name=args.tls_server_name,
+        forwarded_headers=args.forwarded_headers,
+        proxy_protocol=args.proxy_protocol,
         timeouts=timeouts,
     )
 

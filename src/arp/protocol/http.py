@@ -57,6 +57,9 @@ class Route:
     source: TokenSource
     set_cookie: bool
     """Whether the first response should carry a Set-Cookie remembering `token`."""
+    target: str | None = None
+    """The request target the client should see, when the relay rewrites it: the original
+    ``/?token=ID/path`` form names the client and the path in one query value."""
 
 
 class HeadError(RemoteProtocolError):
@@ -146,6 +149,21 @@ def _query_token(target: str) -> str | None:
     return None
 
 
+def _target_without_token(target: str, path: str) -> str:
+    """`path` with the query of `target` less its first ``token`` pair."""
+    query = target.partition("?")[2].partition("#")[0]
+    kept: list[str] = []
+    dropped = False
+    for pair in query.split("&"):
+        key = pair.partition("=")[0]
+        if not dropped and unquote_plus(key) == TOKEN_QUERY:
+            dropped = True
+            continue
+        if pair:
+            kept.append(pair)
+    return path + ("?" + "&".join(kept) if kept else "")
+
+
 def cookie_value(cookie_header: bytes | None, name: str) -> str | None:
     """The value of cookie `name` in a Cookie header, tolerant of the odd formats browsers send."""
     if not cookie_header:
@@ -178,6 +196,11 @@ def route(head: RequestHead, domain: str | None = None) -> Route | None:
     cookie = cookie_value(head.header(b"cookie"), TOKEN_COOKIE)
     token = _query_token(head.target)
     if token is not None:
+        if "/" in token:
+            # The original form, ``/?token=ID/path``: client ids never hold a "/".
+            token, _, path = token.partition("/")
+            target = _target_without_token(head.target, "/" + path)
+            return Route(token, TokenSource.QUERY, set_cookie=token != cookie, target=target)
         return Route(token, TokenSource.QUERY, set_cookie=token != cookie)
     header = head.header(TOKEN_HEADER)
     if header:

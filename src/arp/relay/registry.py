@@ -112,6 +112,10 @@ class ClientState:
     """proxy_conn_ids asked of the client and not yet answered."""
     waiters: deque[asyncio.Future[Link]] = field(default_factory=deque)
     tcp_ports: dict[int, TcpPort] = field(default_factory=dict)
+    forwarded_headers: bool = True
+    """The relay tells the client's service who is calling (X-Forwarded-*)."""
+    proxy_protocol: bool = False
+    """Connections to the client's raw TCP ports start with a PROXY protocol v2 header."""
 
     @property
     def online(self) -> bool:

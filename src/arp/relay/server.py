@@ -60,7 +60,9 @@ class Relay(Service):
         self._control_server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
-        self.public = Public(config, self.clients, self.pools, plain_tunnels=self._tls is None)
+        self.public = Public(
+            config, self.clients, self.pools, self._tasks, plain_tunnels=self._tls is None
+        )
         self.tcp_ports = TcpPorts(config, self.public, self._tasks)
         self._rules = Rules(
             version=__version__,
@@ -247,6 +249,8 @@ class Relay(Service):
             return None
         state.control = link
         state.disconnected_at = None
+        state.forwarded_headers = msg.forwarded_headers
+        state.proxy_protocol = msg.proxy_protocol
         link.send(
             frames.RegisterResult(
                 success=True,
