@@ -218,13 +218,11 @@ def parse_proxy_v2(data: bytes) -> tuple[tuple[str, int], tuple[str, int], int]:
     assert data[12] == 0x21  # version 2, PROXY
     family, length = data[13], struct.unpack(">H", data[14:16])[0]
     block = data[16 : 16 + length]
-    if family == 0x11:
-        src, dst = ipaddress.IPv4Address(block[:4]), ipaddress.IPv4Address(block[4:8])
-        ports = struct.unpack(">HH", block[8:12])
-    else:
-        assert family == 0x21
-        src, dst = ipaddress.IPv6Address(block[:16]), ipaddress.IPv6Address(block[16:32])
-        ports = struct.unpack(">HH", block[32:36])
+    size = 4 if family == 0x11 else 16
+    assert family in (0x11, 0x21)
+    src = ipaddress.ip_address(block[:size])
+    dst = ipaddress.ip_address(block[size : 2 * size])
+    ports = struct.unpack(">HH", block[2 * size : 2 * size + 4])
     return (str(src), ports[0]), (str(dst), ports[1]), 16 + length
 
 
