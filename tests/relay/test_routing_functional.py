@@ -267,3 +267,22 @@ async def test_proxy_protocol_v2_on_a_raw_port_names_the_real_peer(
         assert data[size:] == b"hello"
     finally:
         server.close()
+
+
+async def test_a_keep_alive_connection_idle_past_its_deadline_is_ended(
+    make_stack: StackFactory,
+) -> None:
+    from dataclasses import replace
+
+    from tests.relay.conftest import fast_timeouts
+
+    stack = await make_stack(
+        client_id=None, timeouts=replace(fast_timeouts(), keepalive_idle=units(0.3))
+    )
+    async with services(stack), connection(stack.relay.public_port) as (reader, writer):
+        writer.write(request(A, "header", "/one"))
+        assert (await read_response(reader)).json()["client"] == A
+        async with asyncio.timeout(units(5)):
+            assert await reader.read() == b""  # ended by the relay, cleanly
+        await asyncio.sleep(units(0.2))
+        assert stack.relay.public.count == 0

@@ -331,10 +331,10 @@ class Conversation:
         flow, tracker = self._down, self._tracker
         if self._ended or flow is None or ended is not flow or tracker is None:
             return
-        if flow.error is not None or not flow.clean:
+        if flow.error is not None:
             self._abort()  # a broken tunnel reaches the caller as a reset, never a clean end
             return
-        if not self._request_ended:
+        if flow.clean and not self._request_ended:
             self._send([END_FRAME])  # the service ended first: so does this tunnel's use
             self._request_ended = True
         self._draining = False
@@ -342,13 +342,14 @@ class Conversation:
         # ended with the connection; otherwise the caller must see the end of this one.
         carry_on = (
             self._pending is not None
+            and flow.clean
             and flow.keep_open
             and not tracker.outstanding
             and not tracker.lost
             and not tracker.until_close
         )
-        # Unless the rest of our end frame went, the tunnel is not clean.
-        self._release_tunnel(clean=not self._out)
+        # A tunnel that closed, or whose end frame from us did not go whole, is not reused.
+        self._release_tunnel(clean=flow.clean and not self._out)
         if not carry_on:
             if flow.keep_open:
                 with contextlib.suppress(OSError):

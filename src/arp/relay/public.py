@@ -139,12 +139,14 @@ class Public:
         route: phttp.Route,
         on_end: asyncio.Future[None] | None = None,
     ) -> None:
-        """Start routing `public` request by request, `request` first (on `tunnel`)."""
-        self.count += 1
+        """Start routing `public` request by request, `request` first (on `tunnel`); counted
+        here unless a task that counts it waits for `on_end`."""
+        counted = on_end is None
+        self.count += counted
 
         def ended() -> None:
             self.live.discard(conversation)
-            self.count -= 1
+            self.count -= counted
             if on_end is not None and not on_end.done():
                 on_end.set_result(None)
 
