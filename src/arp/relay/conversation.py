@@ -14,7 +14,9 @@ Design:
   response; counted bodies may still be spliced, by count).
 - Same client, next request: it goes on the same tunnel at once, pipelined or not. This is the
   keep-alive path: one head parse, one head rewrite and one response head scan per request.
-- Route change (another client, no client, a query token that sets the cookie): reading stops
+  The Set-Cookie that remembers a query token goes on the first response of each tunnel the
+  connection takes, as it went on the connection's first response before.
+- Route change (another client, or no client): reading stops
   (pipelined requests wait in the kernel's buffer) until the old tunnel owes no response; then
   the relay ends the tunnel's request direction with the data-frame end, arpc closes its idle
   local connection and answers with its own end, and the clean tunnel goes back to its pool.
@@ -222,7 +224,6 @@ class Conversation:
             route = phttp.route(event.head, door.config.domain)
             if (
                 route is not None
-                and not route.set_cookie
                 and tracker is not None
                 and not self._request_ended
                 and door.client_for(route) is self._state
