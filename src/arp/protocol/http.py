@@ -92,45 +92,77 @@ def parse_request_head(data: bytes, max_head: int) -> RequestHead | None:
         return None
     if end + 4 > max_head:
         raise HeadError(431, f"request head larger than {max_head} bytes")
-    collector = _HeadCollector()
-    parser = httptools.HttpRequestParser(collector)
-    try:
-        parser.feed_data(data[: end + 4])
-    except httptools.HttpParserUpgrade:
-        pass  # an Upgrade (WebSocket) head: complete, and relayed untouched like any other
-    except httptools.HttpParserError as exc:
-        raise HeadError(400, f"malformed HTTP request head: {exc}") from None
-    if not collector.complete:  # pragma: no cover - a full head always completes
-        raise HeadError(400, "malformed HTTP request head")
-    version = parser.get_http_version()
-    if version == "1.1" and not any(key == b"host" for key, _ in collector.headers):
-        raise HeadError(400, "malformed HTTP request head: an HTTP/1.1 request needs a Host header")
-    return RequestHead(
-        method=parser.get_method().decode("ascii", "replace"),
-        target=collector.url.decode("latin-1"),
-        http_version=version,
-        headers=tuple(collector.headers),
-    )
+    return HeadParser().parse(data[: end + 4])
 
 
-class _HeadCollector:
-    """httptools' callbacks for one request head: the target and the headers, names lowered."""
+_METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH")}
 
-    __slots__ = ("complete", "headers", "url")
+
+class HeadParser:
+    """llhttp (httptools) for the request heads of one connection, one whole head at a time.
+
+    The parser is reused from head to head while messages carry no body (the keep-alive case:
+    creating one costs more than parsing a small head); after a body, an Upgrade or a
+    ``Connection: close`` the next head gets a fresh one, since the relay moves bodies itself.
+    """
+
+    __slots__ = ("_complete", "_done", "_headers", "_parser", "_url")
 
     def __init__(self) -> None:
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.complete = False
+        self._parser: httptools.HttpRequestParser | None = None
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._complete = False
+        self._done = False
 
+    # httptools' callbacks
     def on_url(self, url: bytes) -> None:
-        self.url += url
+        self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
+        self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
-        self.complete = True
+        self._complete = True
+
+    def on_message_complete(self) -> None:
+        self._done = True
+
+    def parse(self, raw: bytes) -> RequestHead:
+        """The head in `raw`, which holds exactly one head through its blank line; HeadError
+        (400) when it is malformed."""
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = httptools.HttpRequestParser(self)
+        self._url, self._headers = b"", []
+        self._complete = self._done = False
+        upgrade = False
+        try:
+            parser.feed_data(raw)
+        except httptools.HttpParserUpgrade:
+            upgrade = True  # an Upgrade (WebSocket) head: complete, and relayed untouched
+        except httptools.HttpParserError as exc:
+            self._parser = None
+            raise HeadError(400, f"malformed HTTP request head: {exc}") from None
+        if not self._complete:  # pragma: no cover - a full head always completes
+            self._parser = None
+            raise HeadError(400, "malformed HTTP request head")
+        version = parser.get_http_version()
+        if upgrade or not self._done or not parser.should_keep_alive():
+            self._parser = None  # the next head starts a fresh parser
+        headers = self._headers
+        if version == "1.1" and not any(key == b"host" for key, _ in headers):
+            self._parser = None
+            raise HeadError(
+                400, "malformed HTTP request head: an HTTP/1.1 request needs a Host header"
+            )
+        method = parser.get_method()
+        return RequestHead(
+            method=_METHODS.get(method) or method.decode("ascii", "replace"),
+            target=self._url.decode("latin-1"),
+            http_version=version,
+            headers=tuple(headers),
+        )
 
 
 def _query_token(target: str) -> str | None:

@@ -1,10 +1,11 @@
 """The request direction of a public connection as HTTP/1.1 messages (no I/O here).
 
 `RequestStream` takes the bytes a public connection sends, in any split, and hands out events:
-a `Request` (one complete head, parsed by llhttp through `arp.protocol.http`), the `Body`
-bytes that follow it and `END_OF_MESSAGE`. The relay routes every `Request` by its own token, so
-it must know where each message ends; the bytes themselves pass on as they came (heads are
-rewritten only by the relay's own headers).
+a `Request` (one complete head, parsed by llhttp through `arp.protocol.http`), then, for a
+message with a body, the `Body` bytes and `END_OF_MESSAGE`; a message without a body is
+complete with its head, and no event follows it (one step less per keep-alive request). The
+relay routes every `Request` by its own token, so it must know where each message ends; the
+bytes themselves pass on as they came (heads are rewritten only by the relay's own headers).
 
 Framing rules (RFC 9112 §6):
 - ``Transfer-Encoding`` whose last coding is ``chunked``: chunked body, read to its last chunk
@@ -107,8 +108,10 @@ class RequestStream:
     __slots__ = (
         "_buffer",
         "_chunks",
+        "_last",
         "_left",
         "_max_head",
+        "_parser",
         "_state",
         "_upgrade_pending",
     )
@@ -119,6 +122,8 @@ class RequestStream:
         self._state = _State.HEAD
         self._left = 0  # LENGTH: body bytes still to come
         self._chunks: ChunkedScanner | None = None
+        self._parser = phttp.HeadParser()
+        self._last: Request | None = None
         self._upgrade_pending = False
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
@@ -195,29 +200,39 @@ class RequestStream:
 
     def _head(self) -> Request | None:
         buffer = self._buffer
-        while buffer[:2] == b"\r\n":
+        while buffer.startswith(b"\r\n"):
             del buffer[:2]  # empty lines before a request line are ignored (RFC 9112 §2.2)
-        if not buffer:
-            return None
-        head = phttp.parse_request_head(bytes(buffer[: self._max_head + 4]), self._max_head)
-        if head is None:
+        end = buffer.find(b"\r\n\r\n", 0, self._max_head + 4)
+        if end == -1:
             if len(buffer) > self._max_head:
                 raise HeadError(431, f"request head larger than {self._max_head} bytes")
             return None
-        end = buffer.find(b"\r\n\r\n") + 4
+        end += 4
+        if end > self._max_head:
+            raise HeadError(431, f"request head larger than {self._max_head} bytes")
         raw = bytes(buffer[:end])
         del buffer[:end]
+        last = self._last
+        if last is not None and raw == last.raw:
+            # The same bytes as the last head (a client repeating a request, as pollers and
+            # load tools do): the same parse, without parsing again.
+            return last
+        head = self._parser.parse(raw)
         framing, length = framing_of(head)
         upgrade = is_upgrade(head)
         self._upgrade_pending = upgrade
+        request = Request(head, raw, framing, length, upgrade)
+        self._last = None
         if framing is Framing.LENGTH:
             self._state, self._left = _State.LENGTH, length
         elif framing is Framing.CHUNKED:
             self._state = _State.CHUNKED
             self._chunks = ChunkedScanner(self._max_head)
+        elif upgrade:
+            self._state = _State.HELD  # a bodiless message is complete with its head
         else:
-            self._state, self._left = _State.LENGTH, 0
-        return Request(head, raw, framing, length, upgrade)
+            self._last = request  # only bodiless, plain requests are remembered
+        return request
 
     def _chunked(self) -> Event | None:
         """Chunked body bytes up to the end of what is buffered or of the body."""

@@ -37,6 +37,8 @@ class ResponseTracker:
     __slots__ = (
         "_buffer",
         "_chunks",
+        "_last_head",
+        "_last_length",
         "_left",
         "_max_head",
         "_methods",
@@ -51,8 +53,11 @@ class ResponseTracker:
         self._buffer = b""  # a response head read in part
         self._left = 0
         self._chunks: ChunkedScanner | None = None
+        self._last_head = b""  # the last plain 2xx head to a GET with a counted body, and its
+        self._last_length = 0  # length: the same head again needs no second reading
         self.on_complete: Callable[[], None] | None = None
-        """Called after each final response completes (and on `upgraded`, and on `lost`)."""
+        """Called after each final response completes (and on `upgraded`, and on `lost`);
+        the relay sets it only while something waits for that."""
 
     def expect(self, method: str) -> None:
         """A request went to the tunnel: one more response is owed."""
@@ -90,6 +95,20 @@ class ResponseTracker:
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Bytes of the response direction, in order, exactly as they go to the caller."""
         pos, size = 0, len(data)
+        last = self._last_head
+        if (
+            last
+            and self._state == _HEAD
+            and size == len(last) + self._last_length
+            and not self._buffer
+            and data[: len(last)] == last
+            and self._methods
+            and self._methods[0] == "GET"
+        ):
+            # The keep-alive case, kept short: the same whole answer as the last one.
+            self._methods.popleft()
+            self._notify()
+            return
         while pos < size:
             state = self._state
             if state == _BODY:
@@ -126,6 +145,12 @@ class ResponseTracker:
             return len(data)
         used = end + 4 - len(self._buffer)
         head, self._buffer = chunk[: end + 4], b""
+        if head == self._last_head and self._methods and self._methods[0] == "GET":
+            # The same head as the last plain answer with a counted body (a repeated request).
+            self._state, self._left = _BODY, self._last_length
+            if not self._left:
+                self._complete()
+            return pos + used
         if not head.startswith(b"HTTP/1.") or not self._methods or not head[9:12].isdigit():
             self._lose()
             return len(data)
@@ -150,6 +175,8 @@ class ResponseTracker:
         if length is None:
             self._state = _UNTIL_CLOSE
             return len(data)
+        if method == "GET" and 200 <= status < 300:
+            self._last_head, self._last_length = head, length
         if length:
             self._state, self._left = _BODY, length
         else:
@@ -188,5 +215,6 @@ class ResponseTracker:
         self._notify()
 
     def _notify(self) -> None:
-        if self.on_complete is not None:
-            self.on_complete()
+        on_complete = self.on_complete
+        if on_complete is not None:
+            on_complete()

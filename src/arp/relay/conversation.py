@@ -59,7 +59,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_READ = 256 * 1024
+_BUFFER = bytearray(64 * 1024)
+_VIEW = memoryview(_BUFFER)
+"""One read buffer for every conversation: its bytes are copied into the stream at once."""
 _RETRY = (BlockingIOError, InterruptedError)
 
 
@@ -79,7 +81,10 @@ class Conversation:
         "_draining",
         "_ended",
         "_idle",
+        "_last_framed",
         "_last_progress",
+        "_last_request",
+        "_last_route",
         "_loop",
         "_on_end",
         "_out",
@@ -135,6 +140,9 @@ class Conversation:
         self._discarding = False  # nothing more to carry: the caller's bytes are dropped
         self._discarded = 0
         self._reads = 0
+        self._last_request: Request | None = None  # the last head forwarded, as rewritten
+        self._last_route: phttp.Route | None = None
+        self._last_framed = b""
         self._last_progress = -1
         self._idle: asyncio.TimerHandle | None = None
 
@@ -163,10 +171,10 @@ class Conversation:
             cookie_transform(route, request.head),
         )
         tracker = ResponseTracker(self._door.config.limits.max_head)
-        tracker.on_complete = self._response_done
         tracker.expect(request.head.method)
         self._tracker = self._down.tracker = tracker
         out = [HTTP_START, _frame(self._head_bytes(request, route))]
+        self._upgrade_wait = self._stream.held
         self._down.start()
         self._pump(out)
 
@@ -181,23 +189,23 @@ class Conversation:
 
     def _on_readable(self) -> None:
         try:
-            data = self._psock.recv(_READ)
+            n = self._psock.recv_into(_BUFFER)
         except _RETRY:
             return
         except OSError:
             self._abort()
             return
         if self._discarding:
-            self._discarded += len(data)
-            if not data or self._discarded > self._door.config.limits.max_answer_drain:
+            self._discarded += n
+            if not n or self._discarded > self._door.config.limits.max_answer_drain:
                 self._stop(close_public=True)
             return
         self._reads += 1
-        if not data:
+        if not n:
             self._public_eof = True
             self._pause_reading()
         else:
-            self._stream.feed(data)
+            self._stream.feed(_VIEW[:n])
         self._pump([])
 
     def _pump(self, out: list[bytes]) -> None:
@@ -221,7 +229,11 @@ class Conversation:
                     self._upgrade_wait = True  # until its response says raw or not
                 continue
             assert isinstance(event, Request)
-            route = phttp.route(event.head, door.config.domain)
+            if event is self._last_request:
+                route, framed = self._last_route, self._last_framed  # the same head again
+            else:
+                route = phttp.route(event.head, door.config.domain)
+                framed = b""
             if (
                 route is not None
                 and tracker is not None
@@ -229,12 +241,28 @@ class Conversation:
                 and door.client_for(route) is self._state
             ):
                 tracker.expect(event.head.method)
-                out.append(_frame(self._head_bytes(event, route)))
+                if not framed:
+                    framed = _frame(self._head_bytes(event, route))
+                    self._last_request, self._last_route = event, route
+                    self._last_framed = framed
+                out.append(framed)
+                if stream.held:
+                    self._upgrade_wait = True  # a bodiless Upgrade: held already
                 continue
             self._pending = (event, route)
         self._end_requests_if_due(out)
         self._send(out)
         self._update_reading()
+        if tracker is not None and tracker is self._tracker:
+            self._listen_for_responses(tracker)
+
+    def _listen_for_responses(self, tracker: ResponseTracker) -> None:
+        """Hear of complete responses only while something waits for them (keep-alive needs
+        nothing); if what it waits for has happened already, act now."""
+        waiting = self._pending is not None or self._public_eof or self._upgrade_wait
+        tracker.on_complete = self._response_done if waiting else None
+        if waiting and (not tracker.outstanding or tracker.upgraded or tracker.lost):
+            self._loop.call_soon(self._response_done)
 
     def _end_requests_if_due(self, out: list[bytes]) -> None:
         """End the tunnel's request direction once nothing more goes on it and it owes no
@@ -265,8 +293,10 @@ class Conversation:
         elif self._upgrade_wait and not tracker.outstanding:
             self._upgrade_wait = False  # the Upgrade was refused: HTTP goes on
             self._stream.resume()
-        elif tracker.outstanding and not tracker.lost:
-            return
+        elif (tracker.outstanding and not tracker.lost) or (
+            self._pending is None and not self._public_eof
+        ):
+            return  # nothing waits for this (the keep-alive path)
         self._loop.call_soon(self._resume)
 
     def _resume(self) -> None:
