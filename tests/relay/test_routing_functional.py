@@ -7,7 +7,9 @@ import asyncio
 import base64
 import ipaddress
 import os
+import ssl
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from arp.protocol.forwarded import parse_networks
 from tests.conftest import units
 from tests.relay.conftest import StackFactory
 from tests.relay.routing import NAMES, Service, connection, read_response, services
+from tests.relay.test_relay_functional import tls_files  # noqa: F401 - a fixture
 
 A, B, C = NAMES
 
@@ -286,3 +289,22 @@ async def test_a_keep_alive_connection_idle_past_its_deadline_is_ended(
             assert await reader.read() == b""  # ended by the relay, cleanly
         await asyncio.sleep(units(0.2))
         assert stack.relay.public.count == 0
+
+
+async def test_tunnels_over_tls_are_routed_per_request_too(
+    make_stack: StackFactory,
+    tls_files: tuple[Path, Path],  # noqa: F811 - the fixture imported above
+) -> None:
+    cert, key = tls_files
+    stack = await make_stack(client_id=None, tls_cert=str(cert), tls_key=str(key))
+    context = ssl.create_default_context(cafile=str(cert))
+    async with (
+        services(stack, tls=context) as found,
+        connection(stack.relay.public_port) as (reader, writer),
+    ):
+        for name in (A, B, A, C):
+            writer.write(request(name, "header", body=b"x" * 70_000, method="POST"))
+            response = await read_response(reader)
+            assert response.json()["client"] == name
+            assert len(response.json()["body"]) == 70_000
+        assert_no_foreign_tokens(found)
