@@ -162,6 +162,7 @@ class Conversation:
         assert tsock is not None  # plain tunnels only (TLS ones are bridged to a socket)
         self._state, self._tunnel, self._tsock = state, tunnel, tsock
         self._request_ended = False
+        self._last_request = None  # its rewritten bytes were for the previous tunnel's client
         self._down = FromTunnel(
             self._loop,
             tsock,
