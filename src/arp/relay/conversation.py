@@ -30,7 +30,8 @@ Design:
 - Upgrade and CONNECT: reading pauses after the request until its response: 101 (2xx for
   CONNECT) and the connection is raw from then on; any other answer and HTTP goes on.
 - Between requests a keep-alive connection on which nothing moves for `Timeouts.keepalive_idle`
-  is ended (cleanly, like the caller closing).
+  is ended (cleanly, like the caller closing), checked on the relay's clock (`check_idle`) so a
+  connection costs no timer of its own.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -74,13 +76,13 @@ class Conversation:
 
     __slots__ = (
         "_caller",
+        "_deadline",
         "_discarded",
         "_discarding",
         "_door",
         "_down",
         "_draining",
         "_ended",
-        "_idle",
         "_last_framed",
         "_last_progress",
         "_last_request",
@@ -92,6 +94,7 @@ class Conversation:
         "_psock",
         "_public",
         "_public_eof",
+        "_quiet_since",
         "_reading",
         "_reads",
         "_ready",
@@ -143,16 +146,14 @@ class Conversation:
         self._last_request: Request | None = None  # the last head forwarded, as rewritten
         self._last_route: phttp.Route | None = None
         self._last_framed = b""
-        self._last_progress = -1
-        self._idle: asyncio.TimerHandle | None = None
+        self._last_progress = 0
+        self._quiet_since = time.monotonic()
+        self._deadline: asyncio.TimerHandle | None = None  # the end of a bounded last read
 
     # -- start and attach ---------------------------------------------------------------------
 
     def start(self, state: ClientState, tunnel: Link, request: Request, route: phttp.Route) -> None:
         """Carry `request` (already taken from the stream) to `tunnel` of `state`, then go on."""
-        self._idle = self._loop.call_later(
-            self._door.config.timeouts.keepalive_idle, self._check_idle
-        )
         self._attach(state, tunnel, request, route)
 
     def _attach(
@@ -290,7 +291,6 @@ class Conversation:
         if tracker.upgraded:
             self._upgrade_wait = False
             self._stream.go_raw()
-            self._cancel_idle()
         elif self._upgrade_wait and not tracker.outstanding:
             self._upgrade_wait = False  # the Upgrade was refused: HTTP goes on
             self._stream.resume()
@@ -441,31 +441,36 @@ class Conversation:
 
     # -- idle deadline ------------------------------------------------------------------------
 
-    def _check_idle(self) -> None:
-        self._idle = None
-        if self._ended or self._stream.raw:
+    def check_idle(self, now: float) -> None:
+        """On the relay's clock: end the connection if nothing moved for the keep-alive
+        deadline while no request was partly read and no response was owed."""
+        if self._ended or self._discarding or self._stream.raw:
             return
         progress = self._reads + (self._down.moved if self._down is not None else 0)
-        quiet = progress == self._last_progress
-        self._last_progress = progress
-        owed = self._tracker.outstanding if self._tracker is not None else 0
-        if quiet and not owed and self._stream.idle and self._pending is None:
-            log.debug("public connection idle past the keep-alive deadline; ending it")
-            self._public_eof = True
-            self._pause_reading()
-            if self._tunnel is None:
-                self._finish_quietly()
-            else:
-                self._pump([])
+        if progress != self._last_progress:
+            self._last_progress, self._quiet_since = progress, now
             return
-        self._idle = self._loop.call_later(
-            self._door.config.timeouts.keepalive_idle, self._check_idle
-        )
+        owed = self._tracker.outstanding if self._tracker is not None else 0
+        if (
+            now - self._quiet_since < self._door.config.timeouts.keepalive_idle
+            or owed
+            or not self._stream.idle
+            or self._pending is not None
+            or self._waiting_tunnel
+        ):
+            return
+        log.debug("public connection idle past the keep-alive deadline; ending it")
+        self._public_eof = True
+        self._pause_reading()
+        if self._tunnel is None:
+            self._finish_quietly()
+        else:
+            self._pump([])
 
-    def _cancel_idle(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
     # -- endings ------------------------------------------------------------------------------
 
@@ -482,8 +487,7 @@ class Conversation:
             return
         self._discarding = True
         self._pending = None
-        self._cancel_idle()
-        self._idle = self._loop.call_later(self._door.config.timeouts.answer, self._abort)
+        self._deadline = self._loop.call_later(self._door.config.timeouts.answer, self._abort)
         self._update_reading()
 
     def _abort(self) -> None:
@@ -502,7 +506,7 @@ class Conversation:
         if self._ended:
             return
         self._ended = True
-        self._cancel_idle()
+        self._cancel_deadline()
         self._pause_reading()
         if self._writing and self._tsock is not None:
             self._ready.remove_writer(self._tsock.fileno())

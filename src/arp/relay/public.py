@@ -23,7 +23,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Coroutine
-from typing import Any, Protocol
+from typing import Any
 
 from arp.errors import ArpError, NotFound, Unavailable
 from arp.net.bridge import BridgedTunnel
@@ -38,10 +38,6 @@ from arp.relay.registry import ClientState, Pools
 from arp.relay.settings import RelayConfig
 
 log = logging.getLogger(__name__)
-
-
-class Ending(Protocol):
-    def abort(self) -> None: ...
 
 
 class Public:
@@ -65,7 +61,7 @@ class Public:
         """Tunnels are plain sockets (no TLS), so the fast path can join them in a callback."""
         self.count = 0
         """Public connections being served (the shared port and the dedicated TCP ports)."""
-        self.live: set[Ending] = set()
+        self.live: set[Conversation] = set()
         """Connections served by callbacks, without a task of their own (ended at shutdown)."""
 
     def at_limit(self) -> bool:
@@ -75,6 +71,11 @@ class Public:
         """Shutdown: end every connection served without a task."""
         for conversation in list(self.live):
             conversation.abort()
+
+    def sweep_idle(self, now: float) -> None:
+        """End keep-alive connections idle past `Timeouts.keepalive_idle` (the relay's clock)."""
+        for conversation in list(self.live):
+            conversation.check_idle(now)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` as one of the relay's tasks."""

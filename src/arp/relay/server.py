@@ -291,6 +291,7 @@ class Relay(Service):
             pool_due = now - last_pool >= timeouts.pool_tick
             if pool_due:
                 last_pool = now
+            self.public.sweep_idle(now)
             for state in list(self.clients.values()):
                 if state.control is not None:
                     state.control.send(frames.Heartbeat(seq=seq))
