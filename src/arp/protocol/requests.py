@@ -170,6 +170,15 @@ class RequestStream:
         """The next event in the bytes fed so far; None when more are needed."""
         state = self._state
         if state is _State.HEAD:
+            buffer = self._buffer
+            if not buffer:
+                return None
+            last = self._last
+            if last is not None and buffer.startswith(last.raw):
+                # The same bytes as the last head (a client repeating a request, as pollers
+                # and load tools do): the same parse, without parsing again.
+                del buffer[: len(last.raw)]
+                return last
             return self._head()
         if state is _State.LENGTH:
             if not self._left:
@@ -212,11 +221,6 @@ class RequestStream:
             raise HeadError(431, f"request head larger than {self._max_head} bytes")
         raw = bytes(buffer[:end])
         del buffer[:end]
-        last = self._last
-        if last is not None and raw == last.raw:
-            # The same bytes as the last head (a client repeating a request, as pollers and
-            # load tools do): the same parse, without parsing again.
-            return last
         head = self._parser.parse(raw)
         framing, length = framing_of(head)
         upgrade = is_upgrade(head)

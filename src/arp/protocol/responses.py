@@ -44,6 +44,7 @@ class ResponseTracker:
         "_methods",
         "_state",
         "on_complete",
+        "owe",
     )
 
     def __init__(self, max_head: int) -> None:
@@ -55,12 +56,15 @@ class ResponseTracker:
         self._chunks: ChunkedScanner | None = None
         self._last_head = b""  # the last plain 2xx head to a GET with a counted body, and its
         self._last_length = 0  # length: the same head again needs no second reading
+        self.owe = self._methods.append
+        """`expect`, as the deque's own method (the keep-alive path calls it per request)."""
         self.on_complete: Callable[[], None] | None = None
         """Called after each final response completes (and on `upgraded`, and on `lost`);
         the relay sets it only while something waits for that."""
 
     def expect(self, method: str) -> None:
-        """A request went to the tunnel: one more response is owed."""
+        """A request went to the tunnel: one more response is owed (the relay may call
+        `owe`, the same without a Python frame)."""
         self._methods.append(method)
 
     @property
@@ -107,7 +111,8 @@ class ResponseTracker:
         ):
             # The keep-alive case, kept short: the same whole answer as the last one.
             self._methods.popleft()
-            self._notify()
+            if self.on_complete is not None:
+                self.on_complete()
             return
         while pos < size:
             state = self._state

@@ -240,9 +240,9 @@ class Conversation:
                 route is not None
                 and tracker is not None
                 and not self._request_ended
-                and door.client_for(route) is self._state
+                and (door.clients.get(route.token) or door.client_for(route)) is self._state
             ):
-                tracker.expect(event.head.method)
+                tracker.owe(event.head.method)
                 if not framed:
                     framed = _frame(self._head_bytes(event, route))
                     self._last_request, self._last_route = event, route
@@ -252,10 +252,15 @@ class Conversation:
                     self._upgrade_wait = True  # a bodiless Upgrade: held already
                 continue
             self._pending = (event, route)
-        self._end_requests_if_due(out)
-        self._send(out)
-        self._update_reading()
-        if tracker is not None and tracker is self._tracker:
+        waiting = self._pending is not None or self._public_eof or self._upgrade_wait
+        if waiting:
+            self._end_requests_if_due(out)
+        if out:
+            self._send(out)
+        if not self._reading or waiting or self._out:
+            self._update_reading()
+        tracker = self._tracker
+        if tracker is not None and (waiting or tracker.on_complete is not None):
             self._listen_for_responses(tracker)
 
     def _listen_for_responses(self, tracker: ResponseTracker) -> None:
