@@ -14,7 +14,7 @@ Rules:
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import unquote_plus
 
 import httptools
@@ -36,8 +36,9 @@ class TokenSource(enum.Enum):
     SUBDOMAIN = "subdomain"
 
 
-@dataclass(frozen=True, slots=True)
-class RequestHead:
+class RequestHead(NamedTuple):
+    """A parsed request head (a named tuple: built once per request on the keep-alive path)."""
+
     method: str
     target: str
     http_version: str
@@ -51,8 +52,9 @@ class RequestHead:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(NamedTuple):
+    """Which client a request is for, and how (a named tuple: built once per request)."""
+
     token: str
     source: TokenSource
     set_cookie: bool

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from arp.protocol import http as phttp
 from arp.protocol.chunked import ChunkedScanner
@@ -37,8 +38,9 @@ class Framing(enum.Enum):
     CHUNKED = "chunked"
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
+    """One request head with what the relay needs to carry its message."""
+
     head: phttp.RequestHead
     raw: bytes
     """The head's bytes as they came, through the blank line."""
@@ -65,8 +67,12 @@ END_OF_MESSAGE = EndOfMessage()
 
 Event = Request | Body | EndOfMessage
 
+_NONE, _LENGTH, _CHUNKED = Framing.NONE, Framing.LENGTH, Framing.CHUNKED
 
-class _State(enum.Enum):
+
+class _State:
+    """The stream's states (plain ints: compared on every event)."""
+
     HEAD = 1
     LENGTH = 2
     CHUNKED = 3
@@ -81,15 +87,15 @@ def framing_of(head: phttp.RequestHead) -> tuple[Framing, int]:
         codings = [c.strip().lower() for c in te.split(b",")]
         if not codings or codings[-1] != b"chunked":
             raise HeadError(400, "a request's Transfer-Encoding must end with chunked")
-        return Framing.CHUNKED, 0
+        return _CHUNKED, 0
     cl = head.header(b"content-length")
     if cl is not None:
         text = cl.strip()
         if not text.isdigit() or len(text) > 18:
             raise HeadError(400, "malformed Content-Length")
         length = int(text)
-        return (Framing.LENGTH, length) if length else (Framing.NONE, 0)
-    return Framing.NONE, 0
+        return (_LENGTH, length) if length else (_NONE, 0)
+    return _NONE, 0
 
 
 def is_upgrade(head: phttp.RequestHead) -> bool:
@@ -132,15 +138,15 @@ class RequestStream:
     @property
     def idle(self) -> bool:
         """Between messages with nothing buffered: a close here loses nothing."""
-        return self._state is _State.HEAD and not self._buffer
+        return self._state == _State.HEAD and not self._buffer
 
     @property
     def raw(self) -> bool:
-        return self._state is _State.RAW
+        return self._state == _State.RAW
 
     @property
     def held(self) -> bool:
-        return self._state is _State.HELD
+        return self._state == _State.HELD
 
     @property
     def buffered(self) -> int:
@@ -149,11 +155,11 @@ class RequestStream:
     @property
     def body_left(self) -> int:
         """Body bytes of a Content-Length message still to come beyond the buffer."""
-        return self._left - len(self._buffer) if self._state is _State.LENGTH else 0
+        return self._left - len(self._buffer) if self._state == _State.LENGTH else 0
 
     def skip_body(self, count: int) -> None:
         """`count` body bytes (at most `body_left`) moved on by count, never buffered here."""
-        if self._state is not _State.LENGTH or self._buffer or count > self._left:
+        if self._state != _State.LENGTH or self._buffer or count > self._left:
             raise ValueError("skip_body: not inside a Content-Length body with nothing buffered")
         self._left -= count  # at 0, the next event ends the message
 
@@ -163,13 +169,13 @@ class RequestStream:
 
     def resume(self) -> None:
         """The response refused the Upgrade/CONNECT: the next request may follow."""
-        if self._state is _State.HELD:
+        if self._state == _State.HELD:
             self._state = _State.HEAD
 
     def next_event(self) -> Event | None:
         """The next event in the bytes fed so far; None when more are needed."""
         state = self._state
-        if state is _State.HEAD:
+        if state == _State.HEAD:
             buffer = self._buffer
             if not buffer:
                 return None
@@ -180,7 +186,7 @@ class RequestStream:
                 del buffer[: len(last.raw)]
                 return last
             return self._head()
-        if state is _State.LENGTH:
+        if state == _State.LENGTH:
             if not self._left:
                 return self._end()
             if not self._buffer:
@@ -190,13 +196,13 @@ class RequestStream:
             del self._buffer[:take]
             self._left -= take
             return Body(data)
-        if state is _State.RAW:
+        if state == _State.RAW:
             if not self._buffer:
                 return None
             data = bytes(self._buffer)
             self._buffer.clear()
             return Body(data)
-        if state is _State.HELD:
+        if state == _State.HELD:
             return None
         return self._chunked()
 
@@ -227,9 +233,9 @@ class RequestStream:
         self._upgrade_pending = upgrade
         request = Request(head, raw, framing, length, upgrade)
         self._last = None
-        if framing is Framing.LENGTH:
+        if framing is _LENGTH:
             self._state, self._left = _State.LENGTH, length
-        elif framing is Framing.CHUNKED:
+        elif framing is _CHUNKED:
             self._state = _State.CHUNKED
             self._chunks = ChunkedScanner(self._max_head)
         elif upgrade:

@@ -76,7 +76,6 @@ class Conversation:
 
     __slots__ = (
         "_caller",
-        "_deadline",
         "_discarded",
         "_discarding",
         "_door",
@@ -148,7 +147,6 @@ class Conversation:
         self._last_framed = b""
         self._last_progress = 0
         self._quiet_since = time.monotonic()
-        self._deadline: asyncio.TimerHandle | None = None  # the end of a bounded last read
 
     # -- start and attach ---------------------------------------------------------------------
 
@@ -449,7 +447,11 @@ class Conversation:
     def check_idle(self, now: float) -> None:
         """On the relay's clock: end the connection if nothing moved for the keep-alive
         deadline while no request was partly read and no response was owed."""
-        if self._ended or self._discarding or self._stream.raw:
+        if self._ended or self._stream.raw:
+            return
+        if self._discarding:
+            if now - self._quiet_since >= self._door.config.timeouts.answer:
+                self._abort()  # the caller never closed: enough waiting
             return
         progress = self._reads + (self._down.moved if self._down is not None else 0)
         if progress != self._last_progress:
@@ -472,11 +474,6 @@ class Conversation:
         else:
             self._pump([])
 
-    def _cancel_deadline(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
     # -- endings ------------------------------------------------------------------------------
 
     def _answer(self, response: bytes) -> None:
@@ -492,7 +489,7 @@ class Conversation:
             return
         self._discarding = True
         self._pending = None
-        self._deadline = self._loop.call_later(self._door.config.timeouts.answer, self._abort)
+        self._quiet_since = time.monotonic()  # `check_idle` bounds the wait
         self._update_reading()
 
     def _abort(self) -> None:
@@ -511,7 +508,6 @@ class Conversation:
         if self._ended:
             return
         self._ended = True
-        self._cancel_deadline()
         self._pause_reading()
         if self._writing and self._tsock is not None:
             self._ready.remove_writer(self._tsock.fileno())
