@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from arp.protocol.http import RequestHead
 
@@ -56,8 +56,7 @@ def is_trusted(address: str, networks: Sequence[Network]) -> bool:
     return any(ip in net for net in networks)
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
+class Caller(NamedTuple):
     """The public connection's peer, worked out once per connection."""
 
     ip: str

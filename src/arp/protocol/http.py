@@ -100,6 +100,31 @@ def parse_request_head(data: bytes, max_head: int) -> RequestHead | None:
 _METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH")}
 
 
+class _Head:
+    """httptools' callbacks for one request head (apart from the parser, so the two make no
+    reference cycle: a connection's garbage goes with its last reference)."""
+
+    __slots__ = ("complete", "done", "headers", "url")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.complete = False
+        self.done = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self.complete = True
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+
 class HeadParser:
     """llhttp (httptools) for the request heads of one connection, one whole head at a time.
 
@@ -108,36 +133,21 @@ class HeadParser:
     ``Connection: close`` the next head gets a fresh one, since the relay moves bodies itself.
     """
 
-    __slots__ = ("_complete", "_done", "_headers", "_parser", "_url")
+    __slots__ = ("_head", "_parser")
 
     def __init__(self) -> None:
+        self._head = _Head()
         self._parser: httptools.HttpRequestParser | None = None
-        self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._complete = False
-        self._done = False
-
-    # httptools' callbacks
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
-
-    def on_headers_complete(self) -> None:
-        self._complete = True
-
-    def on_message_complete(self) -> None:
-        self._done = True
 
     def parse(self, raw: bytes) -> RequestHead:
         """The head in `raw`, which holds exactly one head through its blank line; HeadError
         (400) when it is malformed."""
+        found = self._head
         parser = self._parser
         if parser is None:
-            parser = self._parser = httptools.HttpRequestParser(self)
-        self._url, self._headers = b"", []
-        self._complete = self._done = False
+            parser = self._parser = httptools.HttpRequestParser(found)
+        found.url, found.headers = b"", []
+        found.complete = found.done = False
         upgrade = False
         try:
             parser.feed_data(raw)
@@ -146,22 +156,26 @@ class HeadParser:
         except httptools.HttpParserError as exc:
             self._parser = None
             raise HeadError(400, f"malformed HTTP request head: {exc}") from None
-        if not self._complete:  # pragma: no cover - a full head always completes
+        if not found.complete:  # pragma: no cover - a full head always completes
             self._parser = None
             raise HeadError(400, "malformed HTTP request head")
         version = parser.get_http_version()
-        if upgrade or not self._done or not parser.should_keep_alive():
+        if upgrade or not found.done or not parser.should_keep_alive():
             self._parser = None  # the next head starts a fresh parser
-        headers = self._headers
-        if version == "1.1" and not any(key == b"host" for key, _ in headers):
-            self._parser = None
-            raise HeadError(
-                400, "malformed HTTP request head: an HTTP/1.1 request needs a Host header"
-            )
+        headers = found.headers
+        if version == "1.1":
+            for key, _ in headers:
+                if key == b"host":
+                    break
+            else:
+                self._parser = None
+                raise HeadError(
+                    400, "malformed HTTP request head: an HTTP/1.1 request needs a Host header"
+                )
         method = parser.get_method()
         return RequestHead(
             method=_METHODS.get(method) or method.decode("ascii", "replace"),
-            target=self._url.decode("latin-1"),
+            target=found.url.decode("latin-1"),
             http_version=version,
             headers=tuple(headers),
         )

@@ -67,6 +67,10 @@ _VIEW = memoryview(_BUFFER)
 _RETRY = (BlockingIOError, InterruptedError)
 
 
+def _nothing() -> None:
+    pass
+
+
 def _frame(payload: bytes) -> bytes:
     return HEADER.pack(len(payload)) + payload
 
@@ -519,5 +523,6 @@ class Conversation:
             self._down = self._tunnel = self._tsock = None
         if close_public:
             self._public.close()
+        on_end, self._on_end = self._on_end, _nothing  # no cycle through the callback
         with contextlib.suppress(Exception):
-            self._on_end()
+            on_end()
