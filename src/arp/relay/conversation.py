@@ -268,7 +268,10 @@ class Conversation:
     def _listen_for_responses(self, tracker: ResponseTracker) -> None:
         """Hear of complete responses only while something waits for them (keep-alive needs
         nothing); if what it waits for has happened already, act now."""
-        waiting = self._pending is not None or self._public_eof or self._upgrade_wait
+        # Once the end frame is out, only the tunnel's own end (`_down_done`) is awaited.
+        waiting = self._upgrade_wait or (
+            not self._request_ended and (self._pending is not None or self._public_eof)
+        )
         tracker.on_complete = self._response_done if waiting else None
         if waiting and (not tracker.outstanding or tracker.upgraded or tracker.lost):
             self._loop.call_soon(self._response_done)
