@@ -121,6 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="PEM CA bundle to verify the relay (implies --tls; default: the system's CAs)",
     )
     parser.add_argument(
+        "--no-forwarded-headers",
+        dest="forwarded_headers",
+        action="store_false",
+        help="ask the relay not to add X-Forwarded-For/-Proto/-Host and X-Real-IP to requests "
+        "for this client's service (default: added, and forged ones removed)",
+    )
+    parser.add_argument(
+        "--proxy-protocol",
+        action="store_true",
+        help="ask the relay to start every connection to this client's --remote-port ports "
+        "with a PROXY protocol v2 header carrying the real peer (default off)",
+    )
+    parser.add_argument(
         "--tls-server-name",
         help="name to verify in the relay's certificate (default --server-addr)",
     )
@@ -209,6 +222,8 @@ def config_from_args(args: argparse.Namespace, http_target: Target, client_id: s
         auth_token=args.auth_token or None,
         tls=tls_context(args),
         tls_server_name=args.tls_server_name,
+        forwarded_headers=args.forwarded_headers,
+        proxy_protocol=args.proxy_protocol,
         timeouts=timeouts,
     )
 
