@@ -69,7 +69,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -102,6 +102,7 @@ from arp.agents.reap import (
 from arp.agents.records import RunRecord, SessionRecord
 from arp.agents.session_types import (
     STATUSES,
+    Notice,
     Session,
     SessionConfig,
     SessionPage,
@@ -145,7 +146,8 @@ class SessionManager(Service):
         # Parsing output is the manager's CPU work; one chunk at a time, in turn, so the HTTP
         # API stays responsive however many sessions print at once.
         self._ingest = asyncio.Lock()
-        self._desk = ApprovalDesk(self.config.approval_timeout, self._emit)
+        self._desk = ApprovalDesk(self.config.approval_timeout, self._emit, self._asked)
+        self._listeners: builtins.list[Callable[[Notice], None]] = []
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -203,6 +205,22 @@ class SessionManager(Service):
 
     def running_count(self) -> int:
         return sum(1 for entry in self._entries.values() if entry.run is not None)
+
+    def subscribe(self, listener: Callable[[Notice], None]) -> Callable[[], None]:
+        """Calls ``listener`` (at once, in the loop; it must not block) when an approval waits
+        for a person or a run ends; returns the function that unsubscribes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _tell(self, notice: Notice) -> None:
+        for listener in builtins.list(self._listeners):
+            try:
+                listener(notice)
+            except Exception:  # a listener's bug must not touch the run
+                log.exception("a session listener failed on %s", notice.kind)
+
+    def _asked(self, entry: SessionRecord, approval: Approval) -> None:
+        self._tell(Notice("approval_requested", self._snapshot(entry), approval.to_json()))
 
     def approvals(self) -> builtins.list[Approval]:
         """Every pending approval of this manager, oldest first (the person's inbox)."""
@@ -689,6 +707,8 @@ class SessionManager(Service):
         if entry.run is run:
             entry.run = None
         entry.changed()
+        if status in ("completed", "failed", "cancelled") and not entry.deleted:
+            self._tell(Notice(status, self._snapshot(entry)))
 
     async def _stop(self, run: RunRecord) -> None:
         if run.stopping is None:
