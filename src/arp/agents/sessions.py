@@ -110,7 +110,7 @@ from arp.agents.session_types import (
     Status,
 )
 from arp.agents.spawn import spawn
-from arp.agents.store import SessionStore, remove_folders
+from arp.agents.store import SessionStore, evict_oldest, remove_folders
 from arp.lifecycle import Service
 
 __all__ = [
@@ -448,22 +448,7 @@ class SessionManager(Service):
         """Forgets the oldest finished sessions so one more fits under ``max_kept_sessions``;
         their folders, returned, are for the caller to remove off the event loop."""
         excess = len(self._entries) + 1 - max(1, self.config.max_kept_sessions)
-        if excess <= 0:
-            return []
-        finished = sorted(
-            (e for e in self._entries.values() if e.run is None and not e.deleting),
-            key=lambda e: e.created_at,
-        )
-        folders = []
-        for entry in finished[:excess]:
-            log.info("session %s: evicted (--max-kept-sessions)", entry.session_id)
-            entry.deleted = True
-            self._entries.pop(entry.session_id, None)
-            entry.log.close()
-            entry.changed()
-            if entry.folder is not None:
-                folders.append(entry.folder)
-        return folders
+        return evict_oldest(self._entries, excess)
 
     def resolve_project(self, requested: str | None) -> Path:
         """The folder a run in project `requested` uses (`arp.agents.projects`' rules, with this
