@@ -514,6 +514,11 @@ class SessionManager(Service):
         exit_code: int | None = None
         error: str | None = None
         try:
+            delay = run.protocol.start_delay(entry.created_at, time.time()) if run.protocol else 0
+            if delay > 0 and run.number > 0:
+                note = f"waiting {delay:.0f} s before resuming ({entry.executor.name}'s own rule)"
+                self._emit(entry, run, [Draft("system", text=note)])
+                await run.hold(delay)
             if run.cancel_requested or run.interrupt_requested:
                 return  # stopped before it started
             try:
@@ -702,6 +707,7 @@ class SessionManager(Service):
 
     async def _signal_ladder(self, run: RunRecord) -> None:
         """SIGINT, then SIGTERM, then SIGKILL to the run's process group, each after a grace."""
+        run.release()  # a run still holding before its start starts nothing
         # A run whose child is not spawned yet gets it within a moment; wait for it briefly.
         for _ in range(100):
             if run.process is not None or (run.task is not None and run.task.done()):
