@@ -74,6 +74,10 @@ class AskProtocol(Protocol):
         """The lines that give the CLI a decision."""
         ...
 
+    def start_delay(self, conversation_started: float, now: float) -> float:
+        """Seconds a follow-up must wait before the CLI starts (0: none; a CLI's quirk)."""
+        ...
+
 
 def title_of(tool_name: str, tool_input: Any) -> str:
     """A short human title: the command a shell tool runs, the file an edit touches, else the
@@ -152,6 +156,9 @@ class ClaudeAsk:
                 )
             ]
         )
+
+    def start_delay(self, conversation_started: float, now: float) -> float:
+        return 0.0
 
     def answer(self, ask: PermissionAsk, decision: Decision, message: str | None) -> list[bytes]:
         if decision == "allow":

@@ -19,6 +19,10 @@ Gemini CLI (``gemini --acp``, 0.61), as driven against the real CLI:
 - The ``session/prompt`` response ({stopReason, _meta.quota.token_count}) ends the turn: it
   becomes the ``result`` event and stdin is closed, after which the CLI exits.
 - Any other request from the agent is answered "method not found".
+- Gemini 0.61 names a chat file by the minute it began, and ``session/load`` starts recording
+  (into a file named by the current minute) before it reads: within the conversation's first
+  minute that is the same file, which it overwrites, and the load fails ("No previous sessions
+  found"). So a follow-up waits until that minute is over (`GeminiAcp.start_delay`).
 
 Codex (``codex app-server``, 0.169; the protocol's schema is ``codex app-server
 generate-json-schema --out DIR``), as driven against the real CLI:
@@ -48,6 +52,8 @@ from arp.agents.ask import Decision, PermissionAsk, Step, title_of
 from arp.agents.events import Draft, Usage
 
 ACP_VERSION: Final = 1
+STARTUP_SLACK: Final = 30.0
+"""Seconds allowed between a Gemini session's creation and its ``session/new``."""
 METHOD_NOT_FOUND: Final = -32601
 
 
@@ -149,6 +155,16 @@ class GeminiAcp:
         if "error" in data:
             return _failed(answered, data)
         return self._answer(answered, data)
+
+    def start_delay(self, conversation_started: float, now: float) -> float:
+        """A follow-up waits until the minute its chat file is named for is over (see the module
+        docstring: within it, ``session/load`` overwrites the file and fails). The file is named
+        when ``session/new`` ran, a few seconds after the session was created: up to
+        `STARTUP_SLACK` is allowed for."""
+        if not self.resume_id:
+            return 0.0
+        unsafe_until = (int((conversation_started + STARTUP_SLACK) // 60) + 1) * 60.0
+        return max(0.0, unsafe_until + 0.5 - now)
 
     def answer(self, ask: PermissionAsk, decision: Decision, message: str | None) -> list[bytes]:
         pending = self.rpc.asked.pop(ask.key, None)
@@ -336,6 +352,9 @@ class CodexAppServer:
         if "error" in data:
             return _failed(answered, data)
         return self._answer(answered, data)
+
+    def start_delay(self, conversation_started: float, now: float) -> float:
+        return 0.0
 
     def answer(self, ask: PermissionAsk, decision: Decision, message: str | None) -> list[bytes]:
         pending = self.rpc.asked.pop(ask.key, None)

@@ -40,6 +40,16 @@ class RunRecord:
         self.result_error: str | None = None
         self.saw_error_result = False
         self.output_capped = False
+        self._released = asyncio.Event()
+
+    async def hold(self, seconds: float) -> None:
+        """Waits before the child starts, up to ``seconds`` or until `release` (a cancel)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._released.wait()
+
+    def release(self) -> None:
+        self._released.set()
 
     def read_output(
         self, lines: list[bytes], parser: StreamParser | None

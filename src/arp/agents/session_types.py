@@ -220,6 +220,19 @@ def iso(ts: float | None) -> str | None:
     )
 
 
+NoticeKind = Literal["approval_requested", "completed", "failed", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something a person wants to be told of (`SessionManager.subscribe`): an approval waits
+    for them (``approval`` is its `Approval.to_json`), or a run ended."""
+
+    kind: NoticeKind
+    session: Session
+    approval: dict[str, Any] | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class SessionPage:
     """A session's state and the stored event lines after ``after`` (see the module doc)."""

@@ -69,7 +69,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -103,6 +103,7 @@ from arp.agents.reap import (
 from arp.agents.records import RunRecord, SessionRecord
 from arp.agents.session_types import (
     STATUSES,
+    Notice,
     Session,
     SessionConfig,
     SessionPage,
@@ -110,7 +111,7 @@ from arp.agents.session_types import (
     Status,
 )
 from arp.agents.spawn import spawn
-from arp.agents.store import SessionStore, remove_folders
+from arp.agents.store import SessionStore, evict_oldest, remove_folders
 from arp.lifecycle import Service
 
 __all__ = [
@@ -144,7 +145,8 @@ class SessionManager(Service):
         # Parsing output is the manager's CPU work; one chunk at a time, in turn, so the HTTP
         # API stays responsive however many sessions print at once.
         self._ingest = asyncio.Lock()
-        self._desk = ApprovalDesk(self.config.approval_timeout, self._emit)
+        self._desk = ApprovalDesk(self.config.approval_timeout, self._emit, self._asked)
+        self._listeners: builtins.list[Callable[[Notice], None]] = []
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -192,6 +194,22 @@ class SessionManager(Service):
 
     def running_count(self) -> int:
         return sum(1 for entry in self._entries.values() if entry.run is not None)
+
+    def subscribe(self, listener: Callable[[Notice], None]) -> Callable[[], None]:
+        """Calls ``listener`` (at once, in the loop; it must not block) when an approval waits
+        for a person or a run ends; returns the function that unsubscribes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _tell(self, notice: Notice) -> None:
+        for listener in builtins.list(self._listeners):
+            try:
+                listener(notice)
+            except Exception:  # a listener's bug must not touch the run
+                log.exception("a session listener failed on %s", notice.kind)
+
+    def _asked(self, entry: SessionRecord, approval: Approval) -> None:
+        self._tell(Notice("approval_requested", self._snapshot(entry), approval.to_json()))
 
     def approvals(self) -> builtins.list[Approval]:
         """Every pending approval of this manager, oldest first (the person's inbox)."""
@@ -419,22 +437,7 @@ class SessionManager(Service):
         """Forgets the oldest finished sessions so one more fits under ``max_kept_sessions``;
         their folders, returned, are for the caller to remove off the event loop."""
         excess = len(self._entries) + 1 - max(1, self.config.max_kept_sessions)
-        if excess <= 0:
-            return []
-        finished = sorted(
-            (e for e in self._entries.values() if e.run is None and not e.deleting),
-            key=lambda e: e.created_at,
-        )
-        folders = []
-        for entry in finished[:excess]:
-            log.info("session %s: evicted (--max-kept-sessions)", entry.session_id)
-            entry.deleted = True
-            self._entries.pop(entry.session_id, None)
-            entry.log.close()
-            entry.changed()
-            if entry.folder is not None:
-                folders.append(entry.folder)
-        return folders
+        return evict_oldest(self._entries, excess)
 
     def resolve_project(self, requested: str | None) -> Path:
         """The folder a run in project `requested` uses (`arp.agents.projects`' rules, with this
@@ -500,6 +503,11 @@ class SessionManager(Service):
         exit_code: int | None = None
         error: str | None = None
         try:
+            delay = run.protocol.start_delay(entry.created_at, time.time()) if run.protocol else 0
+            if delay > 0 and run.number > 0:
+                note = f"waiting {delay:.0f} s before resuming ({entry.executor.name}'s own rule)"
+                self._emit(entry, run, [Draft("system", text=note)])
+                await run.hold(delay)
             if run.cancel_requested or run.interrupt_requested:
                 return  # stopped before it started
             try:
@@ -681,6 +689,8 @@ class SessionManager(Service):
         if entry.run is run:
             entry.run = None
         entry.changed()
+        if status in ("completed", "failed", "cancelled") and not entry.deleted:
+            self._tell(Notice(status, self._snapshot(entry)))
 
     async def _stop(self, run: RunRecord) -> None:
         if run.stopping is None:
@@ -689,6 +699,7 @@ class SessionManager(Service):
 
     async def _signal_ladder(self, run: RunRecord) -> None:
         """SIGINT, then SIGTERM, then SIGKILL to the run's process group, each after a grace."""
+        run.release()  # a run still holding before its start starts nothing
         # A run whose child is not spawned yet gets it within a moment; wait for it briefly.
         for _ in range(100):
             if run.process is not None or (run.task is not None and run.task.done()):

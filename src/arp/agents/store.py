@@ -129,6 +129,27 @@ class SessionStore:
         return record
 
 
+def evict_oldest(records: dict[str, SessionRecord], excess: int) -> list[Path]:
+    """Forgets the ``excess`` oldest finished sessions of ``records`` (retention: they go as a
+    delete would); returns their folders, for the caller to remove off the event loop."""
+    if excess <= 0:
+        return []
+    finished = sorted(
+        (r for r in records.values() if r.run is None and not r.deleting),
+        key=lambda r: r.created_at,
+    )
+    folders = []
+    for record in finished[:excess]:
+        log.info("session %s: evicted (--max-kept-sessions)", record.session_id)
+        record.deleted = True
+        records.pop(record.session_id, None)
+        record.log.close()
+        record.changed()
+        if record.folder is not None:
+            folders.append(record.folder)
+    return folders
+
+
 def remove_folders(folders: list[Path]) -> None:
     """Removes the folders of forgotten sessions (run off the event loop: it may be slow)."""
     for folder in folders:

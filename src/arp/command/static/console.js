@@ -713,6 +713,7 @@ async function runsPage() {
       "div",
       { class: "page-head" },
       h("h1", { text: "Agent runs" }),
+      notifyButton(),
       h("a", { class: "btn", href: "#/history/claude", text: "Browse history" }),
     ),
     list,
@@ -1631,6 +1632,42 @@ function approvalDetail(input) {
   return null;
 }
 
+/** "Notify me": asks the browser for its permission (a tap is needed); hidden once decided. */
+function notifyButton() {
+  if (!("Notification" in window) || Notification.permission !== "default") return null;
+  const button = h("button", { class: "btn", type: "button", id: "notify", text: "Notify me" });
+  button.addEventListener("click", async () => {
+    const answer = await Notification.requestPermission();
+    button.hidden = answer !== "default";
+  });
+  return button;
+}
+
+let seenApprovals = null; // approval ids the inbox knew at its last look (null: not looked yet)
+
+/** While the console is open, a browser notification for each approval that starts waiting,
+ * unless its run is the page on screen. */
+function notifyNew(list) {
+  const known = seenApprovals;
+  seenApprovals = new Set(list.map((a) => a.approval_id));
+  if (known === null || !("Notification" in window) || Notification.permission !== "granted") return;
+  for (const approval of list) {
+    if (known.has(approval.approval_id)) continue;
+    const onScreen = !document.hidden && location.hash === `#/run/${enc(approval.session_id)}`;
+    if (onScreen) continue;
+    const shown = new Notification(`Allow ${approval.tool_name}?`, {
+      body: approval.title || approval.tool_name,
+      tag: approval.approval_id,
+      requireInteraction: true,
+    });
+    shown.onclick = () => {
+      window.focus();
+      location.hash = `#/run/${enc(approval.session_id)}`;
+      shown.close();
+    };
+  }
+}
+
 /** The header's count of approvals waiting on this machine; it links to the oldest one's run. */
 async function refreshInbox() {
   const link = $("#inbox");
@@ -1642,6 +1679,7 @@ async function refreshInbox() {
     link.hidden = list.length === 0;
     link.setAttribute("aria-label", `${list.length} approval${list.length === 1 ? "" : "s"} waiting`);
     if (list.length) link.setAttribute("href", `#/run/${enc(list[0].session_id)}`);
+    notifyNew(list);
   } catch (err) {
     // The badge is a convenience: a failed poll leaves it as it was (the page reports errors).
   }
