@@ -39,7 +39,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 
-from arp.agents.errors import BadRequest
+from arp.agents.errors import SessionNotFound
 from arp.config import CHANGES_BOUNDS, ChangesBounds
 
 FOLDER: Final = "changes"
@@ -175,7 +175,7 @@ async def report(
     return answer
 
 
-class NotChanged(BadRequest):
+class NotChanged(SessionNotFound):
     """``?path=`` names a file the session did not change (404)."""
 
     status = 404
