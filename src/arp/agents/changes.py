@@ -196,7 +196,7 @@ async def _git_changes(
     if not files:
         return []
     limit = bounds.max_file_diff_bytes if path is not None else bounds.max_diff_bytes
-    patch = await _git([*common, "-p", "--full-index", old, now], root, bounds)
+    patch = await _git([*common, "-p", old, now], root, bounds)
     chunks = _split_patch(patch)
     for item, chunk in zip(files, chunks, strict=False):
         if item["binary"]:
