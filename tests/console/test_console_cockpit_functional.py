@@ -9,7 +9,7 @@ import subprocess
 import zlib
 from pathlib import Path
 
-from playwright.async_api import Page, expect
+from playwright.async_api import FilePayload, Page, expect
 
 from tests.console.conftest import ConsoleStack, PageFactory, publish, screenshot
 from tests.console.test_console_functional import open_console, wait_status
@@ -82,12 +82,11 @@ async def test_attach_a_screenshot_then_read_the_changes_on_a_phone(
     )
     picker = page.locator("#new-attachments-input")
     image = png(240, 160)
-    await picker.set_input_files(
-        [
-            {"name": "safari.png", "mimeType": "image/png", "buffer": image},
-            {"name": "oops.txt", "mimeType": "text/plain", "buffer": b"remove me\n"},
-        ]
-    )
+    files: list[FilePayload] = [
+        {"name": "safari.png", "mimeType": "image/png", "buffer": image},
+        {"name": "oops.txt", "mimeType": "text/plain", "buffer": b"remove me\n"},
+    ]
+    await picker.set_input_files(files)
     items = page.locator("#new-attachments .attach-item")
     await expect(items).to_have_count(2)
     # Removed before sending: only the screenshot goes.

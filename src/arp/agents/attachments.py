@@ -94,7 +94,11 @@ def uploads_from_json(value: Any, bounds: AttachmentBounds = ATTACHMENT_BOUNDS) 
         raise AttachmentsTooLarge(
             f"{len(value)} attachments; at most {bounds.max_count} may come with one prompt"
         )
-    encoded = sum(len(item.get("data") or "") for item in value if isinstance(item, dict))
+    encoded = sum(
+        len(item["data"])
+        for item in value
+        if isinstance(item, dict) and isinstance(item.get("data"), str)
+    )
     if encoded * 3 // 4 > bounds.max_bytes + 3:
         raise AttachmentsTooLarge(_too_many_bytes(encoded * 3 // 4, bounds))
     return [Upload.from_json(item, index) for index, item in enumerate(value)]

@@ -151,3 +151,17 @@ async def test_changes_in_git_are_the_agents_alone_and_the_index_is_untouched(
     assert (repo / ".git" / "index").read_bytes() == index
     assert git(repo, "for-each-ref") == refs
     assert git(repo, "stash", "list") == ""
+
+
+@pytest.mark.parametrize("name", AGENTS)
+async def test_an_attached_png_reaches_the_model_in_ask_mode_too(
+    name: str, manager: SessionManager, mock_api: MockModelApi, tmp_path: Path
+) -> None:
+    """Ask mode speaks each CLI's stdio protocol: Claude image blocks, Codex ``localImage``
+    turn inputs, Gemini ACP image blocks."""
+    project = tmp_path / "project"
+    project.mkdir()
+    request = StartRequest(name, "ASK-ask look", project_path=str(project), permission_mode="ask")
+    session = await manager.start_session(request, [Upload("shot.png", "image/png", PNG)])
+    await run_to_end(manager, session.session_id)
+    assert base64.b64encode(PNG).decode() in bodies(mock_api, name), name
