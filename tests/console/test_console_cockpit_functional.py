@@ -82,11 +82,11 @@ async def test_attach_a_screenshot_then_read_the_changes_on_a_phone(
     )
     picker = page.locator("#new-attachments-input")
     image = png(240, 160)
-    files: list[FilePayload] = [
+    payload: list[FilePayload] = [
         {"name": "safari.png", "mimeType": "image/png", "buffer": image},
         {"name": "oops.txt", "mimeType": "text/plain", "buffer": b"remove me\n"},
     ]
-    await picker.set_input_files(files)
+    await picker.set_input_files(payload)
     items = page.locator("#new-attachments .attach-item")
     await expect(items).to_have_count(2)
     # Removed before sending: only the screenshot goes.
