@@ -49,6 +49,7 @@ from typing import Any, Final
 
 from arp.agents.argv import RunSpec
 from arp.agents.ask import Decision, PermissionAsk, Step, title_of
+from arp.agents.attachments import read_base64
 from arp.agents.events import Draft, Usage
 
 ACP_VERSION: Final = 1
@@ -122,6 +123,8 @@ class GeminiAcp:
     def __init__(self, spec: RunSpec) -> None:
         self.cwd = spec.project_path or "."
         self.resume_id = spec.resume_id
+        self.attachments = spec.attachments
+        """Attached images go as ACP ``image`` blocks; files are named in the prompt."""
         self.rpc = JsonRpcClient()
         self.prompt = ""
         self.session_id: str | None = None
@@ -137,6 +140,15 @@ class GeminiAcp:
                 "initialize", {"protocolVersion": ACP_VERSION, "clientCapabilities": capabilities}
             )
         ]
+
+    def _prompt_blocks(self) -> list[dict[str, Any]]:
+        blocks: list[dict[str, Any]] = [{"type": "text", "text": self.prompt}]
+        for item in self.attachments:
+            if item.is_image:
+                blocks.append(
+                    {"type": "image", "mimeType": item.content_type, "data": read_base64(item)}
+                )
+        return blocks
 
     def on_line(self, line: str) -> Step:
         data = _object(line)
@@ -201,7 +213,7 @@ class GeminiAcp:
                 self.session_id = sid if isinstance(sid, str) else None
             prompt = {
                 "sessionId": self.session_id,
-                "prompt": [{"type": "text", "text": self.prompt}],
+                "prompt": self._prompt_blocks(),
             }
             return Step(
                 drafts=[Draft("system", agent_session_id=self.session_id, raw=data)],
@@ -325,6 +337,8 @@ class CodexAppServer:
         self.cwd = spec.project_path or "."
         self.resume_id = spec.resume_id
         self.model = spec.model
+        self.images = spec.images
+        """Attached images, sent as ``localImage`` inputs of the turn."""
         self.rpc = JsonRpcClient()
         self.prompt = ""
         self.thread_id: str | None = None
@@ -398,7 +412,10 @@ class CodexAppServer:
             self.thread_id = tid if isinstance(tid, str) else self.resume_id
             turn = {
                 "threadId": self.thread_id,
-                "input": [{"type": "text", "text": self.prompt}],
+                "input": [
+                    {"type": "text", "text": self.prompt},
+                    *({"type": "localImage", "path": path} for path in self.images),
+                ],
             }
             return Step(
                 drafts=[Draft("system", agent_session_id=self.thread_id, raw=_short(data))],

@@ -21,6 +21,12 @@ the remote TCP protocol are adapters over it. Public interface::
         await manager.delete(session_id)                    # stops it, removes its files
         manager.approvals() -> list[Approval]               # ask mode: the pending ones
         manager.decide(session_id, approval_id, "allow", message=None, remember=None)
+        await manager.changes(session_id, path=None) -> dict   # what the session changed
+
+A prompt may carry attachments (``start_session(request, attachments=[Upload, ...])``, likewise
+``send_message``): `arp.agents.attachments` checks and stores them with the session and says how
+each agent receives them. What the session changed is `arp.agents.changes`' (its base is taken
+as the first run starts, before the agent is spawned).
 
 This module supervises runs: it starts each child, reads its output into the event log, ends it
 by the signal ladder and records how it ended. The rest lives by concept next to it: the values
@@ -67,13 +73,16 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from arp.agents import attachments as attach
+from arp.agents import changes
 from arp.agents.approvals import CANCELLED, RUN_ENDED, Approval
 from arp.agents.argv import RunSpec
 from arp.agents.ask import Decision
@@ -297,12 +306,15 @@ class SessionManager(Service):
 
     # ----------------------------------------------------------------------------- commands
 
-    async def start_session(self, request: StartRequest) -> Session:
+    async def start_session(
+        self, request: StartRequest, attachments: Sequence[attach.Upload] = ()
+    ) -> Session:
         """Starts the first run; returns at once with status ``running``."""
         self._check_open()
         executor = get_executor(request.executor)
         request = replace(request, executor=executor.name)
         self._check_prompt(request.prompt)
+        attach.check_uploads(attachments, self.config.attachments)
         spec = executor.prepare(request.run_spec(request.prompt, request.resume_id))
         project = self.resolve_project(request.project_path)
         binary = executor.find_binary(self.config.binaries.get(executor.name))
@@ -321,14 +333,16 @@ class SessionManager(Service):
         )
         self._entries[session_id] = entry
         try:
-            self._launch(entry, binary, replace(spec, project_path=str(project)), request.prompt)
+            spec = replace(spec, project_path=str(project))
+            self._launch(entry, binary, spec, request.prompt, attachments)
         except BaseException:
             # Nothing half-made stays: no entry counting against the limits, no folder.
             self._entries.pop(session_id, None)
             entry.deleted = True
             entry.log.close()
-            if folder is not None:
-                shutil.rmtree(folder, ignore_errors=True)
+            for place in (folder, entry.scratch):
+                if place is not None:
+                    shutil.rmtree(place, ignore_errors=True)
             raise
         finally:
             if evicted:
@@ -336,7 +350,12 @@ class SessionManager(Service):
         return self._snapshot(entry)
 
     async def send_message(
-        self, session_id: str, prompt: str, *, model: str | None = None
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        model: str | None = None,
+        attachments: Sequence[attach.Upload] = (),
     ) -> Session:
         """A follow-up: a new run resuming the CLI's conversation. 409 while a run goes on."""
         self._check_open()
@@ -353,12 +372,14 @@ class SessionManager(Service):
         if not isinstance(prompt, str):
             raise BadRequest("'prompt' must be a string")
         self._check_prompt(prompt)
+        attach.check_uploads(attachments, self.config.attachments)
         request = replace(entry.request, model=model) if model else entry.request
         spec = entry.executor.prepare(request.run_spec(prompt, entry.agent_session_id))
         binary = entry.executor.find_binary(self.config.binaries.get(entry.executor.name))
         check_still_a_folder(entry.project_path)
         self._check_capacity(new_session=False)
-        self._launch(entry, binary, replace(spec, project_path=entry.project_path), prompt)
+        spec = replace(spec, project_path=entry.project_path)
+        self._launch(entry, binary, spec, prompt, attachments)
         return self._snapshot(entry)
 
     async def cancel(self, session_id: str) -> Session:
@@ -389,8 +410,26 @@ class SessionManager(Service):
         self._entries.pop(session_id, None)
         entry.log.close()
         entry.changed()
-        if entry.folder is not None:
-            await asyncio.to_thread(shutil.rmtree, entry.folder, True)
+        for place in (entry.folder, entry.scratch):
+            if place is not None:
+                await asyncio.to_thread(shutil.rmtree, place, True)
+
+    async def changes(self, session_id: str, path: str | None = None) -> dict[str, Any]:
+        """What the session changed in its project since its first run started
+        (`arp.agents.changes`); ``path``: that one file's full diff (404 if unchanged)."""
+        entry = self._entry(session_id)
+        named: builtins.list[str] = []
+        if entry.changes_base is not None and entry.changes_base.get("kind") == "files":
+            after = 0
+            for _ in range(100):  # bounded: 100 pages of events at most
+                events = entry.log.events_after(after, self.config.max_page_events)
+                if not events:
+                    break
+                named += changes.tool_paths(events)
+                after = events[-1].seq
+        return await changes.report(
+            entry.changes_base, self._files_dir(entry), named, self.config.changes, path
+        )
 
     # ----------------------------------------------------------------------------- internals
 
@@ -457,16 +496,38 @@ class SessionManager(Service):
             max_memory_bytes=self.config.memory_bytes,
         )
 
-    def _launch(self, entry: SessionRecord, binary: str, spec: RunSpec, prompt: str) -> None:
+    def _files_dir(self, entry: SessionRecord) -> Path:
+        """Where a session keeps its attachments and snapshot: its folder, or (sessions kept
+        in memory) a private temporary folder removed with it."""
+        if entry.folder is not None:
+            return entry.folder
+        if entry.scratch is None:
+            entry.scratch = Path(tempfile.mkdtemp(prefix="arp-session-"))
+        return entry.scratch
+
+    def _launch(
+        self,
+        entry: SessionRecord,
+        binary: str,
+        spec: RunSpec,
+        prompt: str,
+        uploads: Sequence[attach.Upload] = (),
+    ) -> None:
         """Marks the entry running and starts the run's task (no await: capacity stays exact).
 
         All or nothing: when something raises, the entry is left as it was (not running)."""
+        planned = (
+            attach.plan(uploads, self._files_dir(entry), entry.runs, self.config.attachments)
+            if uploads
+            else []
+        )
+        stored = tuple(item for item, _ in planned)
+        spec = replace(spec, prompt=attach.with_note(spec.prompt, stored), attachments=stored)
         argv = entry.executor.build(binary, spec)
         before = (entry.status, entry.started_at, entry.updated_at, entry.ended_at)
         before_end = (entry.exit_code, entry.error)
-        run = RunRecord(
-            entry.runs, entry.executor.ask(spec) if spec.ask and entry.executor.ask else None
-        )
+        run = RunRecord(entry.runs, entry.executor.stdio(spec))
+        run.uploads = planned
         entry.run = run
         entry.runs += 1
         entry.status = "running"
@@ -474,18 +535,25 @@ class SessionManager(Service):
         entry.ended_at = None
         entry.exit_code = None
         entry.error = None
+        listed = {"attachments": [item.to_json() for item in stored]} if stored else None
+        entry.attachments += stored
         try:
-            entry.log.append([Draft("prompt", text=prompt)], run=run.number, now=entry.started_at)
+            entry.log.append(
+                [Draft("prompt", text=prompt, approval=listed)],
+                run=run.number,
+                now=entry.started_at,
+            )
             entry.log.flush()
             self._save(entry)
         except BaseException:
+            entry.attachments = entry.attachments[: len(entry.attachments) - len(stored)]
             entry.run = None
             entry.runs -= 1
             entry.status, entry.started_at, entry.updated_at, entry.ended_at = before
             entry.exit_code, entry.error = before_end
             raise
         entry.changed()
-        run.task = asyncio.ensure_future(self._run(entry, run, argv, prompt))
+        run.task = asyncio.ensure_future(self._run(entry, run, argv, spec.prompt))
         self._tasks.add(run.task)
         run.task.add_done_callback(self._tasks.discard)
 
@@ -510,6 +578,8 @@ class SessionManager(Service):
                 await run.hold(delay)
             if run.cancel_requested or run.interrupt_requested:
                 return  # stopped before it started
+            if not await self._prepare_run(entry, run):
+                return
             try:
                 # Started off the loop: a fork in the loop thread stalled every request.
                 process = await spawn(
@@ -526,7 +596,8 @@ class SessionManager(Service):
             run.process = process
             if run.protocol is not None:
                 run.stdin = process.stdin
-                run.write_input(run.protocol.opening(prompt))
+                # Off the loop: the opening may hold attached images in base64.
+                run.write_input(await asyncio.to_thread(run.protocol.opening, prompt))
             entry.child = child_identity(process.pid)
             self._save(entry)
             if run.cancel_requested or run.interrupt_requested:
@@ -559,6 +630,25 @@ class SessionManager(Service):
             error = f"internal error: {exc}"
         finally:
             self._finish(entry, run, exit_code, error)
+
+    async def _prepare_run(self, entry: SessionRecord, run: RunRecord) -> bool:
+        """Before the child starts: its attachments written, and for the first run the base
+        of the session's changes taken. False (the run failed, it says why) when an
+        attachment cannot be written."""
+        if run.uploads:
+            try:
+                await asyncio.to_thread(attach.write, run.uploads)
+            except OSError as exc:
+                self._emit(entry, run, [Draft("error", text=f"could not store attachments: {exc}")])
+                return False
+            run.uploads = []
+        if run.number == 0 and entry.changes_base is None:
+            folder = self._files_dir(entry)
+            entry.changes_base = await changes.take_base(
+                entry.project_path, folder, self.config.changes
+            )
+            self._save(entry)
+        return True
 
     async def _pump(
         self,
