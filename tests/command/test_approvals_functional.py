@@ -197,7 +197,8 @@ async def test_ask_is_a_permission_mode_like_the_others(http: aiohttp.ClientSess
     status, body = await post_json(
         http, "/api/sessions", {"executor": "claude", "prompt": "hi", "permissionMode": "asks"}
     )
-    assert status == 400 and "ask" in body["error"]["message"], body  # the accepted modes are listed
+    # The accepted modes are listed.
+    assert status == 400 and "ask" in body["error"]["message"], body
 
 
 async def test_the_openapi_document_names_the_approval_api(http: aiohttp.ClientSession) -> None:

@@ -43,6 +43,7 @@ from typing import Any
 
 import arp
 from arp.agents.argv import RunSpec
+from arp.agents.attachments import StoredAttachment
 from arp.agents.spawn import loop_forks_in_its_thread
 from arp.agents.supervisor import (
     AGENT_PYTHONPATH,
@@ -68,7 +69,9 @@ def run_dir_of(folder: Path, number: int) -> Path:
 
 
 def spec_to_json(spec: RunSpec) -> dict[str, Any]:
-    return dataclasses.asdict(spec)
+    data = dataclasses.asdict(spec)
+    data["attachments"] = [item.to_json() for item in spec.attachments]
+    return data
 
 
 def spec_from_json(data: dict[str, Any]) -> RunSpec:
@@ -77,6 +80,9 @@ def spec_from_json(data: dict[str, Any]) -> RunSpec:
     values: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names
     }
+    values["attachments"] = tuple(
+        StoredAttachment.from_json(item) for item in data.get("attachments") or ()
+    )
     return RunSpec(**values)
 
 
@@ -328,17 +334,19 @@ async def start_supervised(
     env: Mapping[str, str],
     spec: RunSpec,
     bounds: SessionBounds,
+    stdin: bool = False,
     owned: bool = False,
 ) -> SupervisedRun:
     """Starts the run's supervisor and returns once it has started the agent (or failed to).
 
-    ``owned``: the run cannot outlive this arpc (nothing is stored, so none could re-attach):
-    its supervisor stops the agent once this process is gone. OSError when the supervisor itself
-    cannot start or does not get ready in time."""
+    ``stdin``: the run talks to the agent over its stdin (its stdio protocol: ask mode, or a
+    prompt that carries images). ``owned``: the run cannot outlive this arpc (nothing is stored,
+    so none could re-attach): its supervisor stops the agent once this process is gone. OSError
+    when the supervisor itself cannot start or does not get ready in time."""
     spec_json = {
         "argv": argv,
         "cwd": cwd,
-        "ask": spec.ask,
+        "stdin": stdin,
         "spec": spec_to_json(spec),
         "max_line": bounds.max_line,
         "read_chunk": bounds.read_chunk,

@@ -30,6 +30,7 @@ import builtins
 import logging
 import signal
 import tempfile
+import time
 from pathlib import Path
 
 from arp.agents.argv import RunSpec
@@ -75,6 +76,9 @@ class RunSupervision:
     def _child_env(self, entry: SessionRecord) -> dict[str, str]:
         raise NotImplementedError
 
+    async def _prepare_run(self, entry: SessionRecord, run: RunRecord) -> bool:
+        raise NotImplementedError
+
     async def _run(
         self,
         entry: SessionRecord,
@@ -88,11 +92,20 @@ class RunSupervision:
         exit_code: int | None = None
         error: str | None = None
         try:
+            if launch is not None and run.protocol is not None and run.number > 0:
+                delay = run.protocol.start_delay(entry.created_at, time.time())
+                if delay > 0:
+                    rule = f"{entry.executor.name}'s own rule"
+                    note = f"waiting {delay:.0f} s before resuming ({rule})"
+                    self._emit(entry, run, [Draft("system", text=note)])
+                    await run.hold(delay)
             if run.cancel_requested or run.interrupt_requested:
                 return  # stopped before it started
             supervised = resumed
             if supervised is None:
                 assert launch is not None
+                if not await self._prepare_run(entry, run):
+                    return
                 argv, spec = launch
                 run_dir = self._run_dir(entry, run)
                 run.run_dir = run_dir
@@ -104,7 +117,8 @@ class RunSupervision:
                     return
             await self._attach(entry, run, supervised)
             if launch is not None and run.protocol is not None:
-                run.write_input(run.protocol.opening(launch[1].prompt))
+                # Off the loop: the opening may hold attached images in base64.
+                run.write_input(await asyncio.to_thread(run.protocol.opening, launch[1].prompt))
             for ask in asks or ():
                 self._desk.ask(entry, run, ask)
             exit_code, error = await self._tail(entry, run, supervised)
@@ -144,6 +158,7 @@ class RunSupervision:
             env=self._child_env(entry),
             spec=spec,
             bounds=self.config,
+            stdin=run.protocol is not None,
             owned=self.config.data_dir is None,
         )
 
@@ -255,6 +270,7 @@ class RunSupervision:
 
     async def _signal_ladder(self, run: RunRecord) -> None:
         """SIGINT, then SIGTERM, then SIGKILL to the run's process group, each after a grace."""
+        run.release()  # a run still holding before its start starts nothing
         # A run whose child is not spawned yet gets it within a moment; wait for it briefly.
         for _ in range(int(self.config.supervisor_start * 100)):
             if run.process is not None or (run.task is not None and run.task.done()):
@@ -286,10 +302,7 @@ class RunSupervision:
             return False
         offset, seq = supervised.cursor.load() or (0, entry.log.last_seq)
         entry.log.drop_after(seq)
-        run = RunRecord(
-            entry.runs - 1,
-            entry.executor.ask(spec) if spec.ask and entry.executor.ask else None,
-        )
+        run = RunRecord(entry.runs - 1, entry.executor.stdio(spec))
         run.parser = entry.executor.parser()
         run.run_dir = run_dir
         asks = replay(run, supervised, offset, spec.prompt)

@@ -6,18 +6,20 @@ started as ``python -m arp.agents.supervisor <run dir>/spec.json``, which forks 
 parent reports the grandchild's readiness to arpc and exits, so the supervisor is nobody's
 child to reap and is adopted by init) and, in a session of its own (``setsid``):
 
-- starts the agent (argv, cwd and environment from the spec; stdin from /dev/null, or in
-  ``ask`` mode a pipe) in a process group of its own, and records its identity in
-  ``agent.json`` (pid, start ticks, boot id: what `arp.agents.reap` matches a process by);
-- appends every line the agent prints to ``out``, the run's spool: one record a line, ``o`` (stdout)
-  or ``e`` (stderr) and the line's bytes, cut at ``max_line`` as the session manager cuts them
-  (`arp.agents.lines`). Records are appended by whole lines with one write each batch, and
-  fsynced at most every ``sync_interval`` seconds (a crash of arpc loses nothing: the page cache
-  holds it; the interval bounds what a crash of the machine can lose);
+- starts the agent (argv, cwd and environment from the spec; stdin from /dev/null, or a pipe
+  when arpc speaks the CLI's stdio protocol: ``ask`` mode, images in a prompt) in a process
+  group of its own, and records its identity in ``agent.json`` (pid, start ticks, boot id: what
+  `arp.agents.reap` matches a process by);
+- appends every line the agent prints to ``out``, the run's spool: one record a line, ``o``
+  (stdout) or ``e`` (stderr) and the line's bytes, cut at ``max_line`` as the session manager
+  cuts them (`arp.agents.lines`), at most ``max_bytes`` in all. Records are appended by whole
+  lines with one write each batch, and fsynced at most every ``sync_interval`` seconds (a crash
+  of arpc loses nothing: the page cache holds it; the interval bounds what a crash of the
+  machine can lose);
 - after each append writes a byte to the ``wake`` FIFO (non-blocking; a full FIFO is no matter),
   so whichever arpc is tailing the spool reads it at once instead of polling;
-- in ``ask`` mode keeps the FIFO ``in`` open for reading and writing (so arpc may come and go
-  without the agent ever seeing an end of input) and forwards what arrives there to the agent's
+- with a stdio protocol keeps the FIFO ``in`` open for reading and writing (so arpc may come and
+  go without the agent ever seeing an end of input) and forwards what arrives there to the agent's
   stdin. A line holding only a NUL byte (never valid JSON, which escapes control characters)
   means "the agent has all its input": the agent's stdin is closed;
 - when the agent exits: reads its pipes to their end (``kill_wait`` at most, then kills what is
@@ -209,12 +211,12 @@ def supervise(spec_path: Path, ready: int | None) -> int:
     spec = json.loads(spec_path.read_text(encoding="utf-8"))
     signal.signal(signal.SIGINT, _ignore)
     signal.signal(signal.SIGTERM, _ignore)
-    ask = bool(spec.get("ask"))
-    for name in ("wake", "in") if ask else ("wake",):
+    piped = bool(spec.get("stdin"))
+    for name in ("wake", "in") if piped else ("wake",):
         if not (run_dir / name).exists():
             os.mkfifo(run_dir / name, 0o600)
     wake = os.open(run_dir / "wake", os.O_RDWR | os.O_NONBLOCK)
-    fifo = os.open(run_dir / "in", os.O_RDWR) if ask else None
+    fifo = os.open(run_dir / "in", os.O_RDWR) if piped else None
     spool = Spool(run_dir / "out", wake, int(spec["max_bytes"]))
     env = dict(os.environ)
     # Our own import path, not the agent's: the agent gets the environment arpc meant for it.
@@ -229,7 +231,7 @@ def supervise(spec_path: Path, ready: int | None) -> int:
             spec["argv"],
             cwd=spec.get("cwd"),
             env=env,
-            stdin=subprocess.PIPE if ask else subprocess.DEVNULL,
+            stdin=subprocess.PIPE if piped else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             process_group=0,

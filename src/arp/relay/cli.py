@@ -28,6 +28,7 @@ from arp.config import (
 )
 from arp.errors import ArpError
 from arp.gateway.config import GatewayConfig, add_gateway_arguments, load_gateway_config
+from arp.protocol.forwarded import parse_networks
 from arp.relay.server import Relay, RelayConfig
 from arp.relay.settings import AdminSettings
 from arp.runtime import on_stop_signal, run
@@ -80,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=env_default("ARPS_TCP_PORTS"),
         help="range of dedicated public TCP ports clients may ask for, "
         "e.g. 20000-20999 (env ARPS_TCP_PORTS; default none)",
+    )
+    parser.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="a front proxy (address or CIDR) whose X-Forwarded-* headers are kept and appended "
+        "to; repeatable (env ARPS_TRUSTED_PROXIES, comma-separated; default none)",
     )
     parser.add_argument(
         "--tls-cert", help="PEM certificate: TLS on the control and proxy ports (default: off)"
@@ -179,7 +188,9 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
         heartbeat_timeout=args.heartbeat_timeout,
         retention=args.retention,
     )
+    trusted = args.trusted_proxy or [env_default("ARPS_TRUSTED_PROXIES", default="")]
     return RelayConfig(
+        trusted_proxies=parse_networks(trusted),
         bind=args.bind,
         control_port=args.control_port,
         proxy_port=args.proxy_port,

@@ -60,7 +60,9 @@ class Relay(Service):
         self._control_server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
-        self.public = Public(config, self.clients, self.pools, plain_tunnels=self._tls is None)
+        self.public = Public(
+            config, self.clients, self.pools, self._tasks, plain_tunnels=self._tls is None
+        )
         self.tcp_ports = TcpPorts(config, self.public, self._tasks)
         self._rules = Rules(
             version=__version__,
@@ -240,6 +242,8 @@ class Relay(Service):
         state.control = link
         state.disconnected_at = None
         state.stats.seen()
+        state.forwarded_headers = msg.forwarded_headers
+        state.proxy_protocol = msg.proxy_protocol
         link.send(
             frames.RegisterResult(
                 success=True,
@@ -280,6 +284,7 @@ class Relay(Service):
             pool_due = now - last_pool >= timeouts.pool_tick
             if pool_due:
                 last_pool = now
+            self.public.sweep_idle(now)
             for state in list(self.clients.values()):
                 if state.control is not None:
                     state.control.send(frames.Heartbeat(seq=seq))

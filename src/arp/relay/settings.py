@@ -16,6 +16,7 @@ from arp.config import (
     Limits,
     Timeouts,
 )
+from arp.protocol.forwarded import Network
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class RelayConfig:
     """Dedicated public TCP ports clients may ask for; None allows none."""
     tls_cert: str | None = None
     tls_key: str | None = None
+    trusted_proxies: tuple[Network, ...] = ()
+    """Peers whose X-Forwarded-* headers are kept and appended to (`--trusted-proxy`)."""
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
 
