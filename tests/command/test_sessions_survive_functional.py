@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from arp.client.cli import _sessions, build_parser
 from tests.command.sessions_support import (
     post_json,
     process_gone,
@@ -331,3 +332,10 @@ async def test_without_a_data_dir_a_killed_arpcs_runs_are_reaped(
     async with asyncio.timeout(units(10)):
         while not process_gone(agent):
             await asyncio.sleep(0.05)
+
+
+def test_arpc_keep_runs_on_stop_flag() -> None:
+    parser = build_parser()
+    assert _sessions(parser.parse_args(["--command-mode"]))["keep_runs_on_stop"] is False
+    args = parser.parse_args(["--command-mode", "--keep-runs-on-stop"])
+    assert _sessions(args)["keep_runs_on_stop"] is True
