@@ -165,7 +165,6 @@ class Conversation:
         assert tsock is not None  # plain tunnels only (TLS ones are bridged to a socket)
         self._state, self._tunnel, self._tsock = state, tunnel, tsock
         self._request_ended = False
-        self._last_request = None  # its rewritten bytes were for the previous tunnel's client
         self._down = FromTunnel(
             self._loop,
             tsock,
@@ -177,7 +176,20 @@ class Conversation:
         tracker = ResponseTracker(self._door.config.limits.max_head)
         tracker.expect(request.head.method)
         self._tracker = self._down.tracker = tracker
-        out = [HTTP_START, _frame(self._head_bytes(request, route))]
+        recent = self._door.recent
+        if (
+            recent is not None
+            and recent[0] is request
+            and recent[1] == self._caller
+            and state.forwarded_headers
+        ):
+            framed = recent[2]  # the head the last connection began with, rewritten the same
+        else:
+            framed = _frame(self._head_bytes(request, route))
+            if not request.upgrade and state.forwarded_headers:
+                self._door.recent = (request, self._caller, framed)
+        self._last_request, self._last_route, self._last_framed = request, route, framed
+        out = [HTTP_START, framed]
         self._upgrade_wait = self._stream.held
         self._down.start()
         self._pump(out)
