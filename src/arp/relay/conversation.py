@@ -13,11 +13,13 @@ Design:
   `ResponseTracker` watches the bytes go by and counts complete responses (one head scan per
   response; counted bodies may still be spliced, by count).
 - Same client, next request: it goes on the same tunnel at once, pipelined or not. This is the
-  keep-alive path: one head parse, one head rewrite and one response head scan per request.
+  keep-alive path: one head parse, one head rewrite and one response head scan per request,
+  none of them when the bytes repeat the last head or answer (pollers, load tools, clients
+  that open a connection per request), which is recognised by comparing bytes.
   The Set-Cookie that remembers a query token goes on the first response of each tunnel the
   connection takes, as it went on the connection's first response before.
-- Route change (another client, or no client): reading stops
-  (pipelined requests wait in the kernel's buffer) until the old tunnel owes no response; then
+- Route change (another client, or no client): reading stops (pipelined requests wait in the
+  kernel's buffer) until the old tunnel owes no response; then
   the relay ends the tunnel's request direction with the data-frame end, arpc closes its idle
   local connection and answers with its own end, and the clean tunnel goes back to its pool.
   The waiting request then takes a tunnel of its own client, or gets the answer a fresh
@@ -84,7 +86,6 @@ class Conversation:
         "_discarding",
         "_door",
         "_down",
-        "_draining",
         "_ended",
         "_last_framed",
         "_last_progress",
@@ -139,7 +140,6 @@ class Conversation:
         self._writing = False
         self._public_eof = False
         self._request_ended = False  # this tunnel's request direction has its end frame
-        self._draining = False
         self._upgrade_wait = False
         self._waiting_tunnel = False
         self._ended = False
@@ -295,7 +295,6 @@ class Conversation:
         if tracker is None or self._request_ended or self._upgrade_wait:
             return
         if self._pending is not None:
-            self._draining = True
             if self._down is not None:
                 self._down.keep_open = True
         elif not self._public_eof:
@@ -391,7 +390,6 @@ class Conversation:
         if flow.clean and not self._request_ended:
             self._send([END_FRAME])  # the service ended first: so does this tunnel's use
             self._request_ended = True
-        self._draining = False
         # Serve the waiting request only when every response owed has come whole and none
         # ended with the connection; otherwise the caller must see the end of this one.
         carry_on = (
@@ -457,7 +455,7 @@ class Conversation:
             raise
         self._waiting_tunnel = False
         if self._ended:
-            tunnel.close()
+            self._door.pools.deliver(state, tunnel)  # unused: back to its pool
             return
         self._attach(state, self._door.plain(tunnel), request, route)
 
