@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING
 
 from arp.errors import ArpError
 from arp.net.links import Link, SocketLink
-from arp.net.pump import FromTunnel
+from arp.net.pump import COPY_BUFFER, SPLICE_AVAILABLE, CountedSplice, FromTunnel
 from arp.net.readiness import readiness
 from arp.protocol import http as phttp
 from arp.protocol.forwarded import Caller, rewrite_head
@@ -103,6 +103,7 @@ class Conversation:
         "_reads",
         "_ready",
         "_request_ended",
+        "_splicer",
         "_state",
         "_stream",
         "_tracker",
@@ -135,6 +136,7 @@ class Conversation:
         self._down: FromTunnel | None = None
         self._tracker: ResponseTracker | None = None
         self._out = b""  # for the tunnel, not yet sent
+        self._splicer: CountedSplice | None = None  # large counted bodies go by splice
         self._pending: tuple[Request, phttp.Route | None] | ArpError | None = None
         self._reading = False
         self._writing = False
@@ -204,6 +206,17 @@ class Conversation:
     # -- request direction --------------------------------------------------------------------
 
     def _on_readable(self) -> None:
+        stream = self._stream
+        if (
+            SPLICE_AVAILABLE
+            and stream.body_left >= COPY_BUFFER
+            and not stream.buffered
+            and self._tsock is not None
+            and not self._out
+            and not self._discarding
+        ):
+            self._splice_body()
+            return
         try:
             n = self._psock.recv_into(_BUFFER)
         except _RETRY:
@@ -325,10 +338,57 @@ class Conversation:
         if not self._ended and self._tunnel is not None:
             self._pump([])
 
+    def _splice_body(self) -> None:
+        """A large Content-Length body: a pipeful at a time, by count, through the kernel."""
+        splicer = self._splicer
+        if splicer is None:
+            try:
+                splicer = self._splicer = CountedSplice(
+                    self._psock, self._door.config.limits.pipe_size
+                )
+            except OSError:
+                return  # out of descriptors: this read waits for the next wake-up
+        try:
+            n = splicer.read(self._stream.body_left)
+        except _RETRY:
+            return
+        except OSError:
+            self._abort()
+            return
+        self._reads += 1
+        if not n:
+            self._public_eof = True
+            self._pause_reading()
+            self._pump([])
+            return
+        self._stream.skip_body(n)
+        self._flush_splice()
+
+    def _flush_splice(self) -> None:
+        splicer, tsock = self._splicer, self._tsock
+        if splicer is None or tsock is None:
+            return
+        try:
+            done = splicer.flush(tsock)
+        except OSError:
+            self._abort()
+            return
+        if not done:
+            self._pause_reading()
+            if not self._writing:
+                self._writing = True
+                self._ready.add_writer(tsock.fileno(), self._on_tunnel_writable)
+            return
+        if not self._stream.body_left:
+            self._pump([])  # the body's end: what follows is read as usual
+
     def _send(self, out: list[bytes]) -> None:
         if not out or self._tsock is None:
             return
         data = self._out + (out[0] if len(out) == 1 else b"".join(out))
+        if self._splicer is not None and self._splicer.pending:
+            self._out = data  # after the bytes in the pipe (`_on_tunnel_writable`)
+            return
         try:
             sent = self._tsock.send(data)
         except _RETRY:
@@ -343,8 +403,11 @@ class Conversation:
 
     def _on_tunnel_writable(self) -> None:
         assert self._tsock is not None
+        splicer = self._splicer
         try:
-            sent = self._tsock.send(self._out)
+            if splicer is not None and splicer.pending and not splicer.flush(self._tsock):
+                return
+            sent = self._tsock.send(self._out) if self._out else 0
         except _RETRY:
             return
         except OSError:
@@ -355,13 +418,17 @@ class Conversation:
             return
         self._writing = False
         self._ready.remove_writer(self._tsock.fileno())
-        self._update_reading()
+        if splicer is not None and not self._stream.body_left:
+            self._pump([])  # a spliced body ended: read on as usual
+        else:
+            self._update_reading()
 
     def _update_reading(self) -> None:
         want = not (
             self._ended
             or self._public_eof
             or self._out
+            or (self._splicer is not None and self._splicer.pending)
             or self._pending is not None
             or self._upgrade_wait
             or self._waiting_tunnel
@@ -401,7 +468,8 @@ class Conversation:
             and not tracker.until_close
         )
         # A tunnel that closed, or whose end frame from us did not go whole, is not reused.
-        self._release_tunnel(clean=flow.clean and not self._out)
+        spliced = self._splicer is not None and self._splicer.pending
+        self._release_tunnel(clean=flow.clean and not self._out and not spliced)
         if not carry_on:
             if flow.keep_open:
                 with contextlib.suppress(OSError):
@@ -426,6 +494,9 @@ class Conversation:
             return
         down.stop()
         self._out = b""
+        if self._splicer is not None and self._splicer.pending:
+            self._splicer.close()  # its bytes were for this tunnel
+            self._splicer = None
         self._door.tunnel_done(state, tunnel, down.leftover if down.clean and clean else None)
 
     def _route(self, request: Request, route: phttp.Route | None) -> None:
@@ -534,6 +605,9 @@ class Conversation:
         if self._tunnel is not None:
             self._tunnel.close()  # not at a clean end
             self._down = self._tunnel = self._tsock = None
+        if self._splicer is not None:
+            self._splicer.close()
+            self._splicer = None
         if close_public:
             self._public.close()
         on_end, self._on_end = self._on_end, _nothing  # no cycle through the callback
