@@ -214,6 +214,9 @@ class Gateway(Service):
         self._site: web.TCPSite | None = None
         self._background: list[asyncio.Task[None]] = []
         self._handlers: set[asyncio.Task[Any]] = set()
+        self._agent_tasks: set[asyncio.Task[None]] = set()
+        """Every agent connection's writer and flusher: reaped at shutdown even when the
+        handler that owns them was cancelled in the middle of its own clean-up."""
         self._poller: TaskPoller | None = None
         self._started = False
 
@@ -293,6 +296,8 @@ class Gateway(Service):
         if self._handlers:
             _done, pending = await asyncio.wait(self._handlers, timeout=grace)
             await self._bounded("open requests", cancel_and_wait(pending, grace))
+        if self._agent_tasks:
+            await self._bounded("agent tasks", cancel_and_wait(self._agent_tasks, grace))
         if self._runner is not None:
             await self._bounded("HTTP server", self._runner.cleanup())
         if self._poller is not None:
@@ -555,6 +560,9 @@ class Gateway(Service):
             asyncio.create_task(connection.writer(), name=f"ws-writer-{agent_id}"),
             asyncio.create_task(connection.flusher(), name=f"ws-flusher-{agent_id}"),
         ]
+        for task in connection.tasks:
+            self._agent_tasks.add(task)
+            task.add_done_callback(self._agent_tasks.discard)
         reader = asyncio.create_task(self._read(connection), name=f"ws-reader-{agent_id}")
         closing = asyncio.create_task(connection.closing.wait())
         try:
