@@ -19,6 +19,8 @@ is written twice. The sections and who reads them:
 - `RemoteBounds`: the remote TCP server, through `RemoteConfig`.
 - `GatewayBounds`: the gateway (`GatewayConfig.bounds`).
 - `AgentBounds`: arpc as a gateway agent, through `AgentOptions`.
+- `ClusterBounds` (`CLUSTER_BOUNDS`): `arps --cluster` (`arp.relay.cluster`, `arp.relay.peer`) and
+  the gateway across nodes.
 """
 
 from __future__ import annotations
@@ -360,3 +362,45 @@ class AdminBounds:
     """How often the dashboard fetches `/api/clients` again, in seconds."""
 
 
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterBounds:
+    """Several relay nodes on one Redis (`arps --cluster`): leases, the peer link, its bounds."""
+
+    lease: float = 6.0
+    """How long a node's records (itself, its clients, its TCP ports) live in Redis unless
+    renewed: a node killed without a word loses its clients to other nodes within this plus one
+    renewal (under 10 s)."""
+    renew_every: float = 2.0
+    """How often a node renews its leases (a third of `lease`: two renewals may fail)."""
+    redis: float = 2.0
+    """Every Redis call of the cluster registry (claim, release, renew, look-up)."""
+    peer_connect: float = 5.0
+    """Dialling another node's peer port, TLS handshake included."""
+    peer_handshake: float = 5.0
+    """The peer link's challenge, response and carry request, together."""
+    peer_answer: float = TIMEOUTS.tunnel_wait + 2.0
+    """How long a node waits for the holding node to say whether it carries a connection (the
+    holder may wait `Timeouts.tunnel_wait` for a fresh tunnel of its own)."""
+    max_peer_frame: int = 16 * 1024
+    """The largest handshake frame on the peer link (checked before it is buffered)."""
+    max_peer_links: int = 10_000
+    """Peer links a node serves at once (each carries one public connection)."""
+    move_grace: float = 2.0
+    """A node stopping gracefully tells its clients to move, then waits this long (or until
+    they are gone) before it closes."""
+    locate_cache: float = 1.0
+    """Seconds a node remembers where a client lives before asking Redis again."""
+    replay_window: float = 600.0
+    """The gateway's HMAC request ids are remembered cluster-wide this long (at least the
+    allowed clock skew, both ways)."""
+    relay_block: float = 1.0
+    """A gateway node's reader of its task stream waits at most this long per read."""
+    relay_batch: int = 100
+    """Entries one read of a node's task stream takes."""
+    relay_maxlen: int = 100_000
+    """Entries a node's task stream keeps (approximate trim)."""
+
+
+CLUSTER_BOUNDS = ClusterBounds()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import socket
 import ssl
 import sys
 from collections.abc import Sequence
@@ -28,9 +30,14 @@ from arp.config import (
     Timeouts,
 )
 from arp.errors import ArpError
-from arp.gateway.config import GatewayConfig, add_gateway_arguments, load_gateway_config
+from arp.gateway.config import (
+    GatewayConfig,
+    RedisConfig,
+    add_gateway_arguments,
+    load_gateway_config,
+)
 from arp.relay.server import Relay, RelayConfig
-from arp.relay.settings import AdminSettings
+from arp.relay.settings import DEFAULT_PEER_PORT, AdminSettings, ClusterSettings
 from arp.runtime import on_stop_signal, run
 
 log = logging.getLogger("arps")
@@ -157,8 +164,65 @@ def build_parser() -> argparse.ArgumentParser:
         const=True,
         new="--with-gateway",
     )
+    cluster = parser.add_argument_group(
+        "cluster (several relay nodes on one Redis; docs/cluster.md)"
+    )
+    cluster.add_argument(
+        "--cluster",
+        action="store_true",
+        default=env_default("ARPS_CLUSTER", default=False),
+        help="run as one node of a cluster sharing the Redis of --redis-url (env ARPS_CLUSTER; "
+        "default: off, the relay keeps nothing in Redis)",
+    )
+    cluster.add_argument(
+        "--node-id",
+        default=env_default("ARPS_NODE_ID"),
+        help="this node's name in the cluster (env ARPS_NODE_ID; default: host name and "
+        "control port)",
+    )
+    cluster.add_argument(
+        "--peer-port",
+        type=port,
+        default=env_default("ARPS_PEER_PORT", default=DEFAULT_PEER_PORT),
+        help="port other nodes reach this one on (env ARPS_PEER_PORT; default %(default)s)",
+    )
+    cluster.add_argument(
+        "--advertise-addr",
+        default=env_default("ARPS_ADVERTISE_ADDR"),
+        metavar="HOST:PORT",
+        help="address other nodes dial for the peer port (env ARPS_ADVERTISE_ADDR; default: "
+        "--bind, or the host name, and --peer-port)",
+    )
+    cluster.add_argument(
+        "--cluster-secret",
+        default=env_default("ARPS_CLUSTER_SECRET"),
+        help="secret the nodes prove themselves with, at least 16 characters; required with "
+        "--cluster (env ARPS_CLUSTER_SECRET)",
+    )
     add_gateway_arguments(parser)
     return parser
+
+
+def cluster_from_args(args: argparse.Namespace, control_port: int) -> ClusterSettings | None:
+    """The node's cluster settings, or None without --cluster (ValueError for bad values)."""
+    if not args.cluster or str(args.cluster).lower() in ("0", "false", "no", "off"):
+        return None
+    redis_url = (
+        getattr(args, "gateway__redis__url", None)
+        or os.environ.get("REDIS_URL")
+        or RedisConfig().url
+    )
+    if args.advertise_addr:
+        host, sep, port_text = str(args.advertise_addr).rpartition(":")
+        if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError(f"--advertise-addr {args.advertise_addr!r} is not HOST:PORT")
+    return ClusterSettings(
+        redis_url=redis_url,
+        node_id=args.node_id or f"{socket.gethostname()}:{control_port}",
+        secret=args.cluster_secret or "",
+        peer_port=int(args.peer_port),
+        advertise=args.advertise_addr or None,
+    )
 
 
 def check_tls(cert: str | None, key: str | None) -> None:
@@ -192,6 +256,7 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
         retention=args.retention,
     )
     return RelayConfig(
+        cluster=cluster_from_args(args, args.control_port),
         bind=args.bind,
         control_port=args.control_port,
         proxy_port=args.proxy_port,
@@ -222,7 +287,7 @@ async def serve(
     try:
         relay = Relay(config)
         await relay.start()
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ArpError) as exc:
         log.error("cannot start: %s", exc)
         return EXIT_CANNOT_START
     admin = None
