@@ -36,6 +36,7 @@ from arp.gateway.config import (
     add_gateway_arguments,
     load_gateway_config,
 )
+from arp.relay.lease import DEFAULT_PREFIX
 from arp.relay.server import Relay, RelayConfig
 from arp.relay.settings import DEFAULT_PEER_PORT, AdminSettings, ClusterSettings
 from arp.runtime import on_stop_signal, run
@@ -199,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="secret the nodes prove themselves with, at least 16 characters; required with "
         "--cluster (env ARPS_CLUSTER_SECRET)",
     )
+    cluster.add_argument(
+        "--cluster-prefix",
+        default=env_default("ARPS_CLUSTER_PREFIX", default=DEFAULT_PREFIX),
+        help="prefix of the cluster's Redis keys (env ARPS_CLUSTER_PREFIX; default %(default)s)",
+    )
     add_gateway_arguments(parser)
     return parser
 
@@ -222,6 +228,7 @@ def cluster_from_args(args: argparse.Namespace, control_port: int) -> ClusterSet
         secret=args.cluster_secret or "",
         peer_port=int(args.peer_port),
         advertise=args.advertise_addr or None,
+        prefix=args.cluster_prefix or DEFAULT_PREFIX,
     )
 
 
@@ -307,7 +314,7 @@ async def serve(
         # Imported here: the plain relay does without aiohttp and redis (idle RSS).
         from arp.gateway.server import Gateway
 
-        gateway = Gateway(gateway_config)
+        gateway = Gateway(gateway_config, node_id=relay.node_id)
         try:
             await gateway.start()
         except (OSError, ArpError) as exc:
