@@ -20,7 +20,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,6 +136,8 @@ class Cluster:
         self.keys = Keys(settings.prefix)
         self.bounds = settings.bounds
         self._on_lost = on_lost
+        self.on_renewed: list[Callable[[], Awaitable[None]]] = []
+        """Run after each renewal (the node's view of the TCP ports granted elsewhere)."""
         self._redis: aioredis.Redis = aioredis.from_url(
             settings.redis_url,
             socket_timeout=self.bounds.redis,
@@ -151,6 +153,10 @@ class Cluster:
         self._located: dict[str, tuple[float, str | None]] = {}
         self.up = False
         """Whether the last Redis call succeeded (the admin port shows it)."""
+        self.view: list[NodeInfo] = []
+        """The cluster's nodes as last read (each renewal), for the admin port."""
+        self.forwarded = 0
+        """Connections this node received and handed to the node holding their client."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -160,6 +166,7 @@ class Cluster:
         self.peer_addr = peer_addr
         await self._call(self._announce())
         self.clock.renewed(time.monotonic())
+        self.view = await self.nodes()
         self._task = asyncio.get_running_loop().create_task(self._renew_loop())
 
     async def close(self) -> None:
@@ -291,6 +298,10 @@ class Cluster:
             for client_id in lost:
                 log.info("client %s moved to another node; letting it go here", client_id)
                 self._on_lost(client_id)
+            with contextlib.suppress(ClusterUnavailable):
+                self.view = await self.nodes()
+            for hook in list(self.on_renewed):
+                await hook()
 
     # -- look-ups -----------------------------------------------------------------------------
 

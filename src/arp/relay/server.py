@@ -34,6 +34,7 @@ from arp.relay.tcp_ports import TcpPorts
 if TYPE_CHECKING:
     from arp.relay.cluster import Cluster
     from arp.relay.peer import PeerServer
+    from arp.relay.remote import Remote, RemotePorts
 
 __all__ = ["Relay", "RelayConfig"]
 
@@ -81,6 +82,9 @@ class Relay(Service):
         self.cluster: Cluster | None = None
         """`arps --cluster`: this node's part of the shared registry (imported only then)."""
         self.peers: PeerServer | None = None
+        self.remote: Remote | None = None
+        """Hands connections for clients held by other nodes to them (cluster only)."""
+        self.remote_ports: RemotePorts | None = None
         self._releases: set[asyncio.Task[None]] = set()
         """Cluster releases under way (awaited at a graceful stop, not cancelled)."""
         self._went: asyncio.Event | None = None
@@ -90,9 +94,13 @@ class Relay(Service):
         if config.cluster is not None:
             from arp.relay.cluster import Cluster
             from arp.relay.peer import PeerServer
+            from arp.relay.remote import Remote, RemotePorts
 
             self.cluster = Cluster(config.cluster, on_lost=self._lost)
             self.peers = PeerServer(self, config.cluster, self._tls)
+            self.remote = Remote(self, self.cluster)
+            self.remote_ports = RemotePorts(self, self.remote)
+            self.cluster.on_renewed.append(self.remote_ports.sync)
 
     @property
     def node_id(self) -> str | None:
@@ -135,6 +143,8 @@ class Relay(Service):
             try:
                 await self.peers.start()
                 await self.cluster.start(self.peers.advertise)
+                if self.remote_ports is not None:
+                    await self.remote_ports.sync()
             except BaseException:
                 await self._shutdown()
                 raise
@@ -181,6 +191,8 @@ class Relay(Service):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.timeouts.shutdown):
                     await self._control_server.wait_closed()
+        if self.remote_ports is not None:
+            await self.remote_ports.close()
         if self.peers is not None:
             await self.peers.close()
         if self.cluster is not None:
@@ -261,6 +273,10 @@ class Relay(Service):
         finally:
             if state is not None and state.control is link:
                 self._went_offline(state)
+                if self.cluster is not None:
+                    # In a cluster Redis keeps what a client comes back to (its claim, its
+                    # ports); this node lets go of it so it serves the client wherever it goes.
+                    self._forget(state)
             writer.close()
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(timeouts.farewell):
@@ -313,6 +329,9 @@ class Relay(Service):
         if state is None:
             state = ClientState(client_id=msg.client_id, resume_key=resume_key)
             self.clients[msg.client_id] = state
+        if self.remote_ports is not None:
+            for port in msg.tcp_ports:
+                await self.remote_ports.release(port)  # granted here now: this node binds it
         try:
             self.tcp_ports.hold(state, msg.tcp_ports)
         except OSError as exc:
