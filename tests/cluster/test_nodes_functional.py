@@ -124,3 +124,27 @@ async def test_a_node_stopping_gracefully_gives_its_clients_back(
     assert await b.relay.cluster.locate("tester") is None
     nodes = {n.node_id: n.alive for n in await b.relay.cluster.nodes()}
     assert nodes == {"a": False, "b": True}
+
+
+async def test_http_and_websocket_through_b_reach_the_client_on_a(
+    make_node: NodeFactory,
+) -> None:
+    import aiohttp
+
+    a = await make_node("a")
+    b = await make_node("b")
+    await a.start_client("tester")
+    assert b.relay.remote is not None
+    await wait_until(lambda: "tester" in b.relay.remote.shadows, units(5), "b has no shadow")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=units(10))) as http:
+        base = f"http://127.0.0.1:{b.relay.public_port}"
+        for n in range(5):  # keep-alive: the same peer tunnel is reused
+            async with http.get(base + f"/echo?token=tester&n={n}") as reply:
+                assert reply.status == 200
+                assert (await reply.json())["query"]["n"] == str(n)
+        async with http.ws_connect(base + "/ws?token=tester") as ws:
+            await ws.send_str("hi")
+            assert (await ws.receive()).data == "echo: hi"
+        async with http.get(base + "/echo?token=nobody") as reply:
+            assert reply.status == 404
+    assert a.relay.peers is not None and 1 <= a.relay.peers.carried <= 4

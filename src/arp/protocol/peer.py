@@ -8,10 +8,20 @@ Conversation (every message a frame: 4-byte big-endian length, then UTF-8 JSON w
 
     A → B   challenge   {"t": "challenge", "node": A, "nonce": Na}
     B → A   answer      {"t": "answer", "node": B, "nonce": Nb, "mac": mac("dial", Na, Nb, B, A)}
-    B → A   carry       {"t": "carry", "client_id": X, "tcp_port": P|null}
+    B → A   carry       {"t": "carry", "client_id": X, "tcp_port": P|null, "tunnel": bool}
     A → B   verdict     {"t": "verdict", "mac": mac("listen", Nb, Na, A, B), "status": 0|code,
                          "error": null|text}
     then    raw bytes both ways (status 0), or A closes (status: the HTTP status B answers with)
+
+Two kinds of carry:
+- a *stream* (``"tunnel": false``): A sends the tunnel ``StartProxy`` itself (the shared HTTP
+  port, or `tcp_port`) and splices the link to it like a public connection of its own; B joins
+  the public connection to the link byte for byte. Dedicated TCP ports use this.
+- a *tunnel* (``"tunnel": true``): the link stands for one of X's tunnels, bytes passed on
+  unchanged both ways (``StartProxy``, data frames, end frames all come from B), for as long
+  as both stay open. B keeps such links in a pool for X like tunnels of its own, so per-request
+  routing, tunnel reuse and the response accounting all happen on B exactly as for a local
+  client, and A only copies bytes.
 
 Rules:
 - ``mac(role, …)`` is HMAC-SHA256 under the cluster secret over the role and the four values;
@@ -79,6 +89,8 @@ class Carry:
     TAG: ClassVar[str] = "carry"
     client_id: str
     tcp_port: int | None = None
+    tunnel: bool = False
+    """The link stands for a tunnel of the client (see the module docstring)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +107,7 @@ _TYPES: dict[str, type[PeerMessage]] = {c.TAG: c for c in (Challenge, Answer, Ca
 _FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     "challenge": {"node": (str,), "nonce": (str,)},
     "answer": {"node": (str,), "nonce": (str,), "mac": (str,)},
-    "carry": {"client_id": (str,), "tcp_port": (int, type(None))},
+    "carry": {"client_id": (str,), "tcp_port": (int, type(None)), "tunnel": (bool,)},
     "verdict": {"mac": (str,), "status": (int,), "error": (str, type(None))},
 }
 _REQUIRED = {"challenge": 2, "answer": 3, "carry": 1, "verdict": 1}
@@ -128,7 +140,7 @@ def decode_body(data: bytes) -> PeerMessage:
                 raise RemoteProtocolError(f"peer {tag}: missing {name!r}")
             continue
         value = obj[name]
-        if isinstance(value, bool) or not isinstance(value, kinds):
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             raise RemoteProtocolError(f"peer {tag}.{name}: wrong type")
         values[name] = value
     return cls(**values)

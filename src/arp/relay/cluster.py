@@ -329,6 +329,32 @@ class Cluster:
             return None
         return raw.decode() if isinstance(raw, bytes) else str(raw)
 
+    async def all_clients(self) -> dict[str, str]:
+        """Every client claimed in the cluster and the node holding it."""
+        found: dict[str, str] = {}
+        prefix = self.keys.client("")
+
+        async def scan() -> None:
+            batch: list[str] = []
+
+            async def flush() -> None:
+                values = await self._redis.mget(batch)
+                for name, raw in zip(batch, values, strict=True):
+                    holder = Holder.decode(raw)
+                    if holder is not None:
+                        found[name[len(prefix) :]] = holder.node
+                batch.clear()
+
+            async for key in self._redis.scan_iter(match=self.keys.client_pattern, count=1000):
+                batch.append(key.decode() if isinstance(key, bytes) else str(key))
+                if len(batch) >= 1000:
+                    await flush()
+            if batch:
+                await flush()
+
+        await self._call(scan())
+        return found
+
     async def tcp_grants(self) -> dict[int, str]:
         """Every dedicated TCP port granted in the cluster and its client_id."""
         found: dict[int, str] = {}

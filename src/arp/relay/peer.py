@@ -9,7 +9,7 @@ Both ends of the node-to-node link (the messages and proofs are `arp.protocol.pe
   one more public connection of A's.
 - `carry` (the node that received the connection, B): dials A, proves itself, asks, checks A's
   proof, and hands back the raw link, which the caller joins to the public connection
-  (`arp.net.bridge`). A refusal comes back as the `ArpError` A would have answered with.
+  (`arp.net.passthrough`). A refusal comes back as the `ArpError` A would have answered with.
 
 One link carries one public connection (or, with per-request routing, one request): no
 multiplexing, so a slow or broken connection holds up nothing else, and the data path is the
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from arp.config import Limits
 from arp.errors import ArpError, NotFound, RemoteProtocolError, Unavailable
 from arp.net.links import Link, SocketLink, open_link, wrap_tls_server
+from arp.net.passthrough import join_raw
 from arp.net.sockets import accept_loop, listen
 from arp.protocol import frames
 from arp.protocol import peer as pp
@@ -183,11 +184,19 @@ class PeerServer:
             relay.public.tunnel_done(state, tunnel, b"")  # unused: back to the pool
             raise
         rest = decoder.take_rest()
+        self.carried += 1
+        if carry.tunnel:
+            # The link is this tunnel now, for the other node: bytes pass unchanged.
+            relay.public.count += 1
+            try:
+                await join_raw(link, tunnel, relay.config.limits.copy_chunk, initial=rest)
+            finally:
+                relay.public.count -= 1
+            return
         if carry.tcp_port is None:
             opening = HTTP_START + data_frame(rest)
         else:
             opening = frames.encode(frames.StartProxy(tcp_port=carry.tcp_port)) + data_frame(rest)
-        self.carried += 1
         relay.public.count += 1
         try:
             await relay.public.splice(state, link, tunnel, opening, received=len(rest))
@@ -203,6 +212,7 @@ async def carry(
     tcp_port: int | None,
     tls: ssl.SSLContext | None,
     limits: Limits,
+    tunnel: bool = False,
 ) -> tuple[Link, bytes]:
     """A raw link to the node at `peer_addr` that carries one connection to `client_id`, and
     the connection's first bytes that came with the verdict (a server that speaks first);
@@ -228,7 +238,7 @@ async def carry(
                 settings.secret, "dial", challenge.nonce, mine, settings.node_id, challenge.node
             )
             answer = pp.Answer(node=settings.node_id, nonce=mine, mac=proof)
-            request = pp.Carry(client_id=client_id, tcp_port=tcp_port)
+            request = pp.Carry(client_id=client_id, tcp_port=tcp_port, tunnel=tunnel)
             await link.send(
                 pp.encode(answer, bounds.max_peer_frame) + pp.encode(request, bounds.max_peer_frame)
             )

@@ -1,8 +1,16 @@
 """Serving, on this node, the clients that other cluster nodes hold.
 
-- `Remote.forward`: a connection (or one request) for a client this node does not hold is
-  handed to the node that does, over the peer link (`arp.relay.peer.carry`), and joined to it
-  byte for byte (`arp.net.bridge`). The caller sees one relay.
+- Remote clients on the public port: for each client another node holds, this node keeps a
+  *shadow* `ClientState` whose control is a `RemoteControl`: when the pool asks it for a tunnel
+  (``RequestNewProxyConn``) it opens a peer link in tunnel mode (`arp.protocol.peer`), which
+  stands for one of the client's tunnels on the holding node, and delivers it to the shadow's
+  pool. The public port then routes to the shadow exactly as to a local client (per-request
+  routing, tunnel reuse, answers), through `RoutingTable`, the client table it reads: local
+  clients first, then shadows. Shadows are kept from the registry after every lease renewal
+  (`Remote.sync`) and as soon as a look-up finds one (`Remote.resolve`).
+- `Remote.open`: a connection for a client this node does not hold is handed to the node that
+  does as a stream, and joined to it byte for byte (`arp.net.passthrough`): dedicated TCP
+  ports.
 - `RemotePorts`: every node listens on every dedicated TCP port granted in the cluster, so a
   raw TCP client may dial any node. After each lease renewal the node reads the grants
   (`Cluster.tcp_grants`) and binds the ports held elsewhere (within its own ``--tcp-ports``
@@ -19,14 +27,18 @@ import contextlib
 import logging
 import socket
 import ssl
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from arp.errors import ArpError, NotFound
-from arp.net.bridge import bridge, reset
 from arp.net.links import Link, SocketLink
+from arp.net.passthrough import join_raw, reset
 from arp.net.sockets import accept_loop, listen
+from arp.protocol import frames
 from arp.relay.cluster import Cluster, ClusterUnavailable
 from arp.relay.peer import carry, client_tls
+from arp.relay.registry import ClientState
 
 if TYPE_CHECKING:
     from arp.relay.server import Relay
@@ -34,8 +46,75 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class RoutingTable(dict[str, ClientState]):
+    """The client table the public port reads in a cluster: this node's clients (the relay's
+    own table, which registration keeps) first, then the shadows of clients held elsewhere.
+    Only reads are served; the table itself stays empty."""
+
+    def __init__(self, local: dict[str, ClientState], shadows: dict[str, ClientState]) -> None:
+        super().__init__()
+        self.local = local
+        self.shadows = shadows
+
+    def get(self, key: str, default: Any = None) -> Any:
+        state = self.local.get(key)
+        if state is not None:
+            return state
+        return self.shadows.get(key, default)
+
+    def __getitem__(self, key: str) -> ClientState:
+        state = self.get(key)
+        if state is None:
+            raise KeyError(key)
+        return state  # type: ignore[no-any-return]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.local or key in self.shadows
+
+    def __len__(self) -> int:
+        return len(self.local) + len(self.shadows)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.local
+        yield from (k for k in self.shadows if k not in self.local)
+
+    def values(self) -> list[ClientState]:  # type: ignore[override]
+        return [*self.local.values(), *(s for k, s in self.shadows.items() if k not in self.local)]
+
+
+class RemoteControl:
+    """The control of a shadow client: a tunnel asked for is a peer link in tunnel mode to the
+    node holding the client, delivered to the shadow's pool when it is open."""
+
+    def __init__(self, remote: Remote, state: ClientState, node: str) -> None:
+        self.remote = remote
+        self.state = state
+        self.node = node
+
+    def send(self, message: frames.Message) -> None:
+        if isinstance(message, frames.RequestNewProxyConn):
+            self.remote.relay.public_spawn(self._open(message.proxy_conn_id))
+
+    def close(self) -> None:
+        pass
+
+    async def _open(self, proxy_conn_id: str) -> None:
+        state, remote = self.state, self.remote
+        try:
+            link, _ = await remote.open(state.client_id, tunnel=True, node=self.node)
+        except ArpError as exc:
+            state.requested.discard(proxy_conn_id)
+            remote.gone(state, exc)
+            return
+        if state.control is not self or proxy_conn_id not in state.requested:
+            link.close()  # the shadow was dropped meanwhile
+            return
+        state.requested.discard(proxy_conn_id)
+        remote.relay.pools.deliver(state, link)
+
+
 class Remote:
-    """Hands connections for clients held elsewhere to their node."""
+    """Hands connections and requests for clients held elsewhere to their node."""
 
     def __init__(self, relay: Relay, cluster: Cluster) -> None:
         self.relay = relay
@@ -44,6 +123,67 @@ class Remote:
         assert settings is not None
         self.settings = settings
         self._tls: ssl.SSLContext | None = client_tls(settings, relay.config.tls_cert)
+        self.shadows: dict[str, ClientState] = {}
+        """Clients other nodes hold, by id (their `ClientState` has a `RemoteControl`)."""
+        self.table = RoutingTable(relay.clients, self.shadows)
+
+    def shadow(self, client_id: str, node: str) -> ClientState:
+        """The shadow of `client_id` held on `node` (a new one if it moved)."""
+        state = self.shadows.get(client_id)
+        control = state.control if state is not None else None
+        if state is not None and isinstance(control, RemoteControl) and control.node == node:
+            return state
+        if state is not None:
+            self.drop(client_id)
+        state = ClientState(client_id=client_id)
+        state.control = RemoteControl(self, state, node)
+        self.shadows[client_id] = state
+        return state
+
+    def drop(self, client_id: str) -> None:
+        """Forget the shadow of `client_id`: its idle peer links close, its waiters fail."""
+        state = self.shadows.pop(client_id, None)
+        if state is not None:
+            state.control = None
+            state.disconnected_at = time.monotonic()
+            self.relay.pools.drop(state)
+
+    def gone(self, state: ClientState, exc: ArpError) -> None:
+        """Opening a tunnel for a shadow failed: its node is gone or no longer holds it."""
+        log.info("client %s on another node: %s", state.client_id, exc.message)
+        self.cluster.invalidate(state.client_id)
+        if self.shadows.get(state.client_id) is state:
+            self.drop(state.client_id)
+            # Where is it now? (Its node died and it registered elsewhere, most likely.)
+            self.relay.public_spawn(self._relocate(state.client_id))
+
+    async def _relocate(self, client_id: str) -> None:
+        with contextlib.suppress(ArpError):
+            await self.resolve(client_id)
+
+    async def sync(self) -> None:
+        """Keep a shadow for every client another node holds, and none for the others."""
+        try:
+            holders = await self.cluster.all_clients()
+        except ClusterUnavailable:
+            return
+        me = self.cluster.node_id
+        for client_id in list(self.shadows):
+            if holders.get(client_id) in (None, me) or client_id in self.relay.clients:
+                self.drop(client_id)
+        for client_id, node in holders.items():
+            if node != me and client_id not in self.relay.clients:
+                self.shadow(client_id, node)
+
+    async def resolve(self, client_id: str) -> ClientState | None:
+        """The shadow of `client_id` if another node holds it (asks Redis if need be)."""
+        state = self.shadows.get(client_id)
+        if state is not None:
+            return state
+        node = await self.holder(client_id)
+        if node is None or client_id in self.relay.clients:
+            return None
+        return self.shadow(client_id, node)
 
     async def holder(self, client_id: str) -> str | None:
         """The other node holding `client_id`, None when no node does (or this one)."""
@@ -53,10 +193,18 @@ class Remote:
             return None
         return node if node != self.cluster.node_id else None
 
-    async def open(self, client_id: str, tcp_port: int | None = None) -> tuple[Link, bytes]:
-        """A raw link carried by the node holding `client_id`, and the first bytes it sent;
-        `ArpError` (its status for the public answer) when there is none or it refused."""
-        node = await self.holder(client_id)
+    async def open(
+        self,
+        client_id: str,
+        tcp_port: int | None = None,
+        *,
+        tunnel: bool = False,
+        node: str | None = None,
+    ) -> tuple[Link, bytes]:
+        """A raw link carried by the node holding `client_id` (`node`, or the registry's
+        answer), and the first bytes it sent; `ArpError` (its status for the public answer)
+        when there is none or it refused."""
+        node = node or await self.holder(client_id)
         if node is None:
             raise NotFound(f"no client is registered with token {client_id[:128]}")
         try:
@@ -73,6 +221,7 @@ class Remote:
             tcp_port=tcp_port,
             tls=self._tls,
             limits=self.relay.config.limits,
+            tunnel=tunnel,
         )
         self.cluster.forwarded += 1
         return link, first
@@ -89,7 +238,9 @@ class Remote:
                     reset(public)
                     link.close()
                     return False
-            return await bridge(public, link, self.relay.config.limits.copy_chunk, initial=initial)
+            return await join_raw(
+                public, link, self.relay.config.limits.copy_chunk, initial=initial
+            )
         finally:
             self.relay.public.count -= 1
 

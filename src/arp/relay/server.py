@@ -17,7 +17,8 @@ import secrets
 import socket
 import ssl
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from arp import __version__
 from arp.errors import RemoteProtocolError
@@ -100,7 +101,16 @@ class Relay(Service):
             self.peers = PeerServer(self, config.cluster, self._tls)
             self.remote = Remote(self, self.cluster)
             self.remote_ports = RemotePorts(self, self.remote)
+            self.cluster.on_renewed.append(self.remote.sync)
             self.cluster.on_renewed.append(self.remote_ports.sync)
+            # The public port reads local clients first, then those other nodes hold.
+            self.public.clients = self.remote.table
+
+    def public_spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` as one of the relay's tasks (cancelled at shutdown)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     @property
     def node_id(self) -> str | None:
@@ -143,7 +153,8 @@ class Relay(Service):
             try:
                 await self.peers.start()
                 await self.cluster.start(self.peers.advertise)
-                if self.remote_ports is not None:
+                if self.remote is not None and self.remote_ports is not None:
+                    await self.remote.sync()
                     await self.remote_ports.sync()
             except BaseException:
                 await self._shutdown()
@@ -329,6 +340,8 @@ class Relay(Service):
         if state is None:
             state = ClientState(client_id=msg.client_id, resume_key=resume_key)
             self.clients[msg.client_id] = state
+        if self.remote is not None:
+            self.remote.drop(msg.client_id)  # held here from now on
         if self.remote_ports is not None:
             for port in msg.tcp_ports:
                 await self.remote_ports.release(port)  # granted here now: this node binds it

@@ -1,5 +1,6 @@
-"""Two raw links joined both ways: a public connection and the peer link that carries it to the
-node holding its client (`arp.relay.peer`).
+"""Two raw links joined both ways, bytes unchanged: a public connection and the peer link that
+carries it to the node holding its client, or, on that node, the peer link and the client's
+tunnel it stands for (`arp.relay.peer`).
 
 Unlike `arp.net.pump`, neither side is a tunnel: bytes pass unchanged. A side that ends
 half-closes the other, so a request/response that ends one way first still completes; a side
@@ -38,7 +39,7 @@ async def _copy(src: Link, dst: Link, chunk: int) -> None:
         await dst.send(data)
 
 
-async def bridge(public: Link, peer: Link, chunk: int, *, initial: bytes = b"") -> bool:
+async def join_raw(public: Link, peer: Link, chunk: int, *, initial: bytes = b"") -> bool:
     """Send `initial` (bytes already read from `public`) to `peer`, then copy both ways until
     both end (True) or either breaks (False: `public` is reset). Both links are closed after."""
     loop = asyncio.get_running_loop()
