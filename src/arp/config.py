@@ -386,7 +386,11 @@ class ClusterBounds:
     max_peer_frame: int = 16 * 1024
     """The largest handshake frame on the peer link (checked before it is buffered)."""
     max_peer_links: int = 10_000
-    """Peer links a node serves at once (each carries one public connection)."""
+    """Peer links a node serves at once (each carries one public connection or stands for one
+    tunnel)."""
+    max_remote_clients: int = 100_000
+    """Clients held by other nodes that this node keeps a shadow of (to route to them); beyond,
+    requests for further ones get 404 until shadows go."""
     move_grace: float = 2.0
     """A node stopping gracefully tells its clients to move, then waits this long (or until
     they are gone) before it closes."""

@@ -23,7 +23,11 @@ SECRET = "a-cluster-secret-for-tests"
 def fast_bounds() -> ClusterBounds:
     """Short leases so expiry is seen in test time."""
     return ClusterBounds(
-        lease=units(1.5), renew_every=units(0.3), redis=units(2), move_grace=units(2)
+        lease=units(1.5),
+        renew_every=units(0.3),
+        redis=units(2),
+        move_grace=units(2),
+        peer_handshake=units(1),
     )
 
 

@@ -171,8 +171,14 @@ class Remote:
         for client_id in list(self.shadows):
             if holders.get(client_id) in (None, me) or client_id in self.relay.clients:
                 self.drop(client_id)
+        bound = self.cluster.bounds.max_remote_clients
         for client_id, node in holders.items():
             if node != me and client_id not in self.relay.clients:
+                if client_id not in self.shadows and len(self.shadows) >= bound:
+                    log.warning(
+                        "more than %d clients on other nodes: not all reachable here", bound
+                    )
+                    return
                 self.shadow(client_id, node)
 
     async def resolve(self, client_id: str) -> ClientState | None:
@@ -182,6 +188,8 @@ class Remote:
             return state
         node = await self.holder(client_id)
         if node is None or client_id in self.relay.clients:
+            return None
+        if len(self.shadows) >= self.cluster.bounds.max_remote_clients:
             return None
         return self.shadow(client_id, node)
 
