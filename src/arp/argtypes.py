@@ -19,6 +19,8 @@ import os
 from collections.abc import Mapping
 from typing import TypeVar, overload
 
+from arp.config import DEFAULT_CONTROL_PORT, DEFAULT_PROXY_PORT
+
 _T = TypeVar("_T")
 
 
@@ -41,6 +43,22 @@ def env_default(
         if value.strip():
             return value
     return default
+
+
+def add_relay_ports(parser: argparse.ArgumentParser, control: str, proxy: str) -> None:
+    """``--control-port`` and ``--proxy-port``, as arps listens on them and arpc dials them
+    (env CONTROL_PORT, PROXY_PORT): one definition for both programs, each saying in `control`
+    and `proxy` what the port is to it."""
+    for flag, env, default, what in (
+        ("--control-port", "CONTROL_PORT", DEFAULT_CONTROL_PORT, control),
+        ("--proxy-port", "PROXY_PORT", DEFAULT_PROXY_PORT, proxy),
+    ):
+        parser.add_argument(
+            flag,
+            type=port,
+            default=env_default(env, default=default),
+            help=f"{what} (env {env}; default %(default)s)",
+        )
 
 
 def port(text: str) -> int:

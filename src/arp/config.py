@@ -45,6 +45,9 @@ class Timeouts:
     """A public connection that sends nothing for this long is closed."""
     head: float = 30.0
     """The whole HTTP head of a public request must arrive within this."""
+    keepalive_idle: float = 75.0
+    """A keep-alive public connection on which nothing moves between requests for this long is
+    ended."""
     tunnel_wait: float = 10.0
     """Slow path: how long a public connection waits for a fresh tunnel before 504."""
     heartbeat_interval: float = 5.0

@@ -115,7 +115,7 @@ async def test_deny_from_the_inbox(http: aiohttp.ClientSession, tmp_path: Path) 
     missing = f"/api/sessions/no-such/approvals/{pending['approval_id']}"
     assert (await post_json(http, missing, {"decision": "allow"}))[0] == 404
     status, body = await post_json(http, again, {"decision": "maybe"})
-    assert status == 400 and "decision" in body["error"]
+    assert status == 400 and "decision" in body["error"]["message"]
 
 
 async def test_allow_runs_the_tool_and_remember_covers_the_rest(
@@ -197,7 +197,8 @@ async def test_ask_is_a_permission_mode_like_the_others(http: aiohttp.ClientSess
     status, body = await post_json(
         http, "/api/sessions", {"executor": "claude", "prompt": "hi", "permissionMode": "asks"}
     )
-    assert status == 400 and "ask" in body["error"], body  # the accepted modes are listed
+    # The accepted modes are listed.
+    assert status == 400 and "ask" in body["error"]["message"], body
 
 
 async def test_the_openapi_document_names_the_approval_api(http: aiohttp.ClientSession) -> None:

@@ -59,6 +59,8 @@ def test_wire_format_is_the_originals() -> None:
             "tcp_ports": [],
             "version": None,
             "tunnel_protocol": 1,
+            "forwarded_headers": True,
+            "proxy_protocol": False,
         }
     }
 

@@ -15,7 +15,14 @@ from typing import TypeVar
 
 from arp import __version__, logs
 from arp.agents.sessions import SessionConfig, SessionManager
-from arp.argtypes import check_file, env_default, log_deprecations, port, positive_float
+from arp.argtypes import (
+    add_relay_ports,
+    check_file,
+    env_default,
+    log_deprecations,
+    port,
+    positive_float,
+)
 from arp.client.control import Client, ClientConfig, Target, TlsSetupError, parse_relays
 from arp.client.identity import load_or_create_client_id
 from arp.command.agents_check import startup_lines
@@ -23,7 +30,7 @@ from arp.command.config import CommandConfig, add_command_arguments
 from arp.command.mcp import add_mcp_arguments, mcp_service
 from arp.command.remote import add_remote_arguments, remote_service
 from arp.command.server import CommandServer
-from arp.config import DEFAULT_CONTROL_PORT, DEFAULT_PROXY_PORT, Timeouts
+from arp.config import Timeouts
 from arp.errors import ArpError
 from arp.gateway.agent import AgentLoop, add_agent_arguments, agent_options_from_args
 from arp.protocol import frames
@@ -78,18 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="relay host, or several relays (cluster nodes) as HOST[:CONTROL_PORT[:PROXY_PORT]] "
         "separated by commas, tried in turn (env ARPC_SERVER_ADDR; default %(default)s)",
     )
-    parser.add_argument(
-        "--control-port",
-        type=port,
-        default=env_default("CONTROL_PORT", default=DEFAULT_CONTROL_PORT),
-        help="relay control port (env CONTROL_PORT; default %(default)s)",
-    )
-    parser.add_argument(
-        "--proxy-port",
-        type=port,
-        default=env_default("PROXY_PORT", default=DEFAULT_PROXY_PORT),
-        help="relay proxy port (env PROXY_PORT; default %(default)s)",
-    )
+    add_relay_ports(parser, control="relay control port", proxy="relay proxy port")
     parser.add_argument(
         "--local-addr", default="127.0.0.1", help="local service host (default %(default)s)"
     )
@@ -124,6 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tls-ca",
         help="PEM CA bundle to verify the relay (implies --tls; default: the system's CAs)",
+    )
+    parser.add_argument(
+        "--no-forwarded-headers",
+        dest="forwarded_headers",
+        action="store_false",
+        help="ask the relay not to add X-Forwarded-For/-Proto/-Host and X-Real-IP to requests "
+        "for this client's service (default: added, and forged ones removed)",
+    )
+    parser.add_argument(
+        "--proxy-protocol",
+        action="store_true",
+        help="ask the relay to start every connection to this client's --remote-port ports "
+        "with a PROXY protocol v2 header carrying the real peer (default off)",
     )
     parser.add_argument(
         "--tls-server-name",
@@ -216,6 +225,8 @@ def config_from_args(args: argparse.Namespace, http_target: Target, client_id: s
         auth_token=args.auth_token or None,
         tls=tls_context(args),
         tls_server_name=args.tls_server_name,
+        forwarded_headers=args.forwarded_headers,
+        proxy_protocol=args.proxy_protocol,
         timeouts=timeouts,
     )
 

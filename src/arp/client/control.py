@@ -163,6 +163,10 @@ class ClientConfig:
     auth_token: str | None = None
     tls: ssl.SSLContext | None = None
     tls_server_name: str | None = None
+    forwarded_headers: bool = True
+    """Ask the relay to tell the local service who is calling (X-Forwarded-*)."""
+    proxy_protocol: bool = False
+    """Ask the relay for a PROXY protocol v2 header in front of each raw TCP port connection."""
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
     relays: tuple[RelayAddress, ...] = ()
@@ -346,6 +350,8 @@ class Client(Service):
                         tcp_ports=sorted(cfg.tcp_targets),
                         version=__version__,
                         tunnel_protocol=frames.TUNNEL_PROTOCOL,
+                        forwarded_headers=cfg.forwarded_headers,
+                        proxy_protocol=cfg.proxy_protocol,
                     )
                 )
             )

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from arp.config import Limits
 from arp.net.links import Link
 from arp.net.readiness import readiness
+from arp.protocol.responses import ResponseTracker
 from arp.protocol.tunnel import (
     END_FRAME,
     HEADER,
@@ -200,6 +201,9 @@ class _Flow:
         self._stopped = True
         self._pause_reading()
         self._ready.remove_writer(self._dst_fd)
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
         if self._pipe_r >= 0:
             os.close(self._pipe_r)
             os.close(self._pipe_w)
@@ -258,7 +262,7 @@ class _ToTunnel(_Flow):
             self._resume_reading()
 
 
-class _FromTunnel(_Flow):
+class FromTunnel(_Flow):
     """Tunnel → raw socket: payloads of data frames go on; the end frame half-closes the socket.
 
     Bytes after the end frame belong to the tunnel's next use and are kept in `leftover`. A
@@ -266,7 +270,7 @@ class _FromTunnel(_Flow):
     one that closes inside a frame is an error.
     """
 
-    __slots__ = ("_decoder", "_first", "leftover", "raw_ended")
+    __slots__ = ("_decoder", "_first", "keep_open", "leftover", "moved", "raw_ended", "tracker")
 
     def __init__(
         self,
@@ -283,6 +287,14 @@ class _FromTunnel(_Flow):
         self.leftover = b""
         self.raw_ended = False
         """The raw socket's own side has ended (read to EOF): it closes next, so no FIN first."""
+        self.keep_open = False
+        """The end frame does not end the raw socket's direction: the relay asked for it, to
+        carry the connection's next request on another tunnel."""
+        self.moved = 0
+        """Reads so far (a cheap sign of progress for an idle deadline)."""
+        self.tracker: ResponseTracker | None = None
+        """Told every payload byte, in order (the relay learns where responses end); it keeps
+        splices within a counted body, so no response head passes unseen."""
 
     def feed(self, data: bytes) -> None:
         """Bytes of the tunnel read before the flow started (after StartProxy)."""
@@ -290,10 +302,14 @@ class _FromTunnel(_Flow):
             self._take(memoryview(data))
 
     def _on_readable(self) -> None:
+        self.moved += 1
+        tracker = self.tracker
         try:
             if self._pipe_r >= 0:
-                self._splice_in()
-                return
+                if tracker is None or tracker.body_left or self._in_pipe:
+                    self._splice_in()
+                    return
+                self._close_pipe()  # a counted body ended: the next head must be seen
             n = self._src.recv_into(_SHARED)
         except _RETRY:
             return
@@ -319,6 +335,8 @@ class _FromTunnel(_Flow):
                 if sent < len(payload):
                     self._out = payload[sent:]
                     self._drain()
+                if tracker is not None:
+                    tracker.feed(payload)
                 return
         self._take(view)
 
@@ -333,8 +351,11 @@ class _FromTunnel(_Flow):
         if decoder.ended:
             self.leftover = decoder.rest
             self.clean = True
+        tracker = self.tracker
         for part in parts:
             self.moved += len(part)
+            if tracker is not None:
+                tracker.feed(part)
         if len(parts) == 1:
             self._out = parts[0]
         elif parts:
@@ -371,11 +392,18 @@ class _FromTunnel(_Flow):
                 if not decoder.left:
                     return  # the header is still partial
             size = min(decoder.left, self._pipe_size)
+            tracker = self.tracker
+            if tracker is not None:
+                size = min(size, tracker.body_left)
+                if not size:
+                    return  # a counted body ended inside this frame: its rest goes by copy
             n = os.splice(self._src_fd, self._pipe_w, size, flags=_SPLICE_FLAGS)
             if n == 0:
                 self._tunnel_closed()
                 return
             decoder.consumed(n)
+            if tracker is not None:
+                tracker.consumed(n)
             self._in_pipe += n
             self.moved += n
             self._drain()
@@ -383,7 +411,8 @@ class _FromTunnel(_Flow):
                 return
 
     def _end_destination(self) -> None:
-        if not self.raw_ended:  # a shutdown right before the close would be a wasted syscall
+        if not self.raw_ended and not self.keep_open:
+            # (raw_ended: a shutdown right before the close would be a wasted syscall)
             super()._end_destination()
 
     def _tunnel_closed(self) -> None:
@@ -406,7 +435,12 @@ class _FromTunnel(_Flow):
             self._end_destination()
             self._finish(None)
             return
-        if self._decoder.left >= COPY_BUFFER and self._pipe_r < 0 and SPLICE_AVAILABLE:
+        if (
+            self._decoder.left >= COPY_BUFFER
+            and self._pipe_r < 0
+            and SPLICE_AVAILABLE
+            and (self.tracker is None or self.tracker.body_left >= COPY_BUFFER)
+        ):
             self._open_pipe()  # a long frame: its rest moves by splice
         self._resume_reading()
 
@@ -453,7 +487,7 @@ class Joint:
         self._initial = initial
         self._ended = False
         self._outgoing = _ToTunnel(loop, raw_sock, tunnel_sock, limits.pipe_size, self._done)
-        self._incoming = _FromTunnel(
+        self._incoming = FromTunnel(
             loop, tunnel_sock, raw_sock, limits.pipe_size, self._done, first
         )
 

@@ -66,6 +66,12 @@ class Register(Message):
     version: str | None = None
     tunnel_protocol: int = 1
     """`TUNNEL_PROTOCOL` of the client; absent means 1 (clients before reusable tunnels)."""
+    forwarded_headers: bool = True
+    """Whether the relay should add X-Forwarded-* headers to this client's HTTP requests
+    (`arpc --no-forwarded-headers`: False). Relays before it ignore the field."""
+    proxy_protocol: bool = False
+    """Whether the relay should start each connection to this client's raw TCP ports with a
+    PROXY protocol v2 header (`arpc --proxy-protocol`). Relays before it ignore the field."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ Rules:
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import unquote_plus
 
 import httptools
@@ -36,8 +36,9 @@ class TokenSource(enum.Enum):
     SUBDOMAIN = "subdomain"
 
 
-@dataclass(frozen=True, slots=True)
-class RequestHead:
+class RequestHead(NamedTuple):
+    """A parsed request head (a named tuple: built once per request on the keep-alive path)."""
+
     method: str
     target: str
     http_version: str
@@ -51,12 +52,16 @@ class RequestHead:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(NamedTuple):
+    """Which client a request is for, and how (a named tuple: built once per request)."""
+
     token: str
     source: TokenSource
     set_cookie: bool
     """Whether the first response should carry a Set-Cookie remembering `token`."""
+    target: str | None = None
+    """The request target the client should see, when the relay rewrites it: the original
+    ``/?token=ID/path`` form names the client and the path in one query value."""
 
 
 class HeadError(RemoteProtocolError):
@@ -89,36 +94,23 @@ def parse_request_head(data: bytes, max_head: int) -> RequestHead | None:
         return None
     if end + 4 > max_head:
         raise HeadError(431, f"request head larger than {max_head} bytes")
-    collector = _HeadCollector()
-    parser = httptools.HttpRequestParser(collector)
-    try:
-        parser.feed_data(data[: end + 4])
-    except httptools.HttpParserUpgrade:
-        pass  # an Upgrade (WebSocket) head: complete, and relayed untouched like any other
-    except httptools.HttpParserError as exc:
-        raise HeadError(400, f"malformed HTTP request head: {exc}") from None
-    if not collector.complete:  # pragma: no cover - a full head always completes
-        raise HeadError(400, "malformed HTTP request head")
-    version = parser.get_http_version()
-    if version == "1.1" and not any(key == b"host" for key, _ in collector.headers):
-        raise HeadError(400, "malformed HTTP request head: an HTTP/1.1 request needs a Host header")
-    return RequestHead(
-        method=parser.get_method().decode("ascii", "replace"),
-        target=collector.url.decode("latin-1"),
-        http_version=version,
-        headers=tuple(collector.headers),
-    )
+    return HeadParser().parse(data[: end + 4])
 
 
-class _HeadCollector:
-    """httptools' callbacks for one request head: the target and the headers, names lowered."""
+_METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH")}
 
-    __slots__ = ("complete", "headers", "url")
+
+class _Head:
+    """httptools' callbacks for one request head (apart from the parser, so the two make no
+    reference cycle: a connection's garbage goes with its last reference)."""
+
+    __slots__ = ("complete", "done", "headers", "url")
 
     def __init__(self) -> None:
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.complete = False
+        self.done = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -128,6 +120,65 @@ class _HeadCollector:
 
     def on_headers_complete(self) -> None:
         self.complete = True
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+
+class HeadParser:
+    """llhttp (httptools) for the request heads of one connection, one whole head at a time.
+
+    The parser is reused from head to head while messages carry no body (the keep-alive case:
+    creating one costs more than parsing a small head); after a body, an Upgrade or a
+    ``Connection: close`` the next head gets a fresh one, since the relay moves bodies itself.
+    """
+
+    __slots__ = ("_head", "_parser")
+
+    def __init__(self) -> None:
+        self._head = _Head()
+        self._parser: httptools.HttpRequestParser | None = None
+
+    def parse(self, raw: bytes) -> RequestHead:
+        """The head in `raw`, which holds exactly one head through its blank line; HeadError
+        (400) when it is malformed."""
+        found = self._head
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = httptools.HttpRequestParser(found)
+        found.url, found.headers = b"", []
+        found.complete = found.done = False
+        upgrade = False
+        try:
+            parser.feed_data(raw)
+        except httptools.HttpParserUpgrade:
+            upgrade = True  # an Upgrade (WebSocket) head: complete, and relayed untouched
+        except httptools.HttpParserError as exc:
+            self._parser = None
+            raise HeadError(400, f"malformed HTTP request head: {exc}") from None
+        if not found.complete:  # pragma: no cover - a full head always completes
+            self._parser = None
+            raise HeadError(400, "malformed HTTP request head")
+        version = parser.get_http_version()
+        if upgrade or not found.done or not parser.should_keep_alive():
+            self._parser = None  # the next head starts a fresh parser
+        headers = found.headers
+        if version == "1.1":
+            for key, _ in headers:
+                if key == b"host":
+                    break
+            else:
+                self._parser = None
+                raise HeadError(
+                    400, "malformed HTTP request head: an HTTP/1.1 request needs a Host header"
+                )
+        method = parser.get_method()
+        return RequestHead(
+            method=_METHODS.get(method) or method.decode("ascii", "replace"),
+            target=found.url.decode("latin-1"),
+            http_version=version,
+            headers=tuple(headers),
+        )
 
 
 def _query_token(target: str) -> str | None:
@@ -144,6 +195,21 @@ def _query_token(target: str) -> str | None:
         if key == TOKEN_QUERY and value:
             return unquote_plus(value) if "%" in value or "+" in value else value
     return None
+
+
+def _target_without_token(target: str, path: str) -> str:
+    """`path` with the query of `target` less its first ``token`` pair."""
+    query = target.partition("?")[2].partition("#")[0]
+    kept: list[str] = []
+    dropped = False
+    for pair in query.split("&"):
+        key = pair.partition("=")[0]
+        if not dropped and unquote_plus(key) == TOKEN_QUERY:
+            dropped = True
+            continue
+        if pair:
+            kept.append(pair)
+    return path + ("?" + "&".join(kept) if kept else "")
 
 
 def cookie_value(cookie_header: bytes | None, name: str) -> str | None:
@@ -178,6 +244,11 @@ def route(head: RequestHead, domain: str | None = None) -> Route | None:
     cookie = cookie_value(head.header(b"cookie"), TOKEN_COOKIE)
     token = _query_token(head.target)
     if token is not None:
+        if "/" in token:
+            # The original form, ``/?token=ID/path``: client ids never hold a "/".
+            token, _, path = token.partition("/")
+            target = _target_without_token(head.target, "/" + path)
+            return Route(token, TokenSource.QUERY, set_cookie=token != cookie, target=target)
         return Route(token, TokenSource.QUERY, set_cookie=token != cookie)
     header = head.header(TOKEN_HEADER)
     if header:

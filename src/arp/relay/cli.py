@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from arp import __version__, logs
 from arp.argtypes import (
     DeprecatedAlias,
+    add_relay_ports,
     check_file,
     env_default,
     log_deprecations,
@@ -22,9 +23,7 @@ from arp.argtypes import (
     positive_float,
 )
 from arp.config import (
-    DEFAULT_CONTROL_PORT,
     DEFAULT_POOL_SIZE,
-    DEFAULT_PROXY_PORT,
     DEFAULT_PUBLIC_PORT,
     Limits,
     Timeouts,
@@ -36,6 +35,7 @@ from arp.gateway.config import (
     add_gateway_arguments,
     load_gateway_config,
 )
+from arp.protocol.forwarded import parse_networks
 from arp.relay.lease import DEFAULT_PREFIX
 from arp.relay.server import Relay, RelayConfig
 from arp.relay.settings import DEFAULT_PEER_PORT, AdminSettings, ClusterSettings
@@ -59,18 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=env_default("ARPS_BIND", default="0.0.0.0"),
         help="address every listener binds (env ARPS_BIND; default 0.0.0.0)",
     )
-    parser.add_argument(
-        "--control-port",
-        type=port,
-        default=env_default("CONTROL_PORT", default=DEFAULT_CONTROL_PORT),
-        help="client registration port (env CONTROL_PORT; default %(default)s)",
-    )
-    parser.add_argument(
-        "--proxy-port",
-        type=port,
-        default=env_default("PROXY_PORT", default=DEFAULT_PROXY_PORT),
-        help="tunnel connection port (env PROXY_PORT; default %(default)s)",
-    )
+    add_relay_ports(parser, control="client registration port", proxy="tunnel connection port")
     parser.add_argument(
         "--public-port",
         type=port,
@@ -100,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=env_default("ARPS_TCP_PORTS"),
         help="range of dedicated public TCP ports clients may ask for, "
         "e.g. 20000-20999 (env ARPS_TCP_PORTS; default none)",
+    )
+    parser.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="a front proxy (address or CIDR) whose X-Forwarded-* headers are kept and appended "
+        "to; repeatable (env ARPS_TRUSTED_PROXIES, comma-separated; default none)",
     )
     parser.add_argument(
         "--tls-cert", help="PEM certificate: TLS on the control and proxy ports (default: off)"
@@ -262,8 +259,10 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
         heartbeat_timeout=args.heartbeat_timeout,
         retention=args.retention,
     )
+    trusted = args.trusted_proxy or [env_default("ARPS_TRUSTED_PROXIES", default="")]
     return RelayConfig(
         cluster=cluster_from_args(args, args.control_port),
+        trusted_proxies=parse_networks(trusted),
         bind=args.bind,
         control_port=args.control_port,
         proxy_port=args.proxy_port,

@@ -173,8 +173,7 @@ class Cluster:
         """Stop renewing and give back everything this node holds (a graceful stop)."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task], timeout=2 * self.bounds.redis)
         with contextlib.suppress(ClusterUnavailable):
             for client_id in list(self._held):
                 await self.release(client_id)
@@ -201,6 +200,11 @@ class Cluster:
             async with asyncio.timeout(self.bounds.redis):
                 result = await awaitable
         except (RedisError, OSError, TimeoutError) as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # A cancel that came with the failure (the deadline or redis-py turned it into
+                # an error) must still end the task, or closing would wait for it for ever.
+                raise asyncio.CancelledError from exc
             self.up = False
             raise ClusterUnavailable(f"the cluster's Redis did not answer: {exc}") from None
         self.up = True

@@ -33,7 +33,7 @@ from arp.net.sockets import accept_loop, listen
 from arp.protocol import frames
 from arp.protocol import peer as pp
 from arp.protocol.tunnel import data_frame
-from arp.relay.public import HTTP_START
+from arp.relay.answers import HTTP_START
 from arp.relay.settings import ClusterSettings
 
 if TYPE_CHECKING:
@@ -199,7 +199,7 @@ class PeerServer:
             opening = frames.encode(frames.StartProxy(tcp_port=carry.tcp_port)) + data_frame(rest)
         relay.public.count += 1
         try:
-            await relay.public.splice(state, link, tunnel, opening, received=len(rest))
+            await relay.public.splice(state, link, tunnel, opening)
         finally:
             relay.public.count -= 1
 

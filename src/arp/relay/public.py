@@ -1,18 +1,20 @@
-"""The public port: route each public connection to its client's tunnel, or answer it.
+"""The public port: route each public request to its client's tunnel, or answer it.
 
 Life of a public connection: its first bytes must be an HTTP head (read within deadlines, at
 most `Limits.max_head`); the token in it names a client; a pooled tunnel of that client is
 taken (or a fresh one asked for, within `Timeouts.tunnel_wait`); the relay writes ``StartProxy``
-and the bytes read so far to the tunnel, then splices the two sockets until both sides end, and
-a tunnel that ended clean goes back to the pool.
+and the request to the tunnel, and from then on a `Conversation` (`arp.relay.conversation`)
+routes every further request on the connection by its own token, while responses are spliced
+back; a tunnel that ended clean goes back to the pool.
 
 - Fast path (`Public.arrived`): the head is at hand and the client has a live pooled tunnel:
-  joined in the accept callback, without a task.
+  started in the accept callback, without a task.
 - Slow path (`Public.serve`): everything else, as a task: read the rest of the head, wait for a
   fresh tunnel, or answer.
 - Answers: a request naming no client gets the token page (a browser) or 404; every failure
-  before the splice is an `ArpError` carrying its status, turned into the public response in
-  one place (`error_response`).
+  before a request reaches its client is an `ArpError` carrying its status, turned into the
+  public response in one place (`error_response`). The same answers serve a request that
+  arrives on a connection routed before (`Public.decide`).
 """
 
 from __future__ import annotations
@@ -20,35 +22,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from arp.errors import ArpError, NotFound, Unavailable
+from arp.net.bridge import BridgedTunnel
 from arp.net.links import Link, SocketLink
-from arp.net.pump import Joint, Transform, pump
-from arp.protocol import frames
+from arp.net.pump import Transform, pump
 from arp.protocol import http as phttp
-from arp.protocol.tunnel import data_frame
+from arp.protocol.forwarded import Caller, caller_ip, is_trusted
+from arp.protocol.requests import Request, RequestStream
+from arp.relay.answers import HeadTimeout, error_response, token_page_response
+from arp.relay.conversation import Conversation
 from arp.relay.registry import ClientState, Pools
 from arp.relay.settings import RelayConfig
 from arp.relay.stats import RelayStats
-from arp.relay.token_page import token_page, token_page_headers
 
 log = logging.getLogger(__name__)
-
-HTTP_START = frames.encode(frames.StartProxy(tcp_port=None))
-"""What a tunnel taken for the shared HTTP port is told first."""
-
-
-class HeadTimeout(ArpError):
-    """The request head did not arrive within `Timeouts.head`."""
-
-    status = 408
-
-
-def error_response(exc: ArpError) -> bytes:
-    """The one place an error becomes the relay's public answer: its status and message."""
-    return phttp.error_response(exc.status, exc.message, origin="arps")
 
 
 class Public:
@@ -59,34 +49,61 @@ class Public:
         config: RelayConfig,
         clients: dict[str, ClientState],
         pools: Pools,
+        tasks: set[asyncio.Task[None]],
         *,
         plain_tunnels: bool,
     ) -> None:
         self.config = config
         self.clients = clients
         self.pools = pools
+        self._tasks = tasks
+        """The relay's tasks (cancelled at shutdown); `spawn` adds to them."""
         self._plain_tunnels = plain_tunnels
         """Tunnels are plain sockets (no TLS), so the fast path can join them in a callback."""
         self.count = 0
         """Public connections being served (the shared port and the dedicated TCP ports)."""
-        self.joints: set[Joint] = set()
-        """Connections joined without a task (the fast path)."""
+        self.resolve: Callable[[str], Awaitable[object]] | None = None
+        """`arps --cluster`: learns whether another node holds a client unknown here (then
+        `clients`, a `arp.relay.remote.RoutingTable`, has it afterwards)."""
+        self.live: set[Conversation] = set()
+        """Connections served by callbacks, without a task of their own (ended at shutdown)."""
         self.stats = RelayStats()
+        """What the admin port reports of the public port."""
 
     def at_limit(self) -> bool:
         return self.count >= self.config.limits.max_public_connections
 
     def abort(self) -> None:
-        """Shutdown: end every connection joined without a task."""
-        for joint in list(self.joints):
-            joint.abort()
+        """Shutdown: end every connection served without a task."""
+        for conversation in list(self.live):
+            conversation.abort()
+
+    def sweep_idle(self, now: float) -> None:
+        """End keep-alive connections idle past `Timeouts.keepalive_idle` (the relay's clock)."""
+        for conversation in list(self.live):
+            conversation.check_idle(now)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` as one of the relay's tasks."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def caller(self, sock: socket.socket) -> Caller:
+        """Who is at the other end of a public connection, for the forwarded headers."""
+        try:
+            peer = sock.getpeername()
+        except OSError:
+            return Caller("unknown", trusted=False)
+        ip = caller_ip(str(peer[0]))
+        return Caller(ip, trusted=is_trusted(ip, self.config.trusted_proxies))
 
     # -- fast path ----------------------------------------------------------------------------
 
     def arrived(self, sock: socket.socket) -> Coroutine[Any, Any, None] | None:
-        """A public connection, joined to a pooled tunnel at once when it can be: its head is
-        here (the port defers accepting until bytes arrive) and its client has a live pooled
-        tunnel. Everything else, every error answer included, goes the way of a task."""
+        """A public connection, started at once when it can be: its head is here (the port
+        defers accepting until bytes arrive) and its client has a live pooled tunnel.
+        Everything else, every error answer included, goes the way of a task."""
         public = SocketLink(sock)
         limits = self.config.limits
         if not self._plain_tunnels or self.at_limit():
@@ -101,59 +118,48 @@ class Public:
         if not data:
             public.close()
             return None
+        stream = RequestStream(limits.max_head)
+        stream.feed(data)
         try:
-            head = phttp.parse_request_head(data, limits.max_head)
-        except phttp.HeadError:
-            head = None  # answered by the task
-        if head is None:
+            request = stream.next_event()
+        except ArpError:
+            request = None  # answered by the task
+        if not isinstance(request, Request):
             return self.serve(public, data)
-        route = phttp.route(head, self.config.domain)
+        route = phttp.route(request.head, self.config.domain)
         state = self.client_for(route) if route is not None else None
         if route is None or state is None or state.control is None:
             return self.serve(public, data)
         tunnel = self.pools.take_pooled(state)
         if tunnel is None:
             return self.serve(public, data)
-        assert tunnel.sock is not None  # no TLS on tunnels here
-        frame = HTTP_START + data_frame(data)
-        try:
-            sent = tunnel.sock.send(frame)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            public.close()
-            tunnel.close()
-            return None
-        transform = self.stats.peek_status(_cookie_transform(route, head))
-        if sent < len(frame):
-            return self._join_later(state, public, tunnel, frame[sent:], transform)
-        self.count += 1
-
-        def joined(leftover: bytes | None) -> None:
-            self.joints.discard(joint)
-            self.count -= 1
-            self.tunnel_done(state, tunnel, leftover)
-
-        meter = state.stats.joined(len(data)).ended
-        joint = Joint(public, tunnel, limits, on_end=joined, first=transform, meter=meter)
-        self.joints.add(joint)
-        joint.start()
+        self._converse(public, stream, state, tunnel, request, route)
         return None
 
-    async def _join_later(
+    def _converse(
         self,
-        state: ClientState,
         public: SocketLink,
+        stream: RequestStream,
+        state: ClientState,
         tunnel: Link,
-        rest: bytes,
-        transform: Transform | None,
+        request: Request,
+        route: phttp.Route,
+        on_end: asyncio.Future[None] | None = None,
     ) -> None:
-        """The fast path's tunnel was full: send the rest of the head, then pump as a task."""
-        self.count += 1
-        try:
-            await self.splice(state, public, tunnel, rest, transform)
-        finally:
-            self.count -= 1
+        """Start routing `public` request by request, `request` first (on `tunnel`); counted
+        here unless a task that counts it waits for `on_end`."""
+        counted = on_end is None
+        self.count += counted
+
+        def ended() -> None:
+            self.live.discard(conversation)
+            self.count -= counted
+            if on_end is not None and not on_end.done():
+                on_end.set_result(None)
+
+        conversation = Conversation(self, public, stream, self.caller(public.sock), ended)
+        self.live.add(conversation)
+        conversation.start(state, self.plain(tunnel), request, route)
 
     def client_for(self, route: phttp.Route) -> ClientState | None:
         state = self.clients.get(route.token)
@@ -180,33 +186,62 @@ class Public:
             self.count -= 1
 
     async def _route(self, public: SocketLink, initial: bytes) -> None:
-        """Route one connection; an `ArpError` raised before the splice is its answer."""
+        """Route one connection's first request; an `ArpError` raised before it reaches its
+        client is its answer."""
         read = await self._read_head(public, initial)
         if read is None:
             return
         head, buffer = read
         route = phttp.route(head, self.config.domain)
+        if route is not None and self.resolve is not None and route.token not in self.clients:
+            await self.resolve(route.token)  # a client another cluster node holds
+        answer, state = self.decide(head, route)
+        if answer is not None:
+            await self.send_and_close(public, answer)
+            return
+        assert state is not None and route is not None
+        tunnel = await self.take_tunnel(state)
+        stream = RequestStream(self.config.limits.max_head)
+        stream.feed(buffer)
+        request = stream.next_event()
+        assert isinstance(request, Request)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._converse(public, stream, state, tunnel, request, route, done)
+        await done
+
+    def decide(
+        self, head: phttp.RequestHead, route: phttp.Route | None
+    ) -> tuple[bytes | None, ClientState | None]:
+        """The client a request goes to, or the relay's own answer to it (then None)."""
         if route is None and head.target.split("?")[0] == "/" and head.method in ("GET", "HEAD"):
             # A browser that names no client gets the page to enter a token.
-            await self.send_and_close(public, _token_page(head, 200, None, clear_cookie=False))
-            return
+            return token_page_response(head, 200, None, clear_cookie=False), None
         if route is None:
-            raise NotFound(
-                "no client named: add ?token=<client_id> to the URL (or send an X-ARP-Token header)"
-            )
+            return error_response(
+                NotFound(
+                    "no client named: add ?token=<client_id> to the URL "
+                    "(or send an X-ARP-Token header)"
+                )
+            ), None
         state = self.client_for(route)
         if state is None:
             message = f"no client is registered with token {route.token[:128]}"
             if not phttp.wants_page(head):
-                raise NotFound(message)
+                return error_response(NotFound(message)), None
             # A stale remembered token is forgotten, so the next visit starts clean.
             clear = route.source is phttp.TokenSource.COOKIE
-            await self.send_and_close(public, _token_page(head, 404, message, clear_cookie=clear))
-            return
-        tunnel = await self.pools.take(state, self.config.timeouts.tunnel_wait)
-        opening = HTTP_START + data_frame(buffer)
-        transform = self.stats.peek_status(_cookie_transform(route, head))
-        await self.splice(state, public, tunnel, opening, transform, received=len(buffer))
+            return token_page_response(head, 404, message, clear_cookie=clear), None
+        return None, state
+
+    async def take_tunnel(self, state: ClientState) -> Link:
+        """A tunnel of `state` within `Timeouts.tunnel_wait` (ArpError: why not)."""
+        return await self.pools.take(state, self.config.timeouts.tunnel_wait)
+
+    def plain(self, tunnel: Link) -> Link:
+        """`tunnel` as a plain socket (a TLS tunnel is bridged)."""
+        if tunnel.sock is not None:
+            return tunnel
+        return BridgedTunnel(tunnel, self.config.limits.copy_chunk)
 
     async def _read_head(
         self, public: SocketLink, buffer: bytes
@@ -252,30 +287,36 @@ class Public:
         tunnel: Link,
         opening: bytes,
         transform: Transform | None = None,
-        *,
-        received: int = 0,
     ) -> None:
-        """Send `opening` (StartProxy and the `received` bytes read so far, framed) on `tunnel`,
-        then join `public` to it; a tunnel that ends clean goes back to the pool."""
+        """Send `opening` (StartProxy and the bytes read so far, framed) on `tunnel`, then join
+        `public` to it; a tunnel that ends clean goes back to the pool."""
         try:
             await tunnel.send(opening)
         except OSError:
             public.close()
             tunnel.close()
             return
-        meter = state.stats.joined(received).ended
-        leftover = await pump(public, tunnel, self.config.limits, first=transform, meter=meter)
+        leftover = await pump(public, tunnel, self.config.limits, first=transform)
         self.tunnel_done(state, tunnel, leftover)
 
     def tunnel_done(self, state: ClientState, tunnel: Link, leftover: bytes | None) -> None:
         """A connection ended: its tunnel goes back to the pool if it ended clean."""
         if leftover is None:
-            return  # closed
+            tunnel.close()
+            return
         if leftover:
             log.warning("client %s sent bytes on an idle tunnel; closing it", state.client_id)
             tunnel.close()
             return
+        if isinstance(tunnel, BridgedTunnel):
+            self.spawn(self._unbridge(state, tunnel))
+            return
         self.pools.deliver(state, tunnel)
+
+    async def _unbridge(self, state: ClientState, tunnel: BridgedTunnel) -> None:
+        inner = await tunnel.release(self.config.timeouts.farewell)
+        if inner is not None:
+            self.pools.deliver(state, inner)
 
     async def answer(self, link: Link, exc: ArpError) -> None:
         """Answer with the relay's own error response, then close."""
@@ -300,27 +341,3 @@ class Public:
             pass
         finally:
             link.close()
-
-
-def _cookie_transform(route: phttp.Route, head: phttp.RequestHead) -> Transform | None:
-    """What adds the Set-Cookie remembering the token to the first response, if one is due."""
-    if not route.set_cookie:
-        return None
-    cookie = phttp.set_cookie_header(route.token, secure=phttp.came_over_https(head))
-
-    def transform(first: bytes) -> bytes:
-        return phttp.inject_header(first, cookie) or first
-
-    return transform
-
-
-def _token_page(
-    head: phttp.RequestHead, status: int, message: str | None, *, clear_cookie: bool
-) -> bytes:
-    return phttp.page_response(
-        status,
-        token_page(message),
-        token_page_headers(),
-        head_only=head.method == "HEAD",
-        extra=phttp.clear_cookie_header() if clear_cookie else b"",
-    )

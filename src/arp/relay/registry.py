@@ -125,6 +125,10 @@ class ClientState:
     waiters: deque[asyncio.Future[Link]] = field(default_factory=deque)
     tcp_ports: dict[int, TcpPort] = field(default_factory=dict)
     stats: ClientStats = field(default_factory=ClientStats)
+    forwarded_headers: bool = True
+    """The relay tells the client's service who is calling (X-Forwarded-*)."""
+    proxy_protocol: bool = False
+    """Connections to the client's raw TCP ports start with a PROXY protocol v2 header."""
 
     @property
     def online(self) -> bool:

@@ -68,7 +68,9 @@ class Relay(Service):
         self._control_server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
-        self.public = Public(config, self.clients, self.pools, plain_tunnels=self._tls is None)
+        self.public = Public(
+            config, self.clients, self.pools, self._tasks, plain_tunnels=self._tls is None
+        )
         self.tcp_ports = TcpPorts(config, self.public, self._tasks)
         self._rules = Rules(
             version=__version__,
@@ -105,6 +107,7 @@ class Relay(Service):
             self.cluster.on_renewed.append(self.remote_ports.sync)
             # The public port reads local clients first, then those other nodes hold.
             self.public.clients = self.remote.table
+            self.public.resolve = self.remote.resolve
 
     def public_spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` as one of the relay's tasks (cancelled at shutdown)."""
@@ -356,6 +359,8 @@ class Relay(Service):
         state.control = link
         state.disconnected_at = None
         state.stats.seen()
+        state.forwarded_headers = msg.forwarded_headers
+        state.proxy_protocol = msg.proxy_protocol
         link.send(
             frames.RegisterResult(
                 success=True,
@@ -450,6 +455,7 @@ class Relay(Service):
             pool_due = now - last_pool >= timeouts.pool_tick
             if pool_due:
                 last_pool = now
+            self.public.sweep_idle(now)
             for state in list(self.clients.values()):
                 if state.control is not None:
                     state.control.send(frames.Heartbeat(seq=seq))

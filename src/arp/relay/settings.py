@@ -18,6 +18,7 @@ from arp.config import (
     Limits,
     Timeouts,
 )
+from arp.protocol.forwarded import Network
 from arp.relay.lease import DEFAULT_PREFIX
 
 DEFAULT_PEER_PORT = 17004
@@ -61,6 +62,8 @@ class RelayConfig:
     """Dedicated public TCP ports clients may ask for; None allows none."""
     tls_cert: str | None = None
     tls_key: str | None = None
+    trusted_proxies: tuple[Network, ...] = ()
+    """Peers whose X-Forwarded-* headers are kept and appended to (`--trusted-proxy`)."""
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
     cluster: ClusterSettings | None = None

@@ -16,7 +16,8 @@ import socket
 from arp.errors import ArpError
 from arp.net.links import SocketLink
 from arp.net.sockets import accept_loop, listen
-from arp.protocol import frames
+from arp.protocol import frames, proxy_v2
+from arp.protocol.tunnel import data_frame
 from arp.relay.public import Public
 from arp.relay.registry import ClientState, TcpPort
 from arp.relay.settings import RelayConfig
@@ -80,6 +81,17 @@ class TcpPorts:
             return
         else:
             opening = frames.encode(frames.StartProxy(tcp_port=port))
+            if state.proxy_protocol:
+                opening += data_frame(_proxy_header(sock))
             await self.public.splice(state, public, tunnel, opening)
         finally:
             self.public.count -= 1
+
+
+def _proxy_header(sock: socket.socket) -> bytes:
+    """The PROXY v2 header for an accepted connection (LOCAL when its addresses are unknown)."""
+    try:
+        peer, local = sock.getpeername(), sock.getsockname()
+        return proxy_v2.encode((peer[0], peer[1]), (local[0], local[1]))
+    except (OSError, ValueError, IndexError):
+        return proxy_v2.encode_local()
