@@ -12,6 +12,9 @@ is written twice. The sections and who reads them:
 - `SessionBounds` (`SESSION_BOUNDS`): the session manager, through `SessionConfig`; its event log;
   command mode's flags and config (max sessions, prompt size); the pages the HTTP API and the
   remote protocol serve.
+- `AttachmentBounds` (`ATTACHMENT_BOUNDS`): images and files sent with a prompt
+  (`arp.agents.attachments`; the HTTP API's body limit, MCP, the remote protocol).
+- `ChangesBounds` (`CHANGES_BOUNDS`): what a session changed (`arp.agents.changes`).
 - `HistoryLimits`: the history readers (`arp.agents.history`) and the history API.
 - `McpLimits`: the MCP face (`arp.command.mcp`).
 - `ApiBounds` (`API_BOUNDS`): command mode's HTTP server and sessions API (`CommandConfig`
@@ -183,6 +186,47 @@ SESSION_BOUNDS = SessionBounds()
 
 
 @dataclass(frozen=True, slots=True)
+class AttachmentBounds:
+    """Images and text files sent with a prompt (HTTP API, console, MCP, remote protocol)."""
+
+    max_count: int = 10
+    """Attachments one prompt may carry (beyond: 413)."""
+    max_bytes: int = 20 * MIB
+    """Their decoded bytes together, per prompt (beyond: 413). The HTTP API's body limit leaves
+    room for this much in base64 (4/3 of it) besides the prompt."""
+    max_name_chars: int = 128
+    """A longer file name is cut (its extension kept)."""
+
+
+ATTACHMENT_BOUNDS = AttachmentBounds()
+
+
+@dataclass(frozen=True, slots=True)
+class ChangesBounds:
+    """What a session changed in its project (`arp.agents.changes`): snapshot and diff bounds."""
+
+    git_timeout: float = 30.0
+    """Each git command (snapshot at the first run's start, diff on request) must end in this."""
+    max_output: int = 64 * MIB
+    """The most output read from one git command (a longer diff is cut)."""
+    max_files: int = 1000
+    """Files listed in one answer (the rest are counted in ``truncated``)."""
+    max_diff_bytes: int = 64 * 1024
+    """A file's diff in the listing is cut past this (a marker says how many bytes were cut);
+    ``?path=`` gives that one file's diff up to ``max_file_diff_bytes``."""
+    max_file_diff_bytes: int = 4 * MIB
+    snapshot_files: int = 5000
+    """Outside git: the most project files whose content is kept when the first run starts."""
+    snapshot_file_bytes: int = 1 * MIB
+    """Outside git: a larger file is recorded by size and hash only (no diff of its content)."""
+    snapshot_bytes: int = 16 * MIB
+    """Outside git: the most bytes of content kept for one session's snapshot."""
+
+
+CHANGES_BOUNDS = ChangesBounds()
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryLimits:
     """Bounds of history browsing."""
 
@@ -351,6 +395,7 @@ class AgentBounds:
     max_log_data: int = 256 * 1024
     """A longer event line is cut to this many characters in `data`."""
 
+
 @dataclass(frozen=True, slots=True)
 class AdminBounds:
     """The relay's admin port (`arps --admin-port`): dashboard, JSON and metrics."""
@@ -363,8 +408,6 @@ class AdminBounds:
     """The largest request head the admin port reads."""
     refresh: float = 3.0
     """How often the dashboard fetches `/api/clients` again, in seconds."""
-
-
 
 
 @dataclass(frozen=True, slots=True)

@@ -238,3 +238,17 @@ def test_codex_resume() -> None:
     proto.opening("again")
     _, resume = written(proto.on_line(line({"id": 1, "result": {}})).writes)
     assert resume["method"] == "thread/resume" and resume["params"]["threadId"] == "th-1"
+
+
+def test_gemini_follow_ups_wait_out_the_first_minute() -> None:
+    started = 60_000.0 + 10  # 10 s into a minute
+    fresh = GeminiAcp(RunSpec(prompt="p"))
+    assert fresh.start_delay(started, started + 1) == 0.0  # a new conversation never waits
+    follow = GeminiAcp(RunSpec(prompt="p", resume_id="s-1"))
+    assert follow.start_delay(started, started + 5) == 60_060.5 - (started + 5)
+    assert follow.start_delay(started, 60_061.0) == 0.0
+    # Started late in a minute: its file may be named by the next one, which is waited out too.
+    late = 60_000.0 + 50
+    assert follow.start_delay(late, late + 1) == 60_120.5 - (late + 1)
+    assert ClaudeAsk(RunSpec(prompt="p")).start_delay(started, started) == 0.0
+    assert CodexAppServer(RunSpec(prompt="p")).start_delay(started, started) == 0.0

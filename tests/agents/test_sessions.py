@@ -147,3 +147,30 @@ async def test_one_page_of_state_and_events(tmp_path: Path) -> None:
         small = first.to_json(max_chars=1)  # at least one event, then it says there is more
         assert [e["seq"] for e in small["events"]] == [1]
         assert small["next_after_seq"] == 1 and small["has_more"]
+
+
+async def test_a_follow_up_held_before_its_start_is_cancelled_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ask protocol may hold a follow-up before the CLI starts (Gemini's session/load rule):
+    a cancel meanwhile ends it at once, and no child is started."""
+    from arp.agents.ask import ClaudeAsk
+
+    async with SessionManager(config(tmp_path)) as manager:
+        session = await manager.start_session(
+            StartRequest("claude", "events=1", permission_mode="ask")
+        )
+        first = await manager.wait(session.session_id, units(10))
+        assert first.status == "completed", first.error
+        monkeypatch.setattr(ClaudeAsk, "start_delay", lambda self, started, now: 600.0)
+        held = await manager.send_message(session.session_id, "events=1")
+        assert held.status == "running"
+        async with asyncio.timeout(units(5)):
+            while not any(
+                e.kind == "system" and "waiting" in (e.text or "")
+                for e in manager.events_after(session.session_id, 0)
+            ):
+                await asyncio.sleep(0.01)
+        cancelled = await asyncio.wait_for(manager.cancel(session.session_id), units(3))
+        assert cancelled.status == "cancelled" and cancelled.runs == 2
+        assert cancelled.exit_code is None  # the CLI never started

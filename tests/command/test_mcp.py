@@ -105,6 +105,7 @@ async def test_hints_tell_reading_from_acting(tmp_path: Path) -> None:
         assert reading == {
             "get_session",
             "wait_session",
+            "get_changes",
             "list_sessions",
             "list_approvals",
             "list_projects",
@@ -178,3 +179,48 @@ async def test_approvals_through_mcp(tmp_path: Path) -> None:
         kinds = [e["kind"] for e in page["events"]]
         assert "approval_request" in kinds and "approval_decision" in kinds
         assert target.exists()
+
+
+async def test_attachments_and_changes_through_mcp(tmp_path: Path) -> None:
+    """Issue 16: start_session takes attachments as the HTTP API does; get_changes answers."""
+    import base64
+
+    fakes = install_fakes(tmp_path / "bin")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "old.txt").write_text("old\n")
+    history = HistoryReaders(
+        claude_dir=tmp_path / "c", codex_dir=tmp_path / "x", gemini_dir=tmp_path / "g"
+    )
+    config = SessionConfig(
+        data_dir=tmp_path / "data", binaries={"claude": fakes["claude"]}, kill_wait=units(3)
+    )
+    async with (
+        SessionManager(config) as manager,
+        Client(build_mcp_server(manager, history)) as client,
+    ):
+        data = base64.b64encode(b"hi\n").decode()
+        note = {"name": "n.txt", "content_type": "text/plain", "data": data}
+        started = await client.call_tool(
+            "start_session",
+            {
+                "executor": "claude",
+                "prompt": f"events=0 writefile={project}/new.txt",
+                "project_path": str(project),
+                "attachments": [note],
+            },
+        )
+        session = started.structured_content
+        assert session is not None, started
+        assert [a["name"] for a in session["attachments"]] == ["n.txt"]
+        await manager.wait(session["session_id"], units(10))
+        changes = await client.call_tool("get_changes", {"session_id": session["session_id"]})
+        assert changes.structured_content is not None, changes
+        files = changes.structured_content["files"]
+        assert [(f["path"], f["status"]) for f in files] == [("new.txt", "added")]
+        too_many = await client.call_tool(
+            "start_session",
+            {"executor": "claude", "prompt": "x", "attachments": [note] * 11},
+        )
+        assert too_many.is_error
+        assert "status 413" in too_many.content[0].text  # type: ignore[union-attr]

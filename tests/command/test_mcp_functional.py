@@ -38,6 +38,7 @@ TOOLS = {
     "get_session",
     "wait_session",
     "cancel_session",
+    "get_changes",
     "list_sessions",
     "list_approvals",
     "decide_approval",

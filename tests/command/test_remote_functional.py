@@ -44,6 +44,13 @@ def emit(obj):
 def say(text):
     emit({"type": "assistant", "message": {"content": [{"type": "text", "text": text}]}})
 prompt = flag("-p") or ""
+if flag("--input-format") == "stream-json":  # attachments: the prompt comes over stdin
+    for line in sys.stdin:
+        message = json.loads(line)
+        if message.get("type") == "user":
+            blocks = message["message"]["content"]
+            prompt = next(b["text"] for b in blocks if b["type"] == "text")
+            break
 words = dict(w.split("=", 1) for w in prompt.split() if re.fullmatch(r"[a-z]+=\S+", w))
 if "pidfile" in words:
     with open(words["pidfile"], "w") as f:
@@ -340,23 +347,21 @@ async def test_multi_with_image_and_file_in_order(
     assert answer["error"] is None, answer
     text = answer["response"]["Text"]
     assert text.split("\n\n") == [
-        f"saw image-1.png {hashlib.sha256(image).hexdigest()} 700",
-        f"saw notes.txt {hashlib.sha256(notes).hexdigest()} 700",
+        f"saw 0-1-image-1.png {hashlib.sha256(image).hexdigest()} 700",
+        f"saw 0-2-notes.txt {hashlib.sha256(notes).hexdigest()} 700",
         "piece 0",
     ]
-    prompt = prompt_of(command, answer["session_id"])
-    parts = prompt.split("\n\n")
-    assert parts[0] == "look at these pieces=1"
-    assert (
-        parts[1].startswith("[Image attached: ")
-        and "image-1.png (image/png, 1008 bytes)" in parts[1]
-    )
-    assert (
-        parts[2].startswith("[File attached: ")
-        and f"notes.txt (text/plain, {len(notes)} bytes)" in parts[2]
-    )
-    assert parts[3] == "and answer"
-    # The private folder is gone once the request is answered.
+    # They went as the HTTP API's attachments go: stored with the session, listed, and named
+    # at the end of the prompt the agent received (Claude: in a stream-json message).
+    session = command.manager.get(answer["session_id"])
+    assert session.prompt == "look at these pieces=1\n\nand answer"
+    assert [(a["name"], a["kind"], a["size"]) for a in session.attachments] == [
+        ("image-1.png", "image", 1008),
+        ("notes.txt", "file", len(notes)),
+    ]
+    argv = argv_of(command, answer["session_id"])
+    assert argv[argv.index("--add-dir") + 1] == str(Path(session.attachments[0]["path"]).parent)
+    # No private folder was needed.
     assert list((tmp_path / "uploads").iterdir()) == []
 
 

@@ -498,3 +498,50 @@ async def test_an_approval_card_decides_at_phone_size(
     await expect(page.locator("#events .ev.approval")).to_have_count(2)
     await expect(page.locator("#events .ev.approval.allow")).to_have_text("Allowed")
     await expect(page.locator("#inbox")).to_be_hidden(timeout=units(10) * 1000)
+
+
+async def test_an_open_console_notifies_of_a_new_approval(
+    stack: ConsoleStack, new_page: PageFactory
+) -> None:
+    page = await new_page()
+    # The browser's Notification, recorded (headless Chromium shows none); permission granted.
+    await page.add_init_script(
+        """
+        window.__notes = [];
+        window.Notification = class {
+          static permission = "granted";
+          static requestPermission() { return Promise.resolve("granted"); }
+          constructor(title, options) { window.__notes.push({ title, ...options }); }
+          close() {}
+        };
+        """
+    )
+    await open_console(page, stack)
+    await expect(page.get_by_role("heading", name="Agent runs")).to_be_visible()
+    await expect(page.locator("#notify")).to_have_count(0)  # permission decided already
+    target = stack.project / "noted.txt"
+    code, run = await stack.api(
+        "POST",
+        "/api/sessions",
+        {
+            "executor": "claude",
+            "prompt": f"touch={target}",
+            "permissionMode": "ask",
+            "projectPath": str(stack.project),
+        },
+    )
+    assert code == 201, run
+    await expect(page.locator("#inbox-count")).to_have_text("1", timeout=units(10) * 1000)
+    notes = await page.evaluate("window.__notes")
+    assert [n["title"] for n in notes] == ["Allow Bash?"]
+    assert notes[0]["body"] == f"Bash: touch {target}"
+    code, approvals = await stack.api("GET", "/api/approvals")
+    [pending] = approvals["approvals"]
+    assert notes[0]["tag"] == pending["approval_id"]
+    code, _ = await stack.api(
+        "POST",
+        f"/api/sessions/{run['session_id']}/approvals/{pending['approval_id']}",
+        {"decision": "deny"},
+    )
+    assert code == 200
+    await expect(page.locator("#inbox")).to_be_hidden(timeout=units(10) * 1000)

@@ -19,6 +19,7 @@ from aiohttp import WSMsgType, web
 
 from arp.client.control import Target
 from arp.command.server import CommandServer
+from arp.protocol.forwarded import parse_networks
 from tests.command.sessions_support import fake_config, sse_events
 from tests.conftest import units
 from tests.deploy.conftest import FrontFactory, nginx_front  # noqa: F401 (fixture)
@@ -68,12 +69,17 @@ async def test_http_websocket_and_sse_through_nginx(
     streaming_target: tuple[Target, asyncio.Event],
 ) -> None:
     service, first_seen = streaming_target
-    stack = await make_stack(client_id=None)
+    # The relay trusts nginx's X-Forwarded-* (it runs on loopback), as docs/deploy.md says.
+    stack = await make_stack(client_id=None, trusted_proxies=parse_networks(["127.0.0.1"]))
     await stack.start_client("web", http_target=service)
     front = await nginx_front(stack.relay.public_port)
     connector = aiohttp.TCPConnector(ssl=front.ssl_context())
     timeout = aiohttp.ClientTimeout(total=units(20))
-    async with aiohttp.ClientSession(front.base, connector=connector, timeout=timeout) as http:
+    # unsafe: keep cookies of an IP-address host, as a browser does (the front is 127.0.0.1).
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(
+        front.base, connector=connector, timeout=timeout, cookie_jar=jar
+    ) as http:
         # Plain HTTP, several requests (nginx reuses its upstream connections).
         for n in range(3):
             async with http.post(f"/echo/{n}?token=web", data=f"body {n}") as response:
@@ -85,9 +91,11 @@ async def test_http_websocket_and_sse_through_nginx(
             seen = await response.json()
         assert seen["X-Forwarded-Proto"] == "https"
         assert seen["X-Forwarded-For"].split(",")[0].strip() == "127.0.0.1"
-        # TODO(issue 13): once the relay routes per request and trusts a front proxy's
-        # X-Forwarded-For, assert here that the relay passes nginx's client address on as the
-        # first X-Forwarded-For entry (and does not add nginx's own address as the caller).
+        # nginx's own address (the relay's caller) is appended after the browser's.
+        assert [part.strip() for part in seen["X-Forwarded-For"].split(",")] == [
+            "127.0.0.1",
+            "127.0.0.1",
+        ]
 
         # The token from the query was kept in a cookie: later requests need no token.
         async with http.get("/echo/again") as response:

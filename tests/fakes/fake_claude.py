@@ -9,6 +9,8 @@ answer; then it waits for stdin to close.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import sys
@@ -35,10 +37,39 @@ def ask_mode(argv: list[str]) -> None:
         }
     )
     user = read_message()
-    prompt = user["message"]["content"][0]["text"]
-    run(argv, prompt, asking=True)
+    content = user["message"]["content"]
+    prompt = next(block["text"] for block in content if block.get("type") == "text")
+    images = [block for block in content if block.get("type") == "image"]
+    run(argv, prompt, asking="--permission-prompt-tool" in argv, images=images)
     while sys.stdin.readline():  # the real CLI ends once its input does
         pass
+
+
+def edit_files(d: f.Directives, sid: str, images: list[dict[str, Any]], argv: list[str]) -> None:
+    """``writefile=PATH`` (a Write tool call that writes it), ``rmfile=PATH`` (a Bash ``rm``),
+    and, when images came as content blocks, one text naming their types and sha256."""
+    if images:
+        names = [
+            f"{b['source']['media_type']}:"
+            + hashlib.sha256(base64.b64decode(b["source"]["data"])).hexdigest()
+            for b in images
+        ]
+        text = "IMAGES " + " ".join(names) + " ADD-DIR " + (f.flag_value(argv, "--add-dir") or "")
+        f.emit({"type": "assistant", "message": {"content": [{"type": "text", "text": text}]},
+                "session_id": sid})  # fmt: skip
+    for key, name, make in (("writefile", "Write", True), ("rmfile", "Bash", False)):
+        target = d.get(key)
+        if not target:
+            continue
+        tool_input = {"file_path": target} if make else {"command": f"rm {target}"}
+        use = {"type": "tool_use", "id": f"toolu_{key}", "name": name, "input": tool_input}
+        f.emit({"type": "assistant", "message": {"content": [use]}, "session_id": sid})
+        if make:
+            Path(target).write_text("written by the fake\n")
+        else:
+            Path(target).unlink()
+        f.emit({"type": "user", "message": {"content": [{"type": "tool_result",
+                "tool_use_id": f"toolu_{key}", "content": "ok"}]}, "session_id": sid})  # fmt: skip
 
 
 def ask(d: f.Directives, sid: str) -> None:
@@ -97,7 +128,9 @@ def main() -> None:
     run(argv, f.flag_value(argv, "-p") or "", asking=False)
 
 
-def run(argv: list[str], prompt: str, *, asking: bool) -> None:
+def run(
+    argv: list[str], prompt: str, *, asking: bool, images: list[dict[str, Any]] | None = None
+) -> None:
     d = f.Directives(prompt)
     f.setup(d)
     sid = f.flag_value(argv, "--resume") or f.new_id()
@@ -197,6 +230,7 @@ def run(argv: list[str], prompt: str, *, asking: bool) -> None:
     )
     if asking:
         ask(d, sid)
+    edit_files(d, sid, images or [], argv)
     failed = bool(d.get("error"))
     f.emit(
         {

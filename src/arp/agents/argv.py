@@ -25,7 +25,13 @@ document them (the executors table in `arp.agents.executors` names each builder)
 - Gemini CLI: ``gemini -p <prompt> --output-format stream-json [-m M] [--approval-mode
   default|auto_edit|yolo] [--allowed-tools T …] [--resume <session_id>]``; cwd is the project path.
 
-Every child gets stdin from /dev/null (Codex reads a prompt from stdin when it has one).
+Attachments (`arp.agents.attachments`): Claude ``--add-dir <their folder>`` and the prompt as a
+stream-json user message with image blocks (``--input-format stream-json``); Codex ``-i <image>``
+each (before ``--skip-git-repo-check``, which ends the variadic list); Gemini
+``--include-directories <their folder>`` and an ``@<path>`` include per attachment.
+
+Every child gets stdin from /dev/null (Codex reads a prompt from stdin when it has one), except
+a run whose prompt goes over stdin (ask mode; Claude with attachments).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from arp.agents.attachments import StoredAttachment, folder_of
 from arp.agents.errors import BadRequest
 
 
@@ -56,6 +63,17 @@ class RunSpec:
     ask: bool = False
     """``permissionMode: "ask"``: the CLI is driven over its stdio protocol (`arp.agents.ask`)
     and the prompt goes there, not into the argv."""
+    attachments: tuple[StoredAttachment, ...] = ()
+    """This run's stored attachments (`arp.agents.attachments`): each builder passes them the
+    way its CLI understands (the prompt already names their paths)."""
+
+    @property
+    def images(self) -> list[str]:
+        return [item.path for item in self.attachments if item.is_image]
+
+    @property
+    def attach_dir(self) -> str | None:
+        return folder_of(self.attachments)
 
     def asked(self) -> dict[str, bool]:
         """Which optional fields this spec sets (an executor must honour each)."""
@@ -143,13 +161,24 @@ def prompt_arg(prompt: str) -> str:
 
 
 def build_claude(binary: str, spec: RunSpec) -> list[str]:
-    if spec.ask:
+    # Attachments: their folder is one its tools may read (--add-dir, variadic: a flag follows
+    # it), and the prompt goes as a stream-json user message holding the images as blocks.
+    add_dir = ["--add-dir", spec.attach_dir] if spec.attach_dir else []
+    if spec.ask or spec.attachments:
         # The prompt goes over stdin after the initialize request (arp.agents.ask.ClaudeAsk).
-        argv = [binary, "-p", "--input-format", "stream-json", "--output-format", "stream-json"]
-        argv += ["--verbose", "--permission-prompt-tool", "stdio"]
+        argv = [binary, "-p", *add_dir, "--input-format", "stream-json"]
+        argv += ["--output-format", "stream-json", "--verbose"]
+        if not spec.ask:
+            return argv + _claude_options(spec, spec.permission_mode)
+        argv += ["--permission-prompt-tool", "stdio"]
         return argv + _claude_options(spec, "default")
     argv = [binary, "-p", prompt_arg(spec.prompt), "--output-format", "stream-json", "--verbose"]
     return argv + _claude_options(spec, spec.permission_mode)
+
+
+def claude_stream_input(spec: RunSpec) -> bool:
+    """Whether a Claude run takes its prompt over stdin (ask mode, or images to send)."""
+    return spec.ask or bool(spec.attachments)
 
 
 def _claude_options(spec: RunSpec, permission_mode: str | None) -> list[str]:
@@ -185,15 +214,21 @@ def build_codex(binary: str, spec: RunSpec) -> list[str]:
         argv = [binary, "exec", "--json", "--skip-git-repo-check"]
         if spec.permission_mode:
             argv += ["-s", spec.permission_mode]
+        images = _codex_images(spec)
+        if images:
+            # -i is variadic: the flag after it ends its list (accepted after `resume` too).
+            argv.remove("--skip-git-repo-check")
+            images.append("--skip-git-repo-check")
         argv.append("resume")
         if spec.model:
             argv += ["-m", spec.model]
-        return [*argv, spec.resume_id, prompt_arg(spec.prompt)]
+        return [*argv, *images, spec.resume_id, prompt_arg(spec.prompt)]
     argv = [binary, "exec", "--json"]
     if spec.model:
         argv += ["-m", spec.model]
     if spec.project_path:
         argv += ["-C", spec.project_path]
+    argv += _codex_images(spec)  # -i is variadic: the flag after it ends its list
     argv.append("--skip-git-repo-check")
     if spec.permission_mode:
         argv += ["-s", spec.permission_mode]
@@ -201,17 +236,37 @@ def build_codex(binary: str, spec: RunSpec) -> list[str]:
     return argv
 
 
+def _codex_images(spec: RunSpec) -> list[str]:
+    argv: list[str] = []
+    for path in spec.images:
+        argv += ["-i", path]
+    return argv
+
+
+def _gemini_dirs(spec: RunSpec) -> list[str]:
+    """The attachments' folder in the workspace, so @includes and read_file may reach it."""
+    return ["--include-directories", spec.attach_dir] if spec.attach_dir else []
+
+
+def gemini_prompt(spec: RunSpec) -> str:
+    """The prompt with an ``@path`` include per attachment (Gemini reads them in itself)."""
+    if not spec.attachments:
+        return spec.prompt
+    return spec.prompt + "\n\n" + " ".join("@" + item.path for item in spec.attachments)
+
+
 def build_gemini(binary: str, spec: RunSpec) -> list[str]:
     if spec.ask:
         # ACP over stdio; the prompt and the conversation to resume go there
         # (arp.agents.ask_rpc.GeminiAcp).
-        argv = [binary, "--acp", "--approval-mode", "default"]
+        argv = [binary, "--acp", "--approval-mode", "default", *_gemini_dirs(spec)]
         if spec.model:
             argv += ["-m", spec.model]
         if spec.allowed_tools:
             argv += ["--allowed-tools", *spec.allowed_tools]
         return argv
-    argv = [binary, "-p", prompt_arg(spec.prompt), "--output-format", "stream-json"]
+    argv = [binary, "-p", prompt_arg(gemini_prompt(spec)), *_gemini_dirs(spec)]
+    argv += ["--output-format", "stream-json"]
     if spec.model:
         argv += ["-m", spec.model]
     if spec.permission_mode:

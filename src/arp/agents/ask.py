@@ -19,6 +19,9 @@ Claude Code (``claude -p --input-format stream-json --output-format stream-json 
   A denied tool's result is the message (``is_error``); the turn goes on.
 - Every ``control_response`` the CLI prints (the answer to initialize) is protocol, not output.
   Any other control request is answered with an error (ARP offers no hooks or MCP over stdio).
+- Attachments (also outside ask mode, `arp.agents.argv.claude_stream_input`): each image is an
+  ``image`` content block (``source``: base64, ``media_type``) before the prompt's text block;
+  without ``--permission-prompt-tool`` no ``can_use_tool`` request comes.
 - Its other lines are the ordinary stream-json events (`arp.agents.events.ClaudeParser`). Once
   the ``result`` line comes, stdin is closed and the CLI exits.
 """
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
 from arp.agents.argv import RunSpec
+from arp.agents.attachments import StoredAttachment, read_base64
 from arp.agents.events import ClaudeParser, Draft
 
 Decision = Literal["allow", "deny"]
@@ -74,6 +78,10 @@ class AskProtocol(Protocol):
         """The lines that give the CLI a decision."""
         ...
 
+    def start_delay(self, conversation_started: float, now: float) -> float:
+        """Seconds a follow-up must wait before the CLI starts (0: none; a CLI's quirk)."""
+        ...
+
 
 def title_of(tool_name: str, tool_input: Any) -> str:
     """A short human title: the command a shell tool runs, the file an edit touches, else the
@@ -100,6 +108,7 @@ class ClaudeAsk:
     def __init__(self, spec: RunSpec) -> None:
         # The options are on the command line already; the prompt comes with `opening`.
         self.parser = ClaudeParser()
+        self.attachments = spec.attachments
 
     def opening(self, prompt: str) -> list[bytes]:
         return [
@@ -113,7 +122,10 @@ class ClaudeAsk:
             _line(
                 {
                     "type": "user",
-                    "message": {"role": "user", "content": [{"type": "text", "text": prompt}]},
+                    "message": {
+                        "role": "user",
+                        "content": claude_content(prompt, self.attachments),
+                    },
                     "parent_tool_use_id": None,
                     "session_id": "",
                 }
@@ -153,12 +165,34 @@ class ClaudeAsk:
             ]
         )
 
+    def start_delay(self, conversation_started: float, now: float) -> float:
+        return 0.0
+
     def answer(self, ask: PermissionAsk, decision: Decision, message: str | None) -> list[bytes]:
         if decision == "allow":
             body: dict[str, Any] = {"behavior": "allow", "updatedInput": ask.tool_input or {}}
         else:
             body = {"behavior": "deny", "message": message or "denied by the person"}
         return [_response(ask.key, body, None)]
+
+
+def claude_content(prompt: str, attachments: tuple[StoredAttachment, ...]) -> list[dict[str, Any]]:
+    """A user message's content: each image as an image block (base64), then the prompt (which
+    names every attachment's path; text files are read by the agent's own tools)."""
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "image",
+            "source": {
+                "type": "base64",
+                "media_type": item.content_type,
+                "data": read_base64(item),
+            },
+        }
+        for item in attachments
+        if item.is_image
+    ]
+    blocks.append({"type": "text", "text": prompt})
+    return blocks
 
 
 def _response(request_id: str, body: dict[str, Any] | None, error: str | None) -> bytes:

@@ -19,6 +19,10 @@ Gemini CLI (``gemini --acp``, 0.61), as driven against the real CLI:
 - The ``session/prompt`` response ({stopReason, _meta.quota.token_count}) ends the turn: it
   becomes the ``result`` event and stdin is closed, after which the CLI exits.
 - Any other request from the agent is answered "method not found".
+- Gemini 0.61 names a chat file by the minute it began, and ``session/load`` starts recording
+  (into a file named by the current minute) before it reads: within the conversation's first
+  minute that is the same file, which it overwrites, and the load fails ("No previous sessions
+  found"). So a follow-up waits until that minute is over (`GeminiAcp.start_delay`).
 
 Codex (``codex app-server``, 0.169; the protocol's schema is ``codex app-server
 generate-json-schema --out DIR``), as driven against the real CLI:
@@ -45,9 +49,12 @@ from typing import Any, Final
 
 from arp.agents.argv import RunSpec
 from arp.agents.ask import Decision, PermissionAsk, Step, title_of
+from arp.agents.attachments import read_base64
 from arp.agents.events import Draft, Usage
 
 ACP_VERSION: Final = 1
+STARTUP_SLACK: Final = 30.0
+"""Seconds allowed between a Gemini session's creation and its ``session/new``."""
 METHOD_NOT_FOUND: Final = -32601
 
 
@@ -116,6 +123,8 @@ class GeminiAcp:
     def __init__(self, spec: RunSpec) -> None:
         self.cwd = spec.project_path or "."
         self.resume_id = spec.resume_id
+        self.attachments = spec.attachments
+        """Attached images go as ACP ``image`` blocks; files are named in the prompt."""
         self.rpc = JsonRpcClient()
         self.prompt = ""
         self.session_id: str | None = None
@@ -131,6 +140,15 @@ class GeminiAcp:
                 "initialize", {"protocolVersion": ACP_VERSION, "clientCapabilities": capabilities}
             )
         ]
+
+    def _prompt_blocks(self) -> list[dict[str, Any]]:
+        blocks: list[dict[str, Any]] = [{"type": "text", "text": self.prompt}]
+        for item in self.attachments:
+            if item.is_image:
+                blocks.append(
+                    {"type": "image", "mimeType": item.content_type, "data": read_base64(item)}
+                )
+        return blocks
 
     def on_line(self, line: str) -> Step:
         data = _object(line)
@@ -149,6 +167,16 @@ class GeminiAcp:
         if "error" in data:
             return _failed(answered, data)
         return self._answer(answered, data)
+
+    def start_delay(self, conversation_started: float, now: float) -> float:
+        """A follow-up waits until the minute its chat file is named for is over (see the module
+        docstring: within it, ``session/load`` overwrites the file and fails). The file is named
+        when ``session/new`` ran, a few seconds after the session was created: up to
+        `STARTUP_SLACK` is allowed for."""
+        if not self.resume_id:
+            return 0.0
+        unsafe_until = (int((conversation_started + STARTUP_SLACK) // 60) + 1) * 60.0
+        return max(0.0, unsafe_until + 0.5 - now)
 
     def answer(self, ask: PermissionAsk, decision: Decision, message: str | None) -> list[bytes]:
         pending = self.rpc.asked.pop(ask.key, None)
@@ -185,7 +213,7 @@ class GeminiAcp:
                 self.session_id = sid if isinstance(sid, str) else None
             prompt = {
                 "sessionId": self.session_id,
-                "prompt": [{"type": "text", "text": self.prompt}],
+                "prompt": self._prompt_blocks(),
             }
             return Step(
                 drafts=[Draft("system", agent_session_id=self.session_id, raw=data)],
@@ -309,6 +337,8 @@ class CodexAppServer:
         self.cwd = spec.project_path or "."
         self.resume_id = spec.resume_id
         self.model = spec.model
+        self.images = spec.images
+        """Attached images, sent as ``localImage`` inputs of the turn."""
         self.rpc = JsonRpcClient()
         self.prompt = ""
         self.thread_id: str | None = None
@@ -336,6 +366,9 @@ class CodexAppServer:
         if "error" in data:
             return _failed(answered, data)
         return self._answer(answered, data)
+
+    def start_delay(self, conversation_started: float, now: float) -> float:
+        return 0.0
 
     def answer(self, ask: PermissionAsk, decision: Decision, message: str | None) -> list[bytes]:
         pending = self.rpc.asked.pop(ask.key, None)
@@ -379,7 +412,10 @@ class CodexAppServer:
             self.thread_id = tid if isinstance(tid, str) else self.resume_id
             turn = {
                 "threadId": self.thread_id,
-                "input": [{"type": "text", "text": self.prompt}],
+                "input": [
+                    {"type": "text", "text": self.prompt},
+                    *({"type": "localImage", "path": path} for path in self.images),
+                ],
             }
             return Step(
                 drafts=[Draft("system", agent_session_id=self.thread_id, raw=_short(data))],

@@ -40,9 +40,15 @@ TIMER_SLACK: Final = 0.01
 class ApprovalDesk:
     """The approvals of one session manager, wired to its runs (see the module docstring)."""
 
-    def __init__(self, timeout: float, emit: Emit) -> None:
+    def __init__(
+        self,
+        timeout: float,
+        emit: Emit,
+        on_request: Callable[[SessionRecord, Approval], None] | None = None,
+    ) -> None:
         self.book = ApprovalBook(timeout)
         self._emit = emit
+        self._on_request = on_request
         self._waiting: dict[str, tuple[SessionRecord, RunRecord, PermissionAsk]] = {}
         self._timer: asyncio.TimerHandle | None = None
 
@@ -80,6 +86,8 @@ class ApprovalDesk:
             self._settle(approval, answer=True)
             return
         self._arm()
+        if self._on_request is not None:
+            self._on_request(entry, approval)
 
     def decide(
         self,

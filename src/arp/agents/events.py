@@ -138,7 +138,7 @@ class Draft:
     raw_text: str | None = None
     """``raw``'s exact JSON text, when it came from a line (stored as is, not re-encoded)."""
     approval: dict[str, Any] | None = None
-    """An approval event's own fields (`APPROVAL_FIELDS`)."""
+    """An approval event's own fields (`APPROVAL_FIELDS`), or a prompt's ``attachments``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +262,8 @@ class Event:
             approval=(
                 {key: data[key] for key in APPROVAL_FIELDS if key in data}
                 if kind in ("approval_request", "approval_decision")
+                else {"attachments": data["attachments"]}
+                if kind == "prompt" and isinstance(data.get("attachments"), list)
                 else None
             ),
         )

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final, Literal, get_args
 
-from arp.agents.argv import RunSpec, build_claude, build_codex, build_gemini
+from arp.agents.argv import RunSpec, build_claude, build_codex, build_gemini, claude_stream_input
 from arp.agents.ask import AskProtocol, ClaudeAsk
 from arp.agents.ask_rpc import CodexAppServer, GeminiAcp
 from arp.agents.errors import BadRequest
@@ -95,6 +95,17 @@ class Executor:
     """Variables added to arpc's environment for this CLI (besides ``ARP_SESSION_ID``)."""
     ask: Callable[[RunSpec], AskProtocol] | None = None
     """How ``permissionMode: "ask"`` talks to this CLI (None: it cannot ask yet, a 400)."""
+    stream_input: Callable[[RunSpec], bool] | None = None
+    """Whether a run outside ask mode also takes its prompt over stdin, through the `ask`
+    protocol (Claude with attachments: images go as content blocks)."""
+
+    def stdio(self, spec: RunSpec) -> AskProtocol | None:
+        """The stdio protocol a run of ``spec`` speaks (None: stdin is /dev/null)."""
+        if self.ask is None:
+            return None
+        if spec.ask or (self.stream_input is not None and self.stream_input(spec)):
+            return self.ask(spec)
+        return None
 
     def permission_value(self, mode: str) -> str | None:
         """The CLI's value for ``mode``; a value this CLI does not know is a 400."""
@@ -183,6 +194,7 @@ EXECUTORS: Final[dict[str, Executor]] = {
         build=build_claude,
         parser=ClaudeParser,
         ask=ClaudeAsk,
+        stream_input=claude_stream_input,
     ),
     "codex": Executor(
         name="codex",

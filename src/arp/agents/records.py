@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from arp.agents.ask import AskProtocol, PermissionAsk
+from arp.agents.attachments import StoredAttachment
 from arp.agents.eventlog import EventLog
 from arp.agents.events import Draft, StreamParser, Usage
 from arp.agents.executors import Executor
@@ -40,6 +41,18 @@ class RunRecord:
         self.result_error: str | None = None
         self.saw_error_result = False
         self.output_capped = False
+        self._released = asyncio.Event()
+
+    async def hold(self, seconds: float) -> None:
+        """Waits before the child starts, up to ``seconds`` or until `release` (a cancel)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._released.wait()
+
+    def release(self) -> None:
+        self._released.set()
+        self.uploads: list[tuple[StoredAttachment, bytes]] = []
+        """Attachments to write before the child starts (then emptied)."""
 
     def read_output(
         self, lines: list[bytes], parser: StreamParser | None
@@ -118,6 +131,12 @@ class SessionRecord:
         self.child: dict[str, Any] | None = None
         """The running child's identity (`arp.agents.reap.child_identity`), kept so that an
         arpc that died without stopping it can find and stop it at the next start."""
+        self.attachments: tuple[StoredAttachment, ...] = ()
+        """Every run's attachments, oldest first (`arp.agents.attachments`)."""
+        self.changes_base: dict[str, Any] | None = None
+        """Where the session's changes are counted from (`arp.agents.changes.take_base`)."""
+        self.scratch: Path | None = None
+        """A session kept in memory: the temporary folder of its attachments and snapshot."""
         self._changed = asyncio.Event()
 
     def snapshot(self, pending_approvals: tuple[dict[str, Any], ...] = ()) -> Session:
@@ -142,6 +161,7 @@ class SessionRecord:
             error=self.error,
             pid=process.pid if process is not None and self.status == "running" else None,
             pending_approvals=pending_approvals,
+            attachments=tuple(item.to_json() for item in self.attachments),
         )
 
     def mark_interrupted(self, now: float) -> None:

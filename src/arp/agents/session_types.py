@@ -28,7 +28,13 @@ from arp.agents.argv import RunSpec
 from arp.agents.errors import BadRequest
 from arp.agents.events import Event, Usage
 from arp.agents.executors import AGENTS
-from arp.config import SessionBounds
+from arp.config import (
+    ATTACHMENT_BOUNDS,
+    CHANGES_BOUNDS,
+    AttachmentBounds,
+    ChangesBounds,
+    SessionBounds,
+)
 
 Status = Literal["running", "completed", "failed", "cancelled", "interrupted"]
 STATUSES: Final = ("running", "completed", "failed", "cancelled", "interrupted")
@@ -52,6 +58,10 @@ class SessionConfig(SessionBounds):
     (``arpc --approval-timeout``)."""
     default_project: Path | None = None
     """The cwd of a session that names no project (None: ``allowed_root``, else arpc's cwd)."""
+    attachments: AttachmentBounds = ATTACHMENT_BOUNDS
+    """Bounds of the images and files a prompt may carry."""
+    changes: ChangesBounds = CHANGES_BOUNDS
+    """Bounds of what-changed snapshots and diffs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +189,8 @@ class Session:
     """The running child's pid (its process group id too); None when not running."""
     pending_approvals: tuple[dict[str, Any], ...] = ()
     """``ask`` mode: the approvals waiting for a person, oldest first (`Approval.to_json`)."""
+    attachments: tuple[dict[str, Any], ...] = ()
+    """Every run's attachments, oldest first (`StoredAttachment.to_json`)."""
 
     @property
     def running(self) -> bool:
@@ -207,6 +219,7 @@ class Session:
             "error": self.error,
             "pid": self.pid,
             "pending_approvals": list(self.pending_approvals),
+            "attachments": list(self.attachments),
         }
 
 
@@ -218,6 +231,19 @@ def iso(ts: float | None) -> str | None:
         .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z")
     )
+
+
+NoticeKind = Literal["approval_requested", "completed", "failed", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something a person wants to be told of (`SessionManager.subscribe`): an approval waits
+    for them (``approval`` is its `Approval.to_json`), or a run ended."""
+
+    kind: NoticeKind
+    session: Session
+    approval: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,12 @@ the remote TCP protocol are adapters over it. Public interface::
         await manager.delete(session_id)                    # stops it, removes its files
         manager.approvals() -> list[Approval]               # ask mode: the pending ones
         manager.decide(session_id, approval_id, "allow", message=None, remember=None)
+        await manager.changes(session_id, path=None) -> dict   # what the session changed
+
+A prompt may carry attachments (``start_session(request, attachments=[Upload, ...])``, likewise
+``send_message``): `arp.agents.attachments` checks and stores them with the session and says how
+each agent receives them. What the session changed is `arp.agents.changes`' (its base is taken
+as the first run starts, before the agent is spawned).
 
 This module supervises runs: it starts each child, reads its output into the event log, ends it
 by the signal ladder and records how it ended. The rest lives by concept next to it: the values
@@ -67,13 +73,16 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from arp.agents import attachments as attach
+from arp.agents import changes
 from arp.agents.approvals import CANCELLED, RUN_ENDED, Approval
 from arp.agents.argv import RunSpec
 from arp.agents.ask import Decision
@@ -103,6 +112,7 @@ from arp.agents.reap import (
 from arp.agents.records import RunRecord, SessionRecord
 from arp.agents.session_types import (
     STATUSES,
+    Notice,
     Session,
     SessionConfig,
     SessionPage,
@@ -110,7 +120,7 @@ from arp.agents.session_types import (
     Status,
 )
 from arp.agents.spawn import spawn
-from arp.agents.store import SessionStore, remove_folders
+from arp.agents.store import SessionStore, evict_oldest, remove_folders
 from arp.lifecycle import Service
 
 __all__ = [
@@ -144,7 +154,8 @@ class SessionManager(Service):
         # Parsing output is the manager's CPU work; one chunk at a time, in turn, so the HTTP
         # API stays responsive however many sessions print at once.
         self._ingest = asyncio.Lock()
-        self._desk = ApprovalDesk(self.config.approval_timeout, self._emit)
+        self._desk = ApprovalDesk(self.config.approval_timeout, self._emit, self._asked)
+        self._listeners: builtins.list[Callable[[Notice], None]] = []
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -192,6 +203,22 @@ class SessionManager(Service):
 
     def running_count(self) -> int:
         return sum(1 for entry in self._entries.values() if entry.run is not None)
+
+    def subscribe(self, listener: Callable[[Notice], None]) -> Callable[[], None]:
+        """Calls ``listener`` (at once, in the loop; it must not block) when an approval waits
+        for a person or a run ends; returns the function that unsubscribes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _tell(self, notice: Notice) -> None:
+        for listener in builtins.list(self._listeners):
+            try:
+                listener(notice)
+            except Exception:  # a listener's bug must not touch the run
+                log.exception("a session listener failed on %s", notice.kind)
+
+    def _asked(self, entry: SessionRecord, approval: Approval) -> None:
+        self._tell(Notice("approval_requested", self._snapshot(entry), approval.to_json()))
 
     def approvals(self) -> builtins.list[Approval]:
         """Every pending approval of this manager, oldest first (the person's inbox)."""
@@ -279,12 +306,15 @@ class SessionManager(Service):
 
     # ----------------------------------------------------------------------------- commands
 
-    async def start_session(self, request: StartRequest) -> Session:
+    async def start_session(
+        self, request: StartRequest, attachments: Sequence[attach.Upload] = ()
+    ) -> Session:
         """Starts the first run; returns at once with status ``running``."""
         self._check_open()
         executor = get_executor(request.executor)
         request = replace(request, executor=executor.name)
         self._check_prompt(request.prompt)
+        attach.check_uploads(attachments, self.config.attachments)
         spec = executor.prepare(request.run_spec(request.prompt, request.resume_id))
         project = self.resolve_project(request.project_path)
         binary = executor.find_binary(self.config.binaries.get(executor.name))
@@ -303,14 +333,16 @@ class SessionManager(Service):
         )
         self._entries[session_id] = entry
         try:
-            self._launch(entry, binary, replace(spec, project_path=str(project)), request.prompt)
+            spec = replace(spec, project_path=str(project))
+            self._launch(entry, binary, spec, request.prompt, attachments)
         except BaseException:
             # Nothing half-made stays: no entry counting against the limits, no folder.
             self._entries.pop(session_id, None)
             entry.deleted = True
             entry.log.close()
-            if folder is not None:
-                shutil.rmtree(folder, ignore_errors=True)
+            for place in (folder, entry.scratch):
+                if place is not None:
+                    shutil.rmtree(place, ignore_errors=True)
             raise
         finally:
             if evicted:
@@ -318,7 +350,12 @@ class SessionManager(Service):
         return self._snapshot(entry)
 
     async def send_message(
-        self, session_id: str, prompt: str, *, model: str | None = None
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        model: str | None = None,
+        attachments: Sequence[attach.Upload] = (),
     ) -> Session:
         """A follow-up: a new run resuming the CLI's conversation. 409 while a run goes on."""
         self._check_open()
@@ -335,12 +372,14 @@ class SessionManager(Service):
         if not isinstance(prompt, str):
             raise BadRequest("'prompt' must be a string")
         self._check_prompt(prompt)
+        attach.check_uploads(attachments, self.config.attachments)
         request = replace(entry.request, model=model) if model else entry.request
         spec = entry.executor.prepare(request.run_spec(prompt, entry.agent_session_id))
         binary = entry.executor.find_binary(self.config.binaries.get(entry.executor.name))
         check_still_a_folder(entry.project_path)
         self._check_capacity(new_session=False)
-        self._launch(entry, binary, replace(spec, project_path=entry.project_path), prompt)
+        spec = replace(spec, project_path=entry.project_path)
+        self._launch(entry, binary, spec, prompt, attachments)
         return self._snapshot(entry)
 
     async def cancel(self, session_id: str) -> Session:
@@ -371,8 +410,26 @@ class SessionManager(Service):
         self._entries.pop(session_id, None)
         entry.log.close()
         entry.changed()
-        if entry.folder is not None:
-            await asyncio.to_thread(shutil.rmtree, entry.folder, True)
+        for place in (entry.folder, entry.scratch):
+            if place is not None:
+                await asyncio.to_thread(shutil.rmtree, place, True)
+
+    async def changes(self, session_id: str, path: str | None = None) -> dict[str, Any]:
+        """What the session changed in its project since its first run started
+        (`arp.agents.changes`); ``path``: that one file's full diff (404 if unchanged)."""
+        entry = self._entry(session_id)
+        named: builtins.list[str] = []
+        if entry.changes_base is not None and entry.changes_base.get("kind") == "files":
+            after = 0
+            for _ in range(100):  # bounded: 100 pages of events at most
+                events = entry.log.events_after(after, self.config.max_page_events)
+                if not events:
+                    break
+                named += changes.tool_paths(events)
+                after = events[-1].seq
+        return await changes.report(
+            entry.changes_base, self._files_dir(entry), named, self.config.changes, path
+        )
 
     # ----------------------------------------------------------------------------- internals
 
@@ -419,22 +476,7 @@ class SessionManager(Service):
         """Forgets the oldest finished sessions so one more fits under ``max_kept_sessions``;
         their folders, returned, are for the caller to remove off the event loop."""
         excess = len(self._entries) + 1 - max(1, self.config.max_kept_sessions)
-        if excess <= 0:
-            return []
-        finished = sorted(
-            (e for e in self._entries.values() if e.run is None and not e.deleting),
-            key=lambda e: e.created_at,
-        )
-        folders = []
-        for entry in finished[:excess]:
-            log.info("session %s: evicted (--max-kept-sessions)", entry.session_id)
-            entry.deleted = True
-            self._entries.pop(entry.session_id, None)
-            entry.log.close()
-            entry.changed()
-            if entry.folder is not None:
-                folders.append(entry.folder)
-        return folders
+        return evict_oldest(self._entries, excess)
 
     def resolve_project(self, requested: str | None) -> Path:
         """The folder a run in project `requested` uses (`arp.agents.projects`' rules, with this
@@ -454,16 +496,38 @@ class SessionManager(Service):
             max_memory_bytes=self.config.memory_bytes,
         )
 
-    def _launch(self, entry: SessionRecord, binary: str, spec: RunSpec, prompt: str) -> None:
+    def _files_dir(self, entry: SessionRecord) -> Path:
+        """Where a session keeps its attachments and snapshot: its folder, or (sessions kept
+        in memory) a private temporary folder removed with it."""
+        if entry.folder is not None:
+            return entry.folder
+        if entry.scratch is None:
+            entry.scratch = Path(tempfile.mkdtemp(prefix="arp-session-"))
+        return entry.scratch
+
+    def _launch(
+        self,
+        entry: SessionRecord,
+        binary: str,
+        spec: RunSpec,
+        prompt: str,
+        uploads: Sequence[attach.Upload] = (),
+    ) -> None:
         """Marks the entry running and starts the run's task (no await: capacity stays exact).
 
         All or nothing: when something raises, the entry is left as it was (not running)."""
+        planned = (
+            attach.plan(uploads, self._files_dir(entry), entry.runs, self.config.attachments)
+            if uploads
+            else []
+        )
+        stored = tuple(item for item, _ in planned)
+        spec = replace(spec, prompt=attach.with_note(spec.prompt, stored), attachments=stored)
         argv = entry.executor.build(binary, spec)
         before = (entry.status, entry.started_at, entry.updated_at, entry.ended_at)
         before_end = (entry.exit_code, entry.error)
-        run = RunRecord(
-            entry.runs, entry.executor.ask(spec) if spec.ask and entry.executor.ask else None
-        )
+        run = RunRecord(entry.runs, entry.executor.stdio(spec))
+        run.uploads = planned
         entry.run = run
         entry.runs += 1
         entry.status = "running"
@@ -471,18 +535,25 @@ class SessionManager(Service):
         entry.ended_at = None
         entry.exit_code = None
         entry.error = None
+        listed = {"attachments": [item.to_json() for item in stored]} if stored else None
+        entry.attachments += stored
         try:
-            entry.log.append([Draft("prompt", text=prompt)], run=run.number, now=entry.started_at)
+            entry.log.append(
+                [Draft("prompt", text=prompt, approval=listed)],
+                run=run.number,
+                now=entry.started_at,
+            )
             entry.log.flush()
             self._save(entry)
         except BaseException:
+            entry.attachments = entry.attachments[: len(entry.attachments) - len(stored)]
             entry.run = None
             entry.runs -= 1
             entry.status, entry.started_at, entry.updated_at, entry.ended_at = before
             entry.exit_code, entry.error = before_end
             raise
         entry.changed()
-        run.task = asyncio.ensure_future(self._run(entry, run, argv, prompt))
+        run.task = asyncio.ensure_future(self._run(entry, run, argv, spec.prompt))
         self._tasks.add(run.task)
         run.task.add_done_callback(self._tasks.discard)
 
@@ -500,8 +571,15 @@ class SessionManager(Service):
         exit_code: int | None = None
         error: str | None = None
         try:
+            delay = run.protocol.start_delay(entry.created_at, time.time()) if run.protocol else 0
+            if delay > 0 and run.number > 0:
+                note = f"waiting {delay:.0f} s before resuming ({entry.executor.name}'s own rule)"
+                self._emit(entry, run, [Draft("system", text=note)])
+                await run.hold(delay)
             if run.cancel_requested or run.interrupt_requested:
                 return  # stopped before it started
+            if not await self._prepare_run(entry, run):
+                return
             try:
                 # Started off the loop: a fork in the loop thread stalled every request.
                 process = await spawn(
@@ -518,7 +596,8 @@ class SessionManager(Service):
             run.process = process
             if run.protocol is not None:
                 run.stdin = process.stdin
-                run.write_input(run.protocol.opening(prompt))
+                # Off the loop: the opening may hold attached images in base64.
+                run.write_input(await asyncio.to_thread(run.protocol.opening, prompt))
             entry.child = child_identity(process.pid)
             self._save(entry)
             if run.cancel_requested or run.interrupt_requested:
@@ -551,6 +630,25 @@ class SessionManager(Service):
             error = f"internal error: {exc}"
         finally:
             self._finish(entry, run, exit_code, error)
+
+    async def _prepare_run(self, entry: SessionRecord, run: RunRecord) -> bool:
+        """Before the child starts: its attachments written, and for the first run the base
+        of the session's changes taken. False (the run failed, it says why) when an
+        attachment cannot be written."""
+        if run.uploads:
+            try:
+                await asyncio.to_thread(attach.write, run.uploads)
+            except OSError as exc:
+                self._emit(entry, run, [Draft("error", text=f"could not store attachments: {exc}")])
+                return False
+            run.uploads = []
+        if run.number == 0 and entry.changes_base is None:
+            folder = self._files_dir(entry)
+            entry.changes_base = await changes.take_base(
+                entry.project_path, folder, self.config.changes
+            )
+            self._save(entry)
+        return True
 
     async def _pump(
         self,
@@ -681,6 +779,8 @@ class SessionManager(Service):
         if entry.run is run:
             entry.run = None
         entry.changed()
+        if status in ("completed", "failed", "cancelled") and not entry.deleted:
+            self._tell(Notice(status, self._snapshot(entry)))
 
     async def _stop(self, run: RunRecord) -> None:
         if run.stopping is None:
@@ -689,6 +789,7 @@ class SessionManager(Service):
 
     async def _signal_ladder(self, run: RunRecord) -> None:
         """SIGINT, then SIGTERM, then SIGKILL to the run's process group, each after a grace."""
+        run.release()  # a run still holding before its start starts nothing
         # A run whose child is not spawned yet gets it within a moment; wait for it briefly.
         for _ in range(100):
             if run.process is not None or (run.task is not None and run.task.done()):

@@ -1,11 +1,13 @@
 """Where sessions outlive arpc: one folder per session under ``<data_dir>/sessions/``.
 
 Each folder holds ``session.json`` (the record's state, rewritten atomically on each change:
-written to ``session.json.tmp``, then renamed over it) and ``events.jsonl`` (the event log,
-`arp.agents.eventlog`). Folders are the user's alone (mode 0700): prompts and agent output are
-private. `load` reads every stored session back; one whose state cannot be read is skipped with
-a warning, never fatal. What becomes of a session that was running when arpc stopped is the
-manager's decision (`arp.agents.sessions`), not the store's.
+written to ``session.json.tmp``, then renamed over it), ``events.jsonl`` (the event log,
+`arp.agents.eventlog`), and when it has them ``attachments/`` (the prompts' images and files,
+0600) and ``changes/`` (the outside-git snapshot, `arp.agents.changes`). Folders are the user's
+alone (mode 0700): prompts and agent output are private. `load` reads every stored session back;
+one whose state cannot be read is skipped with a warning, never fatal. What becomes of a session
+that was running when arpc stopped is the manager's decision (`arp.agents.sessions`), not the
+store's.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from arp.agents.attachments import StoredAttachment
 from arp.agents.eventlog import EventLog
 from arp.agents.events import Usage
 from arp.agents.executors import get_executor
@@ -48,6 +51,8 @@ def to_meta(record: SessionRecord) -> dict[str, Any]:
         "runs": record.runs,
         "error": record.error,
         "child": record.child if record.status == "running" else None,
+        "attachments": [item.to_json() for item in record.attachments],
+        "changes_base": record.changes_base,
     }
 
 
@@ -126,7 +131,32 @@ class SessionStore:
         record.error = meta.get("error")
         child = meta.get("child")
         record.child = child if isinstance(child, dict) else None
+        record.attachments = tuple(
+            StoredAttachment.from_json(item) for item in meta.get("attachments") or ()
+        )
+        base = meta.get("changes_base")
+        record.changes_base = base if isinstance(base, dict) else None
         return record
+
+
+def evict_oldest(records: dict[str, SessionRecord], excess: int) -> list[Path]:
+    """Forgets the ``excess`` oldest finished sessions of ``records`` (retention: they go as a
+    delete would); returns their folders, for the caller to remove off the event loop."""
+    if excess <= 0:
+        return []
+    finished = sorted(
+        (r for r in records.values() if r.run is None and not r.deleting),
+        key=lambda r: r.created_at,
+    )
+    folders = []
+    for record in finished[:excess]:
+        log.info("session %s: evicted (--max-kept-sessions)", record.session_id)
+        record.deleted = True
+        records.pop(record.session_id, None)
+        record.log.close()
+        record.changed()
+        folders += [p for p in (record.folder, record.scratch) if p is not None]
+    return folders
 
 
 def remove_folders(folders: list[Path]) -> None:

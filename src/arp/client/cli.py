@@ -28,6 +28,7 @@ from arp.client.identity import load_or_create_client_id
 from arp.command.agents_check import startup_lines
 from arp.command.config import CommandConfig, add_command_arguments
 from arp.command.mcp import add_mcp_arguments, mcp_service
+from arp.command.notify import Notifier, add_notify_arguments, notifier_from_args
 from arp.command.remote import add_remote_arguments, remote_service
 from arp.command.server import CommandServer
 from arp.config import Timeouts
@@ -177,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ask mode: an approval no person decided is denied after this many seconds "
         "(reason 'timed out'; default %(default)s)",
     )
+    add_notify_arguments(parser)
     add_mcp_arguments(parser)
     add_remote_arguments(parser)
     add_agent_arguments(parser)
@@ -231,8 +233,11 @@ def config_from_args(args: argparse.Namespace, http_target: Target, client_id: s
     )
 
 
-def announce(config: ClientConfig, public_host: str) -> Callable[[frames.RegisterResult], None]:
-    """Print the public URL on the first registration, as the original did."""
+def announce(
+    config: ClientConfig, public_host: str, notifier: Notifier | None = None
+) -> Callable[[frames.RegisterResult], None]:
+    """Print the public URL on the first registration, as the original did (and tell the
+    notifier, whose notes link to runs in the console there)."""
     first = True
 
     def on_registered(result: frames.RegisterResult) -> None:
@@ -241,6 +246,8 @@ def announce(config: ClientConfig, public_host: str) -> Callable[[frames.Registe
         if first:
             print(f"✅ client_id {config.client_id} registered", flush=True)
             port_text = f":{result.public_port}" if result.public_port else ""
+            if notifier is not None:
+                notifier.console_url = f"http://{public_host}{port_text}/"
             print(
                 f"🌐 Public URL: http://{public_host}{port_text}/?token={config.client_id}",
                 flush=True,
@@ -274,6 +281,7 @@ async def serve(args: argparse.Namespace) -> int:
     client_id = args.client_id or load_or_create_client_id()
     stopped = asyncio.Event()
     client: Client | None = None
+    notifier: Notifier | None = None
     async with contextlib.AsyncExitStack() as stack:
         command: CommandServer | None = None
         if args.command_mode:
@@ -295,6 +303,9 @@ async def serve(args: argparse.Namespace) -> int:
                     f"🧩 MCP: {service.url}?token=<client_id> (through the relay: the same path)",
                     flush=True,
                 )
+            notifier = notifier_from_args(args, command.manager)
+            if notifier is not None:
+                await stack.enter_async_context(notifier)
             remote = remote_service(args, command)
             if remote is not None:
                 await _listen(stack, remote, f"--remote {':'.join(map(str, args.remote))}")
@@ -320,7 +331,7 @@ async def serve(args: argparse.Namespace) -> int:
             config = config_from_args(args, http_target, client_id)
             print(f"arpc {__version__}: client_id {config.client_id}, {mode}", flush=True)
             public_host = args.public_host or config.server_addr
-            client = Client(config, on_registered=announce(config, public_host))
+            client = Client(config, on_registered=announce(config, public_host, notifier))
             await stack.enter_async_context(client)
             waiter = asyncio.ensure_future(client.wait_closed())
             stopper = asyncio.ensure_future(stopped.wait())

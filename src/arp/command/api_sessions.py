@@ -10,6 +10,8 @@ Served under ``/api`` and, as the originals also used them, under the bare paths
     GET    /api/sessions/{id}/events      Server-Sent Events (Last-Event-ID or ?after=)
     GET    /api/sessions/{id}/ws          WebSocket, same replay (?after=)
     POST   /api/sessions/{id}/messages    follow-up prompt, resumes the conversation
+    (both POSTs take attachments: JSON base64 or multipart, `arp.command.api_attachments`;
+    GET /api/sessions/{id}/changes and .../attachments/{aid}: `arp.command.api_changes`)
     POST   /api/sessions/{id}/cancel      stop the run, keep its output
     DELETE /api/sessions/{id}             stop and remove (204)
     GET    /api/approvals                 every pending approval, oldest first (ask mode)
@@ -41,6 +43,7 @@ from arp.agents.session_types import Session, StartRequest
 from arp.agents.sessions import SessionManager
 from arp.command import openapi
 from arp.command.agents_check import agents_json
+from arp.command.api_attachments import read_prompt_body
 from arp.command.web import STREAMS_KEY, context, json_response
 from arp.config import API_BOUNDS, SESSION_BOUNDS
 from arp.protocol.json_depth import check_json_depth
@@ -253,8 +256,8 @@ def _location(request: web.Request, session: Session) -> str:
 
 
 async def start_session(request: web.Request) -> web.Response:
-    body = await _json_body(request)
-    session = await _manager(request).start_session(StartRequest.from_json(body))
+    body, uploads = await read_prompt_body(request)  # JSON or multipart, with attachments
+    session = await _manager(request).start_session(StartRequest.from_json(body), uploads)
     return json_response(
         session.to_json(), status=201, headers={"Location": _location(request, session)}
     )
@@ -300,7 +303,7 @@ async def get_session(request: web.Request) -> web.Response:
 
 
 async def send_message(request: web.Request) -> web.Response:
-    body = await _json_body(request)
+    body, uploads = await read_prompt_body(request)  # JSON or multipart, with attachments
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object with a 'prompt'")
     prompt = body.get("prompt")
@@ -310,7 +313,7 @@ async def send_message(request: web.Request) -> web.Response:
     if model is not None and not isinstance(model, str):
         raise BadRequest("'model' must be a string")
     session = await _manager(request).send_message(
-        request.match_info["session_id"], prompt, model=model or None
+        request.match_info["session_id"], prompt, model=model or None, attachments=uploads
     )
     return json_response(session.to_json())
 

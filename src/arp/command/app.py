@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from arp.command.api_changes import setup_changes_routes
 from arp.command.api_history import setup_history_routes
 from arp.command.api_sessions import setup_session_routes
 from arp.command.console import setup_console_routes
@@ -31,13 +32,16 @@ def create_app(ctx: CommandContext) -> web.Application:
     """The command-mode application: sessions API, the agents' history, OpenAPI document."""
     # A prompt may be escaped up to six times its size in JSON (\uXXXX); the body limit leaves
     # room for that, so an oversize prompt gets the clear 413 of the prompt check.
+    # Attachments sent as base64 in JSON take 4/3 of their bytes (AttachmentBounds.max_bytes).
+    attachments = ctx.sessions.config.attachments.max_bytes * 4 // 3 + 64 * 1024
     app = web.Application(
-        client_max_size=6 * ctx.config.max_prompt_bytes + 64 * 1024,
+        client_max_size=6 * ctx.config.max_prompt_bytes + 64 * 1024 + attachments,
         middlewares=[json_errors, token_required, same_origin],
     )
     app[CONTEXT_KEY] = ctx
     app[STREAMS_KEY] = set()
     setup_session_routes(app)
+    setup_changes_routes(app)  # issue 16: what a session changed, its attachments
     setup_history_routes(app, ctx.history)
     setup_openapi_route(app)
     setup_console_routes(app)  # the web console at / and /console/ (issue 5; arp.command.console)

@@ -8,7 +8,7 @@ Served by command mode next to the API (so through the relay with the client's t
 Every asset lives in ``arp/command/static`` and nothing is fetched from another origin: the
 Content-Security-Policy allows this origin only (no CDN, no external font, no inline script), so
 the token the relay remembers in its cookie can never leave for another site. The page is plain
-HTML, CSS and one JavaScript module: no build step.
+HTML, CSS and two JavaScript modules (``console.js`` imports ``cockpit.js``): no build step.
 
 The token page (where a person types a token when they opened the relay without one) is the
 relay's: `arp.relay.token_page`, re-exported here; it reads its parts from the same folder.
@@ -59,7 +59,7 @@ _TYPES: Final = {
     ".svg": "image/svg+xml",
     ".webmanifest": "application/manifest+json",
 }
-_SERVED: Final = ("console.css", "console.js", "icon.svg", "manifest.webmanifest")
+_SERVED: Final = ("console.css", "console.js", "cockpit.js", "icon.svg", "manifest.webmanifest")
 """The assets under /console/ (the index and the token page's parts are not served there)."""
 
 

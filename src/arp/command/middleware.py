@@ -3,9 +3,11 @@
 Errors become JSON in `arp.web_errors.json_errors`, which the gateway uses too.
 
 Cross-site use from a browser is refused: a state-changing request or a WebSocket whose
-``Origin`` names another host than ``Host`` gets a 403 (a request body must also be sent as
-``application/json``, so a page on another site cannot send one without a CORS preflight, which
-this API never grants).
+``Origin`` names another host than ``Host`` gets a 403. A request body is
+``application/json`` (a page on another site cannot send one without a CORS preflight, which this
+API never grants) or, for prompts with attachments, ``multipart/form-data``, which a cross-site
+form could send: the ``Origin`` check refuses it, and the relay's token cookie is
+``SameSite=Lax``, so such a post would not carry it either.
 """
 
 from __future__ import annotations

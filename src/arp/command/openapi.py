@@ -14,6 +14,7 @@ from arp import __version__
 from arp.agents.events import EVENT_KINDS
 from arp.agents.executors import EXECUTORS
 from arp.agents.sessions import STATUSES
+from arp.command.api_attachments import ATTACHMENTS_NOTE
 from arp.command.web import json_response
 
 DOCUMENT_KEY: Final[web.AppKey[dict[str, Any]]] = web.AppKey("arp_openapi_document")
@@ -96,6 +97,33 @@ def build_document() -> dict[str, Any]:
                     "description": "continue this earlier conversation of the CLI (its own "
                     "session or thread id; also agentSessionId)",
                 },
+                "attachments": {"type": "array", "items": _ref("Upload")},
+            },
+        },
+        "Upload": {
+            "type": "object",
+            "required": ["data"],
+            "properties": {
+                "name": {"type": "string"},
+                "content_type": {
+                    "type": "string",
+                    "description": "image/png, image/jpeg, image/gif, image/webp, or a text type",
+                },
+                "data": {"type": "string", "format": "byte", "description": "the bytes, base64"},
+            },
+        },
+        "Attachment": {
+            "type": "object",
+            "description": "an image or text file sent with a prompt, stored 0600 with the "
+            "session and deleted with it",
+            "properties": {
+                "id": {"type": "string", "description": "<run>-<n>"},
+                "run": {"type": "integer"},
+                "name": {"type": "string"},
+                "content_type": {"type": "string"},
+                "size": {"type": "integer"},
+                "kind": {"type": "string", "enum": ["image", "file"]},
+                "path": {"type": "string", "description": "where the agent reads it"},
             },
         },
         "Session": {
@@ -125,6 +153,7 @@ def build_document() -> dict[str, Any]:
                 "pid": {"type": ["integer", "null"]},
                 # issue 15: the paths and this schema are added by api_sessions (add_paths)
                 "pending_approvals": {"type": "array", "items": _ref("PendingApproval")},
+                "attachments": {"type": "array", "items": _ref("Attachment")},
             },
         },
         "Event": {
@@ -145,6 +174,11 @@ def build_document() -> dict[str, Any]:
                 "exit_code": {"type": "integer"},
                 "status": {"type": "string"},
                 "raw": {"description": "the CLI's own line (JSON, or the text of a non-JSON line)"},
+                "attachments": {
+                    "type": "array",
+                    "items": _ref("Attachment"),
+                    "description": "a prompt event: the attachments sent with it",
+                },
             },
         },
         "SessionWithEvents": {
@@ -167,9 +201,19 @@ def build_document() -> dict[str, Any]:
         "/api/sessions": {
             "post": {
                 "summary": "Start a session",
+                "description": ATTACHMENTS_NOTE,
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": _ref("StartRequest")}},
+                    "content": {
+                        "application/json": {"schema": _ref("StartRequest")},
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "description": "StartRequest's fields as text parts; each "
+                                "attachment a file part (its filename and Content-Type)",
+                            }
+                        },
+                    },
                 },
                 "responses": {
                     "201": _json(_ref("Session"), "started"),
@@ -245,6 +289,7 @@ def build_document() -> dict[str, Any]:
             "parameters": [_SID],
             "post": {
                 "summary": "A follow-up prompt resuming the same agent conversation",
+                "description": ATTACHMENTS_NOTE,
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -255,9 +300,17 @@ def build_document() -> dict[str, Any]:
                                 "properties": {
                                     "prompt": {"type": "string"},
                                     "model": {"type": "string"},
+                                    "attachments": {"type": "array", "items": _ref("Upload")},
                                 },
                             }
-                        }
+                        },
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "description": "prompt and model as text parts; each "
+                                "attachment a file part",
+                            }
+                        },
                     },
                 },
                 "responses": {

@@ -1,11 +1,11 @@
 """One remote request that runs an agent, from its attachments to its one answer line.
 
 The remote server (`arp.command.remote`) reads, admits and dispatches request lines; what a
-request does once it runs an agent lives here: attachments written (a private temporary folder or
-the project), the session started through the shared `SessionManager`, its events followed into
-an `Answer` (streamed in pieces when asked), the deadline kept and the agent stopped when the
-request ends early. It sees its connection only as a ``send`` callable, so it needs nothing from
-the server module.
+request does once it runs an agent lives here: attachments handed to the session as the HTTP
+API's are (`arp.agents.attachments`), or written into the project; the session started through
+the shared `SessionManager`, its events followed into an `Answer` (streamed in pieces when
+asked), the deadline kept and the agent stopped when the request ends early. It sees its
+connection only as a ``send`` callable, so it needs nothing from the server module.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from arp.agents.errors import SessionError
+from arp.agents.attachments import Upload, check_uploads
+from arp.agents.errors import BadRequest, SessionError
 from arp.agents.events import Usage
 from arp.agents.sessions import SessionManager
 from arp.command.remote_config import RemoteConfig
@@ -37,6 +38,7 @@ from arp.command.remote_protocol import (
     plan_run,
     response_line,
 )
+from arp.config import ATTACHMENT_BOUNDS
 from arp.errors import ArpError
 
 
@@ -110,10 +112,10 @@ class AgentRun:
         defaults = self.config.defaults
         # Which executor and project first, so attachments can go to the project when asked.
         probe = plan_run(request, "-", defaults)
-        prompt = await self._prompt(probe.project_path)
+        prompt, uploads = await self._prompt(probe.project_path)
         start = plan_run(request, prompt, defaults)
         try:
-            session = await self.manager.start_session(start)
+            session = await self.manager.start_session(start, uploads)
         except SessionError as exc:
             kind: ErrorKind = "connection_error" if exc.status == 503 else "processing_error"
             raise RequestError(kind, f"{exc.message} ({exc.status})") from None
@@ -167,8 +169,14 @@ class AgentRun:
             )
         )
 
-    async def _prompt(self, project_path: str | None) -> str:
+    async def _prompt(self, project_path: str | None) -> tuple[str, list[Upload]]:
+        """The prompt's text, and the attachments that go with it as the HTTP API's do
+        (stored with the session, each agent given them natively). With ``save_files_to:
+        "project"`` they are written into the project instead and named in the prompt; so is,
+        in a private temporary folder, a File that is no image or UTF-8 text (the protocol
+        has always taken any file)."""
         parts: list[str] = []
+        uploads: list[Upload] = []
         images = 0
         for leaf in self.request.inputs:
             if isinstance(leaf, TextInput):
@@ -177,9 +185,22 @@ class AgentRun:
                 if leaf.kind == "image":
                     images += 1
                     leaf = replace(leaf, filename=image_filename(images, leaf.content_type))
+                upload = Upload(leaf.filename, leaf.content_type, leaf.data)
+                if self.request.config.save_files_to != "project" and self._attachable(upload):
+                    uploads.append(upload)
+                    continue
                 path = await self._save(leaf, project_path)
                 parts.append(attachment_note(leaf, str(path)))
-        return "\n\n".join(part for part in parts if part)
+        return "\n\n".join(part for part in parts if part) or "(see the attachments)", uploads
+
+    def _attachable(self, upload: Upload) -> bool:
+        """Whether the session manager takes ``upload`` as an attachment (an image or text;
+        its bounds are the manager's to enforce)."""
+        try:
+            check_uploads([upload], replace(ATTACHMENT_BOUNDS, max_bytes=len(upload.data)))
+        except BadRequest:
+            return False
+        return True
 
     async def _save(self, attachment: Attachment, project_path: str | None) -> Path:
         if self.request.config.save_files_to == "project":

@@ -658,3 +658,56 @@ async def _pump_streams(
     if incoming.cancelled() or incoming.exception() is not None:
         return None
     return incoming.result()
+
+
+class CountedSplice:
+    """Moves bytes of a known count (a request body) from a raw socket to tunnels as data
+    frames through a kernel pipe: Python touches lengths, never the bytes.
+
+    `read` takes at most one pipeful from the source; `flush` sends its header and its bytes to
+    a tunnel and says whether all went (else wait until the tunnel is writable and flush
+    again). Nothing may be sent to that tunnel in between (`pending`).
+    """
+
+    __slots__ = ("_header", "_in_pipe", "_pipe_r", "_pipe_size", "_pipe_w", "_src_fd")
+
+    def __init__(self, src: socket.socket, pipe_size: int) -> None:
+        self._src_fd = src.fileno()
+        self._pipe_r, self._pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(self._pipe_w, _F_SETPIPE_SZ, pipe_size)
+        self._pipe_size = pipe_size
+        self._header = b""
+        self._in_pipe = 0
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._header or self._in_pipe)
+
+    def read(self, count: int) -> int:
+        """Up to `count` bytes from the source into the pipe (0: the source ended). Raises
+        BlockingIOError when none are there; call only when nothing is `pending`."""
+        n = os.splice(self._src_fd, self._pipe_w, min(count, self._pipe_size), flags=_SPLICE_FLAGS)
+        self._header = HEADER.pack(n) if n else b""
+        self._in_pipe = n
+        return n
+
+    def flush(self, dst: socket.socket) -> bool:
+        """Send what is pending to `dst`; False when `dst` is full."""
+        try:
+            while self._header:
+                sent = dst.send(self._header, _MSG_MORE)
+                self._header = self._header[sent:]
+            while self._in_pipe:
+                self._in_pipe -= os.splice(
+                    self._pipe_r, dst.fileno(), self._in_pipe, flags=_SPLICE_FLAGS
+                )
+        except _RETRY:
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._pipe_r >= 0:
+            os.close(self._pipe_r)
+            os.close(self._pipe_w)
+            self._pipe_r = self._pipe_w = -1

@@ -122,13 +122,22 @@ class _Nested:
 _NESTED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Nested] = weakref.WeakKeyDictionary()
 
 
+_last: tuple[asyncio.AbstractEventLoop, _Nested] | None = None
+"""The last loop asked for and its registry: asked for per connection, nearly always the same."""
+
+
 def readiness(loop: asyncio.AbstractEventLoop) -> Readiness:
     """The running loop's readiness registry for data-path sockets."""
+    global _last
     if not hasattr(select, "epoll"):
         return loop
+    last = _last
+    if last is not None and last[0] is loop:
+        return last[1]
     nested = _NESTED.get(loop)
     if nested is None:
         nested = _NESTED[loop] = _Nested(loop)
+    _last = (loop, nested)
     return nested
 
 

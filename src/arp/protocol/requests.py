@@ -69,6 +69,10 @@ Event = Request | Body | EndOfMessage
 
 _NONE, _LENGTH, _CHUNKED = Framing.NONE, Framing.LENGTH, Framing.CHUNKED
 
+_recent: list[Request | None] = [None]
+"""The last bodiless request parsed by any stream: the first head of a new connection is often
+the same bytes as the last one's (a client that opens a connection per request)."""
+
 
 class _State:
     """The stream's states (plain ints: compared on every event)."""
@@ -179,7 +183,7 @@ class RequestStream:
             buffer = self._buffer
             if not buffer:
                 return None
-            last = self._last
+            last = self._last or _recent[0]
             if last is not None and buffer.startswith(last.raw):
                 # The same bytes as the last head (a client repeating a request, as pollers
                 # and load tools do): the same parse, without parsing again.
@@ -241,7 +245,7 @@ class RequestStream:
         elif upgrade:
             self._state = _State.HELD  # a bodiless message is complete with its head
         else:
-            self._last = request  # only bodiless, plain requests are remembered
+            self._last = _recent[0] = request  # only bodiless, plain requests are remembered
         return request
 
     def _chunked(self) -> Event | None:

@@ -30,6 +30,8 @@ from arp.protocol.chunked import ChunkedScanner
 
 _HEAD, _BODY, _CHUNKED, _UNTIL_CLOSE, _RAW, _LOST = range(6)
 
+_recent: tuple[bytes, int] = (b"", 0)
+
 
 class ResponseTracker:
     """Counts complete responses in a tunnel's response bytes; see the module docstring."""
@@ -54,8 +56,9 @@ class ResponseTracker:
         self._buffer = b""  # a response head read in part
         self._left = 0
         self._chunks: ChunkedScanner | None = None
-        self._last_head = b""  # the last plain 2xx head to a GET with a counted body, and its
-        self._last_length = 0  # length: the same head again needs no second reading
+        # The last plain 2xx head to a GET with a counted body, and its length: the same head
+        # again needs no second reading (shared by the trackers of one process to start with).
+        self._last_head, self._last_length = _recent
         self.owe = self._methods.append
         """`expect`, as the deque's own method (the keep-alive path calls it per request)."""
         self.on_complete: Callable[[], None] | None = None
@@ -181,7 +184,8 @@ class ResponseTracker:
             self._state = _UNTIL_CLOSE
             return len(data)
         if method == "GET" and 200 <= status < 300:
-            self._last_head, self._last_length = head, length
+            global _recent
+            self._last_head, self._last_length = _recent = head, length
         if length:
             self._state, self._left = _BODY, length
         else:

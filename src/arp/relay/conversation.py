@@ -13,11 +13,13 @@ Design:
   `ResponseTracker` watches the bytes go by and counts complete responses (one head scan per
   response; counted bodies may still be spliced, by count).
 - Same client, next request: it goes on the same tunnel at once, pipelined or not. This is the
-  keep-alive path: one head parse, one head rewrite and one response head scan per request.
+  keep-alive path: one head parse, one head rewrite and one response head scan per request,
+  none of them when the bytes repeat the last head or answer (pollers, load tools, clients
+  that open a connection per request), which is recognised by comparing bytes.
   The Set-Cookie that remembers a query token goes on the first response of each tunnel the
   connection takes, as it went on the connection's first response before.
-- Route change (another client, or no client): reading stops
-  (pipelined requests wait in the kernel's buffer) until the old tunnel owes no response; then
+- Route change (another client, or no client): reading stops (pipelined requests wait in the
+  kernel's buffer) until the old tunnel owes no response; then
   the relay ends the tunnel's request direction with the data-frame end, arpc closes its idle
   local connection and answers with its own end, and the clean tunnel goes back to its pool.
   The waiting request then takes a tunnel of its own client, or gets the answer a fresh
@@ -46,7 +48,7 @@ from typing import TYPE_CHECKING
 
 from arp.errors import ArpError
 from arp.net.links import Link, SocketLink
-from arp.net.pump import FromTunnel
+from arp.net.pump import COPY_BUFFER, SPLICE_AVAILABLE, CountedSplice, FromTunnel
 from arp.net.readiness import readiness
 from arp.protocol import http as phttp
 from arp.protocol.forwarded import Caller, rewrite_head
@@ -84,7 +86,6 @@ class Conversation:
         "_discarding",
         "_door",
         "_down",
-        "_draining",
         "_ended",
         "_last_framed",
         "_last_progress",
@@ -102,6 +103,7 @@ class Conversation:
         "_reads",
         "_ready",
         "_request_ended",
+        "_splicer",
         "_state",
         "_stream",
         "_tracker",
@@ -134,12 +136,12 @@ class Conversation:
         self._down: FromTunnel | None = None
         self._tracker: ResponseTracker | None = None
         self._out = b""  # for the tunnel, not yet sent
+        self._splicer: CountedSplice | None = None  # large counted bodies go by splice
         self._pending: tuple[Request, phttp.Route | None] | ArpError | None = None
         self._reading = False
         self._writing = False
         self._public_eof = False
         self._request_ended = False  # this tunnel's request direction has its end frame
-        self._draining = False
         self._upgrade_wait = False
         self._waiting_tunnel = False
         self._ended = False
@@ -165,7 +167,6 @@ class Conversation:
         assert tsock is not None  # plain tunnels only (TLS ones are bridged to a socket)
         self._state, self._tunnel, self._tsock = state, tunnel, tsock
         self._request_ended = False
-        self._last_request = None  # its rewritten bytes were for the previous tunnel's client
         self._down = FromTunnel(
             self._loop,
             tsock,
@@ -177,7 +178,20 @@ class Conversation:
         tracker = ResponseTracker(self._door.config.limits.max_head)
         tracker.expect(request.head.method)
         self._tracker = self._down.tracker = tracker
-        out = [HTTP_START, _frame(self._head_bytes(request, route))]
+        recent = self._door.recent
+        if (
+            recent is not None
+            and recent[0] is request
+            and recent[1] == self._caller
+            and state.forwarded_headers
+        ):
+            framed = recent[2]  # the head the last connection began with, rewritten the same
+        else:
+            framed = _frame(self._head_bytes(request, route))
+            if not request.upgrade and state.forwarded_headers:
+                self._door.recent = (request, self._caller, framed)
+        self._last_request, self._last_route, self._last_framed = request, route, framed
+        out = [HTTP_START, framed]
         self._upgrade_wait = self._stream.held
         self._down.start()
         self._pump(out)
@@ -192,6 +206,17 @@ class Conversation:
     # -- request direction --------------------------------------------------------------------
 
     def _on_readable(self) -> None:
+        stream = self._stream
+        if (
+            SPLICE_AVAILABLE
+            and stream.body_left >= COPY_BUFFER
+            and not stream.buffered
+            and self._tsock is not None
+            and not self._out
+            and not self._discarding
+        ):
+            self._splice_body()
+            return
         try:
             n = self._psock.recv_into(_BUFFER)
         except _RETRY:
@@ -283,7 +308,6 @@ class Conversation:
         if tracker is None or self._request_ended or self._upgrade_wait:
             return
         if self._pending is not None:
-            self._draining = True
             if self._down is not None:
                 self._down.keep_open = True
         elif not self._public_eof:
@@ -314,10 +338,57 @@ class Conversation:
         if not self._ended and self._tunnel is not None:
             self._pump([])
 
+    def _splice_body(self) -> None:
+        """A large Content-Length body: a pipeful at a time, by count, through the kernel."""
+        splicer = self._splicer
+        if splicer is None:
+            try:
+                splicer = self._splicer = CountedSplice(
+                    self._psock, self._door.config.limits.pipe_size
+                )
+            except OSError:
+                return  # out of descriptors: this read waits for the next wake-up
+        try:
+            n = splicer.read(self._stream.body_left)
+        except _RETRY:
+            return
+        except OSError:
+            self._abort()
+            return
+        self._reads += 1
+        if not n:
+            self._public_eof = True
+            self._pause_reading()
+            self._pump([])
+            return
+        self._stream.skip_body(n)
+        self._flush_splice()
+
+    def _flush_splice(self) -> None:
+        splicer, tsock = self._splicer, self._tsock
+        if splicer is None or tsock is None:
+            return
+        try:
+            done = splicer.flush(tsock)
+        except OSError:
+            self._abort()
+            return
+        if not done:
+            self._pause_reading()
+            if not self._writing:
+                self._writing = True
+                self._ready.add_writer(tsock.fileno(), self._on_tunnel_writable)
+            return
+        if not self._stream.body_left:
+            self._pump([])  # the body's end: what follows is read as usual
+
     def _send(self, out: list[bytes]) -> None:
         if not out or self._tsock is None:
             return
         data = self._out + (out[0] if len(out) == 1 else b"".join(out))
+        if self._splicer is not None and self._splicer.pending:
+            self._out = data  # after the bytes in the pipe (`_on_tunnel_writable`)
+            return
         try:
             sent = self._tsock.send(data)
         except _RETRY:
@@ -332,8 +403,11 @@ class Conversation:
 
     def _on_tunnel_writable(self) -> None:
         assert self._tsock is not None
+        splicer = self._splicer
         try:
-            sent = self._tsock.send(self._out)
+            if splicer is not None and splicer.pending and not splicer.flush(self._tsock):
+                return
+            sent = self._tsock.send(self._out) if self._out else 0
         except _RETRY:
             return
         except OSError:
@@ -344,13 +418,17 @@ class Conversation:
             return
         self._writing = False
         self._ready.remove_writer(self._tsock.fileno())
-        self._update_reading()
+        if splicer is not None and not self._stream.body_left:
+            self._pump([])  # a spliced body ended: read on as usual
+        else:
+            self._update_reading()
 
     def _update_reading(self) -> None:
         want = not (
             self._ended
             or self._public_eof
             or self._out
+            or (self._splicer is not None and self._splicer.pending)
             or self._pending is not None
             or self._upgrade_wait
             or self._waiting_tunnel
@@ -379,7 +457,6 @@ class Conversation:
         if flow.clean and not self._request_ended:
             self._send([END_FRAME])  # the service ended first: so does this tunnel's use
             self._request_ended = True
-        self._draining = False
         # Serve the waiting request only when every response owed has come whole and none
         # ended with the connection; otherwise the caller must see the end of this one.
         carry_on = (
@@ -391,7 +468,8 @@ class Conversation:
             and not tracker.until_close
         )
         # A tunnel that closed, or whose end frame from us did not go whole, is not reused.
-        self._release_tunnel(clean=flow.clean and not self._out)
+        spliced = self._splicer is not None and self._splicer.pending
+        self._release_tunnel(clean=flow.clean and not self._out and not spliced)
         if not carry_on:
             if flow.keep_open:
                 with contextlib.suppress(OSError):
@@ -416,6 +494,9 @@ class Conversation:
             return
         down.stop()
         self._out = b""
+        if self._splicer is not None and self._splicer.pending:
+            self._splicer.close()  # its bytes were for this tunnel
+            self._splicer = None
         self._door.tunnel_done(state, tunnel, down.leftover if down.clean and clean else None)
 
     def _route(self, request: Request, route: phttp.Route | None) -> None:
@@ -445,7 +526,7 @@ class Conversation:
             raise
         self._waiting_tunnel = False
         if self._ended:
-            tunnel.close()
+            self._door.pools.deliver(state, tunnel)  # unused: back to its pool
             return
         self._attach(state, self._door.plain(tunnel), request, route)
 
@@ -524,6 +605,9 @@ class Conversation:
         if self._tunnel is not None:
             self._tunnel.close()  # not at a clean end
             self._down = self._tunnel = self._tsock = None
+        if self._splicer is not None:
+            self._splicer.close()
+            self._splicer = None
         if close_public:
             self._public.close()
         on_end, self._on_end = self._on_end, _nothing  # no cycle through the callback

@@ -65,6 +65,10 @@ class Public:
         self.resolve: Callable[[str], Awaitable[object]] | None = None
         """`arps --cluster`: learns whether another node holds a client unknown here (then
         `clients`, a `arp.relay.remote.RoutingTable`, has it afterwards)."""
+        self.recent: tuple[Request, Caller, bytes] | None = None
+        """The last first request of a connection, its caller and its head as rewritten: a
+        client that opens a connection per request sends the same bytes each time."""
+        self._recent_route: tuple[Request, phttp.Route | None] | None = None
         self.live: set[Conversation] = set()
         """Connections served by callbacks, without a task of their own (ended at shutdown)."""
         self.stats = RelayStats()
@@ -126,7 +130,12 @@ class Public:
             request = None  # answered by the task
         if not isinstance(request, Request):
             return self.serve(public, data)
-        route = phttp.route(request.head, self.config.domain)
+        recent = self._recent_route
+        if recent is not None and recent[0] is request:
+            route = recent[1]
+        else:
+            route = phttp.route(request.head, self.config.domain)
+            self._recent_route = (request, route)
         state = self.client_for(route) if route is not None else None
         if route is None or state is None or state.control is None:
             return self.serve(public, data)

@@ -14,6 +14,8 @@ Prompt words the rule reads:
 - `RUN_SHELL[<command>]`: one tool call that runs ``<command>`` in the agent's shell tool (which
   needs the agent's permission; in ``ask`` mode a person's). Once its result comes back, the
   reply quotes it.
+- `READ-ATTACHED`: like `READ-FILE`, for the file ARP named in the prompt as
+  ``[File attached: <path> (…)`` (an attachment, issue 16).
 - `HOLD-REPLY`: the server holds the answer back until `MockModelApi.release()` (or its close), so
   a test can cancel a run while the CLI waits on its model.
 """
@@ -39,6 +41,7 @@ HOLD_LIMIT = 60.0
 MARKER = re.compile(r"\bASK-[A-Za-z0-9]+\b")
 READ_FILE = re.compile(r"\bREAD-FILE:(/[A-Za-z0-9._/-]+)")
 WRITE_FILE = re.compile(r"\bWRITE-FILE:(/[A-Za-z0-9._/-]+)")
+READ_ATTACHED = re.compile(r"\bREAD-ATTACHED\b[\s\S]*?\[File attached: (/[A-Za-z0-9._/-]+) \(")
 RUN_SHELL = re.compile(r"\bRUN_SHELL\[([^\]\n]{1,400})\]")
 WRITTEN = "written-by-the-mock"
 """What a `WRITE-FILE` tool call puts in the file."""
@@ -117,7 +120,7 @@ def plan_reply(conv: Conversation) -> Reply:
     if conv.tool_results:
         return TextReply("TOOL-RESULT-SEEN: " + " | ".join(r.strip() for r in conv.tool_results))
     newest = conv.user_texts[-1] if conv.user_texts else ""
-    wanted = READ_FILE.search(newest)
+    wanted = READ_FILE.search(newest) or READ_ATTACHED.search(newest)
     if wanted:
         return ReadFileReply(wanted.group(1))
     wanted = WRITE_FILE.search(newest)

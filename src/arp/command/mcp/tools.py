@@ -24,6 +24,7 @@ from pydantic import Field
 
 from arp import __version__
 from arp.agents.approvals import parse_decision
+from arp.agents.attachments import uploads_from_json
 from arp.agents.executors import AGENTS, AgentName
 from arp.agents.history import HistoryReaders
 from arp.agents.session_types import StartRequest
@@ -46,7 +47,9 @@ Driving an agent: start_session starts a run and returns at once (status "runnin
 get_session with after_seq set to the previous reply's next_after_seq to read its output \
 without missing or repeating anything, or call wait_session to block until the run ends. \
 When the status is "completed", send_message continues the same conversation. cancel_session \
-stops a run and keeps its output. list_sessions shows the sessions this arpc ran.
+stops a run and keeps its output. list_sessions shows the sessions this arpc ran. Both \
+start_session and send_message take attachments (images, text files, base64); get_changes \
+shows what a session changed in its project (a diff per file).
 
 Approvals: a session started with permission_mode "ask" waits for a person before each tool use \
 its agent would prompt for. list_approvals shows what waits; decide_approval allows or denies \
@@ -59,6 +62,11 @@ _NAMES = ", ".join(AGENTS[:-1]) + " or " + AGENTS[-1]
 _EXECUTOR_HELP = f"Which agent CLI runs the session: {_NAMES}."
 _AGENT_HELP = f"Whose stored history to read: {_NAMES}."
 _SESSION_HELP = "The session id start_session or list_sessions returned."
+_ATTACHMENTS_HELP = (
+    "Images (png, jpeg, gif, webp) and text files for the agent: a list of {name, "
+    "content_type, data (base64)}; at most AttachmentBounds.max_count per prompt and "
+    "max_bytes together."
+)
 _READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 _CHANGES = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True)
 
@@ -109,6 +117,9 @@ class ArpTools:
                 "(list_approvals, decide_approval). Default: the CLI's own."
             ),
         ] = None,
+        attachments: Annotated[
+            list[dict[str, str]] | None, Field(description=_ATTACHMENTS_HELP)
+        ] = None,
     ) -> dict[str, Any]:
         """Start an agent session on arpc's machine. Returns at once with the session (its
         session_id and status "running"); follow it with get_session or wait_session."""
@@ -122,19 +133,39 @@ class ArpTools:
                     "permission_mode": permission_mode,
                 }
             )
-            session = await self.manager.start_session(request)
+            uploads = uploads_from_json(attachments, self.manager.config.attachments)
+            session = await self.manager.start_session(request, uploads)
         return session.to_json()
 
     async def send_message(
         self,
         session_id: Annotated[str, Field(description=_SESSION_HELP)],
         prompt: Annotated[str, Field(description="The follow-up message for the agent.")],
+        attachments: Annotated[
+            list[dict[str, str]] | None, Field(description=_ATTACHMENTS_HELP)
+        ] = None,
     ) -> dict[str, Any]:
         """Continue a session's conversation with a follow-up prompt (a new run that resumes
         the agent's conversation). Only when the session is not running; returns the session."""
         with _errors(ToolError):
-            session = await self.manager.send_message(session_id, prompt)
+            uploads = uploads_from_json(attachments, self.manager.config.attachments)
+            session = await self.manager.send_message(session_id, prompt, attachments=uploads)
         return session.to_json()
+
+    async def get_changes(
+        self,
+        session_id: Annotated[str, Field(description=_SESSION_HELP)],
+        path: Annotated[
+            str | None,
+            Field(description="One file (relative path) to get its whole diff; default: all."),
+        ] = None,
+    ) -> dict[str, Any]:
+        """What the session changed in its project since its first run started: in git the
+        diff against the work tree then (the person's uncommitted changes are not counted),
+        otherwise the files changed since a snapshot. Each file: path, status (added, modified,
+        deleted, renamed), additions, deletions, diff (cut when long; binary files have none)."""
+        with _errors(ToolError):
+            return await self.manager.changes(session_id, path)
 
     async def get_session(
         self,
@@ -352,6 +383,7 @@ def build_mcp_server(
         (tools.send_message, _CHANGES),
         (tools.get_session, _READ_ONLY),
         (tools.wait_session, _READ_ONLY),
+        (tools.get_changes, _READ_ONLY),
         (tools.cancel_session, ToolAnnotations(read_only_hint=False, destructive_hint=True)),
         (tools.list_sessions, _READ_ONLY),
         (tools.list_approvals, _READ_ONLY),

@@ -5,6 +5,8 @@
 // which remembers the token in its cookie. Nothing is ever built from HTML strings: text goes in
 // with textContent (the page's CSP enforces Trusted Types, so innerHTML would throw).
 
+import { cockpit } from "./cockpit.js";
+
 // The agents come from the executors table (GET /api/agents, read once at start); these are
 // used only when that request fails, so the console still opens.
 let AGENTS = ["claude", "codex", "gemini"];
@@ -526,6 +528,9 @@ async function api(path, { method = "GET", body } = {}) {
 
 const enc = encodeURIComponent;
 
+// Issue 16: attachments on the prompt forms and a run's Changes tab (cockpit.js).
+const { AttachPicker, attachmentThumbs, ChangesPanel } = cockpit({ h, api, enc, report });
+
 // --- banner and confirmation ----------------------------------------------------------------------
 
 let retry = null;
@@ -713,6 +718,7 @@ async function runsPage() {
       "div",
       { class: "page-head" },
       h("h1", { text: "Agent runs" }),
+      notifyButton(),
       h("a", { class: "btn", href: "#/history/claude", text: "Browse history" }),
     ),
     list,
@@ -805,6 +811,7 @@ async function newRunPage(params) {
     rows: 6,
     placeholder: "What should the agent do?",
   });
+  const attach = new AttachPicker("new-attachments");
   const submit = h("button", { class: "btn primary", type: "submit", text: resume ? "Continue" : "Start" });
   const form = h(
     "form",
@@ -840,7 +847,7 @@ async function newRunPage(params) {
       ),
     ),
     h("div", { class: "field" }, h("label", { for: "permission", text: "Permission mode" }), permission),
-    h("div", { class: "field" }, h("label", { for: "prompt", text: "Prompt" }), prompt),
+    h("div", { class: "field" }, h("label", { for: "prompt", text: "Prompt" }), prompt, attach.element),
     error,
     h(
       "div",
@@ -889,6 +896,7 @@ async function newRunPage(params) {
     if (project.value.trim()) body.projectPath = project.value.trim();
     if (model.value.trim()) body.model = model.value.trim();
     if (resume) body.resume = resume;
+    if (attach.count) body.attachments = attach.toJson();
     submit.disabled = true;
     try {
       const run = await api("/api/sessions", { method: "POST", body });
@@ -1097,8 +1105,9 @@ class ToolFolds {
  * is shown (0: the run's start is on the page); `prepend` brings earlier events back.
  */
 class EventView {
-  constructor(list, { before = 0, onChange = () => {} } = {}) {
+  constructor(list, { before = 0, onChange = () => {}, sessionId = null } = {}) {
     this.list = list;
+    this.sessionId = sessionId;
     this.tools = new ToolFolds("…");
     this.lastText = null;
     this.before = before;
@@ -1166,6 +1175,7 @@ class EventView {
           { class: "ev prompt" },
           roleLine(h("span", { text: who }), when),
           h("div", { class: "bubble", text: event.text || "" }),
+          attachmentThumbs(this.sessionId, event.attachments),
         );
       }
       case "text":
@@ -1306,12 +1316,17 @@ async function runPage(id) {
     placeholder: "Follow-up prompt…",
   });
   const send = h("button", { class: "btn primary", type: "submit", id: "send", text: "Send" });
+  const attach = new AttachPicker("follow-attachments");
+  const changes = new ChangesPanel(id);
+  const outputTab = h("button", { type: "button", role: "tab", id: "tab-output", "aria-selected": "true", text: "Output" });
+  const changesTab = h("button", { type: "button", role: "tab", id: "tab-changes", "aria-selected": "false", text: "Changes" });
+  const tabs = h("div", { class: "run-tabs", role: "tablist", "aria-label": "Run views" }, outputTab, changesTab);
   const hint = h("p", { class: "hint" });
   const composer = h(
     "div",
     { class: "composer" },
     error,
-    h("form", { id: "follow-form" }, followUp, send),
+    h("form", { id: "follow-form" }, attach.element, followUp, send),
     hint,
   );
   setMain(
@@ -1324,12 +1339,22 @@ async function runPage(id) {
       facts,
       h("div", { class: "actions" }, cancel, remove),
     ),
-    approvals.section,
-    earlierBar,
-    events,
+    tabs,
+    h("div", { id: "output-pane", role: "tabpanel", "aria-labelledby": "tab-output" }, approvals.section, earlierBar, events),
+    changes.element,
     composer,
   );
   focusMain();
+  changes.element.hidden = true;
+  const selectTab = (showChanges) => {
+    outputTab.setAttribute("aria-selected", String(!showChanges));
+    changesTab.setAttribute("aria-selected", String(showChanges));
+    $("#output-pane").hidden = showChanges;
+    changes.element.hidden = !showChanges;
+    if (showChanges) changes.refresh();
+  };
+  outputTab.addEventListener("click", () => selectTab(false));
+  changesTab.addEventListener("click", () => selectTab(true));
 
   // Only the newest KEEP_EVENTS events are fetched and kept; earlier ones come on request.
   const start = Math.max(0, (run.last_seq || 0) - KEEP_EVENTS);
@@ -1341,7 +1366,7 @@ async function runPage(id) {
       ? `The page shows at most ${number(MAX_EVENTS_SHOWN)} events; earlier ones are not shown.`
       : `Events before #${view.before + 1} are not shown.`;
   };
-  const view = new EventView(events, { before: start, onChange: showEarlier });
+  const view = new EventView(events, { before: start, onChange: showEarlier, sessionId: id });
   showEarlier();
   earlier.addEventListener("click", async () => {
     const before = view.before;
@@ -1357,6 +1382,8 @@ async function runPage(id) {
     }
   });
   const show = (state) => {
+    // The Changes tab refreshes when a run ends.
+    if (run && run.status === "running" && state.status !== "running" && !changes.element.hidden) changes.refresh();
     run = state;
     approvals.sync(run.status === "running" ? run.pending_approvals || [] : []);
     status.replaceChildren(badge(run.status));
@@ -1483,7 +1510,10 @@ async function runPage(id) {
     }
     send.disabled = true;
     try {
-      show(await api(`/api/sessions/${enc(id)}/messages`, { method: "POST", body: { prompt: text } }));
+      const body = { prompt: text };
+      if (attach.count) body.attachments = attach.toJson();
+      show(await api(`/api/sessions/${enc(id)}/messages`, { method: "POST", body }));
+      attach.clear();
       followUp.value = "";
       followUp.style.height = "";
       stream.start();
@@ -1631,6 +1661,42 @@ function approvalDetail(input) {
   return null;
 }
 
+/** "Notify me": asks the browser for its permission (a tap is needed); hidden once decided. */
+function notifyButton() {
+  if (!("Notification" in window) || Notification.permission !== "default") return null;
+  const button = h("button", { class: "btn", type: "button", id: "notify", text: "Notify me" });
+  button.addEventListener("click", async () => {
+    const answer = await Notification.requestPermission();
+    button.hidden = answer !== "default";
+  });
+  return button;
+}
+
+let seenApprovals = null; // approval ids the inbox knew at its last look (null: not looked yet)
+
+/** While the console is open, a browser notification for each approval that starts waiting,
+ * unless its run is the page on screen. */
+function notifyNew(list) {
+  const known = seenApprovals;
+  seenApprovals = new Set(list.map((a) => a.approval_id));
+  if (known === null || !("Notification" in window) || Notification.permission !== "granted") return;
+  for (const approval of list) {
+    if (known.has(approval.approval_id)) continue;
+    const onScreen = !document.hidden && location.hash === `#/run/${enc(approval.session_id)}`;
+    if (onScreen) continue;
+    const shown = new Notification(`Allow ${approval.tool_name}?`, {
+      body: approval.title || approval.tool_name,
+      tag: approval.approval_id,
+      requireInteraction: true,
+    });
+    shown.onclick = () => {
+      window.focus();
+      location.hash = `#/run/${enc(approval.session_id)}`;
+      shown.close();
+    };
+  }
+}
+
 /** The header's count of approvals waiting on this machine; it links to the oldest one's run. */
 async function refreshInbox() {
   const link = $("#inbox");
@@ -1642,6 +1708,7 @@ async function refreshInbox() {
     link.hidden = list.length === 0;
     link.setAttribute("aria-label", `${list.length} approval${list.length === 1 ? "" : "s"} waiting`);
     if (list.length) link.setAttribute("href", `#/run/${enc(list[0].session_id)}`);
+    notifyNew(list);
   } catch (err) {
     // The badge is a convenience: a failed poll leaves it as it was (the page reports errors).
   }

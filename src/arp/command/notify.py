@@ -1,0 +1,248 @@
+"""Being told: arpc posts a note when an agent needs its person or a run ends (``--notify-url``).
+
+The session manager tells its listeners (`SessionManager.subscribe`) of ``approval_requested``
+(ask mode) and of runs that ended ``completed``, ``failed`` or ``cancelled``. For each
+``--notify-url`` (repeatable) the notifier posts:
+
+- ``http://…`` / ``https://…``: a webhook, JSON ``{"event", "session_id", "title", "message",
+  "url"}``;
+- ``ntfy://HOST/TOPIC`` (plain HTTP) or ``ntfy+https://HOST/TOPIC``: ntfy's JSON publish to
+  ``HOST/`` ``{"topic", "title", "message", "click", "priority", "tags"}``, priority 4 (high)
+  for an approval and 3 otherwise.
+
+``url``/``click`` opens the run in the console through the relay (``<public URL>/#/run/<id>``,
+known once arpc registered; without the token, which a notification service must not see: a
+browser that opened the console once has it in its cookie).
+
+Delivery never slows a run: the listener only queues (each URL has its own bounded queue and
+worker, so a dead endpoint delays nobody else; a full queue drops the new note, logged), and each
+post has a deadline and a bounded number of retries with a doubling backoff.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from arp import argtypes
+from arp.agents.executors import EXECUTORS
+from arp.agents.session_types import Notice
+from arp.agents.sessions import SessionManager
+from arp.errors import ConfigError
+from arp.lifecycle import Service
+
+log = logging.getLogger(__name__)
+
+NTFY_HIGH: Final = 4
+NTFY_DEFAULT: Final = 3
+MESSAGE_CHARS: Final = 300
+"""The longest message text (the prompt's first line, or the error), cut."""
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyConfig:
+    """Where notes go and the bounds of their delivery."""
+
+    urls: tuple[str, ...] = ()
+    timeout: float = 10.0
+    """One post's deadline (connect and answer), seconds."""
+    retries: int = 3
+    """Attempts after the first failed one."""
+    backoff: float = 1.0
+    """The first retry's delay, doubled for each further one."""
+    max_queue: int = 100
+    """Notes waiting per URL (beyond: the new one is dropped)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One ``--notify-url``, parsed: where to post and in which format."""
+
+    kind: Literal["webhook", "ntfy"]
+    post_url: str
+    topic: str | None = None
+    shown: str = ""
+    """The URL as logged (no credentials)."""
+
+
+def parse_target(url: str) -> Target:
+    """A ``--notify-url``; a `ConfigError` says what is wrong with it."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    shown = f"{scheme}://{parts.hostname or ''}{parts.path}"
+    if scheme in ("http", "https"):
+        if not parts.hostname:
+            raise ConfigError(f"--notify-url {url!r} names no host")
+        return Target("webhook", url.strip(), shown=shown)
+    if scheme in ("ntfy", "ntfy+http", "ntfy+https"):
+        topic = parts.path.strip("/")
+        if not parts.hostname or not topic or "/" in topic:
+            raise ConfigError(f"--notify-url {url!r}: use ntfy://HOST/TOPIC or ntfy+https://…")
+        base = "https" if scheme == "ntfy+https" else "http"
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        return Target("ntfy", f"{base}://{netloc}/", topic, shown)
+    raise ConfigError(
+        f"--notify-url {url!r}: use http(s)://… (a webhook) or ntfy://HOST/TOPIC, "
+        "ntfy+https://HOST/TOPIC"
+    )
+
+
+def note(notice: Notice, console_url: str | None) -> dict[str, Any]:
+    """The webhook's JSON for ``notice``."""
+    session = notice.session
+    executor = EXECUTORS.get(session.executor)
+    who = executor.display_name if executor is not None else session.executor
+    prompt = _first_line(session.prompt)
+    if notice.kind == "approval_requested" and notice.approval is not None:
+        title = f"{who} asks: {notice.approval.get('title') or notice.approval.get('tool_name')}"
+        message = f"Allow or deny before {notice.approval.get('expires_at')}. Task: {prompt}"
+    elif notice.kind == "completed":
+        title, message = f"{who} finished", prompt
+    elif notice.kind == "failed":
+        title, message = f"{who} failed", _first_line(session.error or "") or prompt
+    else:
+        title, message = f"{who} was cancelled", prompt
+    url = f"{console_url.rstrip('/')}/#/run/{session.session_id}" if console_url else None
+    return {
+        "event": notice.kind,
+        "session_id": session.session_id,
+        "title": title[:MESSAGE_CHARS],
+        "message": message[:MESSAGE_CHARS],
+        "url": url,
+    }
+
+
+def ntfy_body(target: Target, body: dict[str, Any]) -> dict[str, Any]:
+    """ntfy's JSON publish for a webhook note."""
+    out: dict[str, Any] = {
+        "topic": target.topic,
+        "title": body["title"],
+        "message": body["message"] or body["title"],
+        "priority": NTFY_HIGH if body["event"] == "approval_requested" else NTFY_DEFAULT,
+        "tags": [body["event"]],
+    }
+    if body["url"]:
+        out["click"] = body["url"]
+    return out
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+class Notifier(Service):
+    """Posts the manager's notices to every target; see the module docstring."""
+
+    def __init__(self, config: NotifyConfig, manager: SessionManager) -> None:
+        self.config = config
+        self.manager = manager
+        self.targets = [parse_target(url) for url in config.urls]
+        self.console_url: str | None = None
+        """The console's public URL, once known (arpc sets it when it registered)."""
+        self._queues: list[asyncio.Queue[dict[str, Any]]] = []
+        self._workers: list[asyncio.Task[None]] = []
+        self._http: aiohttp.ClientSession | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._closed = asyncio.Event()
+        self.delivered = 0
+        self.dropped = 0
+
+    async def start(self) -> None:
+        if self._http is not None or not self.targets:
+            return
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout))
+        for target in self.targets:
+            queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(max(1, self.config.max_queue))
+            self._queues.append(queue)
+            self._workers.append(asyncio.ensure_future(self._work(target, queue)))
+        self._unsubscribe = self.manager.subscribe(self._on_notice)
+
+    async def close(self) -> None:
+        """Idempotent: notes not yet posted are dropped (a bounded wait for none)."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        for worker in self._workers:
+            worker.cancel()
+        if self._workers:
+            await asyncio.wait(self._workers, timeout=self.config.timeout)
+        self._workers = []
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        self._closed.set()
+
+    async def wait_closed(self) -> None:
+        if self._http is not None or self._workers:
+            await self._closed.wait()
+
+    def _on_notice(self, notice: Notice) -> None:
+        body = note(notice, self.console_url)
+        for target, queue in zip(self.targets, self._queues, strict=True):
+            try:
+                queue.put_nowait(body)
+            except asyncio.QueueFull:
+                self.dropped += 1
+                log.warning("notify %s: %d notes wait already; dropped one", target.shown,
+                            queue.qsize())  # fmt: skip
+
+    async def _work(self, target: Target, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        while True:
+            body = await queue.get()
+            payload = ntfy_body(target, body) if target.kind == "ntfy" else body
+            delay = self.config.backoff
+            for attempt in range(self.config.retries + 1):
+                if await self._post(target, payload):
+                    self.delivered += 1
+                    break
+                if attempt < self.config.retries:
+                    await asyncio.sleep(delay)
+                    delay *= 2
+            else:
+                log.warning("notify %s: gave up on a %s note", target.shown, body["event"])
+
+    async def _post(self, target: Target, payload: dict[str, Any]) -> bool:
+        assert self._http is not None
+        try:
+            async with self._http.post(target.post_url, json=payload) as response:
+                await response.read()
+                if response.status < 300:
+                    return True
+                log.info("notify %s: answered %d", target.shown, response.status)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log.info("notify %s: %r", target.shown, exc)
+        return False
+
+
+def add_notify_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--notify-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="post a note when an agent asks for an approval or a run ends (repeatable): "
+        "http(s)://… gets JSON {event, session_id, title, message, url}; ntfy://HOST/TOPIC "
+        "or ntfy+https://HOST/TOPIC publishes to ntfy",
+    )
+    parser.add_argument(
+        "--notify-timeout",
+        type=argtypes.positive_float,
+        default=NotifyConfig().timeout,
+        metavar="SECONDS",
+        help="one notification post's deadline (default %(default)s)",
+    )
+
+
+def notifier_from_args(args: argparse.Namespace, manager: SessionManager) -> Notifier | None:
+    """None without ``--notify-url``; a bad URL is a `ConfigError` at start."""
+    urls = tuple(getattr(args, "notify_url", None) or ())
+    if not urls:
+        return None
+    return Notifier(NotifyConfig(urls=urls, timeout=args.notify_timeout), manager)
