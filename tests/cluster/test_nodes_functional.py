@@ -134,8 +134,9 @@ async def test_http_and_websocket_through_b_reach_the_client_on_a(
     a = await make_node("a")
     b = await make_node("b")
     await a.start_client("tester")
-    assert b.relay.remote is not None
-    await wait_until(lambda: "tester" in b.relay.remote.shadows, units(5), "b has no shadow")
+    remote = b.relay.remote
+    assert remote is not None
+    await wait_until(lambda: "tester" in remote.shadows, units(5), "b has no shadow")
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=units(10))) as http:
         base = f"http://127.0.0.1:{b.relay.public_port}"
         for n in range(5):  # keep-alive: the same peer tunnel is reused

@@ -42,8 +42,9 @@ async def test_a_request_through_b_reaches_a_over_tls(
     a = await make_node("a", tls_cert=cert, tls_key=key)
     b = await make_node("b", tls_cert=cert, tls_key=key)
     await a.start_client("tester", tls=ssl.create_default_context(cafile=cert))
-    assert b.relay.remote is not None
-    await wait_until(lambda: "tester" in b.relay.remote.shadows, units(5), "b has no shadow")
+    remote = b.relay.remote
+    assert remote is not None
+    await wait_until(lambda: "tester" in remote.shadows, units(5), "b has no shadow")
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=units(10))) as http,
         http.get(f"http://127.0.0.1:{b.relay.public_port}/echo?token=tester&tls=1") as reply,

@@ -68,8 +68,9 @@ async def test_one_connection_to_b_alternates_between_a_client_on_a_and_one_on_b
     b = await make_node("b", bind="127.0.0.2")
     await a.start_client("alpha", http_target=named_targets("alpha"))
     b.clients.append(await _client_on(b, "beta", named_targets("beta")))
-    assert b.relay.remote is not None
-    await wait_until(lambda: "alpha" in b.relay.remote.shadows, units(5), "b has no shadow")
+    remote = b.relay.remote
+    assert remote is not None
+    await wait_until(lambda: "alpha" in remote.shadows, units(5), "b has no shadow")
     reader, writer = await asyncio.open_connection("127.0.0.2", b.relay.public_port)
     try:
         order = ["alpha", "beta", "alpha", "alpha", "beta", "alpha"]

@@ -26,8 +26,9 @@ async def test_a_tcp_port_of_a_client_on_a_is_served_by_b(make_node: NodeFactory
     a = await make_node("a", tcp_ports=grant)
     b = await make_node("b", bind="127.0.0.2", tcp_ports=grant)
     await a.start_client("tester", tcp_targets={port: a.target})
-    assert b.relay.remote_ports is not None
-    await wait_until(lambda: port in b.relay.remote_ports.ports, units(5), "b did not bind it")
+    remote_ports = b.relay.remote_ports
+    assert remote_ports is not None
+    await wait_until(lambda: port in remote_ports.ports, units(5), "b did not bind it")
     for host in ("127.0.0.1", "127.0.0.2"):
         response = await raw_http(host, port, "/echo?via=" + host)
         assert response.startswith(b"HTTP/1.1 200"), response[:200]
@@ -46,14 +47,15 @@ async def test_the_port_follows_its_client_to_another_node(make_node: NodeFactor
         for host, n in (("127.0.0.1", a), ("127.0.0.2", b))
     )
     await a.start_client("tester", tcp_targets={port: a.target}, relays=relays)
-    assert b.relay.remote_ports is not None
-    await wait_until(lambda: port in b.relay.remote_ports.ports, units(5), "b did not bind it")
+    remote_ports = b.relay.remote_ports
+    assert remote_ports is not None
+    await wait_until(lambda: port in remote_ports.ports, units(5), "b did not bind it")
     await a.relay.close()  # gracefully: the client moves to b, which binds the port itself
     await wait_until(
         lambda: "tester" in b.relay.clients and port in b.relay.clients["tester"].tcp_ports,
         units(5),
         "the client did not take its port to b",
     )
-    assert port not in b.relay.remote_ports.ports
+    assert port not in remote_ports.ports
     response = await raw_http("127.0.0.2", port, "/echo")
     assert response.startswith(b"HTTP/1.1 200")
