@@ -442,15 +442,15 @@ class ClusterBounds:
     they are gone) before it closes."""
     locate_cache: float = 1.0
     """Seconds a node remembers where a client lives before asking Redis again."""
-    replay_window: float = 600.0
-    """The gateway's HMAC request ids are remembered cluster-wide this long (at least the
-    allowed clock skew, both ways)."""
+    locate_cache_size: int = 10_000
+    """Clients whose node is remembered at once (beyond, the memory starts over)."""
     relay_block: float = 1.0
-    """A gateway node's reader of its task stream waits at most this long per read."""
+    """A gateway node's reader of its deliver stream waits at most this long per read (and at
+    most half the gateway's Redis deadline)."""
     relay_batch: int = 100
-    """Entries one read of a node's task stream takes."""
+    """Entries one read of a gateway node's deliver stream takes."""
     relay_maxlen: int = 100_000
-    """Entries a node's task stream keeps (approximate trim)."""
+    """Entries a gateway node's deliver stream keeps (approximate trim)."""
 
 
 CLUSTER_BOUNDS = ClusterBounds()

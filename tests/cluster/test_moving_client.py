@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from arp.client.control import RelayAddress, parse_relays
+from arp.client.control import RelayAddress, Target, parse_relays
 from tests.cluster.conftest import NodeFactory
 from tests.conftest import free_port, units
 from tests.relay.conftest import wait_until
@@ -70,3 +70,26 @@ async def test_a_node_stopping_gracefully_sends_its_clients_to_the_next(
         response = await reader.read(-1)
     writer.close()
     assert response.startswith(b"HTTP/1.1 200")
+
+
+def test_arpc_flags_take_several_relays(monkeypatch: pytest.MonkeyPatch) -> None:
+    from arp.client import cli
+
+    for name in ("CONTROL_PORT", "PROXY_PORT", "ARPC_SERVER_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+
+    args = cli.build_parser().parse_args(
+        ["--server-addr", "a.example:5:6,b.example", "--local-port", "3000", "--client-id", "x"]
+    )
+    config = cli.config_from_args(args, Target("127.0.0.1", 3000), "x")
+    assert config.addresses == (
+        RelayAddress("a.example", 5, 6),
+        RelayAddress("b.example", 17001, 17002),
+    )
+    assert (config.server_addr, config.control_port, config.proxy_port) == ("a.example", 5, 6)
+    single = cli.config_from_args(
+        cli.build_parser().parse_args(["--server-addr", "relay.example", "--local-port", "1"]),
+        Target("127.0.0.1", 1),
+        "x",
+    )
+    assert single.relays == () and single.server_addr == "relay.example"

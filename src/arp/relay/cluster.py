@@ -318,7 +318,7 @@ class Cluster:
         raw = await self._call(self._redis.get(self.keys.client(client_id)))
         holder = Holder.decode(raw)
         node = holder.node if holder is not None else None
-        if len(self._located) >= 10_000:
+        if len(self._located) >= self.bounds.locate_cache_size:
             self._located.clear()
         self._located[client_id] = (now, node)
         return node
