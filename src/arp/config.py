@@ -22,6 +22,8 @@ is written twice. The sections and who reads them:
 - `RemoteBounds`: the remote TCP server, through `RemoteConfig`.
 - `GatewayBounds`: the gateway (`GatewayConfig.bounds`).
 - `AgentBounds`: arpc as a gateway agent, through `AgentOptions`.
+- `ClusterBounds` (`CLUSTER_BOUNDS`): `arps --cluster` (`arp.relay.cluster`, `arp.relay.peer`) and
+  the gateway across nodes.
 """
 
 from __future__ import annotations
@@ -415,3 +417,49 @@ class AdminBounds:
     """The largest request head the admin port reads."""
     refresh: float = 3.0
     """How often the dashboard fetches `/api/clients` again, in seconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterBounds:
+    """Several relay nodes on one Redis (`arps --cluster`): leases, the peer link, its bounds."""
+
+    lease: float = 6.0
+    """How long a node's records (itself, its clients, its TCP ports) live in Redis unless
+    renewed: a node killed without a word loses its clients to other nodes within this plus one
+    renewal (under 10 s)."""
+    renew_every: float = 2.0
+    """How often a node renews its leases (a third of `lease`: two renewals may fail)."""
+    redis: float = 2.0
+    """Every Redis call of the cluster registry (claim, release, renew, look-up)."""
+    peer_connect: float = 5.0
+    """Dialling another node's peer port, TLS handshake included."""
+    peer_handshake: float = 5.0
+    """The peer link's challenge, response and carry request, together."""
+    peer_answer: float = TIMEOUTS.tunnel_wait + 2.0
+    """How long a node waits for the holding node to say whether it carries a connection (the
+    holder may wait `Timeouts.tunnel_wait` for a fresh tunnel of its own)."""
+    max_peer_frame: int = 16 * 1024
+    """The largest handshake frame on the peer link (checked before it is buffered)."""
+    max_peer_links: int = 10_000
+    """Peer links a node serves at once (each carries one public connection or stands for one
+    tunnel)."""
+    max_remote_clients: int = 100_000
+    """Clients held by other nodes that this node keeps a shadow of (to route to them); beyond,
+    requests for further ones get 404 until shadows go."""
+    move_grace: float = 2.0
+    """A node stopping gracefully tells its clients to move, then waits this long (or until
+    they are gone) before it closes."""
+    locate_cache: float = 1.0
+    """Seconds a node remembers where a client lives before asking Redis again."""
+    locate_cache_size: int = 10_000
+    """Clients whose node is remembered at once (beyond, the memory starts over)."""
+    relay_block: float = 1.0
+    """A gateway node's reader of its deliver stream waits at most this long per read (and at
+    most half the gateway's Redis deadline)."""
+    relay_batch: int = 100
+    """Entries one read of a gateway node's deliver stream takes."""
+    relay_maxlen: int = 100_000
+    """Entries a gateway node's deliver stream keeps (approximate trim)."""
+
+
+CLUSTER_BOUNDS = ClusterBounds()

@@ -1,5 +1,6 @@
 """A plain relay stands alone: `arps` without --with-gateway or --admin-port imports neither
-aiohttp, PyYAML nor prometheus_client; the admin port brings prometheus_client, never aiohttp."""
+aiohttp, PyYAML nor prometheus_client; the admin port brings prometheus_client, never aiohttp;
+without --cluster neither redis nor the cluster's modules are loaded."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ SCRIPT = textwrap.dedent(
 
     asyncio.run(main())
     heavy = ("aiohttp", "yaml", "redis", "arp.command", "arp.gateway.server",
-             "prometheus_client", "arp.relay.admin")
+             "prometheus_client", "arp.relay.admin", "arp.relay.cluster", "arp.relay.peer")
     print(sorted(m for m in sys.modules if m.split(".")[0] in heavy or m in heavy
                  or any(m.startswith(h + ".") for h in heavy)))
     """

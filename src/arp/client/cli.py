@@ -23,7 +23,7 @@ from arp.argtypes import (
     port,
     positive_float,
 )
-from arp.client.control import Client, ClientConfig, Target, TlsSetupError
+from arp.client.control import Client, ClientConfig, Target, TlsSetupError, parse_relays
 from arp.client.identity import load_or_create_client_id
 from arp.command.agents_check import startup_lines
 from arp.command.config import CommandConfig, add_command_arguments
@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--server-addr",
         default=env_default("ARPC_SERVER_ADDR", default="127.0.0.1"),
-        help="relay host (env ARPC_SERVER_ADDR; default %(default)s)",
+        help="relay host, or several relays (cluster nodes) as HOST[:CONTROL_PORT[:PROXY_PORT]] "
+        "separated by commas, tried in turn (env ARPC_SERVER_ADDR; default %(default)s)",
     )
     add_relay_ports(parser, control="relay control port", proxy="relay proxy port")
     parser.add_argument(
@@ -221,12 +222,14 @@ def config_from_args(args: argparse.Namespace, http_target: Target, client_id: s
         heartbeat_timeout=args.heartbeat_timeout,
         backoff_max=args.max_backoff,
     )
+    relays = parse_relays(args.server_addr, args.control_port, args.proxy_port)
     return ClientConfig(
         client_id=client_id,
         http_target=http_target,
-        server_addr=args.server_addr,
-        control_port=args.control_port,
-        proxy_port=args.proxy_port,
+        server_addr=relays[0].host,
+        control_port=relays[0].control_port,
+        proxy_port=relays[0].proxy_port,
+        relays=relays if len(relays) > 1 else (),
         tcp_targets=tcp_targets,
         auth_token=args.auth_token or None,
         tls=tls_context(args),
@@ -334,7 +337,7 @@ async def serve(args: argparse.Namespace) -> int:
         if relay_wanted:
             config = config_from_args(args, http_target, client_id)
             print(f"arpc {__version__}: client_id {config.client_id}, {mode}", flush=True)
-            public_host = args.public_host or args.server_addr
+            public_host = args.public_host or config.server_addr
             client = Client(config, on_registered=announce(config, public_host, notifier))
             await stack.enter_async_context(client)
             waiter = asyncio.ensure_future(client.wait_closed())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import ssl
 from collections.abc import Callable
@@ -100,6 +101,55 @@ class Target:
         return f"{self.host}:{self.port}"
 
 
+@dataclass(frozen=True, slots=True)
+class RelayAddress:
+    """One relay (node) arpc may register with: its host, control port and proxy port."""
+
+    host: str
+    control_port: int = DEFAULT_CONTROL_PORT
+    proxy_port: int = DEFAULT_PROXY_PORT
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.control_port}"
+
+
+def parse_relays(text: str, control_port: int, proxy_port: int) -> tuple[RelayAddress, ...]:
+    """``HOST[:CONTROL_PORT[:PROXY_PORT]]``, comma-separated (an IPv6 host with ports in
+    brackets); the
+    ports default to `control_port` and `proxy_port`. ValueError names a bad entry."""
+    relays: list[RelayAddress] = []
+    for raw in text.split(","):
+        entry = raw.strip()
+        if not entry:
+            raise ValueError(f"--server-addr {text!r}: an empty relay between commas")
+        if entry.startswith("["):
+            host, _, rest = entry[1:].partition("]")
+            parts = rest.split(":")[1:] if rest else []
+            if rest and not rest.startswith(":"):
+                raise ValueError(f"--server-addr: {entry!r} is not HOST[:CONTROL[:PROXY]]")
+        elif _is_ipv6(entry):
+            host, parts = entry, []  # a bare IPv6 address: ports only with brackets
+        else:
+            host, *parts = entry.split(":")
+        if not host or len(parts) > 2:
+            raise ValueError(f"--server-addr: {entry!r} is not HOST[:CONTROL[:PROXY]]")
+        ports = [control_port, proxy_port]
+        for i, part in enumerate(parts):
+            if not part.isdigit() or not 0 < int(part) < 65536:
+                raise ValueError(f"--server-addr: {entry!r}: {part!r} is not a port")
+            ports[i] = int(part)
+        relays.append(RelayAddress(host, ports[0], ports[1]))
+    return tuple(relays)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == 6
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     client_id: str
@@ -119,6 +169,13 @@ class ClientConfig:
     """Ask the relay for a PROXY protocol v2 header in front of each raw TCP port connection."""
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
+    relays: tuple[RelayAddress, ...] = ()
+    """Several relays (cluster nodes) to register with, in turn: after a failure the client
+    moves to the next one. Empty: the one relay of `server_addr` and the two ports."""
+
+    @property
+    def addresses(self) -> tuple[RelayAddress, ...]:
+        return self.relays or (RelayAddress(self.server_addr, self.control_port, self.proxy_port),)
 
 
 # OpenSSL's verify codes (X509_V_ERR_*) that a person mends in one known way.
@@ -197,7 +254,16 @@ class Client(Service):
         self._resume_key: str | None = None
         self._tunnels: set[asyncio.Task[None]] = set()
         self._run_task: asyncio.Task[None] | None = None
-        self._outage = OutageReport(f"{config.server_addr}:{config.control_port}")
+        self._outage = OutageReport(", ".join(str(r) for r in config.addresses))
+        self._current = 0
+        """Index of the relay in `config.addresses` being used (or tried)."""
+        self._moving = False
+        """The relay told us to move (it is stopping): go to the next one without a pause."""
+
+    @property
+    def relay(self) -> RelayAddress:
+        """The relay this client registers with now."""
+        return self.config.addresses[self._current]
 
     async def start(self) -> None:
         raise_fd_limit()
@@ -220,8 +286,8 @@ class Client(Service):
     async def _run(self) -> None:
         timeouts = self.config.timeouts
         backoff = Backoff(timeouts.backoff_initial, timeouts.backoff_max)
-        target = f"{self.config.server_addr}:{self.config.control_port}"
         while True:
+            target = str(self.relay)
             try:
                 await self._session(backoff)
                 reason = "the control link closed"
@@ -242,6 +308,14 @@ class Client(Service):
                 reason = str(exc) or type(exc).__name__
             except (OSError, TimeoutError, RemoteProtocolError, EOFError) as exc:
                 reason = str(exc) or type(exc).__name__
+            addresses = self.config.addresses
+            if len(addresses) > 1:
+                # Another node may take us at once (a dead node's claim runs out meanwhile).
+                self._current = (self._current + 1) % len(addresses)
+                log.info("relay %s: %s; moving to relay %s", target, reason, self.relay)
+            if self._moving:
+                self._moving = False
+                continue
             delay = backoff.next_delay()
             line = self._outage.failed(asyncio.get_running_loop().time(), reason, delay)
             if line is not None:
@@ -252,13 +326,13 @@ class Client(Service):
 
     async def _session(self, backoff: Backoff) -> None:
         """One control connection: register, then serve it until it ends."""
-        cfg, timeouts = self.config, self.config.timeouts
+        cfg, timeouts, relay = self.config, self.config.timeouts, self.relay
         async with asyncio.timeout(timeouts.connect):
             reader, writer = await asyncio.open_connection(
-                cfg.server_addr,
-                cfg.control_port,
+                relay.host,
+                relay.control_port,
                 ssl=cfg.tls,
-                server_hostname=(cfg.tls_server_name or cfg.server_addr) if cfg.tls else None,
+                server_hostname=(cfg.tls_server_name or relay.host) if cfg.tls else None,
                 ssl_handshake_timeout=timeouts.handshake if cfg.tls else None,
                 limit=cfg.limits.max_frame + 8,
             )
@@ -312,7 +386,11 @@ class Client(Service):
             while True:
                 message = await read_message(reader.read, decoder, timeouts.heartbeat_timeout)
                 if isinstance(message, frames.RequestNewProxyConn):
-                    self._open_tunnel(message.proxy_conn_id)
+                    self._open_tunnel(message.proxy_conn_id, relay)
+                elif isinstance(message, frames.Heartbeat) and message.move:
+                    log.info("relay %s is stopping; moving to another relay", relay)
+                    self._moving = len(cfg.addresses) > 1
+                    return
                 elif isinstance(message, frames.Error):
                     log.warning("relay says: %s", message.message)
                 elif not isinstance(message, frames.Heartbeat):
@@ -333,23 +411,24 @@ class Client(Service):
             seq += 1
             writer.write(frames.encode(frames.Heartbeat(seq=seq)))
 
-    def _open_tunnel(self, proxy_conn_id: str) -> None:
+    def _open_tunnel(self, proxy_conn_id: str, relay: RelayAddress) -> None:
         if len(self._tunnels) >= self.config.limits.max_client_tunnels:
             log.warning("not opening a tunnel: %d are open already (the limit)", len(self._tunnels))
             return
-        task = asyncio.get_running_loop().create_task(self._tunnel(proxy_conn_id))
+        task = asyncio.get_running_loop().create_task(self._tunnel(proxy_conn_id, relay))
         self._tunnels.add(task)
         task.add_done_callback(self._tunnels.discard)
 
-    async def _tunnel(self, proxy_conn_id: str) -> None:
-        """One tunnel: announce it, then carry one connection after another while each ends
-        clean; the relay keeps it in its pool between them."""
+    async def _tunnel(self, proxy_conn_id: str, relay: RelayAddress) -> None:
+        """One tunnel to `relay` (the one that asked for it): announce it, then carry one
+        connection after another while each ends clean; the relay keeps it in its pool between
+        them."""
         cfg, timeouts = self.config, self.config.timeouts
         tunnel: Link | None = None
         try:
             tunnel = await open_link(
-                cfg.server_addr,
-                cfg.proxy_port,
+                relay.host,
+                relay.proxy_port,
                 timeout=timeouts.connect,
                 limits=cfg.limits,
                 tls=cfg.tls,

@@ -9,12 +9,23 @@ the agent keeps (and later resends) everything; the gateway retries the batch it
 an outage does not reorder an agent's entries. Tasks handed to an agent wait in its Redis outbox
 until the agent acks them and are sent again whenever it reconnects, to whichever gateway node.
 Tasks for an agent that is not connected to this node are refused with 409 (not queued).
+
+Several nodes (`arps --cluster --with-gateway`, `node_id` set): each agent's hash names the node
+holding its WebSocket. A task or cancel posted to another node goes into the agent's outbox as
+usual, and that node appends {agent, message_id} to the holding node's *deliver stream* in
+Redis, which the holder reads and sends on. A stream rather than pub/sub: an entry waits while
+the holder's Redis connection blips (pub/sub drops what is published meanwhile), entries are
+read in order, and reading one twice is harmless (the message comes from the outbox, and the
+agent drops a message id it has seen). The outbox stays the truth: an agent that moved to yet
+another node gets everything unacked there when it connects. Signed request ids are remembered
+in Redis too, so a replay to another node is refused as well.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -24,6 +35,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from arp.config import CLUSTER_BOUNDS
 from arp.errors import (
     ArpError,
     ConfigError,
@@ -190,9 +202,17 @@ def seen_key(agent_id: str, message_id: str) -> str:
 class Gateway(Service):
     """The gateway server (an async context manager). `.port` is the bound port after start."""
 
-    def __init__(self, config: GatewayConfig, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        node_id: str | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
+        self.node_id = node_id
+        """This node's id in a relay cluster (None: a single gateway)."""
         self.metrics = GatewayMetrics()
         self.store = Store(
             config.redis, self.metrics, max_connections=config.bounds.max_redis_connections
@@ -276,6 +296,10 @@ class Gateway(Service):
         addresses = self._runner.addresses
         self.port = int(addresses[0][1]) if addresses else server.port
         self._background.append(asyncio.create_task(self._cleanup_loop(), name="gateway-cleanup"))
+        if self.node_id is not None:
+            self._background.append(
+                asyncio.create_task(self._deliver_loop(self.node_id), name="gateway-deliver")
+            )
         if self.config.control_plane.url:
             self._poller = TaskPoller(self.config, self.dispatch_polled, self.connections.keys)
             self._background.append(asyncio.create_task(self._poller.run(), name="gateway-poll"))
@@ -330,6 +354,12 @@ class Gateway(Service):
     async def _authorized_body(self, request: web.Request) -> bytes:
         body = await request.read()
         self.verifier.verify(request.method, request.raw_path, request.headers, body, self.clock())
+        request_id = request.headers.get(auth.REQUEST_ID_HEADER)
+        if self.node_id is not None and request_id and request.headers.get(auth.SIGNATURE_HEADER):
+            # Verified, so the id is the signer's: refused if any node has seen it.
+            window = 2 * self.config.auth.clock_skew
+            if not await self.store.first_use_of(request_id, window):
+                raise auth.AuthError(f"{auth.REQUEST_ID_HEADER} was already used")
         return body
 
     @staticmethod
@@ -394,6 +424,7 @@ class Gateway(Service):
             "status": "online" if online else "offline",
             "last_heartbeat": last,
             "running_tasks": running,
+            **({"node": (data.get("node") or None) if online else None} if self.node_id else {}),
         }
 
     async def _list_agents(self, request: web.Request) -> web.Response:
@@ -440,10 +471,14 @@ class Gateway(Service):
                 "(agent.max_message_size)"
             )
         connection = self.connections.get(agent_id)
+        holder: str | None = None
         if connection is None:
-            if await self.store.get_agent(agent_id) is None:
+            data = await self.store.get_agent(agent_id)
+            if data is None:
                 raise NotFound(f"agent {agent_id} is not registered")
-            raise Conflict(f"agent {agent_id} is offline; tasks are not queued for it")
+            holder = self._other_holder(data)
+            if holder is None:
+                raise Conflict(f"agent {agent_id} is offline; tasks are not queued for it")
         queued = await self.store.queue_outbound(
             agent_id, message, self.clock(), self.config.agent.max_pending_tasks
         )
@@ -457,9 +492,74 @@ class Gateway(Service):
                 f"agent {agent_id} already has {self.config.agent.max_pending_tasks} "
                 "unacknowledged messages"
             )
+        if holder is not None:
+            await self.store.hand_to_node(
+                holder, agent_id, message["message_id"], CLUSTER_BOUNDS.relay_maxlen
+            )
+            return
+        assert connection is not None
         self._pending_out.setdefault(agent_id, set()).add(message["message_id"])
         if not connection.send(message):
             raise Conflict(f"agent {agent_id} disconnected; the message waits in its outbox")
+
+    def _other_holder(self, data: dict[str, str]) -> str | None:
+        """The other node holding the agent's WebSocket, if it is live there (cluster only)."""
+        node = data.get("node")
+        if self.node_id is None or not node or node == self.node_id:
+            return None
+        last = float(data.get("last_heartbeat") or 0)
+        if data.get("status") != "online":
+            return None
+        if self.clock() - last > self.config.agent.heartbeat_timeout:
+            return None
+        return node
+
+    async def _deliver_loop(self, node_id: str) -> None:
+        """Send this node's agents the outbox messages other nodes handed over to it."""
+        stream = self.store.deliver_stream(node_id)
+        block = max(0.05, min(CLUSTER_BOUNDS.relay_block, self.config.redis.timeout / 2))
+        last: str | None = None
+        pause = self.config.bounds.redis_retry_pause
+        while True:
+            try:
+                if last is None:
+                    newest = await self.store.call(
+                        "deliver", lambda: self.store.redis.xrevrange(stream, count=1)
+                    )
+                    last = newest[0][0] if newest else "0-0"
+                replies = await self.store.call(
+                    "deliver",
+                    functools.partial(
+                        self.store.redis.xread,
+                        {stream: last},
+                        count=CLUSTER_BOUNDS.relay_batch,
+                        block=int(block * 1000),
+                    ),
+                )
+                pause = self.config.bounds.redis_retry_pause
+            except RedisUnavailable as exc:
+                log.warning("deliver stream of node %s not read: %s", node_id, exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, self.config.bounds.redis_retry_max)
+                continue
+            for _name, entries in replies or []:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    await self._deliver(fields.get("agent", ""), fields.get("message_id", ""))
+
+    async def _deliver(self, agent_id: str, message_id: str) -> None:
+        connection = self.connections.get(agent_id)
+        if connection is None:
+            return  # it moved on: its next node redelivers the outbox
+        try:
+            message = await self.store.outbound_message(agent_id, message_id)
+        except RedisUnavailable as exc:
+            log.warning("agent %s: handed-over message not read: %s", agent_id, exc)
+            return
+        if message is None:
+            return  # acked already
+        self._pending_out.setdefault(agent_id, set()).add(message_id)
+        connection.send(message)
 
     async def dispatch_polled(self, agent_id: str, spec: m.TaskSpec) -> bool:
         try:
@@ -547,7 +647,12 @@ class Gateway(Service):
         now = self.clock()
         detail = reason[1] if reason else ("connected" if state == "online" else "disconnected")
         try:
-            await self.store.set_presence([agent_id], state, now)
+            if self.node_id is None:
+                await self.store.set_presence([agent_id], state, now)
+            elif state == "online":
+                await self.store.mark_connected(agent_id, self.node_id, now)
+            elif not await self.store.mark_disconnected(agent_id, self.node_id, now):
+                return  # it is connected to another node by now
             await self.store.write_agent_status(agent_id, state, detail, now)
         except RedisUnavailable as exc:
             log.warning("agent %s %s, not recorded: %s", agent_id, state, exc)

@@ -14,6 +14,15 @@ Keys (all under `redis.prefix`):
                                   them all with `done`
     agent_logs, agent_results, agent_status   STREAMs, trimmed with MAXLEN ~
 
+With several gateway nodes (`arps --cluster --with-gateway`), also:
+
+    agent:<id> field `node`  the node holding the agent's WebSocket ("" when none)
+    node:<node_id>:deliver   STREAM of {agent, message_id}: tasks and cancels posted to another
+                             node for an agent this node holds (`Gateway` reads it; the message
+                             itself is the one in the agent's outbox)
+    request:<request_id>     STRING with a TTL: an HMAC-signed request id already used, on any
+                             node (the replay window, cluster-wide)
+
 A stream write and its marks are one Lua script, so a message is in its stream exactly once however
 often an agent resends it; the marks are one small hash per running task, not one key per message.
 Every command has a deadline; a failure raises `RedisUnavailable` (503) and flips the `redis_up`
@@ -104,6 +113,14 @@ end
 return out
 """
 
+# KEYS[1] agent hash; ARGV: the node it left, now. Offline only if no other node took it.
+_OFFLINE_SCRIPT = """
+local node = redis.call('HGET', KEYS[1], 'node')
+if node and node ~= '' and node ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'offline', 'last_heartbeat', ARGV[2], 'node', '')
+return 1
+"""
+
 NEW = "new"
 DUPLICATE = "duplicate"
 REFUSED = "refused"
@@ -131,6 +148,7 @@ class Store:
         # redis-py's annotations mix sync and async return types; the boundary is typed here.
         self._redis: Any = None
         self._script: Any = None
+        self._offline_script: Any = None
         p = config.prefix
         self.streams = {
             m.LOG: p + config.logs_stream,
@@ -158,6 +176,7 @@ class Store:
         )
         self._redis = aioredis.Redis(connection_pool=pool)
         self._script = self._redis.register_script(_WRITE_SCRIPT)
+        self._offline_script = self._redis.register_script(_OFFLINE_SCRIPT)
 
     async def close(self) -> None:
         redis, self._redis = self._redis, None
@@ -186,6 +205,10 @@ class Store:
             raise RedisUnavailable(f"Redis is unavailable ({what}): {detail}") from exc
         self.metrics.redis_up = True
         return value
+
+    async def call(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """One Redis operation under the store's deadline and health tracking."""
+        return await self._call(what, operation)
 
     async def ping(self) -> bool:
         try:
@@ -384,6 +407,71 @@ class Store:
         for message in stored:
             message.pop("queued_at", None)
         return stored
+
+    # -- several gateway nodes -----------------------------------------------------------------
+
+    async def mark_connected(self, agent_id: str, node: str, now: float) -> None:
+        """The agent's WebSocket is on `node` now."""
+        await self._call(
+            "presence",
+            lambda: self.redis.hset(
+                self.key("agent", agent_id),
+                mapping={"status": "online", "last_heartbeat": f"{now:.3f}", "node": node},
+            ),
+        )
+
+    async def mark_disconnected(self, agent_id: str, node: str, now: float) -> bool:
+        """The agent left `node`: offline, unless it is connected to another node by now
+        (its new node wrote itself first); True when it was marked offline."""
+        marked = await self._call(
+            "presence",
+            lambda: self._offline_script(
+                keys=[self.key("agent", agent_id)], args=[node, f"{now:.3f}"]
+            ),
+        )
+        return bool(marked)
+
+    async def agent_node(self, agent_id: str) -> str | None:
+        node = await self._call(
+            "agent node", lambda: self.redis.hget(self.key("agent", agent_id), "node")
+        )
+        return str(node) if node else None
+
+    def deliver_stream(self, node: str) -> str:
+        return self.key("node", node, "deliver")
+
+    async def hand_to_node(self, node: str, agent_id: str, message_id: str, maxlen: int) -> None:
+        """Ask `node`, which holds the agent's WebSocket, to send it this outbox message."""
+        await self._call(
+            "hand over",
+            lambda: self.redis.xadd(
+                self.deliver_stream(node),
+                {"agent": agent_id, "message_id": message_id},
+                maxlen=maxlen,
+                approximate=True,
+            ),
+        )
+
+    async def outbound_message(self, agent_id: str, message_id: str) -> dict[str, Any] | None:
+        """One message of the agent's outbox, None once acked."""
+        raw = await self._call(
+            "outbox", lambda: self.redis.hget(self.key("outbox", agent_id), message_id)
+        )
+        if raw is None:
+            return None
+        message: dict[str, Any] = json.loads(raw)
+        message.pop("queued_at", None)
+        return message
+
+    async def first_use_of(self, request_id: str, ttl: float) -> bool:
+        """Remember a signed request id for `ttl` seconds, cluster-wide; False if it was used."""
+        created = await self._call(
+            "request id",
+            lambda: self.redis.set(
+                self.key("request", request_id), "1", nx=True, px=max(1, int(ttl * 1000))
+            ),
+        )
+        return bool(created)
 
     async def acked_outbound(self, agent_id: str, ids: Sequence[str]) -> None:
         await self._call("ack", lambda: self.redis.hdel(self.key("outbox", agent_id), *ids))

@@ -126,6 +126,9 @@ class Heartbeat(Message):
 
     TYPE: ClassVar[str] = "Heartbeat"
     seq: int = 0
+    move: bool = False
+    """arps → arpc: this relay node is stopping; register with another one now (clients that
+    predate clusters ignore the field and find out when the link closes)."""
 
 
 @dataclass(frozen=True, slots=True)

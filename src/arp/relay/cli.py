@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import socket
 import ssl
 import sys
 from collections.abc import Sequence
@@ -27,10 +29,16 @@ from arp.config import (
     Timeouts,
 )
 from arp.errors import ArpError
-from arp.gateway.config import GatewayConfig, add_gateway_arguments, load_gateway_config
+from arp.gateway.config import (
+    GatewayConfig,
+    RedisConfig,
+    add_gateway_arguments,
+    load_gateway_config,
+)
 from arp.protocol.forwarded import parse_networks
+from arp.relay.lease import DEFAULT_PREFIX
 from arp.relay.server import Relay, RelayConfig
-from arp.relay.settings import AdminSettings
+from arp.relay.settings import DEFAULT_PEER_PORT, AdminSettings, ClusterSettings
 from arp.runtime import on_stop_signal, run
 
 log = logging.getLogger("arps")
@@ -154,8 +162,71 @@ def build_parser() -> argparse.ArgumentParser:
         const=True,
         new="--with-gateway",
     )
+    cluster = parser.add_argument_group(
+        "cluster (several relay nodes on one Redis; docs/cluster.md)"
+    )
+    cluster.add_argument(
+        "--cluster",
+        action="store_true",
+        default=env_default("ARPS_CLUSTER", default=False),
+        help="run as one node of a cluster sharing the Redis of --redis-url (env ARPS_CLUSTER; "
+        "default: off, the relay keeps nothing in Redis)",
+    )
+    cluster.add_argument(
+        "--node-id",
+        default=env_default("ARPS_NODE_ID"),
+        help="this node's name in the cluster (env ARPS_NODE_ID; default: host name and "
+        "control port)",
+    )
+    cluster.add_argument(
+        "--peer-port",
+        type=port,
+        default=env_default("ARPS_PEER_PORT", default=DEFAULT_PEER_PORT),
+        help="port other nodes reach this one on (env ARPS_PEER_PORT; default %(default)s)",
+    )
+    cluster.add_argument(
+        "--advertise-addr",
+        default=env_default("ARPS_ADVERTISE_ADDR"),
+        metavar="HOST:PORT",
+        help="address other nodes dial for the peer port (env ARPS_ADVERTISE_ADDR; default: "
+        "--bind, or the host name, and --peer-port)",
+    )
+    cluster.add_argument(
+        "--cluster-secret",
+        default=env_default("ARPS_CLUSTER_SECRET"),
+        help="secret the nodes prove themselves with, at least 16 characters; required with "
+        "--cluster (env ARPS_CLUSTER_SECRET)",
+    )
+    cluster.add_argument(
+        "--cluster-prefix",
+        default=env_default("ARPS_CLUSTER_PREFIX", default=DEFAULT_PREFIX),
+        help="prefix of the cluster's Redis keys (env ARPS_CLUSTER_PREFIX; default %(default)s)",
+    )
     add_gateway_arguments(parser)
     return parser
+
+
+def cluster_from_args(args: argparse.Namespace, control_port: int) -> ClusterSettings | None:
+    """The node's cluster settings, or None without --cluster (ValueError for bad values)."""
+    if not args.cluster or str(args.cluster).lower() in ("0", "false", "no", "off"):
+        return None
+    redis_url = (
+        getattr(args, "gateway__redis__url", None)
+        or os.environ.get("REDIS_URL")
+        or RedisConfig().url
+    )
+    if args.advertise_addr:
+        host, sep, port_text = str(args.advertise_addr).rpartition(":")
+        if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError(f"--advertise-addr {args.advertise_addr!r} is not HOST:PORT")
+    return ClusterSettings(
+        redis_url=redis_url,
+        node_id=args.node_id or f"{socket.gethostname()}:{control_port}",
+        secret=args.cluster_secret or "",
+        peer_port=int(args.peer_port),
+        advertise=args.advertise_addr or None,
+        prefix=args.cluster_prefix or DEFAULT_PREFIX,
+    )
 
 
 def check_tls(cert: str | None, key: str | None) -> None:
@@ -190,6 +261,7 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
     )
     trusted = args.trusted_proxy or [env_default("ARPS_TRUSTED_PROXIES", default="")]
     return RelayConfig(
+        cluster=cluster_from_args(args, args.control_port),
         trusted_proxies=parse_networks(trusted),
         bind=args.bind,
         control_port=args.control_port,
@@ -221,7 +293,7 @@ async def serve(
     try:
         relay = Relay(config)
         await relay.start()
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ArpError) as exc:
         log.error("cannot start: %s", exc)
         return EXIT_CANNOT_START
     admin = None
@@ -241,7 +313,7 @@ async def serve(
         # Imported here: the plain relay does without aiohttp and redis (idle RSS).
         from arp.gateway.server import Gateway
 
-        gateway = Gateway(gateway_config)
+        gateway = Gateway(gateway_config, node_id=relay.node_id)
         try:
             await gateway.start()
         except (OSError, ArpError) as exc:

@@ -118,6 +118,43 @@ class RelayCollector(Collector):
             "Tunnels asked of clients since the start.",
             value=relay.pools.requested_total,
         )
+        yield from _cluster_metrics(relay)
+
+
+def _cluster_metrics(relay: Relay) -> Iterator[Metric]:
+    """`arps --cluster`: this node, its peers as last seen in Redis, and the peer link."""
+    cluster, peers = relay.cluster, relay.peers
+    if cluster is None or peers is None:
+        return
+    info = GaugeMetricFamily(
+        "arps_cluster_node", "1 for this node (its id and peer address as labels).",
+        labels=["node", "peer"],
+    )  # fmt: skip
+    info.add_metric([cluster.node_id, peers.advertise], 1)
+    yield info
+    nodes = GaugeMetricFamily(
+        "arps_cluster_peer_up", "1 while a node's lease lives in Redis.", labels=["node"]
+    )
+    for node in cluster.view:
+        nodes.add_metric([node.node_id], 1 if node.alive else 0)
+    yield nodes
+    yield GaugeMetricFamily(
+        "arps_cluster_redis_up", "1 while the cluster's Redis answers.", value=int(cluster.up)
+    )
+    yield GaugeMetricFamily(
+        "arps_cluster_clients_held", "Clients this node holds in the cluster.",
+        value=len(cluster.held),
+    )  # fmt: skip
+    yield CounterMetricFamily(
+        "arps_cluster_carried",
+        "Connections carried for other nodes (arrived on the peer port).",
+        value=peers.carried,
+    )
+    yield CounterMetricFamily(
+        "arps_cluster_forwarded",
+        "Connections received here and handed to the node holding their client.",
+        value=cluster.forwarded,
+    )
 
 
 def registry_for(relay: Relay) -> CollectorRegistry:
@@ -136,6 +173,7 @@ def clients_json(relay: Relay) -> dict[str, Any]:
     states = sorted(relay.clients.values(), key=lambda s: (not s.online, s.client_id))
     return {
         "now": now,
+        "node": _node_json(relay),
         "public_connections": relay.public.count,
         "clients": [
             {
@@ -151,5 +189,23 @@ def clients_json(relay: Relay) -> dict[str, Any]:
                 "tcp_ports": sorted(s.tcp_ports),
             }
             for s in states
+        ],
+    }
+
+
+def _node_json(relay: Relay) -> dict[str, Any] | None:
+    """This node and its peers (None for a relay that stands alone)."""
+    cluster, peers = relay.cluster, relay.peers
+    if cluster is None or peers is None:
+        return None
+    return {
+        "node_id": cluster.node_id,
+        "peer": peers.advertise,
+        "redis_up": cluster.up,
+        "carried": peers.carried,
+        "forwarded": cluster.forwarded,
+        "peers": [
+            {"node_id": n.node_id, "peer": n.peer, "alive": n.alive, "last_seen": n.last_seen}
+            for n in cluster.view
         ],
     }

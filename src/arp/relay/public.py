@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from arp.errors import ArpError, NotFound, Unavailable
@@ -62,6 +62,9 @@ class Public:
         """Tunnels are plain sockets (no TLS), so the fast path can join them in a callback."""
         self.count = 0
         """Public connections being served (the shared port and the dedicated TCP ports)."""
+        self.resolve: Callable[[str], Awaitable[object]] | None = None
+        """`arps --cluster`: learns whether another node holds a client unknown here (then
+        `clients`, a `arp.relay.remote.RoutingTable`, has it afterwards)."""
         self.recent: tuple[Request, Caller, bytes] | None = None
         """The last first request of a connection, its caller and its head as rewritten: a
         client that opens a connection per request sends the same bytes each time."""
@@ -199,6 +202,8 @@ class Public:
             return
         head, buffer = read
         route = phttp.route(head, self.config.domain)
+        if route is not None and self.resolve is not None and route.token not in self.clients:
+            await self.resolve(route.token)  # a client another cluster node holds
         answer, state = self.decide(head, route)
         if answer is not None:
             await self.send_and_close(public, answer)

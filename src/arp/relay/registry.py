@@ -16,6 +16,7 @@ import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from arp.errors import ArpError, Unavailable
 from arp.net.links import Link
@@ -62,6 +63,16 @@ class TooManyPending(Unavailable):
         super().__init__(f"client {state.client_id} has too many requests waiting")
 
 
+class Control(Protocol):
+    """What the relay asks of a client's control link: a `ControlLink`, or, for a client that
+    another cluster node holds, `arp.relay.remote.RemoteControl` (which opens tunnels over the
+    peer link when asked for them)."""
+
+    def send(self, message: frames.Message) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class ControlLink:
     """The relay's end of a client's control link: sends frames without blocking the caller."""
 
@@ -104,7 +115,7 @@ class TcpPort:
 class ClientState:
     client_id: str
     resume_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    control: ControlLink | None = None
+    control: Control | None = None
     disconnected_at: float | None = None
     pool: deque[Link] = field(default_factory=deque)
     pooled_at: dict[Link, float] = field(default_factory=dict)

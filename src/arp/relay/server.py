@@ -13,9 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import socket
 import ssl
 import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from arp import __version__
 from arp.errors import RemoteProtocolError
@@ -28,6 +31,11 @@ from arp.relay.registration import Known, Refuse, Rules, decide
 from arp.relay.registry import ClientState, ControlLink, Pools
 from arp.relay.settings import RelayConfig
 from arp.relay.tcp_ports import TcpPorts
+
+if TYPE_CHECKING:
+    from arp.relay.cluster import Cluster
+    from arp.relay.peer import PeerServer
+    from arp.relay.remote import Remote, RemotePorts
 
 __all__ = ["Relay", "RelayConfig"]
 
@@ -74,6 +82,42 @@ class Relay(Service):
         self.control_port = config.control_port
         self.proxy_port = config.proxy_port
         self.public_port = config.public_port
+        self.cluster: Cluster | None = None
+        """`arps --cluster`: this node's part of the shared registry (imported only then)."""
+        self.peers: PeerServer | None = None
+        self.remote: Remote | None = None
+        """Hands connections for clients held by other nodes to them (cluster only)."""
+        self.remote_ports: RemotePorts | None = None
+        self._releases: set[asyncio.Task[None]] = set()
+        """Cluster releases under way (awaited at a graceful stop, not cancelled)."""
+        self._went: asyncio.Event | None = None
+        """Set when a client goes offline (a graceful stop waits for its clients to move)."""
+        self._registering: set[str] = set()
+        """client_ids whose registration is between its cluster claim and its answer."""
+        if config.cluster is not None:
+            from arp.relay.cluster import Cluster
+            from arp.relay.peer import PeerServer
+            from arp.relay.remote import Remote, RemotePorts
+
+            self.cluster = Cluster(config.cluster, on_lost=self._lost)
+            self.peers = PeerServer(self, config.cluster, self._tls)
+            self.remote = Remote(self, self.cluster)
+            self.remote_ports = RemotePorts(self, self.remote)
+            self.cluster.on_renewed.append(self.remote.sync)
+            self.cluster.on_renewed.append(self.remote_ports.sync)
+            # The public port reads local clients first, then those other nodes hold.
+            self.public.clients = self.remote.table
+            self.public.resolve = self.remote.resolve
+
+    def public_spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` as one of the relay's tasks (cancelled at shutdown)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def node_id(self) -> str | None:
+        return self.cluster.node_id if self.cluster is not None else None
 
     async def start(self) -> None:
         """Bind every listener (raising OSError naming the port) and start serving."""
@@ -108,6 +152,16 @@ class Relay(Service):
                 loop.create_task(accept_loop(sock, handler, limits, self._tasks, name))
             )
         self._loops.append(loop.create_task(self._tick()))
+        if self.peers is not None and self.cluster is not None:
+            try:
+                await self.peers.start()
+                await self.cluster.start(self.peers.advertise)
+                if self.remote is not None and self.remote_ports is not None:
+                    await self.remote.sync()
+                    await self.remote_ports.sync()
+            except BaseException:
+                await self._shutdown()
+                raise
         log.info(
             "arps %s listening on %s: control %d, proxy %d, public %d%s",
             __version__,
@@ -124,7 +178,13 @@ class Relay(Service):
         self._listeners.clear()
 
     async def _shutdown(self) -> None:
-        """Stop accepting, drop every link, and wait a bounded time for handlers to end."""
+        """Stop accepting, drop every link, and wait a bounded time for handlers to end.
+
+        In a cluster the node first tells its clients to move (a ``Heartbeat`` carrying
+        ``move``, a field older clients ignore) and gives back its claims, so the clients
+        register elsewhere at once instead of waiting for its leases to run out."""
+        if self.cluster is not None:
+            await self._hand_over()
         for task in self._loops:
             task.cancel()
         if self._loops:
@@ -145,6 +205,33 @@ class Relay(Service):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.timeouts.shutdown):
                     await self._control_server.wait_closed()
+        if self.remote_ports is not None:
+            await self.remote_ports.close()
+        if self.peers is not None:
+            await self.peers.close()
+        if self.cluster is not None:
+            await self.cluster.close()
+
+    async def _hand_over(self) -> None:
+        """Tell every client to move to another node, and wait (bounded) for them to go."""
+        assert self.cluster is not None
+        bounds = self.cluster.bounds
+        online = [s for s in self.clients.values() if s.control is not None]
+        for state in online:
+            assert state.control is not None
+            state.control.send(frames.Heartbeat(seq=0, move=True))
+        if online:
+            log.info("told %d client(s) to move to another node", len(online))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(bounds.move_grace):
+                while any(s.control is not None for s in online):
+                    self._went = asyncio.Event()
+                    await self._went.wait()
+        for state in online:
+            if state.control is not None:
+                self._went_offline(state)
+        if self._releases:
+            await asyncio.wait(list(self._releases), timeout=bounds.redis)
 
     # -- control port -------------------------------------------------------------------------
 
@@ -179,7 +266,7 @@ class Relay(Service):
             first = await read_message(reader.read, decoder, timeouts.handshake)
             if not isinstance(first, frames.Register):
                 raise RemoteProtocolError(f"the first message must be Register, not {first.TYPE}")
-            state = self._register(first, link)
+            state = await self._register(first, link)
             if state is None:
                 return
             log.info("client %s registered from %s", state.client_id, _addr(peer))
@@ -200,12 +287,16 @@ class Relay(Service):
         finally:
             if state is not None and state.control is link:
                 self._went_offline(state)
+                if self.cluster is not None:
+                    # In a cluster Redis keeps what a client comes back to (its claim, its
+                    # ports); this node lets go of it so it serves the client wherever it goes.
+                    self._forget(state)
             writer.close()
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(timeouts.farewell):
                     await writer.wait_closed()
 
-    def _register(self, msg: frames.Register, link: ControlLink) -> ClientState | None:
+    async def _register(self, msg: frames.Register, link: ControlLink) -> ClientState | None:
         """Apply a Register; answers it either way; returns the state when it succeeded."""
 
         def refuse(error: str, *, retryable: bool, reason: str) -> None:
@@ -224,20 +315,46 @@ class Relay(Service):
         if isinstance(decision, Refuse):
             refuse(decision.error, retryable=decision.retryable, reason=decision.reason)
             return None
+        resume_key = state.resume_key if state is not None else secrets.token_urlsafe(24)
+        if self.cluster is not None:
+            if msg.client_id in self._registering:
+                refuse(
+                    f"client_id {msg.client_id} is in use by another live connection",
+                    retryable=True,
+                    reason="in_use",
+                )
+                return None
+            self._registering.add(msg.client_id)
+            try:
+                problem = await self._claim(msg, resume_key)
+            finally:
+                self._registering.discard(msg.client_id)
+            if problem is not None:
+                refuse(problem[0], retryable=True, reason=problem[1])
+                return None
+            if link.writer.is_closing():
+                return None  # it left while Redis answered; the claim is released below
+            state = self.clients.get(msg.client_id)
         if decision.takeover and state is not None and state.control is not None:
             log.info("client %s took over its own registration", msg.client_id)
             old = state.control
-            self._went_offline(state)
+            self._went_offline(state, release=False)
             old.close()
         if state is None:
-            state = ClientState(client_id=msg.client_id)
+            state = ClientState(client_id=msg.client_id, resume_key=resume_key)
             self.clients[msg.client_id] = state
+        if self.remote is not None:
+            self.remote.drop(msg.client_id)  # held here from now on
+        if self.remote_ports is not None:
+            for port in msg.tcp_ports:
+                await self.remote_ports.release(port)  # granted here now: this node binds it
         try:
             self.tcp_ports.hold(state, msg.tcp_ports)
         except OSError as exc:
             refuse(str(exc.strerror or exc), retryable=True, reason="tcp_port_bind")
             if not state.tcp_ports and state.control is None and state.disconnected_at is None:
                 del self.clients[msg.client_id]
+            self._release(msg.client_id)
             return None
         state.control = link
         state.disconnected_at = None
@@ -255,8 +372,61 @@ class Relay(Service):
         )
         return state
 
-    def _went_offline(self, state: ClientState) -> None:
+    async def _claim(self, msg: frames.Register, resume_key: str) -> tuple[str, str] | None:
+        """Claim the client cluster-wide; (error, reason) when another node keeps it."""
+        from arp.relay.cluster import ClusterUnavailable
+        from arp.relay.lease import Claimed, HeldElsewhere
+
+        assert self.cluster is not None
+        try:
+            outcome = await self.cluster.claim(
+                msg.client_id,
+                presented_resume=msg.resume_key,
+                resume_key=resume_key,
+                tcp_ports=msg.tcp_ports,
+            )
+        except ClusterUnavailable as exc:
+            return exc.message, "cluster"
+        if isinstance(outcome, Claimed):
+            if outcome.moved_from is not None:
+                log.info("client %s moved here from node %s", msg.client_id, outcome.moved_from)
+            return None
+        if isinstance(outcome, HeldElsewhere):
+            return f"client_id {msg.client_id} {outcome.error.removeprefix('client_id ')}", "in_use"
+        return outcome.error, "tcp_ports"
+
+    def _release(self, client_id: str) -> None:
+        """Give back this node's cluster claim on `client_id` (in the background)."""
+        if self.cluster is None:
+            return
+        held = self.cluster.claim_of(client_id)
+        if held is None:
+            return
+        cluster = self.cluster
+
+        async def release() -> None:
+            with contextlib.suppress(Exception):
+                await cluster.release(client_id, held)
+
+        task = asyncio.get_running_loop().create_task(release())
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    def _lost(self, client_id: str) -> None:
+        """The cluster says `client_id` registered on another node: let it go here."""
+        state = self.clients.get(client_id)
+        if state is None:
+            return
+        if state.control is not None:
+            state.control.send(frames.Error(message="this client registered on another node"))
+        self._forget(state)
+
+    def _went_offline(self, state: ClientState, *, release: bool = True) -> None:
         state.control = None
+        if self._went is not None:
+            self._went.set()
+        if release:
+            self._release(state.client_id)
         state.disconnected_at = time.monotonic()
         self.pools.drop(state)
         log.info(
@@ -267,6 +437,7 @@ class Relay(Service):
         if state.control is not None:
             state.control.close()
             state.control = None
+            self._release(state.client_id)
         self.pools.drop(state)
         self.tcp_ports.release(state)
         self.clients.pop(state.client_id, None)

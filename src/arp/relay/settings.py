@@ -9,14 +9,42 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from arp.config import (
+    CLUSTER_BOUNDS,
     DEFAULT_CONTROL_PORT,
     DEFAULT_POOL_SIZE,
     DEFAULT_PROXY_PORT,
     DEFAULT_PUBLIC_PORT,
+    ClusterBounds,
     Limits,
     Timeouts,
 )
 from arp.protocol.forwarded import Network
+from arp.relay.lease import DEFAULT_PREFIX
+
+DEFAULT_PEER_PORT = 17004
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """`arps --cluster` and its flags."""
+
+    redis_url: str
+    node_id: str
+    secret: str
+    peer_port: int = 0
+    advertise: str | None = None
+    """HOST:PORT other nodes dial for this node's peer port (default: bind host and peer port)."""
+    prefix: str = DEFAULT_PREFIX
+    bounds: ClusterBounds = field(default_factory=lambda: CLUSTER_BOUNDS)
+
+    def __post_init__(self) -> None:
+        if not self.secret:
+            raise ValueError(
+                "--cluster needs --cluster-secret (env ARPS_CLUSTER_SECRET): the nodes prove "
+                "themselves to each other with it"
+            )
+        if len(self.secret) < 16:
+            raise ValueError("--cluster-secret must be at least 16 characters")
 
 
 @dataclass(frozen=True)
@@ -38,6 +66,8 @@ class RelayConfig:
     """Peers whose X-Forwarded-* headers are kept and appended to (`--trusted-proxy`)."""
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
+    cluster: ClusterSettings | None = None
+    """`arps --cluster`: this node's part in a cluster sharing one Redis; None stands alone."""
 
 
 @dataclass(frozen=True)

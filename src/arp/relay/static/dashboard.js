@@ -70,7 +70,14 @@
       }
       const data = await reply.json();
       const online = data.clients.filter((c) => c.online).length;
-      summary.textContent = online + " online, " + (data.clients.length - online) +
+      let where = "";
+      if (data.node) {
+        const alive = data.node.peers.filter((p) => p.alive && p.node_id !== data.node.node_id);
+        where = "node " + data.node.node_id + " (peers: " +
+          (alive.length ? alive.map((p) => p.node_id).join(", ") : "none") +
+          (data.node.redis_up ? "" : "; Redis not answering") + ") · ";
+      }
+      summary.textContent = where + online + " online, " + (data.clients.length - online) +
         " offline, " + data.public_connections + " public connection" +
         (data.public_connections === 1 ? "" : "s") + " open";
       list.replaceChildren(...data.clients.map((c) => card(c, data.now)));
