@@ -138,9 +138,10 @@ def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
-Delivered = Literal["sent", "retry", "gone"]
-"""What one delivery attempt came to: done, worth another try, or never again (the
-destination is gone: a push subscription the push service answered 404/410 for)."""
+Delivered = Literal["sent", "retry", "failed", "gone"]
+"""What one delivery attempt came to: done, worth another try, not worth one (this note is
+given up), or never again (the destination is gone: a push subscription the push service
+answered 404/410 for)."""
 
 
 class Outbox:
@@ -196,6 +197,9 @@ class Outbox:
                 result = await self._send(body)
                 if result == "sent":
                     self.delivered += 1
+                    break
+                if result == "failed":
+                    log.warning("notify %s: a %s note refused", self.shown, body.get("event"))
                     break
                 if result == "gone":
                     log.info("notify %s: gone; no further notes", self.shown)
