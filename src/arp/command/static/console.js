@@ -5,6 +5,8 @@
 // which remembers the token in its cookie. Nothing is ever built from HTML strings: text goes in
 // with textContent (the page's CSP enforces Trusted Types, so innerHTML would throw).
 
+import { pushAvailable, renewPush, subscribePush } from "./push.js";
+
 // The agents come from the executors table (GET /api/agents, read once at start); these are
 // used only when that request fails, so the console still opens.
 let AGENTS = ["claude", "codex", "gemini"];
@@ -1632,13 +1634,17 @@ function approvalDetail(input) {
   return null;
 }
 
-/** "Notify me": asks the browser for its permission (a tap is needed); hidden once decided. */
+/** "Notify me": asks the browser for its permission (a tap is needed); hidden once decided.
+ * With Push, the browser is told also while no console tab is open (push.js). */
 function notifyButton() {
   if (!("Notification" in window) || Notification.permission !== "default") return null;
   const button = h("button", { class: "btn", type: "button", id: "notify", text: "Notify me" });
   button.addEventListener("click", async () => {
     const answer = await Notification.requestPermission();
     button.hidden = answer !== "default";
+    if (answer === "granted" && pushAvailable()) {
+      subscribePush(api).catch(() => {}); // without Push: notifications while the page is open
+    }
   });
   return button;
 }
@@ -2092,6 +2098,7 @@ async function start() {
   route();
   refreshInbox();
   setInterval(refreshInbox, INBOX_POLL_MS);
+  renewPush(api);
 }
 
 start();
