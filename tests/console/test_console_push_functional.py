@@ -17,8 +17,8 @@ from typing import Any
 from playwright.async_api import Page, expect
 
 from arp.command.push import PUSH_KEY
-from tests.console.conftest import TOKEN, ConsoleStack, PageFactory
 from tests.conftest import units
+from tests.console.conftest import TOKEN, ConsoleStack, PageFactory
 
 ENDPOINT = "http://127.0.0.1:9/push/browser-1"
 """Where the stubbed subscription says pushes go (nothing is sent there in this test)."""
@@ -28,10 +28,10 @@ AUTH = "tBHItJI5svbpez7KI4CCXg"
 STUB_SUBSCRIBE = """
 (() => {
   const subscription = (key) => ({
-    endpoint: %(endpoint)s,
+    endpoint: ENDPOINT,
     options: { applicationServerKey: key, userVisibleOnly: true },
     toJSON() {
-      return { endpoint: this.endpoint, expirationTime: null, keys: %(keys)s };
+      return { endpoint: this.endpoint, expirationTime: null, keys: KEYS };
     },
     unsubscribe: async () => true,
   });
@@ -41,10 +41,9 @@ STUB_SUBSCRIBE = """
     return subscription(options.applicationServerKey.buffer);
   };
 })();
-""" % {
-    "endpoint": json.dumps(ENDPOINT),
-    "keys": json.dumps({"p256dh": P256DH, "auth": AUTH}),
-}
+""".replace("ENDPOINT", json.dumps(ENDPOINT)).replace(
+    "KEYS", json.dumps({"p256dh": P256DH, "auth": AUTH})
+)
 
 NOTIFICATIONS = """async () => {
   const registration = await navigator.serviceWorker.ready;
@@ -60,9 +59,9 @@ async def _registration_id(page: Page, origin: str) -> tuple[Any, str]:
 
     def on_update(event: dict[str, Any]) -> None:
         for registration in event.get("registrations", []):
-            if registration["scopeURL"].startswith(origin) and not registration["isDeleted"]:
-                if not found.done():
-                    found.set_result(registration["registrationId"])
+            mine = registration["scopeURL"].startswith(origin) and not registration["isDeleted"]
+            if mine and not found.done():
+                found.set_result(registration["registrationId"])
 
     cdp.on("ServiceWorker.workerRegistrationUpdated", on_update)
     await cdp.send("ServiceWorker.enable")
