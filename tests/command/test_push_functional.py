@@ -162,10 +162,12 @@ def push_service(server: CommandServer) -> PushService:
     return server.app[PUSH_KEY]
 
 
-async def call(server: CommandServer, method: str, path: str, body: Any = None) -> Any:
+async def call(
+    server: CommandServer, method: str, path: str, body: Any = None, **headers: str
+) -> Any:
     async with (
         aiohttp.ClientSession() as http,
-        http.request(method, server.url + path, json=body) as response,
+        http.request(method, server.url + path, json=body, headers=headers) as response,
     ):
         return response.status, await response.json()
 
@@ -176,8 +178,9 @@ async def test_a_push_decrypts_to_the_note_and_its_vapid_token_verifies(
     status, key = await call(server, "GET", "/api/push/key")
     assert status == 200 and len(unb64url(key["public_key"])) == 65
     browser = Browser()
+    subscription = browser.subscription(endpoint.origin + "/p/1")
     status, kept = await call(
-        server, "POST", "/api/push/subscriptions", browser.subscription(endpoint.origin + "/p/1")
+        server, "POST", "/api/push/subscriptions", subscription, Origin=server.url
     )
     assert status == 201 and kept["subscriptions"] == 1
     target = tmp_path / "pushed.txt"
@@ -193,6 +196,8 @@ async def test_a_push_decrypts_to_the_note_and_its_vapid_token_verifies(
     assert set(note) == {"event", "session_id", "title", "message", "url"}
     assert note["event"] == "approval_requested" and note["session_id"] == session.session_id
     assert note["title"] == f"Claude asks: Bash: touch {target}"
+    # No public URL known: the run in the console the browser subscribed from.
+    assert note["url"] == f"{server.url}/#/run/{session.session_id}"
     [pending] = server.manager.approvals()
     server.manager.decide(session.session_id, pending.approval_id, "allow")
     _, headers, body = (await endpoint.wait_for(2))[1]

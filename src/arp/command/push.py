@@ -11,7 +11,9 @@ service wakes the service worker, which shows the notification::
     DELETE /api/push/subscriptions  {"endpoint": …} (or ?endpoint=…)
 
 - Notes: the same events and JSON as ``--notify-url`` (`arp.command.notify.note`): approval
-  requests (urgency high) and runs that ended completed, failed or cancelled.
+  requests (urgency high) and runs that ended completed, failed or cancelled. ``url`` is the run
+  in the console at the origin the browser subscribed from (its ``Origin``), which may differ
+  from the relay's own name behind a front proxy.
 - Keys: a P-256 key made on first use, kept in ``<data dir>/push/vapid.pem`` (0600, its folder
   0700); without a data dir (tests) it lives in memory for the process.
 - Subscriptions: kept per browser (its endpoint) in ``<data dir>/push/subscriptions.json``
@@ -100,15 +102,24 @@ class Subscription:
     p256dh: str
     auth: str
     created_at: float
+    console: str | None = None
+    """The console's origin as the browser saw it (its request's ``Origin``): a note's url
+    when arpc knows no public URL, so a click opens the run where the person subscribed."""
 
     def info(self) -> dict[str, Any]:
         return {"endpoint": self.endpoint, "keys": {"p256dh": self.p256dh, "auth": self.auth}}
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.info(), "created_at": self.created_at}
+        return {**self.info(), "created_at": self.created_at, "console": self.console}
+
+    def note(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``body`` with its url filled from this browser's console when it has none."""
+        if body.get("url") or not self.console:
+            return body
+        return {**body, "url": f"{self.console}/#/run/{body['session_id']}"}
 
     @classmethod
-    def parse(cls, data: Any, now: float) -> Subscription:
+    def parse(cls, data: Any, now: float, console: Any = None) -> Subscription:
         """A PushSubscription's JSON; a `BadRequest` says what is wrong with it."""
         if not isinstance(data, dict):
             raise BadRequest("send a PushSubscription's JSON: {endpoint, keys: {p256dh, auth}}")
@@ -128,7 +139,17 @@ class Subscription:
                 "keys.p256dh must be a P-256 public key (65 bytes) and keys.auth 16 bytes, "
                 "both base64url"
             )
-        return cls(endpoint, b64url(point), b64url(secret), now)
+        return cls(endpoint, b64url(point), b64url(secret), now, _origin(console))
+
+
+def _origin(value: Any) -> str | None:
+    """An ``http(s)://host[:port]`` origin, or None for anything else (absent, "null")."""
+    if not isinstance(value, str) or len(value) > ENDPOINT_CHARS:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        return None
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def check_endpoint(value: Any) -> str:
@@ -201,9 +222,6 @@ class PushService(Service):
         self.config = config
         self.manager = manager
         self.folder = data_dir / "push" if data_dir is not None else None
-        self.console_url: str | None = None
-        """The console's public URL when known (the service worker opens ``#/run/<id>`` of its
-        own scope without it)."""
         self._key: ec.EllipticCurvePrivateKey | None = None
         self._vapid: Vapid | None = None
         self._subscriptions: dict[str, Subscription] = {}
@@ -291,7 +309,7 @@ class PushService(Service):
             self.unsubscribe(subscription.endpoint)
 
     def _on_notice(self, notice: Notice) -> None:
-        body = note(notice, self.console_url)
+        body = note(notice, None)  # each browser's url: its own console (`Subscription.note`)
         for outbox in self._outboxes.values():
             outbox.put_nowait(body)
 
@@ -308,7 +326,7 @@ class PushService(Service):
             **self._vapid.sign(claims),
             "Urgency": "high" if body["event"] == "approval_requested" else "normal",
         }
-        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        data = json.dumps(subscription.note(body), ensure_ascii=False).encode("utf-8")
         timeout = aiohttp.ClientTimeout(total=self.config.delivery.timeout)
         pusher = WebPusher(subscription.info(), aiohttp_session=self._http)
         try:
@@ -335,7 +353,8 @@ class PushService(Service):
         try:
             items = json.loads(path.read_text("utf-8"))
             loaded = [
-                Subscription.parse(item, float(item.get("created_at") or 0.0)) for item in items
+                Subscription.parse(item, float(item.get("created_at") or 0.0), item.get("console"))
+                for item in items
             ]
         except (OSError, ValueError, TypeError, AttributeError, BadRequest) as exc:
             log.warning("push: %s is unreadable (%s); no browser is subscribed", path, exc)
@@ -382,7 +401,9 @@ async def get_key(request: web.Request) -> web.Response:
 
 
 async def add_subscription(request: web.Request) -> web.Response:
-    subscription = Subscription.parse(await _body(request), time.time())
+    # Same-origin only (arp.command.middleware): an Origin sent is the console's own.
+    origin = request.headers.get("Origin")
+    subscription = Subscription.parse(await _body(request), time.time(), origin)
     service = _service(request)
     service.subscribe(subscription)
     return json_response(
