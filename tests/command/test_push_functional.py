@@ -124,6 +124,8 @@ class PushEndpoint:
     async def handle(self, request: web.Request) -> web.Response:
         self.posts.append((request.path, CIMultiDict(request.headers), await request.read()))
         self.arrived.set()
+        if request.path.startswith("/odd/"):  # not the UTF-8 it says it is
+            return web.Response(status=201, body=b"\xff\xfe\xfa", content_type="text/plain")
         return web.Response(status=410 if request.path.startswith("/gone/") else 201)
 
     async def start(self) -> None:
@@ -279,3 +281,25 @@ async def test_subscriptions_are_bounded(server: CommandServer, endpoint: PushEn
         assert (await call(server, "POST", "/api/push/subscriptions", sub))[0] == 201
     kept = [s.endpoint for s in push_service(server).subscriptions]
     assert len(kept) == bound and kept[-1] == f"{endpoint.origin}/p/{bound + 2}"
+
+
+async def test_an_odd_answer_ends_no_delivery_and_a_bad_key_file_no_start(
+    tmp_path: Path, endpoint: PushEndpoint
+) -> None:
+    folder = tmp_path / "data" / "push"
+    folder.mkdir(parents=True)
+    (folder / "vapid.pem").write_text("not a key")
+    async with CommandServer(fake_config(tmp_path)) as server:
+        status, key = await call(server, "GET", "/api/push/key")
+        assert status == 200 and len(unb64url(key["public_key"])) == 65
+        sub = Browser().subscription(endpoint.origin + "/odd/1")
+        assert (await call(server, "POST", "/api/push/subscriptions", sub))[0] == 201
+        for count in (1, 2):
+            session = await server.manager.start_session(StartRequest("claude", "hello"))
+            await endpoint.wait_for(count)  # the second arrives: the first's odd answer
+            # (undecodable as the text it claims to be) did not end the subscription's worker
+            async with asyncio.timeout(units(10)):
+                while (await call(server, "GET", f"/api/sessions/{session.session_id}"))[1][
+                    "status"
+                ] == "running":
+                    await asyncio.sleep(0.02)

@@ -194,7 +194,11 @@ class Outbox:
             body = await self._queue.get()
             delay = self._config.backoff
             for attempt in range(self._config.retries + 1):
-                result = await self._send(body)
+                try:
+                    result = await self._send(body)
+                except Exception:  # a bug or an odd answer must not end the worker
+                    log.exception("notify %s: a %s note failed", self.shown, body.get("event"))
+                    result = "failed"
                 if result == "sent":
                     self.delivered += 1
                     break

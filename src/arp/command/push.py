@@ -190,10 +190,14 @@ def load_or_create_key(folder: Path | None) -> ec.EllipticCurvePrivateKey:
     """arpc's VAPID key: read from ``folder/vapid.pem``, made (and stored 0600) when missing."""
     path = folder / "vapid.pem" if folder is not None else None
     if path is not None and path.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (OSError, ValueError, TypeError) as exc:
+            key = None
+            log.warning("push: %s is unreadable (%s)", path, exc)
         if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
             return key
-        log.warning("push: %s is not a P-256 key; making a new one", path)
+        log.warning("push: %s is not a P-256 key; browsers subscribe again with a new one", path)
     key = ec.generate_private_key(ec.SECP256R1())
     if path is not None:
         pem = key.private_bytes(
@@ -201,7 +205,11 @@ def load_or_create_key(folder: Path | None) -> ec.EllipticCurvePrivateKey:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        _write_private(path, pem)
+        try:
+            _write_private(path, pem)
+        except OSError as exc:
+            # Command mode serves on; subscriptions last until arpc restarts.
+            log.warning("push: cannot keep the VAPID key in %s: %s", path, exc)
     return key
 
 
