@@ -281,6 +281,12 @@ async def test_subscriptions_are_bounded(server: CommandServer, endpoint: PushEn
         assert (await call(server, "POST", "/api/push/subscriptions", sub))[0] == 201
     kept = [s.endpoint for s in push_service(server).subscriptions]
     assert len(kept) == bound and kept[-1] == f"{endpoint.origin}/p/{bound + 2}"
+    # The console renews its subscription on each load: the same one is kept once, not again.
+    again = Browser().subscription(f"{endpoint.origin}/p/again")
+    for _ in range(3):
+        assert (await call(server, "POST", "/api/push/subscriptions", again))[0] == 201
+    assert [s.endpoint for s in push_service(server).subscriptions].count(again["endpoint"]) == 1
+    assert len(push_service(server).subscriptions) == bound
 
 
 async def test_an_odd_answer_ends_no_delivery_and_a_bad_key_file_no_start(

@@ -37,7 +37,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -277,6 +277,10 @@ class PushService(Service):
 
     def subscribe(self, subscription: Subscription) -> None:
         """Keep ``subscription`` (replacing one with its endpoint, or the oldest when full)."""
+        current = self._subscriptions.get(subscription.endpoint)
+        if current is not None and current == replace(subscription, created_at=current.created_at):
+            # The console renews it on each load: the same one stays, with its queue of notes.
+            return
         self._remove(subscription.endpoint)
         while len(self._subscriptions) >= max(1, self.config.max_subscriptions):
             oldest = min(self._subscriptions.values(), key=lambda s: s.created_at)
