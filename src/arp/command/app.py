@@ -24,6 +24,7 @@ from arp.command.console import setup_console_routes
 from arp.command.mcp.route import setup_mcp_route
 from arp.command.middleware import same_origin, token_required
 from arp.command.openapi import setup_openapi_route
+from arp.command.push import setup_push_routes
 from arp.command.web import CONTEXT_KEY, STREAMS_KEY, CommandContext
 from arp.web_errors import json_errors
 
@@ -46,6 +47,7 @@ def create_app(ctx: CommandContext) -> web.Application:
     setup_openapi_route(app)
     setup_console_routes(app)  # the web console at / and /console/ (issue 5; arp.command.console)
     setup_mcp_route(app)  # MCP through the relay at /mcp (issue 8; arp.command.mcp)
+    setup_push_routes(app)  # Web Push for the console (issue 15; arp.command.push)
     return app
 
 

@@ -4,6 +4,8 @@ Served by command mode next to the API (so through the relay with the client's t
 
     GET /                      the console (index.html; revalidated on every load)
     GET /console/{name}        its assets (immutable for a year when asked for by ?v=<hash>)
+    GET /sw.js                 the service worker that shows Web Push notes (`arp.command.push`);
+                               at the root, so its scope covers the whole console
 
 Every asset lives in ``arp/command/static`` and nothing is fetched from another origin: the
 Content-Security-Policy allows this origin only (no CDN, no external font, no inline script), so
@@ -43,14 +45,16 @@ CONSOLE_CSP: Final = "; ".join(
         "img-src 'self' data:",
         "connect-src 'self'",
         "manifest-src 'self'",
+        "worker-src 'self'",
         "base-uri 'none'",
         "form-action 'self'",
         "frame-ancestors 'none'",
         "require-trusted-types-for 'script'",
-        "trusted-types 'none'",
+        "trusted-types arp-sw",
     )
 )
-"""Only this origin; the console never builds HTML from strings (Trusted Types enforce it)."""
+"""Only this origin; the console never builds HTML from strings (Trusted Types enforce it: the
+one policy, ``arp-sw``, passes the service worker's URL and nothing else; static/push.js)."""
 
 _TYPES: Final = {
     ".html": "text/html; charset=utf-8",
@@ -59,7 +63,14 @@ _TYPES: Final = {
     ".svg": "image/svg+xml",
     ".webmanifest": "application/manifest+json",
 }
-_SERVED: Final = ("console.css", "console.js", "cockpit.js", "icon.svg", "manifest.webmanifest")
+_SERVED: Final = (
+    "console.css",
+    "console.js",
+    "cockpit.js",
+    "push.js",
+    "icon.svg",
+    "manifest.webmanifest",
+)
 """The assets under /console/ (the index and the token page's parts are not served there)."""
 
 
@@ -114,6 +125,16 @@ async def serve_index(request: web.Request) -> web.Response:
     return _respond(request, index(), REVALIDATE)
 
 
+@functools.cache
+def service_worker() -> Asset:
+    return Asset.of("sw.js", read_asset("sw.js"))
+
+
+async def serve_service_worker(request: web.Request) -> web.Response:
+    """Revalidated on every load, so a new console's worker replaces the old one at once."""
+    return _respond(request, service_worker(), REVALIDATE)
+
+
 async def serve_asset(request: web.Request) -> web.Response:
     asset = assets().get(request.match_info["name"])
     if asset is None:
@@ -128,6 +149,7 @@ def setup_console_routes(app: web.Application) -> None:
     app.router.add_get("/console", serve_index)
     app.router.add_get("/console/", serve_index)
     app.router.add_get(ASSET_PREFIX + "{name}", serve_asset)
+    app.router.add_get("/sw.js", serve_service_worker)
 
 
 __all__ = [

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
@@ -137,6 +138,93 @@ def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
+Delivered = Literal["sent", "retry", "failed", "gone"]
+"""What one delivery attempt came to: done, worth another try, not worth one (this note is
+given up), or never again (the destination is gone: a push subscription the push service
+answered 404/410 for)."""
+
+
+class Outbox:
+    """One destination's bounded queue of notes and the worker that delivers them.
+
+    ``send`` makes one attempt (with its own deadline); a ``"retry"`` is tried again after
+    ``backoff``, doubled each time, at most ``retries`` times. A full queue drops the new note.
+    The webhooks and ntfy targets (`Notifier`) and each Web Push subscription
+    (`arp.command.push`) have one each, so a dead destination delays nobody else.
+    """
+
+    def __init__(
+        self,
+        shown: str,
+        send: Callable[[dict[str, Any]], Awaitable[Delivered]],
+        config: NotifyConfig,
+        on_gone: Callable[[], None] | None = None,
+    ) -> None:
+        self.shown = shown
+        self._send = send
+        self._config = config
+        self._on_gone = on_gone
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(max(1, config.max_queue))
+        self._worker: asyncio.Task[None] | None = asyncio.ensure_future(self._work())
+        self.delivered = 0
+        self.dropped = 0
+
+    def put_nowait(self, body: dict[str, Any]) -> bool:
+        """Queue ``body``; False (logged, counted) when the queue is full or closed."""
+        if self._worker is None:
+            return False
+        try:
+            self._queue.put_nowait(body)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            log.warning("notify %s: %d notes wait already; dropped one", self.shown,
+                        self._queue.qsize())  # fmt: skip
+            return False
+        return True
+
+    def stop(self) -> asyncio.Task[None] | None:
+        """Stop the worker (notes not yet delivered are dropped); the task to wait for."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.cancel()
+        return worker
+
+    async def _work(self) -> None:
+        while True:
+            body = await self._queue.get()
+            delay = self._config.backoff
+            for attempt in range(self._config.retries + 1):
+                try:
+                    result = await self._send(body)
+                except Exception:  # a bug or an odd answer must not end the worker
+                    log.exception("notify %s: a %s note failed", self.shown, body.get("event"))
+                    result = "failed"
+                if result == "sent":
+                    self.delivered += 1
+                    break
+                if result == "failed":
+                    log.warning("notify %s: a %s note refused", self.shown, body.get("event"))
+                    break
+                if result == "gone":
+                    log.info("notify %s: gone; no further notes", self.shown)
+                    self.stop()
+                    if self._on_gone is not None:
+                        self._on_gone()
+                    return
+                if attempt < self._config.retries:
+                    await asyncio.sleep(delay)
+                    delay *= 2
+            else:
+                log.warning("notify %s: gave up on a %s note", self.shown, body.get("event"))
+
+
+async def stop_outboxes(outboxes: Iterable[Outbox], timeout: float) -> None:
+    """Stop every outbox and wait (at most ``timeout``) for their workers to end."""
+    workers = [task for task in (box.stop() for box in outboxes) if task is not None]
+    if workers:
+        await asyncio.wait(workers, timeout=timeout)
+
+
 class Notifier(Service):
     """Posts the manager's notices to every target; see the module docstring."""
 
@@ -146,22 +234,26 @@ class Notifier(Service):
         self.targets = [parse_target(url) for url in config.urls]
         self.console_url: str | None = None
         """The console's public URL, once known (arpc sets it when it registered)."""
-        self._queues: list[asyncio.Queue[dict[str, Any]]] = []
-        self._workers: list[asyncio.Task[None]] = []
+        self._outboxes: list[Outbox] = []
         self._http: aiohttp.ClientSession | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._closed = asyncio.Event()
-        self.delivered = 0
-        self.dropped = 0
+
+    @property
+    def delivered(self) -> int:
+        return sum(box.delivered for box in self._outboxes)
+
+    @property
+    def dropped(self) -> int:
+        return sum(box.dropped for box in self._outboxes)
 
     async def start(self) -> None:
         if self._http is not None or not self.targets:
             return
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout))
         for target in self.targets:
-            queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(max(1, self.config.max_queue))
-            self._queues.append(queue)
-            self._workers.append(asyncio.ensure_future(self._work(target, queue)))
+            send = functools.partial(self._post, target)
+            self._outboxes.append(Outbox(target.shown, send, self.config))
         self._unsubscribe = self.manager.subscribe(self._on_notice)
 
     async def close(self) -> None:
@@ -169,56 +261,33 @@ class Notifier(Service):
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        for worker in self._workers:
-            worker.cancel()
-        if self._workers:
-            await asyncio.wait(self._workers, timeout=self.config.timeout)
-        self._workers = []
+        await stop_outboxes(self._outboxes, self.config.timeout)
         if self._http is not None:
             await self._http.close()
             self._http = None
         self._closed.set()
 
     async def wait_closed(self) -> None:
-        if self._http is not None or self._workers:
+        if self._http is not None:
             await self._closed.wait()
 
     def _on_notice(self, notice: Notice) -> None:
         body = note(notice, self.console_url)
-        for target, queue in zip(self.targets, self._queues, strict=True):
-            try:
-                queue.put_nowait(body)
-            except asyncio.QueueFull:
-                self.dropped += 1
-                log.warning("notify %s: %d notes wait already; dropped one", target.shown,
-                            queue.qsize())  # fmt: skip
+        for outbox in self._outboxes:
+            outbox.put_nowait(body)
 
-    async def _work(self, target: Target, queue: asyncio.Queue[dict[str, Any]]) -> None:
-        while True:
-            body = await queue.get()
-            payload = ntfy_body(target, body) if target.kind == "ntfy" else body
-            delay = self.config.backoff
-            for attempt in range(self.config.retries + 1):
-                if await self._post(target, payload):
-                    self.delivered += 1
-                    break
-                if attempt < self.config.retries:
-                    await asyncio.sleep(delay)
-                    delay *= 2
-            else:
-                log.warning("notify %s: gave up on a %s note", target.shown, body["event"])
-
-    async def _post(self, target: Target, payload: dict[str, Any]) -> bool:
+    async def _post(self, target: Target, body: dict[str, Any]) -> Delivered:
         assert self._http is not None
+        payload = ntfy_body(target, body) if target.kind == "ntfy" else body
         try:
             async with self._http.post(target.post_url, json=payload) as response:
                 await response.read()
                 if response.status < 300:
-                    return True
+                    return "sent"
                 log.info("notify %s: answered %d", target.shown, response.status)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             log.info("notify %s: %r", target.shown, exc)
-        return False
+        return "retry"
 
 
 def add_notify_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,6 +6,7 @@
 // with textContent (the page's CSP enforces Trusted Types, so innerHTML would throw).
 
 import { cockpit } from "./cockpit.js";
+import { pushAvailable, renewPush, subscribePush } from "./push.js";
 
 // The agents come from the executors table (GET /api/agents, read once at start); these are
 // used only when that request fails, so the console still opens.
@@ -1661,13 +1662,17 @@ function approvalDetail(input) {
   return null;
 }
 
-/** "Notify me": asks the browser for its permission (a tap is needed); hidden once decided. */
+/** "Notify me": asks the browser for its permission (a tap is needed); hidden once decided.
+ * With Push, the browser is told also while no console tab is open (push.js). */
 function notifyButton() {
   if (!("Notification" in window) || Notification.permission !== "default") return null;
   const button = h("button", { class: "btn", type: "button", id: "notify", text: "Notify me" });
   button.addEventListener("click", async () => {
     const answer = await Notification.requestPermission();
     button.hidden = answer !== "default";
+    if (answer === "granted" && pushAvailable()) {
+      subscribePush(api).catch(() => {}); // without Push: notifications while the page is open
+    }
   });
   return button;
 }
@@ -2121,6 +2126,7 @@ async function start() {
   route();
   refreshInbox();
   setInterval(refreshInbox, INBOX_POLL_MS);
+  renewPush(api);
 }
 
 start();
