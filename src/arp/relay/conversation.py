@@ -43,8 +43,8 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from arp.errors import ArpError
 from arp.net.links import Link, SocketLink
@@ -56,10 +56,8 @@ from arp.protocol.requests import END_OF_MESSAGE, Body, Request, RequestStream
 from arp.protocol.responses import ResponseTracker
 from arp.protocol.tunnel import END_FRAME, HEADER
 from arp.relay.answers import HTTP_START, cookie_transform, error_response
-from arp.relay.registry import ClientState
-
-if TYPE_CHECKING:
-    from arp.relay.public import Public
+from arp.relay.registry import ClientState, Pools
+from arp.relay.settings import RelayConfig
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +73,32 @@ def _nothing() -> None:
 
 def _frame(payload: bytes) -> bytes:
     return HEADER.pack(len(payload)) + payload
+
+
+class Door(Protocol):
+    """What a conversation needs of the public port (`arp.relay.public.Public`): named here so
+    this module does not import the one that imports it."""
+
+    config: RelayConfig
+    clients: dict[str, ClientState]
+    pools: Pools
+    recent: tuple[Request, Caller, bytes] | None
+
+    def client_for(self, route: phttp.Route) -> ClientState | None: ...
+
+    def decide(
+        self, head: phttp.RequestHead, route: phttp.Route | None
+    ) -> tuple[bytes | None, ClientState | None]: ...
+
+    def plain(self, tunnel: Link) -> Link: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
+
+    async def take_tunnel(self, state: ClientState) -> Link: ...
+
+    def tunnel_done(self, state: ClientState, tunnel: Link, leftover: bytes | None) -> None: ...
+
+    async def send_and_close(self, link: Link, response: bytes) -> None: ...
 
 
 class Conversation:
@@ -116,7 +140,7 @@ class Conversation:
 
     def __init__(
         self,
-        door: Public,
+        door: Door,
         public: SocketLink,
         stream: RequestStream,
         caller: Caller,
