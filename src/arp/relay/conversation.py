@@ -58,6 +58,7 @@ from arp.protocol.tunnel import END_FRAME, HEADER
 from arp.relay.answers import HTTP_START, cookie_transform, error_response
 from arp.relay.registry import ClientState, Pools
 from arp.relay.settings import RelayConfig
+from arp.relay.stats import RelayStats
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class Door(Protocol):
     clients: dict[str, ClientState]
     pools: Pools
     recent: tuple[Request, Caller, bytes] | None
+    stats: RelayStats
 
     def client_for(self, route: phttp.Route) -> ClientState | None: ...
 
@@ -105,6 +107,7 @@ class Conversation:
     """Routes one public connection's requests; see the module docstring."""
 
     __slots__ = (
+        "_bytes_in",
         "_caller",
         "_discarded",
         "_discarding",
@@ -172,6 +175,7 @@ class Conversation:
         self._discarding = False  # nothing more to carry: the caller's bytes are dropped
         self._discarded = 0
         self._reads = 0
+        self._bytes_in = 0  # caller → this tunnel, for the client's counts
         self._last_request: Request | None = None  # the last head forwarded, as rewritten
         self._last_route: phttp.Route | None = None
         self._last_framed = b""
@@ -191,6 +195,8 @@ class Conversation:
         assert tsock is not None  # plain tunnels only (TLS ones are bridged to a socket)
         self._state, self._tunnel, self._tsock = state, tunnel, tsock
         self._request_ended = False
+        self._bytes_in = len(request.raw) + self._stream.buffered  # read with its head
+        state.stats.joined()
         self._down = FromTunnel(
             self._loop,
             tsock,
@@ -254,6 +260,7 @@ class Conversation:
                 self._stop(close_public=True)
             return
         self._reads += 1
+        self._bytes_in += n
         if not n:
             self._public_eof = True
             self._pause_reading()
@@ -380,6 +387,7 @@ class Conversation:
             self._abort()
             return
         self._reads += 1
+        self._bytes_in += n
         if not n:
             self._public_eof = True
             self._pause_reading()
@@ -512,6 +520,7 @@ class Conversation:
         if self._writing and self._tsock is not None:
             self._ready.remove_writer(self._tsock.fileno())
         self._writing = False
+        self._account()
         self._down = self._tunnel = self._tsock = self._tracker = None
         self._upgrade_wait = False
         if down is None or tunnel is None or state is None:
@@ -522,6 +531,16 @@ class Conversation:
             self._splicer.close()  # its bytes were for this tunnel
             self._splicer = None
         self._door.tunnel_done(state, tunnel, down.leftover if down.clean and clean else None)
+
+    def _account(self) -> None:
+        """This tunnel's use ends: its bytes and responses go to the admin port's counts
+        (integer adds per tunnel use; the tracker counted per response)."""
+        state, tracker = self._state, self._tracker
+        if state is None or tracker is None:
+            return
+        self._tracker = None
+        state.stats.ended(self._bytes_in, tracker.total)
+        self._door.stats.count_classes(tracker.classes)
 
     def _route(self, request: Request, route: phttp.Route | None) -> None:
         door = self._door
@@ -626,6 +645,7 @@ class Conversation:
             self._writing = False
         if self._down is not None:
             self._down.stop()
+        self._account()
         if self._tunnel is not None:
             self._tunnel.close()  # not at a clean end
             self._down = self._tunnel = self._tsock = None
