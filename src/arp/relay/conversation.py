@@ -197,6 +197,7 @@ class Conversation:
         self._request_ended = False
         self._bytes_in = len(request.raw) + self._stream.buffered  # read with its head
         state.stats.joined()
+        state.carrying.add(self)
         self._down = FromTunnel(
             self._loop,
             tsock,
@@ -539,6 +540,7 @@ class Conversation:
         if state is None or tracker is None:
             return
         self._tracker = None
+        state.carrying.discard(self)
         state.stats.ended(self._bytes_in, tracker.total)
         self._door.stats.count_classes(tracker.classes)
 
@@ -624,12 +626,14 @@ class Conversation:
         self._update_reading()
 
     def _abort(self) -> None:
-        """A broken side: close everything now."""
+        """A broken side: end everything now, with resets (a cut-short stream must never look
+        complete to either peer)."""
         if self._ended:
             return
         if self._tunnel is not None:
-            self._tunnel.close()
-        self._stop(close_public=True)
+            self._tunnel.reset()
+        self._stop(close_public=False)
+        self._public.reset()
 
     def abort(self) -> None:
         """Shutdown: end now; idempotent."""

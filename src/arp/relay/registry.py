@@ -16,6 +16,7 @@ import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from arp.errors import ArpError, Unavailable
 from arp.net.links import Link
@@ -100,6 +101,12 @@ class TcpPort:
             self.task.cancel()
 
 
+class Carrier(Protocol):
+    """A public connection carried on one of a client's tunnels right now."""
+
+    def abort(self) -> None: ...
+
+
 @dataclass(eq=False)
 class ClientState:
     client_id: str
@@ -113,6 +120,9 @@ class ClientState:
     """proxy_conn_ids asked of the client and not yet answered."""
     waiters: deque[asyncio.Future[Link]] = field(default_factory=deque)
     tcp_ports: dict[int, TcpPort] = field(default_factory=dict)
+    carrying: set[Carrier] = field(default_factory=set)
+    """Public connections on this client's tunnels now: when the control link dies (the
+    heartbeat's verdict on a black-holed client), they end as resets instead of hanging."""
     stats: ClientStats = field(default_factory=ClientStats)
     forwarded_headers: bool = True
     """The relay tells the client's service who is calling (X-Forwarded-*)."""
@@ -246,3 +256,6 @@ class Pools:
             if not waiter.done():
                 waiter.set_exception(ClientOffline(state))
         state.requested.clear()
+        for carrier in list(state.carrying):
+            carrier.abort()
+        state.carrying.clear()
