@@ -51,6 +51,9 @@ class Timeouts:
     ended."""
     tunnel_wait: float = 10.0
     """Slow path: how long a public connection waits for a fresh tunnel before 504."""
+    tunnel_request: float = 10.0
+    """A ``RequestNewProxyConn`` unanswered for this long is forgotten (it no longer counts
+    against the client's tunnels), checked on the pool tick."""
     heartbeat_interval: float = 5.0
     """How often each end of a control link says it is alive."""
     heartbeat_timeout: float = 20.0
@@ -100,7 +103,10 @@ class Limits:
     max_clients: int = 10_000
     """Registered clients the relay keeps (beyond: registration refused)."""
     max_client_tunnels: int = 4096
-    """Tunnels one arpc keeps open at once (idle in the pool or carrying a connection)."""
+    """Tunnels per client, the one bound both ends keep (idle in the pool, asked for, or
+    carrying a connection): the relay sends its value in ``RegisterResult.max_tunnels`` and
+    arpc keeps to the smaller of it and its own; beyond it the relay answers 503 with
+    Retry-After (`arps --max-tunnels-per-client`)."""
     max_tcp_ports_per_client: int = 16
     """Dedicated public TCP ports one client may hold."""
     socket_buffer: int = 1024 * 1024

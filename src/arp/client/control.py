@@ -312,7 +312,7 @@ class Client(Service):
             while True:
                 message = await read_message(reader.read, decoder, timeouts.heartbeat_timeout)
                 if isinstance(message, frames.RequestNewProxyConn):
-                    self._open_tunnel(message.proxy_conn_id)
+                    self._open_tunnel(message.proxy_conn_id, writer, result)
                 elif isinstance(message, frames.Error):
                     log.warning("relay says: %s", message.message)
                 elif not isinstance(message, frames.Heartbeat):
@@ -333,9 +333,20 @@ class Client(Service):
             seq += 1
             writer.write(frames.encode(frames.Heartbeat(seq=seq)))
 
-    def _open_tunnel(self, proxy_conn_id: str) -> None:
-        if len(self._tunnels) >= self.config.limits.max_client_tunnels:
-            log.warning("not opening a tunnel: %d are open already (the limit)", len(self._tunnels))
+    def _open_tunnel(
+        self, proxy_conn_id: str, writer: asyncio.StreamWriter, result: frames.RegisterResult
+    ) -> None:
+        """Open the tunnel asked for, unless at the bound both ends share
+        (`Limits.max_client_tunnels`, or the relay's smaller one): then say so, so the relay
+        answers its caller at once instead of waiting for a tunnel that never comes."""
+        bound = self.config.limits.max_client_tunnels
+        if result.max_tunnels is not None:
+            bound = min(bound, result.max_tunnels)
+        if len(self._tunnels) >= bound:
+            log.info("not opening a tunnel: %d are open already (the bound)", len(self._tunnels))
+            if result.max_tunnels is not None:  # a relay that knows ProxyConnRefused
+                refusal = frames.ProxyConnRefused(proxy_conn_id=proxy_conn_id, reason="at bound")
+                writer.write(frames.encode(refusal))
             return
         task = asyncio.get_running_loop().create_task(self._tunnel(proxy_conn_id))
         self._tunnels.add(task)

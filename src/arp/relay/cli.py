@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import ssl
 import sys
@@ -64,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=env_default("POOL_SIZE", default=DEFAULT_POOL_SIZE),
         help=f"pre-warmed tunnels per client, 0..{Limits().max_pool_size} "
         "(env POOL_SIZE; default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-tunnels-per-client",
+        type=int,
+        default=Limits().max_client_tunnels,
+        help="tunnels one client may have (pooled, asked for, carrying), the bound arpc is "
+        "told to keep; beyond it callers get 503 with Retry-After (default %(default)s)",
     )
     parser.add_argument(
         "--domain",
@@ -179,6 +187,9 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
     if not 0 <= args.pool_size <= limits.max_pool_size:
         raise ValueError(f"--pool-size {args.pool_size} is outside 0..{limits.max_pool_size}")
     check_tls(args.tls_cert, args.tls_key)
+    if args.max_tunnels_per_client < 1:
+        raise ValueError("--max-tunnels-per-client must be at least 1")
+    limits = dataclasses.replace(limits, max_client_tunnels=args.max_tunnels_per_client)
     tcp_ports = args.tcp_ports
     if isinstance(tcp_ports, str):  # came from the environment, unparsed
         tcp_ports = port_range(tcp_ports)
@@ -202,6 +213,7 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         timeouts=timeouts,
+        limits=limits,
     )
 
 

@@ -51,6 +51,8 @@ class Relay(Service):
             config.limits.max_pending_tunnels,
             config.limits.max_idle_tunnels,
             config.timeouts.idle_tunnel,
+            max_tunnels=config.limits.max_client_tunnels,
+            request_deadline=config.timeouts.tunnel_request,
         )
         self._tls: ssl.SSLContext | None = None
         if config.tls_cert and config.tls_key:
@@ -186,7 +188,9 @@ class Relay(Service):
             self.pools.top_up(state)
             while True:
                 message = await read_message(reader.read, decoder, timeouts.heartbeat_timeout)
-                if not isinstance(message, frames.Heartbeat):
+                if isinstance(message, frames.ProxyConnRefused):
+                    self.pools.refused(state, message.proxy_conn_id)
+                elif not isinstance(message, frames.Heartbeat):
                     raise RemoteProtocolError(f"unexpected {message.TYPE} on the control link")
                 state.stats.seen()
         except TimeoutError:
@@ -251,6 +255,7 @@ class Relay(Service):
                 tcp_ports=sorted(state.tcp_ports),
                 public_port=self.public_port,
                 tunnel_protocol=frames.TUNNEL_PROTOCOL,
+                max_tunnels=self.config.limits.max_client_tunnels,
             )
         )
         return state
@@ -321,7 +326,7 @@ class Relay(Service):
                     f"no tunnel was requested with proxy_conn_id {message.proxy_conn_id!r} "
                     f"for client {message.client_id!r}"
                 )
-            state.requested.discard(message.proxy_conn_id)
+            del state.requested[message.proxy_conn_id]
             self.pools.deliver(state, link)
         except RemoteProtocolError as exc:
             log.warning("proxy port: %s", exc.message)

@@ -1,0 +1,113 @@
+"""The relay under a URL holder's abuse (issue 14 items 1-2): bounds hold and service comes back.
+
+Item 1: tunnels per client are one bound both ends keep; a caller beyond it gets 503 with
+Retry-After at once (never a wait for a tunnel that will not come), and the client serves again
+as soon as connections end, without reconnecting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from arp.config import Limits
+from tests.conftest import units
+from tests.relay.conftest import Stack, StackFactory, wait_until
+
+_GET = b"GET /echo?token=tester HTTP/1.1\r\nHost: relay\r\n\r\n"
+
+
+async def _request(
+    stack: Stack, keep: list[asyncio.StreamWriter] | None = None
+) -> tuple[int, bytes]:
+    """One request on a new keep-alive connection; its status and head. With `keep`, the
+    connection stays open (holding its tunnel) and its writer goes there."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", stack.relay.public_port)
+    try:
+        writer.write(_GET)
+        async with asyncio.timeout(units(5)):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            await reader.readexactly(length)
+    except BaseException:
+        writer.close()
+        raise
+    if keep is not None and head.startswith(b"HTTP/1.1 200"):
+        keep.append(writer)
+    else:
+        writer.close()
+    return int(head[9:12]), head
+
+
+async def _flood(stack: Stack, held: list[asyncio.StreamWriter], bound: int) -> None:
+    """Hold `bound` keep-alive connections, then ask for more: the excess gets 503 at once."""
+    for _ in range(bound):
+        status, _ = await _request(stack, held)
+        assert status == 200
+    started = asyncio.get_running_loop().time()
+    answers = await asyncio.gather(*(_request(stack) for _ in range(6)))
+    elapsed = asyncio.get_running_loop().time() - started
+    for status, head in answers:
+        assert status == 503, head
+        assert b"\r\nRetry-After: 1\r\n" in head, head
+    # Answered as refused, not after the tunnel wait (units(2)) ran out.
+    assert elapsed < units(1.5), elapsed
+
+
+async def _recovers(stack: Stack, held: list[asyncio.StreamWriter]) -> None:
+    """Connections end: service resumes at once, on the same registration."""
+    for writer in held:
+        writer.close()
+    held.clear()
+    await wait_until(
+        lambda: not stack.relay.clients["tester"].carrying, units(3), "connections ended"
+    )
+    for _ in range(3):
+        status, head = await _request(stack)
+        assert status == 200, head
+    assert stack.clients[0].registrations == 1
+
+
+async def test_a_client_at_the_relays_bound_answers_503_and_serves_again(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack(
+        client_id=None, pool_size=1, limits=dataclasses.replace(Limits(), max_client_tunnels=4)
+    )
+    await stack.start_client("tester")
+    held: list[asyncio.StreamWriter] = []
+    try:
+        await _flood(stack, held, 4)
+        await _recovers(stack, held)
+    finally:
+        for writer in held:
+            writer.close()
+
+
+async def test_a_client_that_refuses_tunnels_is_answered_503_not_wedged(
+    make_stack: StackFactory,
+) -> None:
+    """The client's own bound is the smaller one: it refuses with ProxyConnRefused, and the
+    relay answers the waiting callers at once and forgets the requests."""
+    stack = await make_stack(client_id=None, pool_size=1)
+    await stack.start_client("tester", limits=dataclasses.replace(Limits(), max_client_tunnels=3))
+    held: list[asyncio.StreamWriter] = []
+    try:
+        await _flood(stack, held, 3)
+        assert not stack.relay.clients["tester"].requested  # nothing left waiting forever
+        await _recovers(stack, held)
+    finally:
+        for writer in held:
+            writer.close()
+
+
+async def test_requests_a_client_never_answers_are_forgotten(make_stack: StackFactory) -> None:
+    stack = await make_stack()
+    state = stack.relay.clients["tester"]
+    state.requested["lost"] = 0.0  # asked long ago, never answered (an old client dropped it)
+    stack.relay.pools.expire_requests(state, stack.relay.config.timeouts.tunnel_request + 1.0)
+    assert "lost" not in state.requested
