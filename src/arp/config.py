@@ -107,8 +107,12 @@ class Limits:
     carrying a connection): the relay sends its value in ``RegisterResult.max_tunnels`` and
     arpc keeps to the smaller of it and its own; beyond it the relay answers 503 with
     Retry-After (`arps --max-tunnels-per-client`)."""
-    max_tcp_ports_per_client: int = 16
-    """Dedicated public TCP ports one client may hold."""
+    max_tcp_ports_per_client: int = 4
+    """Dedicated public TCP ports one client may hold (`arps --max-tcp-ports-per-client`)."""
+    max_connections_per_ip: int = 256
+    """Public connections one caller address may hold at once (IPv6: per /64; a trusted front
+    proxy is not counted, see `arp.relay.limits`); beyond, 503 and a close
+    (`arps --max-connections-per-ip`)."""
     socket_buffer: int = 1024 * 1024
     """SO_SNDBUF / SO_RCVBUF asked for on every link."""
     pipe_size: int = 1024 * 1024
@@ -139,6 +143,24 @@ class SocketOptions:
 
 
 SOCKET_OPTIONS = SocketOptions()
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationBounds:
+    """Registrations on the control port of a relay without ``--auth-token`` (anyone may
+    register), per caller address (IPv6 per /64): so one address cannot fill the client table."""
+
+    per_address_rate: int = 20
+    """New registrations one address may make per `rate_window` seconds."""
+    rate_window: float = 10.0
+    per_address_clients: int = 32
+    """Clients registered from one address that the relay holds at once (online or kept for
+    the retention window)."""
+    max_addresses: int = 65_536
+    """Addresses whose recent registrations are remembered (the oldest are forgotten)."""
+
+
+REGISTRATION_BOUNDS = RegistrationBounds()
 TIMEOUTS = Timeouts()
 """The relay/client deadlines' defaults (other sections start from some of them)."""
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 
-from arp.config import Limits
+from arp.client.control import Client
+from arp.config import Limits, RegistrationBounds
 from tests.conftest import units
 from tests.relay.conftest import Stack, StackFactory, wait_until
 
@@ -111,3 +113,102 @@ async def test_requests_a_client_never_answers_are_forgotten(make_stack: StackFa
     state.requested["lost"] = 0.0  # asked long ago, never answered (an old client dropped it)
     stack.relay.pools.expire_requests(state, stack.relay.config.timeouts.tunnel_request + 1.0)
     assert "lost" not in state.requested
+
+
+# -- item 2: per-caller bounds -----------------------------------------------------------------
+
+
+async def _connect_from(source: str, port: int) -> socket.socket:
+    """A connection to the public port from loopback address `source` (127.0.0.x)."""
+    sock = socket.socket()
+    sock.setblocking(False)
+    sock.bind((source, 0))
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return sock
+
+
+async def test_one_address_flooding_half_sent_heads_does_not_deny_the_others(
+    make_stack: StackFactory,
+) -> None:
+    """127.0.0.2 opens far more half-sent heads than its share; the shared limit (16 here) is
+    never filled by it, so callers from other addresses are still served."""
+    limits = dataclasses.replace(Limits(), max_public_connections=16, max_connections_per_ip=6)
+    stack = await make_stack(limits=limits)
+    port = stack.relay.public_port
+    loop = asyncio.get_running_loop()
+    flood: list[socket.socket] = []
+    try:
+        for _ in range(24):
+            sock = await _connect_from("127.0.0.2", port)
+            flood.append(sock)
+            await loop.sock_sendall(sock, b"GET /echo?token=tester HTTP/1.1\r\nHo")
+        await asyncio.sleep(units(0.2))
+        assert stack.relay.public.per_address.counts.get("127.0.0.2", 0) <= 6
+        for source in ("127.0.0.1", "127.0.0.3", "127.0.0.4"):
+            for _ in range(4):
+                sock = await _connect_from(source, port)
+                try:
+                    await loop.sock_sendall(
+                        sock, _GET.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+                    )
+                    async with asyncio.timeout(units(5)):
+                        answer = await loop.sock_recv(sock, 65536)
+                finally:
+                    sock.close()
+                assert answer.startswith(b"HTTP/1.1 200 "), (source, answer[:200])
+        # The excess of the flood was answered 503 (or just closed).
+        refused = 0
+        for sock in flood[6:]:
+            try:
+                async with asyncio.timeout(units(2)):
+                    answer = await loop.sock_recv(sock, 4096)
+            except (ConnectionError, TimeoutError):
+                continue
+            refused += answer == b"" or answer.startswith(b"HTTP/1.1 503 ")
+        assert refused >= 12
+    finally:
+        for sock in flood:
+            sock.close()
+    await wait_until(lambda: not stack.relay.public.per_address.counts, units(5), "counts freed")
+
+
+async def test_anonymous_registrations_are_bounded_per_address(
+    make_stack: StackFactory,
+) -> None:
+    bounds = RegistrationBounds(per_address_rate=3, rate_window=60.0, per_address_clients=10)
+    stack = await make_stack(client_id=None, registration=bounds)
+    for n in range(3):
+        await stack.start_client(f"anon{n}")
+    extra = Client(stack.client_config("anon3"))
+    await extra.start()
+    try:
+        await wait_until(
+            lambda: stack.relay.public.stats.refused.get("per_address", 0) >= 1,
+            units(5),
+            "the fourth registration from one address within the window is refused",
+        )
+        assert "anon3" not in stack.relay.clients
+    finally:
+        await extra.close()
+
+
+async def test_clients_held_per_address_are_bounded(make_stack: StackFactory) -> None:
+    bounds = RegistrationBounds(per_address_rate=100, per_address_clients=2)
+    stack = await make_stack(client_id=None, registration=bounds)
+    for n in range(2):
+        await stack.start_client(f"anon{n}")
+    extra = Client(stack.client_config("anon2"))
+    await extra.start()
+    try:
+        await wait_until(
+            lambda: stack.relay.public.stats.refused.get("per_address", 0) >= 1,
+            units(5),
+            "a third client held from one address is refused",
+        )
+    finally:
+        await extra.close()
+    assert stack.relay.registrations.held == {"127.0.0.1": 2}
+
+
+def test_the_tcp_ports_per_client_default_is_4() -> None:
+    assert Limits().max_tcp_ports_per_client == 4

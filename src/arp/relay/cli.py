@@ -74,6 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
         "told to keep; beyond it callers get 503 with Retry-After (default %(default)s)",
     )
     parser.add_argument(
+        "--max-connections-per-ip",
+        type=int,
+        default=Limits().max_connections_per_ip,
+        help="public connections one caller address may hold at once (IPv6: per /64; a "
+        "--trusted-proxy peer is not counted); beyond, 503 and a close (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-tcp-ports-per-client",
+        type=int,
+        default=Limits().max_tcp_ports_per_client,
+        help="dedicated public TCP ports one client may hold (default %(default)s)",
+    )
+    parser.add_argument(
         "--domain",
         default=env_default("ARPS_DOMAIN"),
         help="base domain for <client_id>.<domain> routing (env ARPS_DOMAIN; default none)",
@@ -187,9 +200,17 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
     if not 0 <= args.pool_size <= limits.max_pool_size:
         raise ValueError(f"--pool-size {args.pool_size} is outside 0..{limits.max_pool_size}")
     check_tls(args.tls_cert, args.tls_key)
-    if args.max_tunnels_per_client < 1:
-        raise ValueError("--max-tunnels-per-client must be at least 1")
-    limits = dataclasses.replace(limits, max_client_tunnels=args.max_tunnels_per_client)
+    for flag in ("max_tunnels_per_client", "max_connections_per_ip"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.max_tcp_ports_per_client < 0:
+        raise ValueError("--max-tcp-ports-per-client must be at least 0")
+    limits = dataclasses.replace(
+        limits,
+        max_client_tunnels=args.max_tunnels_per_client,
+        max_connections_per_ip=args.max_connections_per_ip,
+        max_tcp_ports_per_client=args.max_tcp_ports_per_client,
+    )
     tcp_ports = args.tcp_ports
     if isinstance(tcp_ports, str):  # came from the environment, unparsed
         tcp_ports = port_range(tcp_ports)

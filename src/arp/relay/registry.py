@@ -137,6 +137,8 @@ class ClientState:
     (forgotten after `Timeouts.tunnel_request`, or at once when the client refuses one)."""
     waiters: deque[asyncio.Future[Link]] = field(default_factory=deque)
     tcp_ports: dict[int, TcpPort] = field(default_factory=dict)
+    address_key: str = ""
+    """The address it first registered from, when counted by `arp.relay.limits`."""
     carrying: set[Carrier] = field(default_factory=set)
     """Public connections on this client's tunnels now: when the control link dies (the
     heartbeat's verdict on a black-holed client), they end as resets instead of hanging."""

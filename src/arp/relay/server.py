@@ -16,6 +16,7 @@ import logging
 import socket
 import ssl
 import time
+from typing import Any
 
 from arp import __version__
 from arp.errors import RemoteProtocolError
@@ -23,6 +24,8 @@ from arp.lifecycle import Service
 from arp.net.links import Link, SocketLink, read_message, wrap_tls_server
 from arp.net.sockets import accept_loop, listen, raise_fd_limit, tune
 from arp.protocol import frames
+from arp.protocol.forwarded import caller_ip
+from arp.relay.limits import RegistrationGate
 from arp.relay.public import Public
 from arp.relay.registration import Known, Refuse, Rules, decide
 from arp.relay.registry import ClientState, ControlLink, Pools
@@ -66,6 +69,7 @@ class Relay(Service):
             config, self.clients, self.pools, self._tasks, plain_tunnels=self._tls is None
         )
         self.tcp_ports = TcpPorts(config, self.public, self._tasks)
+        self.registrations = RegistrationGate(config.registration)
         self._rules = Rules(
             version=__version__,
             auth_token=config.auth_token,
@@ -181,7 +185,7 @@ class Relay(Service):
             first = await read_message(reader.read, decoder, timeouts.handshake)
             if not isinstance(first, frames.Register):
                 raise RemoteProtocolError(f"the first message must be Register, not {first.TYPE}")
-            state = self._register(first, link)
+            state = self._register(first, link, peer)
             if state is None:
                 return
             log.info("client %s registered from %s", state.client_id, _addr(peer))
@@ -209,7 +213,9 @@ class Relay(Service):
                 async with asyncio.timeout(timeouts.farewell):
                     await writer.wait_closed()
 
-    def _register(self, msg: frames.Register, link: ControlLink) -> ClientState | None:
+    def _register(
+        self, msg: frames.Register, link: ControlLink, peer: Any = None
+    ) -> ClientState | None:
         """Apply a Register; answers it either way; returns the state when it succeeded."""
 
         def refuse(error: str, *, retryable: bool, reason: str) -> None:
@@ -234,7 +240,15 @@ class Relay(Service):
             self._went_offline(state)
             old.close()
         if state is None:
-            state = ClientState(client_id=msg.client_id)
+            key, why = self._anonymous_gate(peer)
+            if key is None:
+                refuse(
+                    f"too many registrations from this address ({why})",
+                    retryable=True,
+                    reason="per_address",
+                )
+                return None
+            state = ClientState(client_id=msg.client_id, address_key=key)
             self.clients[msg.client_id] = state
         try:
             self.tcp_ports.hold(state, msg.tcp_ports)
@@ -242,6 +256,7 @@ class Relay(Service):
             refuse(str(exc.strerror or exc), retryable=True, reason="tcp_port_bind")
             if not state.tcp_ports and state.control is None and state.disconnected_at is None:
                 del self.clients[msg.client_id]
+                self.registrations.forget(state.address_key)
             return None
         state.control = link
         state.disconnected_at = None
@@ -260,6 +275,13 @@ class Relay(Service):
         )
         return state
 
+    def _anonymous_gate(self, peer: Any) -> tuple[str | None, str]:
+        """Without --auth-token anyone may register: a new client counts against its
+        address's rate and count (`arp.relay.limits.RegistrationGate`); ("", "") otherwise."""
+        if self.config.auth_token or not isinstance(peer, tuple) or not peer:
+            return "", ""
+        return self.registrations.admit(caller_ip(str(peer[0])))
+
     def _went_offline(self, state: ClientState) -> None:
         state.control = None
         state.disconnected_at = time.monotonic()
@@ -274,7 +296,8 @@ class Relay(Service):
             state.control = None
         self.pools.drop(state)
         self.tcp_ports.release(state)
-        self.clients.pop(state.client_id, None)
+        if self.clients.pop(state.client_id, None) is state:
+            self.registrations.forget(state.address_key)
 
     async def _tick(self) -> None:
         """Heartbeats, pool top-ups (besides refills on take) and retention expiry, on one clock."""

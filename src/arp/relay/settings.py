@@ -14,6 +14,7 @@ from arp.config import (
     DEFAULT_PROXY_PORT,
     DEFAULT_PUBLIC_PORT,
     Limits,
+    RegistrationBounds,
     Timeouts,
 )
 from arp.protocol.forwarded import Network
@@ -38,6 +39,8 @@ class RelayConfig:
     """Peers whose X-Forwarded-* headers are kept and appended to (`--trusted-proxy`)."""
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
+    registration: RegistrationBounds = field(default_factory=RegistrationBounds)
+    """Anonymous registrations per address (used without --auth-token)."""
 
 
 @dataclass(frozen=True)
