@@ -109,6 +109,8 @@ class Limits:
     Retry-After (`arps --max-tunnels-per-client`)."""
     max_tcp_ports_per_client: int = 4
     """Dedicated public TCP ports one client may hold (`arps --max-tcp-ports-per-client`)."""
+    max_access_tokens: int = 64
+    """Access tokens one client may name (`arpc --access-token`)."""
     max_connections_per_ip: int = 256
     """Public connections one caller address may hold at once (IPv6: per /64; a trusted front
     proxy is not counted, see `arp.relay.limits`); beyond, 503 and a close

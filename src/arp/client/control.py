@@ -28,6 +28,7 @@ from arp.net.links import Link, open_link, read_message
 from arp.net.pump import FrameReader, pump
 from arp.net.sockets import raise_fd_limit, tune
 from arp.protocol import frames
+from arp.protocol.access_tokens import token_hash
 from arp.protocol.http import error_response
 from arp.protocol.tunnel import END_FRAME, data_frame
 
@@ -111,6 +112,9 @@ class ClientConfig:
     tcp_targets: dict[int, Target] = field(default_factory=dict)
     """Dedicated public TCP port on the relay → the local service it exposes."""
     auth_token: str | None = None
+    access_tokens: tuple[str, ...] = ()
+    """Secrets that alone open this client on the relay (`arpc --access-token`); only their
+    hashes are sent. Empty: the client_id is the token, as before."""
     tls: ssl.SSLContext | None = None
     tls_server_name: str | None = None
     forwarded_headers: bool = True
@@ -278,6 +282,7 @@ class Client(Service):
                         tunnel_protocol=frames.TUNNEL_PROTOCOL,
                         forwarded_headers=cfg.forwarded_headers,
                         proxy_protocol=cfg.proxy_protocol,
+                        access_token_hashes=sorted({token_hash(t) for t in cfg.access_tokens}),
                     )
                 )
             )
@@ -296,6 +301,12 @@ class Client(Service):
                     f"the relay speaks tunnel protocol {result.tunnel_protocol} and this client "
                     f"(arpc {__version__}) speaks {frames.TUNNEL_PROTOCOL}: "
                     "run the same ARP version on both ends",
+                    retryable=False,
+                )
+            if cfg.access_tokens and result.access_tokens != len(set(cfg.access_tokens)):
+                raise RegistrationError(
+                    "the relay does not keep this client's access tokens (an older arps?): it "
+                    "would route the bare client_id; upgrade arps or run without --access-token",
                     retryable=False,
                 )
             self._resume_key = result.resume_key

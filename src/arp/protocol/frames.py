@@ -73,6 +73,9 @@ class Register(Message):
     proxy_protocol: bool = False
     """Whether the relay should start each connection to this client's raw TCP ports with a
     PROXY protocol v2 header (`arpc --proxy-protocol`). Relays before it ignore the field."""
+    access_token_hashes: list[str] = field(default_factory=list)
+    """Hex SHA-256 of each access token (`arpc --access-token`): when any is given, only those
+    tokens route to this client. The tokens themselves never leave arpc."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,9 @@ class RegisterResult(Message):
     public_port: int | None = None
     tunnel_protocol: int = 1
     """`TUNNEL_PROTOCOL` of the relay; absent means 1 (relays before reusable tunnels)."""
+    access_tokens: int = 0
+    """How many access-token hashes the relay holds for the client: a client that sent some
+    and reads 0 is talking to a relay that would route its bare client_id, and stops."""
     max_tunnels: int | None = None
     """The relay's bound of tunnels per client (`Limits.max_client_tunnels`): the client keeps
     to it and answers a request it refuses with ``ProxyConnRefused``. Absent (older relays):

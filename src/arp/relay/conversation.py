@@ -299,7 +299,7 @@ class Conversation:
                 route is not None
                 and tracker is not None
                 and not self._request_ended
-                and (door.clients.get(route.token) or door.client_for(route)) is self._state
+                and door.client_for(route) is self._state
             ):
                 tracker.owe(event.head.method)
                 if not framed:

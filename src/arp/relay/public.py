@@ -33,6 +33,7 @@ from arp.net.pump import Transform, pump
 from arp.protocol import http as phttp
 from arp.protocol.forwarded import Caller, caller_ip, is_trusted
 from arp.protocol.requests import Request, RequestStream
+from arp.relay.access import AccessIndex
 from arp.relay.answers import HeadTimeout, error_response, token_page_response
 from arp.relay.conversation import Conversation
 from arp.relay.limits import AddressCounts, TooManyFromAddress
@@ -72,6 +73,8 @@ class Public:
         """Connections served by callbacks, without a task of their own (ended at shutdown)."""
         self.stats = RelayStats()
         """What the admin port reports of the public port."""
+        self.access = AccessIndex()
+        """Access-token hashes → clients (`arp.relay.access`)."""
         self.per_address = AddressCounts(config.limits.max_connections_per_ip)
         """Connections per caller address (`arp.relay.limits`)."""
         self._over_share = error_response(
@@ -201,12 +204,23 @@ class Public:
         conversation.start(state, self.plain(tunnel), request, route)
 
     def client_for(self, route: phttp.Route) -> ClientState | None:
+        """The client `route`'s token opens: its client_id (a client without access tokens) or
+        one of its access tokens (`arp.relay.access`); None when it opens nothing."""
         state = self.clients.get(route.token)
+        if state is not None and not state.access_hashes:
+            return state
+        if self.access and (found := self.access.find(route.token)) is not None:
+            return found
         if state is None and route.source is phttp.TokenSource.SUBDOMAIN:
-            state = next(
-                (s for s in self.clients.values() if s.client_id.lower() == route.token), None
+            return next(
+                (
+                    s
+                    for s in self.clients.values()
+                    if s.client_id.lower() == route.token and not s.access_hashes
+                ),
+                None,
             )
-        return state
+        return None
 
     # -- slow path ----------------------------------------------------------------------------
 

@@ -137,6 +137,9 @@ class ClientState:
     (forgotten after `Timeouts.tunnel_request`, or at once when the client refuses one)."""
     waiters: deque[asyncio.Future[Link]] = field(default_factory=deque)
     tcp_ports: dict[int, TcpPort] = field(default_factory=dict)
+    access_hashes: frozenset[str] = frozenset()
+    """SHA-256 hashes of the client's access tokens (`arp.relay.access`): when any, only those
+    route to it."""
     address_key: str = ""
     """The address it first registered from, when counted by `arp.relay.limits`."""
     carrying: set[Carrier] = field(default_factory=set)

@@ -25,6 +25,7 @@ from arp.net.links import Link, SocketLink, read_message, wrap_tls_server
 from arp.net.sockets import accept_loop, listen, raise_fd_limit, tune
 from arp.protocol import frames
 from arp.protocol.forwarded import caller_ip
+from arp.relay.access import AccessIndex
 from arp.relay.limits import RegistrationGate
 from arp.relay.public import Public
 from arp.relay.registration import Known, Refuse, Rules, decide
@@ -239,6 +240,10 @@ class Relay(Service):
             old = state.control
             self._went_offline(state)
             old.close()
+        problem = AccessIndex.check(msg.access_token_hashes, self.config.limits.max_access_tokens)
+        if problem is not None:
+            refuse(problem, retryable=False, reason="access_tokens")
+            return None
         if state is None:
             key, why = self._anonymous_gate(peer)
             if key is None:
@@ -258,6 +263,13 @@ class Relay(Service):
                 del self.clients[msg.client_id]
                 self.registrations.forget(state.address_key)
             return None
+        problem = self.public.access.claim(state, msg.access_token_hashes)
+        if problem is not None:
+            refuse(problem, retryable=False, reason="access_tokens")
+            if not state.tcp_ports and state.control is None and state.disconnected_at is None:
+                del self.clients[msg.client_id]
+                self.registrations.forget(state.address_key)
+            return None
         state.control = link
         state.disconnected_at = None
         state.stats.seen()
@@ -271,6 +283,7 @@ class Relay(Service):
                 public_port=self.public_port,
                 tunnel_protocol=frames.TUNNEL_PROTOCOL,
                 max_tunnels=self.config.limits.max_client_tunnels,
+                access_tokens=len(state.access_hashes),
             )
         )
         return state
@@ -296,6 +309,7 @@ class Relay(Service):
             state.control = None
         self.pools.drop(state)
         self.tcp_ports.release(state)
+        self.public.access.release(state)
         if self.clients.pop(state.client_id, None) is state:
             self.registrations.forget(state.address_key)
 
