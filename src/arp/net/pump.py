@@ -514,9 +514,8 @@ class Joint:
         self._incoming.stop()
         clean = self._outgoing.clean and self._incoming.clean
         leftover = self._incoming.leftover if clean else None
-        # A broken side is passed on as a reset on both links, never as a clean end.
         broken = self._outgoing.error is not None or self._incoming.error is not None
-        (self._raw.reset if broken else self._raw.close)()
+        (self._raw.reset if broken else self._raw.close)()  # a break: resets, never a clean end
         if leftover is None:
             (self._tunnel.reset if broken else self._tunnel.close)()
         if self._meter is not None:
