@@ -306,8 +306,10 @@ class Pools:
         elif not waiter.cancelled() and waiter.exception() is None:
             self.deliver(state, waiter.result())
 
-    def drop(self, state: ClientState) -> None:
-        """The control link died: close pooled tunnels, fail waiters, forget requests."""
+    def drop(self, state: ClientState, *, abort_carried: bool = True) -> None:
+        """The control link died: close pooled tunnels, fail waiters, forget requests, and end
+        the connections its tunnels carry as resets (a black-holed client leaves nothing
+        hanging), unless `abort_carried` is False (a takeover by the same client)."""
         while state.pool:
             state.pool.popleft().close()
         state.pooled_at.clear()
@@ -316,6 +318,7 @@ class Pools:
             if not waiter.done():
                 waiter.set_exception(ClientOffline(state))
         state.requested.clear()
-        for carrier in list(state.carrying):
-            carrier.abort()
-        state.carrying.clear()
+        if abort_carried:
+            for carrier in list(state.carrying):
+                carrier.abort()
+            state.carrying.clear()

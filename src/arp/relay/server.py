@@ -238,7 +238,7 @@ class Relay(Service):
         if decision.takeover and state is not None and state.control is not None:
             log.info("client %s took over its own registration", msg.client_id)
             old = state.control
-            self._went_offline(state)
+            self._went_offline(state, takeover=True)
             old.close()
         problem = AccessIndex.check(msg.access_token_hashes, self.config.limits.max_access_tokens)
         if problem is not None:
@@ -295,10 +295,12 @@ class Relay(Service):
             return "", ""
         return self.registrations.admit(caller_ip(str(peer[0])))
 
-    def _went_offline(self, state: ClientState) -> None:
+    def _went_offline(self, state: ClientState, *, takeover: bool = False) -> None:
         state.control = None
         state.disconnected_at = time.monotonic()
-        self.pools.drop(state)
+        # The link died: what its tunnels carry ends as resets. A takeover (the same arpc back
+        # on a new link) keeps them: those tunnels are alive.
+        self.pools.drop(state, abort_carried=not takeover)
         log.info(
             "client %s offline (state kept %.0f s)", state.client_id, self.config.timeouts.retention
         )
