@@ -13,6 +13,7 @@ import socket
 
 from arp.client.control import Client
 from arp.config import Limits, RegistrationBounds
+from arp.relay.limits import AddressCounts, address_key
 from tests.conftest import units
 from tests.relay.conftest import Stack, StackFactory, wait_until
 
@@ -212,3 +213,15 @@ async def test_clients_held_per_address_are_bounded(make_stack: StackFactory) ->
 
 def test_the_tcp_ports_per_client_default_is_4() -> None:
     assert Limits().max_tcp_ports_per_client == 4
+
+
+def test_addresses_are_counted_per_ipv4_address_and_per_ipv6_64() -> None:
+    assert address_key("127.0.0.2") == "127.0.0.2"
+    assert address_key("2001:db8::1") == address_key("2001:db8::ffff:2") == "2001:db8::/64"
+    assert address_key("2001:db8:0:1::1") != address_key("2001:db8::1")
+    assert address_key("::ffff:192.0.2.7") == "192.0.2.7"
+    counts = AddressCounts(2)
+    keys = [counts.enter("2001:db8::1"), counts.enter("2001:db8::2"), counts.enter("2001:db8::3")]
+    assert keys[2] is None and counts.enter("2001:db8:0:1::1") is not None
+    counts.leave(keys[0] or "")
+    assert counts.enter("2001:db8::9") == "2001:db8::/64"  # a slot freed is usable at once
