@@ -114,3 +114,21 @@ def test_log_files_and_their_folder_are_private(
         os.umask(old)
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert stat.S_IMODE(handler.current_path.stat().st_mode) == 0o600
+
+
+async def test_arpc_stops_rather_than_run_on_a_relay_that_ignores_its_tokens(
+    make_stack: StackFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relay that keeps no hashes (an older arps ignores the field) would route the bare
+    client_id: arpc refuses to be reachable so and stops with why."""
+    from arp.relay.access import AccessIndex
+
+    monkeypatch.setattr(AccessIndex, "claim", lambda self, state, hashes: None)
+    stack = await make_stack(client_id=None)
+    client = Client(stack.client_config("Box-1", access_tokens=(ALICE,)))
+    await client.start()
+    try:
+        await wait_until(lambda: client.fatal_error is not None, units(5), "arpc stops")
+    finally:
+        await client.close()
+    assert "access tokens" in str(client.fatal_error)
