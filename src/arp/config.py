@@ -53,6 +53,9 @@ class Timeouts:
     ended."""
     tunnel_wait: float = 10.0
     """Slow path: how long a public connection waits for a fresh tunnel before 504."""
+    tunnel_request: float = 10.0
+    """A ``RequestNewProxyConn`` unanswered for this long is forgotten (it no longer counts
+    against the client's tunnels), checked on the pool tick."""
     heartbeat_interval: float = 5.0
     """How often each end of a control link says it is alive."""
     heartbeat_timeout: float = 20.0
@@ -102,9 +105,18 @@ class Limits:
     max_clients: int = 10_000
     """Registered clients the relay keeps (beyond: registration refused)."""
     max_client_tunnels: int = 4096
-    """Tunnels one arpc keeps open at once (idle in the pool or carrying a connection)."""
-    max_tcp_ports_per_client: int = 16
-    """Dedicated public TCP ports one client may hold."""
+    """Tunnels per client, the one bound both ends keep (idle in the pool, asked for, or
+    carrying a connection): the relay sends its value in ``RegisterResult.max_tunnels`` and
+    arpc keeps to the smaller of it and its own; beyond it the relay answers 503 with
+    Retry-After (`arps --max-tunnels-per-client`)."""
+    max_tcp_ports_per_client: int = 4
+    """Dedicated public TCP ports one client may hold (`arps --max-tcp-ports-per-client`)."""
+    max_access_tokens: int = 64
+    """Access tokens one client may name (`arpc --access-token`)."""
+    max_connections_per_ip: int = 256
+    """Public connections one caller address may hold at once (IPv6: per /64; a trusted front
+    proxy is not counted, see `arp.relay.limits`); beyond, 503 and a close
+    (`arps --max-connections-per-ip`)."""
     socket_buffer: int = 1024 * 1024
     """SO_SNDBUF / SO_RCVBUF asked for on every link."""
     pipe_size: int = 1024 * 1024
@@ -135,6 +147,24 @@ class SocketOptions:
 
 
 SOCKET_OPTIONS = SocketOptions()
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationBounds:
+    """Registrations on the control port of a relay without ``--auth-token`` (anyone may
+    register), per caller address (IPv6 per /64): so one address cannot fill the client table."""
+
+    per_address_rate: int = 20
+    """New registrations one address may make per `rate_window` seconds."""
+    rate_window: float = 10.0
+    per_address_clients: int = 32
+    """Clients registered from one address that the relay holds at once (online or kept for
+    the retention window)."""
+    max_addresses: int = 65_536
+    """Addresses whose recent registrations are remembered (the oldest are forgotten)."""
+
+
+REGISTRATION_BOUNDS = RegistrationBounds()
 TIMEOUTS = Timeouts()
 """The relay/client deadlines' defaults (other sections start from some of them)."""
 

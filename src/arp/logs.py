@@ -7,6 +7,7 @@ data folder, falling back to `./arpc/logs/` where that folder cannot be written.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -48,7 +49,12 @@ class DailyFileHandler(logging.Handler):
         if self._handler is None or today != self._date:
             if self._handler is not None:
                 self._handler.close()
-            self._handler = logging.FileHandler(self.current_path, encoding="utf-8")
+            path = self.current_path
+            # Private to this user: created 0600, and one made before with looser bits is mended.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+            with contextlib.suppress(OSError):
+                os.chmod(path, 0o600)
+            self._handler = logging.FileHandler(path, encoding="utf-8")
             self._handler.setFormatter(self.formatter)
             self._date = today
         self._handler.emit(record)
@@ -66,7 +72,9 @@ def log_folder(app: str) -> Path:
     candidates.append(Path.cwd() / app / "logs")
     for folder in candidates:
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with contextlib.suppress(OSError):
+                os.chmod(folder, 0o700)  # the logs are this user's alone (issue 14 item 4)
             probe = folder / ".write-test"
             probe.touch()
             probe.unlink()

@@ -60,3 +60,18 @@ async def test_requests_without_the_token_are_refused(
             headers=headers,
         ) as response:
             assert response.status == 401
+
+
+async def test_every_access_token_is_accepted_and_nothing_else() -> None:
+    """arpc with access tokens: the API takes each of them (as the relay routes them) and not
+    the client_id, which then opens nothing (issue 14 item 4)."""
+    config = CommandConfig(token="alice-secret", other_tokens=("bob-secret",))
+    async with CommandServer(config) as command, aiohttp.ClientSession() as http:
+        for token, status in (
+            ("alice-secret", 200),
+            ("bob-secret", 200),
+            ("Box-1", 401),
+            ("carol", 401),
+        ):
+            async with http.get(f"{command.url}/api/sessions?token={token}") as response:
+                assert response.status == status, token

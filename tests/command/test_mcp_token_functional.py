@@ -65,3 +65,16 @@ async def test_the_command_apps_mcp_route_checks_then_forwards_with_the_token(
     status, body = await initialize(f"{server.url}/mcp?token={TOKEN}")
     assert status == 200, body
     assert '"serverInfo"' in body
+
+
+async def test_the_loopback_port_takes_every_access_token(tmp_path: Path) -> None:
+    """arpc with several access tokens: MCP accepts each, as the API does (issue 14 item 4)."""
+    config = fake_config(tmp_path, token="alice-secret", other_tokens=("bob-secret",))
+    async with CommandServer(config) as srv:
+        limits = McpLimits(shutdown_timeout=units(2), start_timeout=units(5))
+        service = mcp_service(argparse.Namespace(enable_mcp=True, mcp_port=0), srv, limits=limits)
+        assert service is not None
+        async with service as running:
+            for token, status in (("alice-secret", 200), ("bob-secret", 200), ("x", 401)):
+                got, body = await initialize(running.url, {"X-ARP-Token": token})
+                assert got == status, (token, body)

@@ -184,8 +184,9 @@ class ProxiedConnection:
 
 def _abort_with_reset(writer: asyncio.StreamWriter) -> None:
     sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
+    if sock is not None and not writer.transport.is_closing():
+        # (a transport already closed has no descriptor left: ValueError)
+        with contextlib.suppress(OSError, ValueError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
     writer.transport.abort()
 

@@ -142,17 +142,22 @@ async def test_the_first_payload_can_be_rewritten() -> None:
             sock.close()
 
 
-async def test_a_tunnel_closed_between_frames_ends_like_a_fin_but_is_not_reused() -> None:
+async def test_a_tunnel_closed_between_frames_is_a_break_passed_on_as_a_reset() -> None:
+    """No end frame: the peer died or gave up, so the raw side must not see a clean end
+    (issue 14 item 3); the tunnel is not reused."""
     raw_mine, raw_peer = pair()
     tunnel_mine, tunnel_peer = pair()
     task = asyncio.create_task(pump(SocketLink(raw_mine), SocketLink(tunnel_mine), LIMITS))
     try:
         async with asyncio.timeout(units(5)):
             tunnel_peer.sendall(data_frame(b"answer"))
-            tunnel_peer.shutdown(socket.SHUT_WR)  # no end frame: an old-style close
-            assert await read_to_eof(raw_peer) == b"answer"
-            raw_peer.shutdown(socket.SHUT_WR)
+            await asyncio.sleep(units(0.05))
+            tunnel_peer.shutdown(socket.SHUT_WR)  # no end frame
             assert await task is None
+            received = b""
+            with pytest.raises(ConnectionResetError):
+                received = await read_to_eof(raw_peer)
+            assert received == b""
     finally:
         raw_peer.close()
         tunnel_peer.close()
@@ -175,7 +180,8 @@ async def test_a_broken_tunnel_closes_both_sides(garbage: bytes) -> None:
             tunnel_peer.sendall(garbage)
             tunnel_peer.shutdown(socket.SHUT_WR)
             assert await task is None
-            await read_to_eof(raw_peer)  # the raw side sees its connection end
+            with pytest.raises(ConnectionResetError):  # a break: the raw side sees a reset
+                await read_to_eof(raw_peer)
     finally:
         raw_peer.close()
         tunnel_peer.close()

@@ -61,8 +61,19 @@ def test_wire_format_is_the_originals() -> None:
             "tunnel_protocol": 1,
             "forwarded_headers": True,
             "proxy_protocol": False,
+            "access_token_hashes": [],
         }
     }
+
+
+def test_a_refusal_round_trips_and_an_old_result_means_no_bound() -> None:
+    """ProxyConnRefused (issue 14 item 1) travels like every frame; a RegisterResult from a
+    relay before it has no max_tunnels, so arpc keeps silent refusals for that relay."""
+    refusal = frames.ProxyConnRefused(proxy_conn_id="p1", reason="at bound")
+    assert frames.FrameDecoder().feed(frames.encode(refusal)) == [refusal]
+    (old,) = frames.FrameDecoder().feed(frame({"RegisterResult": {"success": True}}))
+    assert isinstance(old, frames.RegisterResult)
+    assert old.max_tunnels is None and old.access_tokens == 0
 
 
 def test_the_originals_messages_decode() -> None:

@@ -177,10 +177,6 @@ async def _start_download(
     return reader, writer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14.3: a tunnel reset mid-transfer reaches the public side as a clean FIN",
-)
 async def test_a_tunnel_reset_mid_transfer_reaches_the_public_side_as_a_reset(
     proxied: ProxiedFactory,
 ) -> None:
@@ -194,10 +190,6 @@ async def test_a_tunnel_reset_mid_transfer_reaches_the_public_side_as_a_reset(
     assert ending == "reset", f"after {received} bytes the public side saw {ending}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14.3: a client that vanished mid-transfer leaves its public connections hanging",
-)
 async def test_a_vanished_client_mid_transfer_reaches_the_public_side_as_a_reset(
     proxied: ProxiedFactory,
 ) -> None:
@@ -262,10 +254,6 @@ async def raw_service() -> AsyncIterator[RawService]:
     server.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14.3: a local service reset mid-transfer reaches the public side as a clean FIN",
-)
 async def test_a_local_service_reset_mid_transfer_reaches_the_public_side_as_a_reset(
     make_stack: StackFactory, raw_service: RawService
 ) -> None:
@@ -280,10 +268,6 @@ async def test_a_local_service_reset_mid_transfer_reaches_the_public_side_as_a_r
     assert ending == "reset", f"after {received} bytes the public side saw {ending}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14.3: a public caller's reset mid-upload reaches the local service as a FIN",
-)
 async def test_a_public_reset_mid_upload_reaches_the_local_service_as_a_reset(
     make_stack: StackFactory, raw_service: RawService
 ) -> None:

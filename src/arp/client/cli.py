@@ -24,7 +24,12 @@ from arp.argtypes import (
     positive_float,
 )
 from arp.client.control import Client, ClientConfig, Target, TlsSetupError, parse_relays
-from arp.client.identity import load_or_create_client_id
+from arp.client.identity import (
+    check_access_token,
+    load_access_token,
+    load_or_create_client_id,
+    save_new_access_token,
+)
 from arp.command.agents_check import startup_lines
 from arp.command.config import CommandConfig, add_command_arguments
 from arp.command.mcp import add_mcp_arguments, mcp_service
@@ -114,6 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--auth-token",
         default=env_default("ARPC_AUTH_TOKEN", "ARPS_AUTH_TOKEN"),
         help="the relay's shared secret (env ARPC_AUTH_TOKEN or ARPS_AUTH_TOKEN; default none)",
+    )
+    parser.add_argument(
+        "--access-token",
+        action="append",
+        default=None,
+        metavar="SECRET",
+        help="a token that opens this client on the relay, one per person (repeatable; env "
+        "ARPC_ACCESS_TOKENS, comma-separated); when any is set the client_id opens nothing, and "
+        "command mode and MCP accept these instead (default none: the client_id)",
+    )
+    parser.add_argument(
+        "--generate-access-token",
+        action="store_true",
+        help="make a new random access token, save it (0600, replacing the last one) for this "
+        "and every later start, and print it",
     )
     parser.add_argument(
         "--tls", action="store_true", help="use TLS on the control and proxy links (default: off)"
@@ -232,12 +252,26 @@ def config_from_args(args: argparse.Namespace, http_target: Target, client_id: s
         relays=relays if len(relays) > 1 else (),
         tcp_targets=tcp_targets,
         auth_token=args.auth_token or None,
+        access_tokens=access_tokens(args),
         tls=tls_context(args),
         tls_server_name=args.tls_server_name,
         forwarded_headers=args.forwarded_headers,
         proxy_protocol=args.proxy_protocol,
         timeouts=timeouts,
     )
+
+
+def access_tokens(args: argparse.Namespace) -> tuple[str, ...]:
+    """The access tokens of this start: the flags' (or ARPC_ACCESS_TOKENS), then the one
+    `--generate-access-token` saved; ValueError for one that cannot travel in a URL."""
+    given = args.access_token
+    if given is None:
+        given = [t.strip() for t in os.environ.get("ARPC_ACCESS_TOKENS", "").split(",")]
+    tokens = [check_access_token(t) for t in given if t]
+    saved = load_access_token()
+    if saved is not None:
+        tokens.append(saved)
+    return tuple(dict.fromkeys(tokens))
 
 
 def announce(
@@ -255,10 +289,11 @@ def announce(
             port_text = f":{result.public_port}" if result.public_port else ""
             if notifier is not None:
                 notifier.console_url = f"http://{public_host}{port_text}/"
-            print(
-                f"🌐 Public URL: http://{public_host}{port_text}/?token={config.client_id}",
-                flush=True,
-            )
+            # The URL carries the first access token when there is one (printed, never logged).
+            token = config.access_tokens[0] if config.access_tokens else config.client_id
+            print(f"🌐 Public URL: http://{public_host}{port_text}/?token={token}", flush=True)
+            if len(config.access_tokens) > 1:
+                print(f"🔑 {len(config.access_tokens)} access tokens open this client", flush=True)
             for remote in result.tcp_ports:
                 target = config.tcp_targets.get(remote)
                 print(f"🔌 TCP: {public_host}:{remote} → {target}", flush=True)
@@ -282,10 +317,18 @@ async def serve(args: argparse.Namespace) -> int:
         )
         return EXIT_REFUSED
     relay_wanted = args.command_mode or args.local_port is not None
+    if not relay_wanted and agent is None and args.generate_access_token:
+        token, path = save_new_access_token()
+        print(f"🔑 new access token (saved to {path}; the next start uses it): {token}", flush=True)
+        return 0
     if not relay_wanted and agent is None:
         log.error("forward mode needs --local-port (the local service to expose)")
         return EXIT_REFUSED
     client_id = args.client_id or load_or_create_client_id()
+    if args.generate_access_token:
+        token, path = save_new_access_token()
+        print(f"🔑 new access token (saved to {path}, used from now on): {token}", flush=True)
+    tokens = access_tokens(args)
     stopped = asyncio.Event()
     client: Client | None = None
     notifier: Notifier | None = None
@@ -294,7 +337,10 @@ async def serve(args: argparse.Namespace) -> int:
         if args.command_mode:
             # The API answers only requests that carry the client id, as the relay routes.
             command_config = dataclasses.replace(
-                CommandConfig.from_args(args), token=client_id, session_overrides=_sessions(args)
+                CommandConfig.from_args(args),
+                token=tokens[0] if tokens else client_id,
+                other_tokens=tokens[1:],
+                session_overrides=_sessions(args),
             )
             command = CommandServer(command_config)
             await _listen(stack, command, f"--command-port {args.command_port}")

@@ -29,6 +29,7 @@ from arp.net.links import Link, open_link, read_message
 from arp.net.pump import FrameReader, pump
 from arp.net.sockets import raise_fd_limit, tune
 from arp.protocol import frames
+from arp.protocol.access_tokens import token_hash
 from arp.protocol.http import error_response
 from arp.protocol.tunnel import END_FRAME, data_frame
 
@@ -161,6 +162,9 @@ class ClientConfig:
     tcp_targets: dict[int, Target] = field(default_factory=dict)
     """Dedicated public TCP port on the relay → the local service it exposes."""
     auth_token: str | None = None
+    access_tokens: tuple[str, ...] = ()
+    """Secrets that alone open this client on the relay (`arpc --access-token`); only their
+    hashes are sent. Empty: the client_id is the token, as before."""
     tls: ssl.SSLContext | None = None
     tls_server_name: str | None = None
     forwarded_headers: bool = True
@@ -352,6 +356,7 @@ class Client(Service):
                         tunnel_protocol=frames.TUNNEL_PROTOCOL,
                         forwarded_headers=cfg.forwarded_headers,
                         proxy_protocol=cfg.proxy_protocol,
+                        access_token_hashes=sorted({token_hash(t) for t in cfg.access_tokens}),
                     )
                 )
             )
@@ -372,6 +377,12 @@ class Client(Service):
                     "run the same ARP version on both ends",
                     retryable=False,
                 )
+            if cfg.access_tokens and result.access_tokens != len(set(cfg.access_tokens)):
+                raise RegistrationError(
+                    "the relay does not keep this client's access tokens (an older arps?): it "
+                    "would route the bare client_id; upgrade arps or run without --access-token",
+                    retryable=False,
+                )
             self._resume_key = result.resume_key
             self.last_result = result
             self.registrations += 1
@@ -386,7 +397,7 @@ class Client(Service):
             while True:
                 message = await read_message(reader.read, decoder, timeouts.heartbeat_timeout)
                 if isinstance(message, frames.RequestNewProxyConn):
-                    self._open_tunnel(message.proxy_conn_id, relay)
+                    self._open_tunnel(message.proxy_conn_id, relay, writer, result)
                 elif isinstance(message, frames.Heartbeat) and message.move:
                     log.info("relay %s is stopping; moving to another relay", relay)
                     self._moving = len(cfg.addresses) > 1
@@ -411,9 +422,24 @@ class Client(Service):
             seq += 1
             writer.write(frames.encode(frames.Heartbeat(seq=seq)))
 
-    def _open_tunnel(self, proxy_conn_id: str, relay: RelayAddress) -> None:
-        if len(self._tunnels) >= self.config.limits.max_client_tunnels:
-            log.warning("not opening a tunnel: %d are open already (the limit)", len(self._tunnels))
+    def _open_tunnel(
+        self,
+        proxy_conn_id: str,
+        relay: RelayAddress,
+        writer: asyncio.StreamWriter,
+        result: frames.RegisterResult,
+    ) -> None:
+        """Open the tunnel asked for, unless at the bound both ends share
+        (`Limits.max_client_tunnels`, or the relay's smaller one): then say so, so the relay
+        answers its caller at once instead of waiting for a tunnel that never comes."""
+        bound = self.config.limits.max_client_tunnels
+        if result.max_tunnels is not None:
+            bound = min(bound, result.max_tunnels)
+        if len(self._tunnels) >= bound:
+            log.info("not opening a tunnel: %d are open already (the bound)", len(self._tunnels))
+            if result.max_tunnels is not None:  # a relay that knows ProxyConnRefused
+                refusal = frames.ProxyConnRefused(proxy_conn_id=proxy_conn_id, reason="at bound")
+                writer.write(frames.encode(refusal))
             return
         task = asyncio.get_running_loop().create_task(self._tunnel(proxy_conn_id, relay))
         self._tunnels.add(task)

@@ -12,11 +12,14 @@ import getpass
 import logging
 import os
 import platform
+import re
 import socket
 import uuid
 from pathlib import Path
 
 import platformdirs
+
+from arp.protocol.access_tokens import new_token
 
 log = logging.getLogger(__name__)
 
@@ -89,3 +92,43 @@ def load_or_create_client_id(folder: Path | None = None) -> str:
     except OSError as exc:
         log.warning("could not save client id to %s: %s", path, exc)
     return client_id
+
+
+ACCESS_TOKEN_FILE = "access_token"
+"""Where `arpc --generate-access-token` keeps the token it made (0600), read at each start."""
+ACCESS_TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~-]{1,256}")
+
+
+def check_access_token(token: str) -> str:
+    """`token` if it can travel in a URL, a header and a cookie as it is (ValueError if not)."""
+    if not ACCESS_TOKEN_PATTERN.fullmatch(token):
+        raise ValueError(
+            "an access token is 1 to 256 characters from A-Z a-z 0-9 . _ ~ - "
+            "(arpc --generate-access-token makes one)"
+        )
+    return token
+
+
+def load_access_token(folder: Path | None = None) -> str | None:
+    """The generated access token saved before, or None."""
+    path = (folder or config_folder()) / ACCESS_TOKEN_FILE
+    try:
+        saved = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return saved if saved and ACCESS_TOKEN_PATTERN.fullmatch(saved) else None
+
+
+def save_new_access_token(folder: Path | None = None) -> tuple[str, Path]:
+    """Make a new random access token and save it (0600, replacing the last one: rotation);
+    the token and where it went. OSError when it cannot be saved."""
+    folder = folder or config_folder()
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = folder / ACCESS_TOKEN_FILE
+    token = new_token()
+    temporary = path.with_name(path.name + ".new")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(token + "\n")
+    os.replace(temporary, path)
+    return token, path

@@ -48,6 +48,8 @@ class CommandConfig(ApiBounds):
     """When set (arpc sets its client id), every request must carry it: as the relay routes,
     in ``?token=``, ``X-ARP-Token``, the ``arp_token`` cookie or the Host's first label. The
     API then answers no other local user and no DNS-rebinding page (401 otherwise)."""
+    other_tokens: tuple[str, ...] = ()
+    """Further tokens accepted like `token` (arpc's access tokens after the first)."""
     session_overrides: dict[str, Any] = field(default_factory=dict)
     """Further `SessionConfig` fields (tests shorten the cancel grace periods with it)."""
 

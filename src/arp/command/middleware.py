@@ -23,32 +23,41 @@ from arp.command.web import context, error_response
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def token_matches(carried: Iterable[str], host: str, expected: str) -> bool:
+def token_matches(
+    carried: Iterable[str], host: str, expected: str, others: Iterable[str] = ()
+) -> bool:
     """Whether one of the tokens `carried` (``?token=``, ``X-ARP-Token``, the ``arp_token``
-    cookie) or the first label of `host` is `expected`: the one check of command mode's token,
-    whatever HTTP stack the request came through (the MCP port's is Starlette)."""
-    if any(token and hmac.compare_digest(token.encode(), expected.encode()) for token in carried):
+    cookie) or the first label of `host` is `expected` (or one of `others`: arpc's further
+    access tokens): the one check of command mode's token, whatever HTTP stack the request came
+    through (the MCP port's is Starlette). Every comparison is constant-time."""
+    accepted = [expected.encode(), *(t.encode() for t in others)]
+    if any(
+        token and hmac.compare_digest(token.encode(), want)
+        for token in carried
+        for want in accepted
+    ):
         return True
     # Subdomain routing (<client_id>.<domain>): host names are case-insensitive.
     label, dot, _ = host.partition(".")
     return bool(dot) and hmac.compare_digest(label.lower().encode(), expected.lower().encode())
 
 
-def _carries_token(request: web.Request, expected: str) -> bool:
+def _carries_token(request: web.Request, expected: str, others: tuple[str, ...] = ()) -> bool:
     """Whether the request carries the client's token in a form the relay routes by."""
     carried = (
         request.query.get("token", ""),
         request.headers.get("X-ARP-Token", ""),
         request.cookies.get("arp_token", ""),
     )
-    return token_matches(carried, request.host, expected)
+    return token_matches(carried, request.host, expected, others)
 
 
 @web.middleware
 async def token_required(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Only requests that carry the client's token are served (when the config names one)."""
-    expected = context(request).config.token
-    if expected is not None and not _carries_token(request, expected):
+    config = context(request).config
+    expected = config.token
+    if expected is not None and not _carries_token(request, expected, config.other_tokens):
         return error_response(
             401,
             "this API needs the client's token: add ?token=<client_id> (or an X-ARP-Token header)",

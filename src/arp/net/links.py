@@ -10,11 +10,12 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import struct
 from collections.abc import Awaitable, Callable
 
 from arp.config import Limits
 from arp.net.readiness import wait_readable
-from arp.net.sockets import connect, peer_closed, tune
+from arp.net.sockets import connect, peer_closed, reset, tune
 from arp.protocol import frames
 
 
@@ -34,6 +35,10 @@ class Link:
     def close(self) -> None:
         """Release the link at once; idempotent."""
         raise NotImplementedError
+
+    def reset(self) -> None:
+        """Release the link at once with a TCP reset: the peer must not see a clean end."""
+        self.close()
 
     def is_idle_alive(self) -> bool:
         """For a link that should be silent: whether its peer is still there."""
@@ -86,6 +91,11 @@ class SocketLink(Link):
             self._closed = True
             self._sock.close()
 
+    def reset(self) -> None:
+        if not self._closed:
+            self._closed = True
+            reset(self._sock)
+
     def is_idle_alive(self) -> bool:
         return not self._closed and not peer_closed(self._sock)
 
@@ -112,6 +122,13 @@ class StreamLink(Link):
 
     def close(self) -> None:
         self.writer.close()
+
+    def reset(self) -> None:
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None and not self.writer.transport.is_closing():
+            with contextlib.suppress(OSError, ValueError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.writer.transport.abort()
 
     def is_idle_alive(self) -> bool:
         return not (

@@ -266,8 +266,8 @@ class FromTunnel(_Flow):
     """Tunnel → raw socket: payloads of data frames go on; the end frame half-closes the socket.
 
     Bytes after the end frame belong to the tunnel's next use and are kept in `leftover`. A
-    tunnel that closes between frames ends this direction like a FIN (the tunnel is not reused);
-    one that closes inside a frame is an error.
+    tunnel that closes without its end frame (a peer that died or gave up) is an error, so the
+    raw side is reset, never handed a clean end (issue 14 item 3).
     """
 
     __slots__ = ("_decoder", "_first", "keep_open", "leftover", "moved", "raw_ended", "tracker")
@@ -421,8 +421,7 @@ class FromTunnel(_Flow):
         except TunnelProtocolError as exc:
             self._finish(exc)
             return
-        self._end_destination()
-        self._finish(None)
+        self._finish(ConnectionResetError("the tunnel closed without its end frame"))
 
     def _drain(self) -> None:
         try:
@@ -515,9 +514,10 @@ class Joint:
         self._incoming.stop()
         clean = self._outgoing.clean and self._incoming.clean
         leftover = self._incoming.leftover if clean else None
-        self._raw.close()
+        broken = self._outgoing.error is not None or self._incoming.error is not None
+        (self._raw.reset if broken else self._raw.close)()  # a break: resets, never a clean end
         if leftover is None:
-            self._tunnel.close()
+            (self._tunnel.reset if broken else self._tunnel.close)()
         if self._meter is not None:
             self._meter(self._outgoing.moved, self._incoming.moved)
         self._on_end(leftover)

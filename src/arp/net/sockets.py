@@ -9,6 +9,7 @@ import logging
 import os
 import resource
 import socket
+import struct
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -160,6 +161,17 @@ def _start_connect(sock: socket.socket, address: tuple[Any, ...]) -> bool:
     if err:
         raise OSError(err, os.strerror(err))
     return True
+
+
+_LINGER_ZERO = struct.pack("ii", 1, 0)
+
+
+def reset(sock: socket.socket) -> None:
+    """Close `sock` with a TCP reset (SO_LINGER 0), not a FIN: how a broken link is passed on,
+    so a peer never takes a cut-short stream for a complete one."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+    sock.close()
 
 
 def peer_closed(sock: socket.socket) -> bool:

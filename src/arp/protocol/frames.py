@@ -12,7 +12,8 @@ Rules:
 
 Conversation:
 - control link (arpc → arps control port): ``Register`` → ``RegisterResult``; then the relay sends
-  ``RequestNewProxyConn`` whenever it wants a tunnel, and both sides send ``Heartbeat``
+  ``RequestNewProxyConn`` whenever it wants a tunnel (a client at its bound answers
+  ``ProxyConnRefused`` when the relay announced ``max_tunnels``), and both sides send ``Heartbeat``
   every interval (a link silent past the timeout is dead). The relay may send ``Error`` before
   it closes a link it will not serve.
 - tunnel (arpc → arps proxy port): ``NewProxyConn`` announces which request it answers; the tunnel
@@ -72,6 +73,9 @@ class Register(Message):
     proxy_protocol: bool = False
     """Whether the relay should start each connection to this client's raw TCP ports with a
     PROXY protocol v2 header (`arpc --proxy-protocol`). Relays before it ignore the field."""
+    access_token_hashes: list[str] = field(default_factory=list)
+    """Hex SHA-256 of each access token (`arpc --access-token`): when any is given, only those
+    tokens route to this client. The tokens themselves never leave arpc."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +93,13 @@ class RegisterResult(Message):
     public_port: int | None = None
     tunnel_protocol: int = 1
     """`TUNNEL_PROTOCOL` of the relay; absent means 1 (relays before reusable tunnels)."""
+    access_tokens: int = 0
+    """How many access-token hashes the relay holds for the client: a client that sent some
+    and reads 0 is talking to a relay that would route its bare client_id, and stops."""
+    max_tunnels: int | None = None
+    """The relay's bound of tunnels per client (`Limits.max_client_tunnels`): the client keeps
+    to it and answers a request it refuses with ``ProxyConnRefused``. Absent (older relays):
+    the client keeps its own bound and refuses silently, as such a relay expects."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +108,17 @@ class RequestNewProxyConn(Message):
 
     TYPE: ClassVar[str] = "RequestNewProxyConn"
     proxy_conn_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConnRefused(Message):
+    """arpc → arps on the control link: no tunnel will come for `proxy_conn_id` (the client is
+    at its bound), so the relay forgets the request and answers a waiting caller now. Sent
+    only to relays that announced ``RegisterResult.max_tunnels``; older relays never see it."""
+
+    TYPE: ClassVar[str] = "ProxyConnRefused"
+    proxy_conn_id: str
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +167,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         Register,
         RegisterResult,
         RequestNewProxyConn,
+        ProxyConnRefused,
         NewProxyConn,
         StartProxy,
         Heartbeat,

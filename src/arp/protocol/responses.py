@@ -45,8 +45,10 @@ class ResponseTracker:
         "_max_head",
         "_methods",
         "_state",
+        "classes",
         "on_complete",
         "owe",
+        "total",
     )
 
     def __init__(self, max_head: int) -> None:
@@ -61,6 +63,11 @@ class ResponseTracker:
         self._last_head, self._last_length = _recent
         self.owe = self._methods.append
         """`expect`, as the deque's own method (the keep-alive path calls it per request)."""
+        self.classes = [0] * 10
+        """Final responses seen by status class (index 1 for 1xx, ...): the admin port's counts,
+        one integer add per response."""
+        self.total = 0
+        """Bytes of the response direction seen so far (fed or passed by count)."""
         self.on_complete: Callable[[], None] | None = None
         """Called after each final response completes (and on `upgraded`, and on `lost`);
         the relay sets it only while something waits for that."""
@@ -96,12 +103,14 @@ class ResponseTracker:
     def consumed(self, count: int) -> None:
         """`count` bytes of a counted body passed without being fed (at most `body_left`)."""
         self._left -= count
+        self.total += count
         if not self._left:
             self._complete()
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Bytes of the response direction, in order, exactly as they go to the caller."""
         pos, size = 0, len(data)
+        self.total += size
         last = self._last_head
         if (
             last
@@ -114,6 +123,7 @@ class ResponseTracker:
         ):
             # The keep-alive case, kept short: the same whole answer as the last one.
             self._methods.popleft()
+            self.classes[2] += 1
             if self.on_complete is not None:
                 self.on_complete()
             return
@@ -155,6 +165,7 @@ class ResponseTracker:
         head, self._buffer = chunk[: end + 4], b""
         if head == self._last_head and self._methods and self._methods[0] == "GET":
             # The same head as the last plain answer with a counted body (a repeated request).
+            self.classes[2] += 1
             self._state, self._left = _BODY, self._last_length
             if not self._left:
                 self._complete()
@@ -164,6 +175,8 @@ class ResponseTracker:
             return len(data)
         status = int(head[9:12])
         method = self._methods[0]
+        if status >= 200 or status == 101:
+            self.classes[status // 100] += 1
         if status == 101 or (method == "CONNECT" and 200 <= status < 300):
             self._state = _RAW
             self._methods.popleft()

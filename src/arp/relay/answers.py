@@ -25,8 +25,13 @@ class HeadTimeout(ArpError):
 
 
 def error_response(exc: ArpError) -> bytes:
-    """The one place an error becomes the relay's public answer: its status and message."""
-    return phttp.error_response(exc.status, exc.message, origin="arps")
+    """The one place an error becomes the relay's public answer: its status and message (and
+    Retry-After when the error says when to come back)."""
+    response = phttp.error_response(exc.status, exc.message, origin="arps")
+    retry_after: int | None = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        response = phttp.inject_header(response, b"Retry-After: %d\r\n" % retry_after) or response
+    return response
 
 
 def token_page_response(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -72,6 +73,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=env_default("POOL_SIZE", default=DEFAULT_POOL_SIZE),
         help=f"pre-warmed tunnels per client, 0..{Limits().max_pool_size} "
         "(env POOL_SIZE; default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-tunnels-per-client",
+        type=int,
+        default=Limits().max_client_tunnels,
+        help="tunnels one client may have (pooled, asked for, carrying), the bound arpc is "
+        "told to keep; beyond it callers get 503 with Retry-After (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-connections-per-ip",
+        type=int,
+        default=Limits().max_connections_per_ip,
+        help="public connections one caller address may hold at once (IPv6: per /64; a "
+        "--trusted-proxy peer is not counted); beyond, 503 and a close (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-tcp-ports-per-client",
+        type=int,
+        default=Limits().max_tcp_ports_per_client,
+        help="dedicated public TCP ports one client may hold (default %(default)s)",
     )
     parser.add_argument(
         "--domain",
@@ -250,6 +271,17 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
     if not 0 <= args.pool_size <= limits.max_pool_size:
         raise ValueError(f"--pool-size {args.pool_size} is outside 0..{limits.max_pool_size}")
     check_tls(args.tls_cert, args.tls_key)
+    for flag in ("max_tunnels_per_client", "max_connections_per_ip"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.max_tcp_ports_per_client < 0:
+        raise ValueError("--max-tcp-ports-per-client must be at least 0")
+    limits = dataclasses.replace(
+        limits,
+        max_client_tunnels=args.max_tunnels_per_client,
+        max_connections_per_ip=args.max_connections_per_ip,
+        max_tcp_ports_per_client=args.max_tcp_ports_per_client,
+    )
     tcp_ports = args.tcp_ports
     if isinstance(tcp_ports, str):  # came from the environment, unparsed
         tcp_ports = port_range(tcp_ports)
@@ -274,6 +306,7 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         timeouts=timeouts,
+        limits=limits,
     )
 
 

@@ -43,8 +43,8 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from arp.errors import ArpError
 from arp.net.links import Link, SocketLink
@@ -56,10 +56,9 @@ from arp.protocol.requests import END_OF_MESSAGE, Body, Request, RequestStream
 from arp.protocol.responses import ResponseTracker
 from arp.protocol.tunnel import END_FRAME, HEADER
 from arp.relay.answers import HTTP_START, cookie_transform, error_response
-from arp.relay.registry import ClientState
-
-if TYPE_CHECKING:
-    from arp.relay.public import Public
+from arp.relay.registry import ClientState, Pools
+from arp.relay.settings import RelayConfig
+from arp.relay.stats import RelayStats
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +76,38 @@ def _frame(payload: bytes) -> bytes:
     return HEADER.pack(len(payload)) + payload
 
 
+class Door(Protocol):
+    """What a conversation needs of the public port (`arp.relay.public.Public`): named here so
+    this module does not import the one that imports it."""
+
+    config: RelayConfig
+    clients: dict[str, ClientState]
+    pools: Pools
+    recent: tuple[Request, Caller, bytes] | None
+    stats: RelayStats
+
+    def client_for(self, route: phttp.Route) -> ClientState | None: ...
+
+    def decide(
+        self, head: phttp.RequestHead, route: phttp.Route | None
+    ) -> tuple[bytes | None, ClientState | None]: ...
+
+    def plain(self, tunnel: Link) -> Link: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
+
+    async def take_tunnel(self, state: ClientState) -> Link: ...
+
+    def tunnel_done(self, state: ClientState, tunnel: Link, leftover: bytes | None) -> None: ...
+
+    async def send_and_close(self, link: Link, response: bytes) -> None: ...
+
+
 class Conversation:
     """Routes one public connection's requests; see the module docstring."""
 
     __slots__ = (
+        "_bytes_in",
         "_caller",
         "_discarded",
         "_discarding",
@@ -116,7 +143,7 @@ class Conversation:
 
     def __init__(
         self,
-        door: Public,
+        door: Door,
         public: SocketLink,
         stream: RequestStream,
         caller: Caller,
@@ -148,6 +175,7 @@ class Conversation:
         self._discarding = False  # nothing more to carry: the caller's bytes are dropped
         self._discarded = 0
         self._reads = 0
+        self._bytes_in = 0  # caller → this tunnel, for the client's counts
         self._last_request: Request | None = None  # the last head forwarded, as rewritten
         self._last_route: phttp.Route | None = None
         self._last_framed = b""
@@ -167,6 +195,9 @@ class Conversation:
         assert tsock is not None  # plain tunnels only (TLS ones are bridged to a socket)
         self._state, self._tunnel, self._tsock = state, tunnel, tsock
         self._request_ended = False
+        self._bytes_in = len(request.raw) + self._stream.buffered  # read with its head
+        state.stats.joined()
+        state.carrying.add(self)
         self._down = FromTunnel(
             self._loop,
             tsock,
@@ -230,6 +261,7 @@ class Conversation:
                 self._stop(close_public=True)
             return
         self._reads += 1
+        self._bytes_in += n
         if not n:
             self._public_eof = True
             self._pause_reading()
@@ -267,7 +299,7 @@ class Conversation:
                 route is not None
                 and tracker is not None
                 and not self._request_ended
-                and (door.clients.get(route.token) or door.client_for(route)) is self._state
+                and door.client_for(route) is self._state
             ):
                 tracker.owe(event.head.method)
                 if not framed:
@@ -356,6 +388,7 @@ class Conversation:
             self._abort()
             return
         self._reads += 1
+        self._bytes_in += n
         if not n:
             self._public_eof = True
             self._pause_reading()
@@ -488,6 +521,7 @@ class Conversation:
         if self._writing and self._tsock is not None:
             self._ready.remove_writer(self._tsock.fileno())
         self._writing = False
+        self._account()
         self._down = self._tunnel = self._tsock = self._tracker = None
         self._upgrade_wait = False
         if down is None or tunnel is None or state is None:
@@ -498,6 +532,17 @@ class Conversation:
             self._splicer.close()  # its bytes were for this tunnel
             self._splicer = None
         self._door.tunnel_done(state, tunnel, down.leftover if down.clean and clean else None)
+
+    def _account(self) -> None:
+        """This tunnel's use ends: its bytes and responses go to the admin port's counts
+        (integer adds per tunnel use; the tracker counted per response)."""
+        state, tracker = self._state, self._tracker
+        if state is None or tracker is None:
+            return
+        self._tracker = None
+        state.carrying.discard(self)
+        state.stats.ended(self._bytes_in, tracker.total)
+        self._door.stats.count_classes(tracker.classes)
 
     def _route(self, request: Request, route: phttp.Route | None) -> None:
         door = self._door
@@ -581,12 +626,14 @@ class Conversation:
         self._update_reading()
 
     def _abort(self) -> None:
-        """A broken side: close everything now."""
+        """A broken side: end everything now, with resets (a cut-short stream must never look
+        complete to either peer)."""
         if self._ended:
             return
         if self._tunnel is not None:
-            self._tunnel.close()
-        self._stop(close_public=True)
+            self._tunnel.reset()
+        self._stop(close_public=False)
+        self._public.reset()
 
     def abort(self) -> None:
         """Shutdown: end now; idempotent."""
@@ -602,6 +649,7 @@ class Conversation:
             self._writing = False
         if self._down is not None:
             self._down.stop()
+        self._account()
         if self._tunnel is not None:
             self._tunnel.close()  # not at a clean end
             self._down = self._tunnel = self._tsock = None

@@ -20,6 +20,7 @@ back; a tunnel that ended clean goes back to the pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
@@ -32,8 +33,10 @@ from arp.net.pump import Transform, pump
 from arp.protocol import http as phttp
 from arp.protocol.forwarded import Caller, caller_ip, is_trusted
 from arp.protocol.requests import Request, RequestStream
+from arp.relay.access import AccessIndex
 from arp.relay.answers import HeadTimeout, error_response, token_page_response
 from arp.relay.conversation import Conversation
+from arp.relay.limits import AddressCounts, TooManyFromAddress
 from arp.relay.registry import ClientState, Pools
 from arp.relay.settings import RelayConfig
 from arp.relay.stats import RelayStats
@@ -73,6 +76,13 @@ class Public:
         """Connections served by callbacks, without a task of their own (ended at shutdown)."""
         self.stats = RelayStats()
         """What the admin port reports of the public port."""
+        self.access = AccessIndex()
+        """Access-token hashes → clients (`arp.relay.access`)."""
+        self.per_address = AddressCounts(config.limits.max_connections_per_ip)
+        """Connections per caller address (`arp.relay.limits`)."""
+        self._over_share = error_response(
+            TooManyFromAddress("too many connections from your address; try again shortly")
+        )
 
     def at_limit(self) -> bool:
         return self.count >= self.config.limits.max_public_connections
@@ -104,22 +114,44 @@ class Public:
 
     # -- fast path ----------------------------------------------------------------------------
 
+    def _admit(self, sock: socket.socket) -> str | None:
+        """Count a new connection under its caller's address (`arp.relay.limits`): the key
+        ("" when not counted), or None when the address is over its share: then it is
+        answered 503 (if the kernel takes it at once) and closed."""
+        try:
+            address = caller_ip(str(sock.getpeername()[0]))
+        except OSError:
+            return ""
+        networks = self.config.trusted_proxies
+        if networks and is_trusted(address, networks):
+            return ""
+        key = self.per_address.enter(address)
+        if key is None:
+            self.stats.answered(self._over_share)
+            with contextlib.suppress(OSError):
+                sock.send(self._over_share)
+            sock.close()
+        return key
+
     def arrived(self, sock: socket.socket) -> Coroutine[Any, Any, None] | None:
         """A public connection, started at once when it can be: its head is here (the port
         defers accepting until bytes arrive) and its client has a live pooled tunnel.
         Everything else, every error answer included, goes the way of a task."""
+        key = self._admit(sock)
+        if key is None:
+            return None
         public = SocketLink(sock)
         limits = self.config.limits
         if not self._plain_tunnels or self.at_limit():
-            return self.serve(public, b"")
+            return self.serve(public, b"", key)
         try:
             data = sock.recv(limits.max_head + 1)
         except (BlockingIOError, InterruptedError):
-            return self.serve(public, b"")
+            return self.serve(public, b"", key)
         except OSError:
-            public.close()
-            return None
+            data = b""
         if not data:
+            self.per_address.leave(key)
             public.close()
             return None
         stream = RequestStream(limits.max_head)
@@ -129,7 +161,7 @@ class Public:
         except ArpError:
             request = None  # answered by the task
         if not isinstance(request, Request):
-            return self.serve(public, data)
+            return self.serve(public, data, key)
         recent = self._recent_route
         if recent is not None and recent[0] is request:
             route = recent[1]
@@ -138,11 +170,11 @@ class Public:
             self._recent_route = (request, route)
         state = self.client_for(route) if route is not None else None
         if route is None or state is None or state.control is None:
-            return self.serve(public, data)
+            return self.serve(public, data, key)
         tunnel = self.pools.take_pooled(state)
         if tunnel is None:
-            return self.serve(public, data)
-        self._converse(public, stream, state, tunnel, request, route)
+            return self.serve(public, data, key)
+        self._converse(public, stream, state, tunnel, request, route, key=key)
         return None
 
     def _converse(
@@ -154,15 +186,19 @@ class Public:
         request: Request,
         route: phttp.Route,
         on_end: asyncio.Future[None] | None = None,
+        *,
+        key: str = "",
     ) -> None:
         """Start routing `public` request by request, `request` first (on `tunnel`); counted
-        here unless a task that counts it waits for `on_end`."""
+        here (and under its address `key`) unless a task that counts it waits for `on_end`."""
         counted = on_end is None
         self.count += counted
 
         def ended() -> None:
             self.live.discard(conversation)
             self.count -= counted
+            if counted:
+                self.per_address.leave(key)
             if on_end is not None and not on_end.done():
                 on_end.set_result(None)
 
@@ -171,28 +207,43 @@ class Public:
         conversation.start(state, self.plain(tunnel), request, route)
 
     def client_for(self, route: phttp.Route) -> ClientState | None:
+        """The client `route`'s token opens: its client_id (a client without access tokens) or
+        one of its access tokens (`arp.relay.access`); None when it opens nothing."""
         state = self.clients.get(route.token)
+        if state is not None and not state.access_hashes:
+            return state
+        if self.access and (found := self.access.find(route.token)) is not None:
+            return found
         if state is None and route.source is phttp.TokenSource.SUBDOMAIN:
-            state = next(
-                (s for s in self.clients.values() if s.client_id.lower() == route.token), None
+            return next(
+                (
+                    s
+                    for s in self.clients.values()
+                    if s.client_id.lower() == route.token and not s.access_hashes
+                ),
+                None,
             )
-        return state
+        return None
 
     # -- slow path ----------------------------------------------------------------------------
 
-    async def serve(self, public: SocketLink, initial: bytes) -> None:
-        if self.at_limit():
-            await self.answer(
-                public, Unavailable("the relay is at its connection limit; try again shortly")
-            )
-            return
-        self.count += 1
+    async def serve(self, public: SocketLink, initial: bytes, key: str = "") -> None:
+        """The slow path of one connection (`key`: its address count, released at the end)."""
         try:
-            await self._route(public, initial)
-        except ArpError as exc:
-            await self.answer(public, exc)
+            if self.at_limit():
+                await self.answer(
+                    public, Unavailable("the relay is at its connection limit; try again shortly")
+                )
+                return
+            self.count += 1
+            try:
+                await self._route(public, initial)
+            except ArpError as exc:
+                await self.answer(public, exc)
+            finally:
+                self.count -= 1
         finally:
-            self.count -= 1
+            self.per_address.leave(key)
 
     async def _route(self, public: SocketLink, initial: bytes) -> None:
         """Route one connection's first request; an `ArpError` raised before it reaches its

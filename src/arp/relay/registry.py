@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from arp.config import Limits, Timeouts
 from arp.errors import ArpError, Unavailable
 from arp.net.links import Link
 from arp.protocol import frames
@@ -59,6 +60,8 @@ class TunnelTimeout(ArpError):
 class TooManyPending(Unavailable):
     """Too many tunnel requests are already outstanding for this client (503)."""
 
+    retry_after = 1
+
     def __init__(self, state: ClientState) -> None:
         super().__init__(f"client {state.client_id} has too many requests waiting")
 
@@ -71,6 +74,19 @@ class Control(Protocol):
     def send(self, message: frames.Message) -> None: ...
 
     def close(self) -> None: ...
+
+
+class AtTunnelBound(Unavailable):
+    """Every tunnel the client may have is busy, or the client refused one more (503 with
+    Retry-After): it serves again as soon as one of its connections ends."""
+
+    retry_after = 1
+
+    def __init__(self, state: ClientState) -> None:
+        super().__init__(
+            f"client {state.client_id} is serving as many connections as it allows; "
+            "try again shortly"
+        )
 
 
 class ControlLink:
@@ -111,6 +127,12 @@ class TcpPort:
             self.task.cancel()
 
 
+class Carrier(Protocol):
+    """A public connection carried on one of a client's tunnels right now."""
+
+    def abort(self) -> None: ...
+
+
 @dataclass(eq=False)
 class ClientState:
     client_id: str
@@ -120,10 +142,19 @@ class ClientState:
     pool: deque[Link] = field(default_factory=deque)
     pooled_at: dict[Link, float] = field(default_factory=dict)
     """When each pooled tunnel last went idle."""
-    requested: set[str] = field(default_factory=set)
-    """proxy_conn_ids asked of the client and not yet answered."""
+    requested: dict[str, float] = field(default_factory=dict)
+    """proxy_conn_ids asked of the client and not yet answered, with when they were asked
+    (forgotten after `Timeouts.tunnel_request`, or at once when the client refuses one)."""
     waiters: deque[asyncio.Future[Link]] = field(default_factory=deque)
     tcp_ports: dict[int, TcpPort] = field(default_factory=dict)
+    access_hashes: frozenset[str] = frozenset()
+    """SHA-256 hashes of the client's access tokens (`arp.relay.access`): when any, only those
+    route to it."""
+    address_key: str = ""
+    """The address it first registered from, when counted by `arp.relay.limits`."""
+    carrying: set[Carrier] = field(default_factory=set)
+    """Public connections on this client's tunnels now: when the control link dies (the
+    heartbeat's verdict on a black-holed client), they end as resets instead of hanging."""
     stats: ClientStats = field(default_factory=ClientStats)
     forwarded_headers: bool = True
     """The relay tells the client's service who is calling (X-Forwarded-*)."""
@@ -144,8 +175,18 @@ class Pools:
     """Tunnel bookkeeping for every client: request, deliver, take, expire."""
 
     def __init__(
-        self, pool_size: int, max_pending: int, max_idle: int, idle_timeout: float
+        self,
+        pool_size: int,
+        max_pending: int,
+        max_idle: int,
+        idle_timeout: float,
+        *,
+        max_tunnels: int = Limits().max_client_tunnels,
+        request_deadline: float = Timeouts().tunnel_request,
     ) -> None:
+        self.max_tunnels = max_tunnels
+        """`Limits.max_client_tunnels`: pooled + asked for + carrying, per client."""
+        self.request_deadline = request_deadline
         self.pool_size = pool_size
         self.max_pending = max_pending
         self.max_idle = max(max_idle, pool_size)
@@ -160,11 +201,17 @@ class Pools:
         """Ask the client for as many tunnels as the pool and the waiters lack."""
         if state.control is None:
             return
-        deficit = self.pool_size + len(state.waiters) - len(state.pool) - len(state.requested)
-        deficit = min(deficit, self.max_pending - len(state.requested))
+        pool, requested = len(state.pool), len(state.requested)
+        deficit = self.pool_size + len(state.waiters) - pool - requested
+        deficit = min(
+            deficit,
+            self.max_pending - requested,
+            self.max_tunnels - len(state.carrying) - pool - requested,
+        )
+        now = time.monotonic()
         for _ in range(max(0, deficit)):
             proxy_conn_id = secrets.token_hex(8)
-            state.requested.add(proxy_conn_id)
+            state.requested[proxy_conn_id] = now
             self.requested_total += 1
             state.control.send(frames.RequestNewProxyConn(proxy_conn_id=proxy_conn_id))
 
@@ -186,6 +233,7 @@ class Pools:
         """Close pooled tunnels whose peer went away while they sat idle, and those beyond
         the pool size (left by a burst) that sat idle past `idle_timeout`."""
         now = time.monotonic() if now is None else now
+        self.expire_requests(state, now)
         alive: deque[Link] = deque()
         # Newest first: those are kept up to the pool size whatever their age.
         for link in reversed(state.pool):
@@ -197,6 +245,25 @@ class Pools:
                 state.pooled_at.pop(link, None)
                 link.close()
         state.pool = alive
+
+    def expire_requests(self, state: ClientState, now: float) -> None:
+        """Forget tunnel requests the client never answered within `request_deadline`, so
+        they stop counting against its bound (a client that dropped them wedges nothing)."""
+        deadline = now - self.request_deadline
+        for proxy_conn_id, asked in list(state.requested.items()):
+            if asked < deadline:
+                del state.requested[proxy_conn_id]
+
+    def refused(self, state: ClientState, proxy_conn_id: str) -> None:
+        """The client will not open the tunnel `proxy_conn_id` (``ProxyConnRefused``): forget
+        it, and answer the oldest waiter no other request will serve with 503 now."""
+        if state.requested.pop(proxy_conn_id, None) is None:
+            return
+        while len(state.waiters) > len(state.requested):
+            waiter = state.waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(AtTunnelBound(state))
+                return
 
     def take_pooled(self, state: ClientState) -> Link | None:
         """A live pooled tunnel (fast path), or None; dead ones found on the way are dropped."""
@@ -217,6 +284,8 @@ class Pools:
         link = self.take_pooled(state)
         if link is not None:
             return link
+        if len(state.carrying) + len(state.waiters) >= self.max_tunnels:
+            raise AtTunnelBound(state)
         if len(state.requested) >= self.max_pending:
             raise TooManyPending(state)
         waiter: asyncio.Future[Link] = asyncio.get_running_loop().create_future()
@@ -247,8 +316,10 @@ class Pools:
         elif not waiter.cancelled() and waiter.exception() is None:
             self.deliver(state, waiter.result())
 
-    def drop(self, state: ClientState) -> None:
-        """The control link died: close pooled tunnels, fail waiters, forget requests."""
+    def drop(self, state: ClientState, *, abort_carried: bool = True) -> None:
+        """The control link died: close pooled tunnels, fail waiters, forget requests, and end
+        the connections its tunnels carry as resets (a black-holed client leaves nothing
+        hanging), unless `abort_carried` is False (a takeover by the same client)."""
         while state.pool:
             state.pool.popleft().close()
         state.pooled_at.clear()
@@ -257,3 +328,7 @@ class Pools:
             if not waiter.done():
                 waiter.set_exception(ClientOffline(state))
         state.requested.clear()
+        if abort_carried:
+            for carrier in list(state.carrying):
+                carrier.abort()
+            state.carrying.clear()

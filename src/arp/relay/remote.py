@@ -103,13 +103,13 @@ class RemoteControl:
         try:
             link, _ = await remote.open(state.client_id, tunnel=True, node=self.node)
         except ArpError as exc:
-            state.requested.discard(proxy_conn_id)
+            state.requested.pop(proxy_conn_id, None)
             remote.gone(state, exc)
             return
         if state.control is not self or proxy_conn_id not in state.requested:
             link.close()  # the shadow was dropped meanwhile
             return
-        state.requested.discard(proxy_conn_id)
+        state.requested.pop(proxy_conn_id, None)
         remote.relay.pools.deliver(state, link)
 
 

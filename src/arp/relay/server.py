@@ -26,6 +26,9 @@ from arp.lifecycle import Service
 from arp.net.links import Link, SocketLink, read_message, wrap_tls_server
 from arp.net.sockets import accept_loop, listen, raise_fd_limit, tune
 from arp.protocol import frames
+from arp.protocol.forwarded import caller_ip
+from arp.relay.access import AccessIndex
+from arp.relay.limits import RegistrationGate
 from arp.relay.public import Public
 from arp.relay.registration import Known, Refuse, Rules, decide
 from arp.relay.registry import ClientState, ControlLink, Pools
@@ -59,6 +62,8 @@ class Relay(Service):
             config.limits.max_pending_tunnels,
             config.limits.max_idle_tunnels,
             config.timeouts.idle_tunnel,
+            max_tunnels=config.limits.max_client_tunnels,
+            request_deadline=config.timeouts.tunnel_request,
         )
         self._tls: ssl.SSLContext | None = None
         if config.tls_cert and config.tls_key:
@@ -72,6 +77,7 @@ class Relay(Service):
             config, self.clients, self.pools, self._tasks, plain_tunnels=self._tls is None
         )
         self.tcp_ports = TcpPorts(config, self.public, self._tasks)
+        self.registrations = RegistrationGate(config.registration)
         self._rules = Rules(
             version=__version__,
             auth_token=config.auth_token,
@@ -266,14 +272,16 @@ class Relay(Service):
             first = await read_message(reader.read, decoder, timeouts.handshake)
             if not isinstance(first, frames.Register):
                 raise RemoteProtocolError(f"the first message must be Register, not {first.TYPE}")
-            state = await self._register(first, link)
+            state = await self._register(first, link, peer)
             if state is None:
                 return
             log.info("client %s registered from %s", state.client_id, _addr(peer))
             self.pools.top_up(state)
             while True:
                 message = await read_message(reader.read, decoder, timeouts.heartbeat_timeout)
-                if not isinstance(message, frames.Heartbeat):
+                if isinstance(message, frames.ProxyConnRefused):
+                    self.pools.refused(state, message.proxy_conn_id)
+                elif not isinstance(message, frames.Heartbeat):
                     raise RemoteProtocolError(f"unexpected {message.TYPE} on the control link")
                 state.stats.seen()
         except TimeoutError:
@@ -296,7 +304,9 @@ class Relay(Service):
                 async with asyncio.timeout(timeouts.farewell):
                     await writer.wait_closed()
 
-    async def _register(self, msg: frames.Register, link: ControlLink) -> ClientState | None:
+    async def _register(
+        self, msg: frames.Register, link: ControlLink, peer: Any = None
+    ) -> ClientState | None:
         """Apply a Register; answers it either way; returns the state when it succeeded."""
 
         def refuse(error: str, *, retryable: bool, reason: str) -> None:
@@ -326,11 +336,11 @@ class Relay(Service):
                 return None
             self._registering.add(msg.client_id)
             try:
-                problem = await self._claim(msg, resume_key)
+                refused = await self._claim(msg, resume_key)
             finally:
                 self._registering.discard(msg.client_id)
-            if problem is not None:
-                refuse(problem[0], retryable=True, reason=problem[1])
+            if refused is not None:
+                refuse(refused[0], retryable=True, reason=refused[1])
                 return None
             if link.writer.is_closing():
                 return None  # it left while Redis answered; the claim is released below
@@ -338,10 +348,22 @@ class Relay(Service):
         if decision.takeover and state is not None and state.control is not None:
             log.info("client %s took over its own registration", msg.client_id)
             old = state.control
-            self._went_offline(state, release=False)
+            self._went_offline(state, release=False, takeover=True)
             old.close()
+        problem = AccessIndex.check(msg.access_token_hashes, self.config.limits.max_access_tokens)
+        if problem is not None:
+            refuse(problem, retryable=False, reason="access_tokens")
+            return None
         if state is None:
-            state = ClientState(client_id=msg.client_id, resume_key=resume_key)
+            key, why = self._anonymous_gate(peer)
+            if key is None:
+                refuse(
+                    f"too many registrations from this address ({why})",
+                    retryable=True,
+                    reason="per_address",
+                )
+                return None
+            state = ClientState(client_id=msg.client_id, resume_key=resume_key, address_key=key)
             self.clients[msg.client_id] = state
         if self.remote is not None:
             self.remote.drop(msg.client_id)  # held here from now on
@@ -354,6 +376,15 @@ class Relay(Service):
             refuse(str(exc.strerror or exc), retryable=True, reason="tcp_port_bind")
             if not state.tcp_ports and state.control is None and state.disconnected_at is None:
                 del self.clients[msg.client_id]
+                self.registrations.forget(state.address_key)
+            self._release(msg.client_id)
+            return None
+        problem = self.public.access.claim(state, msg.access_token_hashes)
+        if problem is not None:
+            refuse(problem, retryable=False, reason="access_tokens")
+            if not state.tcp_ports and state.control is None and state.disconnected_at is None:
+                del self.clients[msg.client_id]
+                self.registrations.forget(state.address_key)
             self._release(msg.client_id)
             return None
         state.control = link
@@ -368,6 +399,8 @@ class Relay(Service):
                 tcp_ports=sorted(state.tcp_ports),
                 public_port=self.public_port,
                 tunnel_protocol=frames.TUNNEL_PROTOCOL,
+                max_tunnels=self.config.limits.max_client_tunnels,
+                access_tokens=len(state.access_hashes),
             )
         )
         return state
@@ -421,14 +454,25 @@ class Relay(Service):
             state.control.send(frames.Error(message="this client registered on another node"))
         self._forget(state)
 
-    def _went_offline(self, state: ClientState, *, release: bool = True) -> None:
+    def _anonymous_gate(self, peer: Any) -> tuple[str | None, str]:
+        """Without --auth-token anyone may register: a new client counts against its
+        address's rate and count (`arp.relay.limits.RegistrationGate`); ("", "") otherwise."""
+        if self.config.auth_token or not isinstance(peer, tuple) or not peer:
+            return "", ""
+        return self.registrations.admit(caller_ip(str(peer[0])))
+
+    def _went_offline(
+        self, state: ClientState, *, release: bool = True, takeover: bool = False
+    ) -> None:
         state.control = None
         if self._went is not None:
             self._went.set()
         if release:
             self._release(state.client_id)
         state.disconnected_at = time.monotonic()
-        self.pools.drop(state)
+        # The link died: what its tunnels carry ends as resets. A takeover (the same arpc back
+        # on a new link) keeps them: those tunnels are alive.
+        self.pools.drop(state, abort_carried=not takeover)
         log.info(
             "client %s offline (state kept %.0f s)", state.client_id, self.config.timeouts.retention
         )
@@ -440,7 +484,9 @@ class Relay(Service):
             self._release(state.client_id)
         self.pools.drop(state)
         self.tcp_ports.release(state)
-        self.clients.pop(state.client_id, None)
+        self.public.access.release(state)
+        if self.clients.pop(state.client_id, None) is state:
+            self.registrations.forget(state.address_key)
 
     async def _tick(self) -> None:
         """Heartbeats, pool top-ups (besides refills on take) and retention expiry, on one clock."""
@@ -492,7 +538,7 @@ class Relay(Service):
                     f"no tunnel was requested with proxy_conn_id {message.proxy_conn_id!r} "
                     f"for client {message.client_id!r}"
                 )
-            state.requested.discard(message.proxy_conn_id)
+            del state.requested[message.proxy_conn_id]
             self.pools.deliver(state, link)
         except RemoteProtocolError as exc:
             log.warning("proxy port: %s", exc.message)

@@ -16,6 +16,7 @@ from arp.config import (
     DEFAULT_PUBLIC_PORT,
     ClusterBounds,
     Limits,
+    RegistrationBounds,
     Timeouts,
 )
 from arp.protocol.forwarded import Network
@@ -68,6 +69,8 @@ class RelayConfig:
     limits: Limits = field(default_factory=Limits)
     cluster: ClusterSettings | None = None
     """`arps --cluster`: this node's part in a cluster sharing one Redis; None stands alone."""
+    registration: RegistrationBounds = field(default_factory=RegistrationBounds)
+    """Anonymous registrations per address (used without --auth-token)."""
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,7 @@ class RelayStats:
     answers: dict[str, int] = field(default_factory=dict)
     """The relay's own answers on the public port (errors, the token page), by status class."""
     served: dict[str, int] = field(default_factory=dict)
-    """Joined connections by the status class of the service's first response."""
+    """The service's final responses by status class, each request counted once."""
     refused: dict[str, int] = field(default_factory=dict)
     """Registrations refused, by reason (`arp.relay.registration.Refuse.reason`)."""
     tunnel_waits: Histogram = field(default_factory=Histogram)
@@ -106,6 +106,14 @@ class RelayStats:
     def answered(self, response: bytes) -> None:
         key = status_class(response)
         self.answers[key] = self.answers.get(key, 0) + 1
+
+    def count_classes(self, classes: list[int]) -> None:
+        """Add a tunnel use's final responses by status class (`ResponseTracker.classes`)."""
+        served = self.served
+        for digit, count in enumerate(classes):
+            if count:
+                key = f"{digit}xx" if digit else "other"
+                served[key] = served.get(key, 0) + count
 
     def refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1

@@ -89,6 +89,7 @@ async def _serve_over(
         limits=limits,
         gate=gate,
         token=server.config.token,
+        other_tokens=server.config.other_tokens,
     )
     async with service:
         yield service

@@ -69,9 +69,10 @@ class _TokenGate:
     token, as the API itself does (any local process could otherwise run agents through it).
     ``/mcp`` through the command app forwards with the token added, having checked it."""
 
-    def __init__(self, app: ASGIApp, expected: str) -> None:
+    def __init__(self, app: ASGIApp, expected: str, others: tuple[str, ...] = ()) -> None:
         self.app = app
         self.expected = expected
+        self.others = others
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -81,7 +82,8 @@ class _TokenGate:
                 request.headers.get("x-arp-token", ""),
                 request.cookies.get("arp_token", ""),
             )
-            if not token_matches(carried, request.headers.get("host", ""), self.expected):
+            host = request.headers.get("host", "")
+            if not token_matches(carried, host, self.expected, self.others):
                 message = (
                     "this MCP server needs the client's token: add ?token=<client_id> to its "
                     "URL or send an X-ARP-Token header"
@@ -105,9 +107,12 @@ class McpService(Service):
         limits: McpLimits | None = None,
         gate: McpGate | None = None,
         token: str | None = None,
+        other_tokens: tuple[str, ...] = (),
     ) -> None:
         self.manager = manager
         self.token = token
+        self.other_tokens = other_tokens
+        """Further accepted tokens (arpc's access tokens after the first)."""
         """The command API's token, required on the loopback port too (None: none needed)."""
         self.history = history
         self.host = host
@@ -145,7 +150,7 @@ class McpService(Service):
             max_sessions=self.limits.max_mcp_sessions,
         )
         if self.token is not None:
-            app.add_middleware(_TokenGate, expected=self.token)
+            app.add_middleware(_TokenGate, expected=self.token, others=self.other_tokens)
         sock = self._bind()
         self._port = int(sock.getsockname()[1])
         self._owner = asyncio.ensure_future(self._serve(self.mcp, app, sock))
