@@ -11,10 +11,10 @@ import os
 import ssl
 import sys
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from arp import __version__, logs
-from arp.agents.sessions import SessionConfig, SessionManager
+from arp.agents.session_types import SessionConfig
 from arp.argtypes import (
     add_relay_ports,
     check_file,
@@ -25,17 +25,21 @@ from arp.argtypes import (
 )
 from arp.client.control import Client, ClientConfig, Target, TlsSetupError
 from arp.client.identity import load_or_create_client_id
-from arp.command.agents_check import startup_lines
 from arp.command.config import CommandConfig, add_command_arguments
-from arp.command.mcp import add_mcp_arguments, mcp_service
+from arp.command.mcp import add_mcp_arguments
 from arp.command.notify import Notifier, add_notify_arguments, notifier_from_args
-from arp.command.remote import add_remote_arguments, remote_service
-from arp.command.server import CommandServer
+from arp.command.remote_config import add_remote_arguments
 from arp.config import Timeouts
 from arp.errors import ArpError
-from arp.gateway.agent import AgentLoop, add_agent_arguments, agent_options_from_args
+from arp.gateway.agent import add_agent_arguments, agent_options_from_args
 from arp.protocol import frames
 from arp.runtime import on_stop_signal, run
+
+if TYPE_CHECKING:
+    from arp.command.server import CommandServer
+
+# Command mode's server, MCP, the remote protocol and the gateway agent's loop are imported
+# where they start: forward mode does without them (and aiohttp; idle RSS, issue 18).
 
 log = logging.getLogger("arpc")
 T = TypeVar("T")
@@ -282,6 +286,11 @@ async def serve(args: argparse.Namespace) -> int:
     async with contextlib.AsyncExitStack() as stack:
         command: CommandServer | None = None
         if args.command_mode:
+            from arp.command.agents_check import startup_lines
+            from arp.command.mcp import mcp_service
+            from arp.command.remote import remote_service
+            from arp.command.server import CommandServer
+
             # The API answers only requests that carry the client id, as the relay routes.
             command_config = dataclasses.replace(
                 CommandConfig.from_args(args), token=client_id, session_overrides=_sessions(args)
@@ -311,6 +320,9 @@ async def serve(args: argparse.Namespace) -> int:
             http_target = Target(args.local_addr, args.local_port or 0)
             mode = f"forwarding to {http_target}"
         if agent is not None:
+            from arp.agents.sessions import SessionManager
+            from arp.gateway.agent import AgentLoop
+
             # The gateway's tasks run through the same session manager as command mode's.
             if command is not None:
                 manager = command.manager

@@ -16,7 +16,7 @@ from typing import Any
 
 import platformdirs
 
-from arp.agents.sessions import SessionConfig
+from arp.agents.session_types import SessionConfig
 from arp.argtypes import port, positive_int
 from arp.config import SESSION_BOUNDS, ApiBounds
 

@@ -26,17 +26,20 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import urlsplit
-
-import aiohttp
 
 from arp import argtypes
 from arp.agents.executors import EXECUTORS
 from arp.agents.session_types import Notice
-from arp.agents.sessions import SessionManager
 from arp.errors import ConfigError
 from arp.lifecycle import Service
+
+if TYPE_CHECKING:
+    # Imported where the notifier starts: arpc without --notify-url never loads aiohttp.
+    import aiohttp
+
+    from arp.agents.sessions import SessionManager
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +160,8 @@ class Notifier(Service):
     async def start(self) -> None:
         if self._http is not None or not self.targets:
             return
+        import aiohttp
+
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout))
         for target in self.targets:
             queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(max(1, self.config.max_queue))
@@ -209,6 +214,8 @@ class Notifier(Service):
                 log.warning("notify %s: gave up on a %s note", target.shown, body["event"])
 
     async def _post(self, target: Target, payload: dict[str, Any]) -> bool:
+        import aiohttp  # loaded by `start` already
+
         assert self._http is not None
         try:
             async with self._http.post(target.post_url, json=payload) as response:

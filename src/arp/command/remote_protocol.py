@@ -28,7 +28,7 @@ from typing import Any, Final, Literal
 
 from arp.agents.events import Event, Usage
 from arp.agents.executors import ASK, EXECUTORS, get_executor
-from arp.agents.sessions import StartRequest
+from arp.agents.session_types import StartRequest
 from arp.errors import ArpError
 
 ErrorKind = Literal[

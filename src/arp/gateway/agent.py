@@ -29,13 +29,12 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
 import platformdirs
 
 from arp.agents.events import Event
-from arp.agents.sessions import Session, SessionConfig, SessionManager, StartRequest
+from arp.agents.session_types import Session, SessionConfig, StartRequest
 from arp.argtypes import DeprecatedAlias
 from arp.config import AgentBounds
 from arp.errors import ArpError, ConfigError
@@ -43,6 +42,10 @@ from arp.gateway import auth
 from arp.gateway import messages as m
 from arp.lifecycle import Service
 from arp.net.backoff import Backoff
+
+if TYPE_CHECKING:
+    # Imported where the agent loop runs: arpc without --gateway-url never loads aiohttp.
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +215,8 @@ class AgentLoop(Service):
         self._http: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
+        import aiohttp
+
         if self._main is not None:
             return
         for saved in self.state.load():
@@ -233,6 +238,8 @@ class AgentLoop(Service):
     # -- the connection ------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        import aiohttp
+
         backoff = Backoff(self.options.backoff_initial, self.options.backoff_max)
         while True:
             started = self.clock()
@@ -251,6 +258,8 @@ class AgentLoop(Service):
             await asyncio.sleep(backoff.next_delay())
 
     async def _connect_once(self) -> None:
+        import aiohttp
+
         assert self._http is not None
         ws = await self._http.ws_connect(
             self.options.url,
@@ -281,6 +290,8 @@ class AgentLoop(Service):
             await ws.close()
 
     async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        import aiohttp
+
         async for frame in ws:
             if frame.type == aiohttp.WSMsgType.TEXT:
                 self._receive(frame.data)
@@ -490,6 +501,8 @@ async def run_agent(
             session_config, data_dir=options.state_dir / "sessions"
         )
     stop = stop or asyncio.Event()
+    from arp.agents.sessions import SessionManager
+
     async with SessionManager(session_config) as sessions, AgentLoop(options, sessions):
         await stop.wait()
 

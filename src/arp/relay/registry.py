@@ -8,10 +8,11 @@ requests meanwhile get a clear "offline" answer rather than "unknown".
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
+import os
 import re
-import secrets
 import socket
 import time
 from collections import deque
@@ -100,10 +101,15 @@ class TcpPort:
             self.task.cancel()
 
 
+def _token_urlsafe(nbytes: int) -> str:
+    """`secrets.token_urlsafe`, without the secrets module's hmac and hashlib (idle RSS)."""
+    return base64.urlsafe_b64encode(os.urandom(nbytes)).rstrip(b"=").decode("ascii")
+
+
 @dataclass(eq=False)
 class ClientState:
     client_id: str
-    resume_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    resume_key: str = field(default_factory=lambda: _token_urlsafe(24))
     control: ControlLink | None = None
     disconnected_at: float | None = None
     pool: deque[Link] = field(default_factory=deque)
@@ -152,7 +158,7 @@ class Pools:
         deficit = self.pool_size + len(state.waiters) - len(state.pool) - len(state.requested)
         deficit = min(deficit, self.max_pending - len(state.requested))
         for _ in range(max(0, deficit)):
-            proxy_conn_id = secrets.token_hex(8)
+            proxy_conn_id = os.urandom(8).hex()
             state.requested.add(proxy_conn_id)
             self.requested_total += 1
             state.control.send(frames.RequestNewProxyConn(proxy_conn_id=proxy_conn_id))
