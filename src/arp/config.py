@@ -178,6 +178,9 @@ class SessionBounds:
     when the caller names no limit; the remote protocol's cap too."""
     max_page_events: int = 10_000
     """The most events one page holds, whatever the caller asks."""
+    approval_timeout: float = 900.0
+    """``ask`` mode: seconds an approval waits for a person before it is denied
+    (``arpc --approval-timeout``)."""
 
 
 SESSION_BOUNDS = SessionBounds()

@@ -110,8 +110,9 @@ ARPC_SCRIPT = textwrap.dedent(
     assert not args.command_mode and args.gateway is None
     config = cli.config_from_args(args, cli.Target("127.0.0.1", 8080), "probe")
     heavy = ("aiohttp", "yaml", "redis", "mcp", "prometheus_client", "arp.command.server",
-             "arp.command.remote", "arp.command.mcp.service", "arp.agents.sessions",
-             "arp.agents.history")
+             "arp.command.remote", "arp.command.remote_protocol", "arp.command.mcp.service",
+             "arp.command.notify", "arp.agents.sessions", "arp.agents.session_types",
+             "arp.agents.executors", "arp.agents.history", "arp.gateway.agent")
     print(sorted(m for m in sys.modules if m in heavy or m.split(".")[0] in heavy
                  or any(m.startswith(h + ".") for h in heavy)))
     """

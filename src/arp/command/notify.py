@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import urlsplit
 
-from arp import argtypes
 from arp.agents.executors import EXECUTORS
 from arp.agents.session_types import Notice
+from arp.command.notify_config import NotifyConfig as NotifyConfig
+from arp.command.notify_config import add_notify_arguments as add_notify_arguments
 from arp.errors import ConfigError
 from arp.lifecycle import Service
 
@@ -47,21 +48,6 @@ NTFY_HIGH: Final = 4
 NTFY_DEFAULT: Final = 3
 MESSAGE_CHARS: Final = 300
 """The longest message text (the prompt's first line, or the error), cut."""
-
-
-@dataclass(frozen=True, slots=True)
-class NotifyConfig:
-    """Where notes go and the bounds of their delivery."""
-
-    urls: tuple[str, ...] = ()
-    timeout: float = 10.0
-    """One post's deadline (connect and answer), seconds."""
-    retries: int = 3
-    """Attempts after the first failed one."""
-    backoff: float = 1.0
-    """The first retry's delay, doubled for each further one."""
-    max_queue: int = 100
-    """Notes waiting per URL (beyond: the new one is dropped)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,25 +212,6 @@ class Notifier(Service):
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             log.info("notify %s: %r", target.shown, exc)
         return False
-
-
-def add_notify_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--notify-url",
-        action="append",
-        default=[],
-        metavar="URL",
-        help="post a note when an agent asks for an approval or a run ends (repeatable): "
-        "http(s)://… gets JSON {event, session_id, title, message, url}; ntfy://HOST/TOPIC "
-        "or ntfy+https://HOST/TOPIC publishes to ntfy",
-    )
-    parser.add_argument(
-        "--notify-timeout",
-        type=argtypes.positive_float,
-        default=NotifyConfig().timeout,
-        metavar="SECONDS",
-        help="one notification post's deadline (default %(default)s)",
-    )
 
 
 def notifier_from_args(args: argparse.Namespace, manager: SessionManager) -> Notifier | None:

@@ -35,11 +35,11 @@ import platformdirs
 
 from arp.agents.events import Event
 from arp.agents.session_types import Session, SessionConfig, StartRequest
-from arp.argtypes import DeprecatedAlias
 from arp.config import AgentBounds
 from arp.errors import ArpError, ConfigError
 from arp.gateway import auth
 from arp.gateway import messages as m
+from arp.gateway.agent_flags import add_agent_arguments as add_agent_arguments
 from arp.lifecycle import Service
 from arp.net.backoff import Backoff
 
@@ -82,30 +82,6 @@ class AgentOptions(AgentBounds):
         elif base.startswith("https://"):
             base = "wss://" + base[len("https://") :]
         return f"{base}/ws/agent/{self.agent_id}"
-
-
-def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
-    """arpc's agent flags (env: ARP_GATEWAY, ARP_AGENT_ID, ARP_AGENT_TOKEN(_FILE))."""
-    group = parser.add_argument_group("gateway agent")
-    group.add_argument(
-        "--gateway-url", dest="gateway", metavar="URL", help="run as an agent of ws://host:8080"
-    )
-    group.add_argument("--gateway", action=DeprecatedAlias, new="--gateway-url")
-    group.add_argument("--agent-id", metavar="ID", help="this agent's registered id")
-    group.add_argument(
-        "--agent-token-file", metavar="FILE", help="file holding the agent token (or env)"
-    )
-    group.add_argument(
-        "--agent-state-dir", metavar="DIR", help="where task state and sessions are kept"
-    )
-    group.add_argument(
-        "--agent-heartbeat-interval",
-        metavar="SECONDS",
-        type=float,
-        default=None,
-        help=f"seconds between heartbeats (default {AgentBounds().heartbeat_interval:g}; keep it "
-        "under the gateway's timeout)",
-    )
 
 
 def agent_options_from_args(
