@@ -2,10 +2,12 @@
 
 Run by hand (`bash bench/run.sh relay`); it prints a table of figures and their ratio
 relay/direct, measured in the same run on this machine, plus the RSS of arps and arpc idle and
-under load. `--reference haproxy` and `--reference ssh` add, for scale, the same loads through
-two chained haproxy (a C relay with the same three TCP hops) and through an OpenSSH `ssh -R`
-tunnel. Loads come from wrk and curl (C programs), so the client is never the bottleneck.
-Everything runs on loopback and every load is bounded in time.
+under load, and the memory arps holds per idle routed keep-alive connection (RSS growth with
+`--idle-connections` of them open, each after one request). `--reference haproxy` and
+`--reference ssh` add, for scale, the same loads through two chained haproxy (a C relay with the
+same three TCP hops) and through an OpenSSH `ssh -R` tunnel; with haproxy, each ARP path's ratio
+to it is printed too (issue 18's targets). Loads come from wrk and curl (C programs), so the
+client is never the bottleneck. Everything runs on loopback and every load is bounded in time.
 """
 
 from __future__ import annotations
@@ -300,12 +302,31 @@ def ssh_reverse(tmp: Path, target_port: int) -> Iterator[str]:
         yield f"http://127.0.0.1:{public}"
 
 
+@dataclass
+class ArpPath:
+    """One arps and its forward-mode arpc in front of the target."""
+
+    arps: subprocess.Popen[str]
+    arpc: subprocess.Popen[str]
+    url: str
+    control: int
+    proxy: int
+    env: dict[str, str]
+
+
+def arpc_args(path_control: int, proxy: int, target_port: int, client_id: str) -> list[str]:
+    return [
+        PY, "-m", "arp.client", "--control-port", str(path_control), "--proxy-port", str(proxy),
+        "--local-port", str(target_port), "--client-id", client_id, "--log-level", "warning",
+    ]  # fmt: skip
+
+
 @contextmanager
 def arp_relay(
     target_port: int, pool_size: int, client_id: str, src: Path | None = None
-) -> Iterator[tuple[subprocess.Popen[str], subprocess.Popen[str], str]]:
-    """arps and a forward-mode arpc in front of the target: (arps, arpc, public URL). `src`
-    runs another checkout's code (``--baseline``) instead of this one's."""
+) -> Iterator[ArpPath]:
+    """arps and a forward-mode arpc in front of the target. `src` runs another checkout's code
+    (``--baseline``) instead of this one's."""
     control, proxy, public = free_port(), free_port(), free_port()
     env = dict(os.environ)
     if src is not None:
@@ -318,13 +339,89 @@ def arp_relay(
             ready="arps listening", env=env,
         ) as arps,
         spawn(
-            PY, "-m", "arp.client", "--control-port", str(control),
-            "--proxy-port", str(proxy), "--local-port", str(target_port),
-            "--client-id", client_id, "--log-level", "warning",
-            ready="Public URL", env=env,
+            *arpc_args(control, proxy, target_port, client_id), ready="Public URL", env=env
         ) as arpc,
     ):  # fmt: skip
-        yield arps, arpc, f"http://127.0.0.1:{public}"
+        yield ArpPath(arps, arpc, f"http://127.0.0.1:{public}", control, proxy, env)
+
+
+def hold_idle(url: str, query: str, count: int, deadline_s: float) -> list[socket.socket]:
+    """`count` keep-alive connections to `url`, each through one complete request and left
+    open (raw sockets, one at a time; bounded by `deadline_s` in all). Stops early at the
+    deadline or the first failure and returns what it opened."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    request = f"GET /{query} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    held: list[socket.socket] = []
+    deadline = time.monotonic() + deadline_s
+    while len(held) < count and time.monotonic() < deadline:
+        sock = socket.socket()
+        try:
+            sock.settimeout(max(0.1, min(5.0, deadline - time.monotonic())))
+            sock.connect((host, int(port)))
+            sock.sendall(request)
+            got = b""
+            while not (b"\r\n\r\n" in got and got.endswith(b"ok")):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise ConnectionError("closed before the response")
+                got += chunk
+        except OSError as exc:
+            sock.close()
+            print(f"idle connections: stopped at {len(held)}: {exc}")
+            break
+        held.append(sock)
+    return held
+
+
+IDLE_PER_CLIENT = 2500
+"""Idle connections per client in the memory measure: each holds one of its client's tunnels,
+and arpc bounds its tunnels (`Limits.max_client_tunnels`), so more connections take more
+clients."""
+
+
+def per_idle_connection(
+    relays: dict[str, ArpPath], target_port: int, count: int
+) -> dict[str, float]:
+    """Bytes of arps RSS per idle routed connection, for each ARP path: RSS growth while
+    `count` idle keep-alive connections (one request each, spread over enough clients) are
+    open, over their number."""
+    per: dict[str, float] = {}
+    for name, path in relays.items():
+        clients = [f"idle{i}" for i in range(-(-count // IDLE_PER_CLIENT))]
+        with ExitStack() as stack:
+            for client_id in clients:
+                stack.enter_context(
+                    spawn(
+                        *arpc_args(path.control, path.proxy, target_port, client_id),
+                        ready="Public URL",
+                        env=path.env,
+                    )
+                )
+            time.sleep(1)
+            before = rss_mib(path.arps.pid)
+            held: list[socket.socket] = []
+            try:
+                for i, client_id in enumerate(clients):
+                    share = min(IDLE_PER_CLIENT, count - i * IDLE_PER_CLIENT)
+                    held += hold_idle(path.url, f"?token={client_id}", share, deadline_s=60)
+                time.sleep(1)
+                after = rss_mib(path.arps.pid)
+            finally:
+                for sock in held:
+                    sock.close()
+        per[name] = (after - before) * (1 << 20) / len(held) if held else float("nan")
+        if len(held) < count:
+            print(f"{name}: only {len(held)} of {count} idle connections opened")
+    return per
+
+
+def raise_own_fd_limit(needed: int) -> None:
+    """The idle-connection measure holds `needed` sockets in this process."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, needed), hard))
 
 
 def checkout(rev: str, tmp: Path) -> Path:
@@ -368,10 +465,20 @@ def main() -> int:
         help="also measure ARP as it was at this git revision (e.g. main), in the same run and "
         "alternating order, to compare a change before and after; repeatable",
     )
+    parser.add_argument(
+        "--idle-connections",
+        type=int,
+        default=5000,
+        help="idle keep-alive connections held open to measure arps' memory per connection "
+        "(0: skip; default %(default)s)",
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     if args.rounds < 1 or args.seconds < 1:
         parser.error("--rounds and --seconds must be at least 1")
+    if not 0 <= args.idle_connections <= 20_000:
+        parser.error("--idle-connections must be 0..20000")
+    raise_own_fd_limit(args.idle_connections + 256)
     tools = ["wrk", "curl"] + [
         tool
         for ref in args.reference
@@ -405,22 +512,30 @@ def main() -> int:
                     PY, str(target_script), str(target_port), str(bulk_file), ready="target ready"
                 )
             )
-            arps, arpc, relay_url = stack.enter_context(
-                arp_relay(target_port, args.pool_size, "bench")
-            )
+            main_path = stack.enter_context(arp_relay(target_port, args.pool_size, "bench"))
+            arps, arpc, relay_url = main_path.arps, main_path.arpc, main_path.url
             q = "?token=bench"
             paths = {"direct": f"http://127.0.0.1:{target_port}", "relay": relay_url}
+            relays = {"relay": main_path}
+            """Each ARP path's arps (this tree's and every --baseline's)."""
             for rev in args.baseline:
                 tree = checkout(rev, tmp)
-                *_, paths[f"arp@{rev}"[:10]] = stack.enter_context(
+                name = f"arp@{rev}"[:10]
+                relays[name] = stack.enter_context(
                     arp_relay(target_port, args.pool_size, "bench", src=tree / "src")
                 )
+                paths[name] = relays[name].url
             for ref in args.reference:
                 name, start = REFERENCES[ref]
                 paths[name] = stack.enter_context(start(tmp, target_port))
             time.sleep(1)
             idle = {"arps": rss_mib(arps.pid), "arpc": rss_mib(arpc.pid)}
             peak = dict(idle)
+            per_conn = (
+                per_idle_connection(relays, target_port, args.idle_connections)
+                if args.idle_connections
+                else {}
+            )
 
             def sample() -> None:
                 peak["arps"] = max(peak["arps"], rss_mib(arps.pid))
@@ -457,25 +572,51 @@ def main() -> int:
             )
 
     others = [p for p in paths if p != "direct"]
+    reference = "haproxy x2" if "haproxy x2" in paths else None
+    arp_paths = list(relays) if reference else []
     print(
-        f"\nARP relay benchmark ({os.cpu_count()} cores, wrk -c{args.connections}, "
-        f"{args.seconds} s per run, pool {args.pool_size}, medians of {args.rounds} rounds); "
-        "ratios are to direct"
+        f"\nARP relay benchmark ({os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.1f} at the end, wrk -c{args.connections}, {args.seconds} s per run, "
+        f"pool {args.pool_size}, medians of {args.rounds} rounds); ratios are to direct"
+        + (f", and ARP's to {reference} (/hap)" if reference else "")
     )
-    header = f"{'measure':<26}{'direct':>11}" + "".join(f"{p:>11}{'ratio':>8}" for p in others)
+    header = (
+        f"{'measure':<26}{'direct':>11}"
+        + "".join(f"{p:>11}{'ratio':>8}" for p in others)
+        + "".join(f"{p[:6] + '/hap':>11}" for p in arp_paths)
+    )
     print(header)
     for name, values, note in rows:
         line = f"{name:<26}{values['direct']:>11.1f}"
         for path in others:
             ratio = values[path] / values["direct"] if values["direct"] else float("nan")
             line += f"{values[path]:>11.1f}{ratio:>7.2f}x"
+        for path in arp_paths:
+            assert reference is not None
+            ref = values[reference]
+            line += f"{values[path] / ref if ref else float('nan'):>10.2f}x"
         print(f"{line}  {note}".rstrip())
+    if reference:
+        print(
+            "/hap: ARP over haproxy x2; for the p50/p99 rows lower is better (issue 18: "
+            "p99 of a new connection per request, the connections/s run, at most 2x)"
+        )
     print(
         f"RSS MiB idle: arps {idle['arps']:.1f}, arpc {idle['arpc']:.1f}; "
         f"peak under load: arps {peak['arps']:.1f}, arpc {peak['arpc']:.1f}"
     )
+    for path, value in per_conn.items():
+        print(
+            f"arps RSS per idle routed keep-alive connection ({path}, "
+            f"{args.idle_connections} connections): {value:.0f} bytes"
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "idle": idle, "peak": peak}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {"rows": rows, "idle": idle, "peak": peak, "per_idle_connection": per_conn},
+                indent=1,
+            )
+        )
     return 0
 
 

@@ -219,6 +219,9 @@ class SessionBounds:
     does not come (`arp.agents.reattach`); also how soon a dead supervisor is noticed."""
     supervisor_start: float = 30.0
     """How long arpc waits for a run's supervisor to start its agent."""
+    approval_timeout: float = 900.0
+    """``ask`` mode: seconds an approval waits for a person before it is denied
+    (``arpc --approval-timeout``)."""
 
 
 SESSION_BOUNDS = SessionBounds()

@@ -13,8 +13,13 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import platformdirs
+if TYPE_CHECKING:
+    import datetime as dt
+
+# platformdirs and datetime are imported where the daily files are set up: arps writes no
+# files and leaves them out (idle RSS, issue 18).
 
 LEVELS = ("debug", "info", "warning", "error")
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -42,9 +47,13 @@ class DailyFileHandler(logging.Handler):
 
     @property
     def current_path(self) -> Path:
+        import datetime as dt
+
         return self.folder / f"{self.stem}.{dt.date.today().isoformat()}"
 
     def emit(self, record: logging.LogRecord) -> None:
+        import datetime as dt
+
         today = dt.date.today()
         if self._handler is None or today != self._date:
             if self._handler is not None:
@@ -68,6 +77,8 @@ class DailyFileHandler(logging.Handler):
 
 def log_folder(app: str) -> Path:
     """The platform data folder's `logs/` for `app`, or `./<app>/logs/` if that is not writable."""
+    import platformdirs
+
     candidates = [Path(platformdirs.user_data_dir(app, appauthor=False)) / "logs"]
     candidates.append(Path.cwd() / app / "logs")
     for folder in candidates:

@@ -98,3 +98,49 @@ def test_the_admin_port_loads_prometheus_client_but_not_aiohttp() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True []", result.stdout
+
+
+# arpc in forward mode: its parser (every flag, command mode's and the agent's included) and the
+# relay link, without command mode's server, MCP, the remote protocol or the gateway agent's loop.
+ARPC_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from arp.client import cli
+
+    args = cli.build_parser().parse_args(["--local-port", "8080", "--client-id", "probe"])
+    assert not args.command_mode and args.gateway is None
+    config = cli.config_from_args(args, cli.Target("127.0.0.1", 8080), "probe")
+    heavy = ("aiohttp", "yaml", "redis", "mcp", "prometheus_client", "arp.command.server",
+             "arp.command.remote", "arp.command.remote_protocol", "arp.command.mcp.service",
+             "arp.command.notify", "arp.agents.sessions", "arp.agents.session_types",
+             "arp.agents.executors", "arp.agents.history", "arp.gateway.agent")
+    print(sorted(m for m in sys.modules if m in heavy or m.split(".")[0] in heavy
+                 or any(m.startswith(h + ".") for h in heavy)))
+    """
+)
+
+
+def test_arpc_forward_mode_imports_no_command_mode() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", ARPC_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=units(30),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_arpc_help_lists_every_flag() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "arp.client", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=units(30),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    for flag in ("--local-port", "--command-mode", "--enable-mcp", "--remote", "--notify-url",
+                 "--gateway-url", "--data-dir", "--approval-timeout"):  # fmt: skip
+        assert flag in result.stdout, flag

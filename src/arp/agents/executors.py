@@ -43,19 +43,19 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Final, Literal, get_args
+from typing import Final
 
 from arp.agents.argv import RunSpec, build_claude, build_codex, build_gemini, claude_stream_input
 from arp.agents.ask import AskProtocol, ClaudeAsk
 from arp.agents.ask_rpc import CodexAppServer, GeminiAcp
 from arp.agents.errors import BadRequest
 from arp.agents.events import ClaudeParser, CodexParser, GeminiParser, StreamParser
+from arp.agents.names import AGENTS as AGENTS
+from arp.agents.names import AgentName as AgentName
 
 ASK: Final = "ask"
 """The permission mode in which a person decides each tool use (`arp.agents.ask`)."""
 
-AgentName = Literal["claude", "codex", "gemini"]
-"""The table's keys as a type (MCP's tool schemas need a Literal); checked against it at import."""
 
 OPTIONS: Final[frozenset[str]] = frozenset(
     {
@@ -238,11 +238,8 @@ EXECUTORS: Final[dict[str, Executor]] = {
 }
 
 
-AGENTS: Final[tuple[str, ...]] = tuple(EXECUTORS)
-"""The agents ARP knows, in the order they are listed everywhere."""
-
-if get_args(AgentName) != AGENTS:  # pragma: no cover - a table edit without the type
-    raise RuntimeError(f"AgentName {get_args(AgentName)} does not match the table {AGENTS}")
+if tuple(EXECUTORS) != AGENTS:  # pragma: no cover - a table edit without the names
+    raise RuntimeError(f"arp.agents.names {AGENTS} does not match the table {tuple(EXECUTORS)}")
 
 
 def get_executor(name: str) -> Executor:

@@ -53,9 +53,6 @@ class SessionConfig(SessionBounds):
     """Project paths must lie under this folder (beyond: 403)."""
     extra_env: Mapping[str, str] = field(default_factory=dict)
     """Variables added to every child's environment."""
-    approval_timeout: float = 900.0
-    """``ask`` mode: seconds an approval waits for a person before it is denied
-    (``arpc --approval-timeout``)."""
     default_project: Path | None = None
     """The cwd of a session that names no project (None: ``allowed_root``, else arpc's cwd)."""
     keep_runs_on_stop: bool = False

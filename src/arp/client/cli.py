@@ -11,10 +11,9 @@ import os
 import ssl
 import sys
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from arp import __version__, logs
-from arp.agents.sessions import SessionConfig, SessionManager
 from arp.argtypes import (
     add_relay_ports,
     check_file,
@@ -30,17 +29,22 @@ from arp.client.identity import (
     load_or_create_client_id,
     save_new_access_token,
 )
-from arp.command.agents_check import startup_lines
 from arp.command.config import CommandConfig, add_command_arguments
-from arp.command.mcp import add_mcp_arguments, mcp_service
-from arp.command.notify import Notifier, add_notify_arguments, notifier_from_args
-from arp.command.remote import add_remote_arguments, remote_service
-from arp.command.server import CommandServer
-from arp.config import Timeouts
+from arp.command.mcp import add_mcp_arguments
+from arp.command.notify_config import add_notify_arguments
+from arp.command.remote_config import add_remote_arguments
+from arp.config import SESSION_BOUNDS, Timeouts
 from arp.errors import ArpError
-from arp.gateway.agent import AgentLoop, add_agent_arguments, agent_options_from_args
+from arp.gateway.agent_flags import add_agent_arguments
 from arp.protocol import frames
 from arp.runtime import on_stop_signal, run
+
+if TYPE_CHECKING:
+    from arp.command.notify import Notifier
+    from arp.command.server import CommandServer
+
+# Command mode's server, MCP, the remote protocol and the gateway agent's loop are imported
+# where they start: forward mode does without them (and aiohttp; idle RSS, issue 18).
 
 log = logging.getLogger("arpc")
 T = TypeVar("T")
@@ -193,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--approval-timeout",
         type=positive_float,
-        default=SessionConfig().approval_timeout,
+        default=SESSION_BOUNDS.approval_timeout,
         metavar="SECONDS",
         help="ask mode: an approval no person decided is denied after this many seconds "
         "(reason 'timed out'; default %(default)s)",
@@ -307,9 +311,11 @@ async def serve(args: argparse.Namespace) -> int:
         if given and not args.command_mode:
             log.error("%s serves the agents: it needs --command-mode", flag)
             return EXIT_REFUSED
-    agent = (
-        agent_options_from_args(args) if (args.gateway or os.environ.get("ARP_GATEWAY")) else None
-    )
+    agent = None
+    if args.gateway or os.environ.get("ARP_GATEWAY"):
+        from arp.gateway.agent import agent_options_from_args
+
+        agent = agent_options_from_args(args)
     if args.command_mode and args.local_port is not None:
         log.error(
             "--local-port is forward mode's service; with --command-mode the relay's public "
@@ -335,6 +341,12 @@ async def serve(args: argparse.Namespace) -> int:
     async with contextlib.AsyncExitStack() as stack:
         command: CommandServer | None = None
         if args.command_mode:
+            from arp.command.agents_check import startup_lines
+            from arp.command.mcp import mcp_service
+            from arp.command.notify import notifier_from_args
+            from arp.command.remote import remote_service
+            from arp.command.server import CommandServer
+
             # The API answers only requests that carry the client id, as the relay routes.
             command_config = dataclasses.replace(
                 CommandConfig.from_args(args),
@@ -367,6 +379,9 @@ async def serve(args: argparse.Namespace) -> int:
             http_target = Target(args.local_addr, args.local_port or 0)
             mode = f"forwarding to {http_target}"
         if agent is not None:
+            from arp.agents.sessions import SessionManager
+            from arp.gateway.agent import AgentLoop
+
             # The gateway's tasks run through the same session manager as command mode's.
             if command is not None:
                 manager = command.manager

@@ -12,13 +12,15 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
-from arp.agents.sessions import SessionConfig
 from arp.argtypes import port, positive_int
 from arp.config import SESSION_BOUNDS, ApiBounds
+
+if TYPE_CHECKING:
+    from arp.agents.session_types import SessionConfig
 
 
 def default_data_dir() -> Path:
@@ -57,6 +59,9 @@ class CommandConfig(ApiBounds):
         return {"claude": self.command_path, "codex": self.codex_path, "gemini": self.gemini_path}
 
     def session_config(self) -> SessionConfig:
+        # Here, not at the top: arpc's flags (`add_command_arguments`) load without it.
+        from arp.agents.session_types import SessionConfig
+
         return SessionConfig(
             data_dir=self.data_dir,
             binaries=self.binaries(),

@@ -27,17 +27,21 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import urlsplit
 
-import aiohttp
-
-from arp import argtypes
 from arp.agents.executors import EXECUTORS
 from arp.agents.session_types import Notice
-from arp.agents.sessions import SessionManager
+from arp.command.notify_config import NotifyConfig as NotifyConfig
+from arp.command.notify_config import add_notify_arguments as add_notify_arguments
 from arp.errors import ConfigError
 from arp.lifecycle import Service
+
+if TYPE_CHECKING:
+    # Imported where the notifier starts: arpc without --notify-url never loads aiohttp.
+    import aiohttp
+
+    from arp.agents.sessions import SessionManager
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +49,6 @@ NTFY_HIGH: Final = 4
 NTFY_DEFAULT: Final = 3
 MESSAGE_CHARS: Final = 300
 """The longest message text (the prompt's first line, or the error), cut."""
-
-
-@dataclass(frozen=True, slots=True)
-class NotifyConfig:
-    """Where notes go and the bounds of their delivery."""
-
-    urls: tuple[str, ...] = ()
-    timeout: float = 10.0
-    """One post's deadline (connect and answer), seconds."""
-    retries: int = 3
-    """Attempts after the first failed one."""
-    backoff: float = 1.0
-    """The first retry's delay, doubled for each further one."""
-    max_queue: int = 100
-    """Notes waiting per URL (beyond: the new one is dropped)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +239,8 @@ class Notifier(Service):
     async def start(self) -> None:
         if self._http is not None or not self.targets:
             return
+        import aiohttp
+
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout))
         for target in self.targets:
             send = functools.partial(self._post, target)
@@ -277,6 +268,8 @@ class Notifier(Service):
             outbox.put_nowait(body)
 
     async def _post(self, target: Target, body: dict[str, Any]) -> Delivered:
+        import aiohttp  # loaded by `start` already
+
         assert self._http is not None
         payload = ntfy_body(target, body) if target.kind == "ntfy" else body
         try:
@@ -288,25 +281,6 @@ class Notifier(Service):
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             log.info("notify %s: %r", target.shown, exc)
         return "retry"
-
-
-def add_notify_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--notify-url",
-        action="append",
-        default=[],
-        metavar="URL",
-        help="post a note when an agent asks for an approval or a run ends (repeatable): "
-        "http(s)://… gets JSON {event, session_id, title, message, url}; ntfy://HOST/TOPIC "
-        "or ntfy+https://HOST/TOPIC publishes to ntfy",
-    )
-    parser.add_argument(
-        "--notify-timeout",
-        type=argtypes.positive_float,
-        default=NotifyConfig().timeout,
-        metavar="SECONDS",
-        help="one notification post's deadline (default %(default)s)",
-    )
 
 
 def notifier_from_args(args: argparse.Namespace, manager: SessionManager) -> Notifier | None:

@@ -13,11 +13,21 @@ from pathlib import Path
 from typing import Final
 
 from arp import argtypes
-from arp.agents.executors import AGENTS
-from arp.command.remote_protocol import Defaults
+from arp.agents.names import AGENTS
 from arp.config import RemoteBounds
 
 LOOPBACK: Final = "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """The server's defaults (``--remote-executor`` and friends); here, not in
+    `arp.command.remote_protocol`, so arpc's flags load without the protocol (idle RSS)."""
+
+    executor: str = "claude"
+    model: str | None = None
+    project_path: str | None = None
+    permission_mode: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,4 +148,4 @@ def config_from_args(args: argparse.Namespace) -> RemoteConfig | None:
     )
 
 
-__all__ = ["LOOPBACK", "RemoteConfig", "add_remote_arguments", "config_from_args"]
+__all__ = ["LOOPBACK", "Defaults", "RemoteConfig", "add_remote_arguments", "config_from_args"]

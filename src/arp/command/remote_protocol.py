@@ -28,7 +28,8 @@ from typing import Any, Final, Literal
 
 from arp.agents.events import Event, Usage
 from arp.agents.executors import ASK, EXECUTORS, get_executor
-from arp.agents.sessions import StartRequest
+from arp.agents.session_types import StartRequest
+from arp.command.remote_config import Defaults as Defaults  # its old home: re-exported
 from arp.errors import ArpError
 
 ErrorKind = Literal[
@@ -347,16 +348,6 @@ def _config(value: Any) -> RequestConfig:
 
 # ---------------------------------------------------------------------------------------------
 # Mapping a request onto an executor
-
-
-@dataclass(frozen=True, slots=True)
-class Defaults:
-    """The server's defaults (``--remote-executor`` and friends)."""
-
-    executor: str = "claude"
-    model: str | None = None
-    project_path: str | None = None
-    permission_mode: str | None = None
 
 
 UNHONOURED: Final[dict[str, tuple[str, ...]]] = {

@@ -29,20 +29,23 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
 import platformdirs
 
 from arp.agents.events import Event
-from arp.agents.sessions import Session, SessionConfig, SessionManager, StartRequest
-from arp.argtypes import DeprecatedAlias
+from arp.agents.session_types import Session, SessionConfig, StartRequest
 from arp.config import AgentBounds
 from arp.errors import ArpError, ConfigError
 from arp.gateway import auth
 from arp.gateway import messages as m
+from arp.gateway.agent_flags import add_agent_arguments as add_agent_arguments
 from arp.lifecycle import Service
 from arp.net.backoff import Backoff
+
+if TYPE_CHECKING:
+    # Imported where the agent loop runs: arpc without --gateway-url never loads aiohttp.
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -79,30 +82,6 @@ class AgentOptions(AgentBounds):
         elif base.startswith("https://"):
             base = "wss://" + base[len("https://") :]
         return f"{base}/ws/agent/{self.agent_id}"
-
-
-def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
-    """arpc's agent flags (env: ARP_GATEWAY, ARP_AGENT_ID, ARP_AGENT_TOKEN(_FILE))."""
-    group = parser.add_argument_group("gateway agent")
-    group.add_argument(
-        "--gateway-url", dest="gateway", metavar="URL", help="run as an agent of ws://host:8080"
-    )
-    group.add_argument("--gateway", action=DeprecatedAlias, new="--gateway-url")
-    group.add_argument("--agent-id", metavar="ID", help="this agent's registered id")
-    group.add_argument(
-        "--agent-token-file", metavar="FILE", help="file holding the agent token (or env)"
-    )
-    group.add_argument(
-        "--agent-state-dir", metavar="DIR", help="where task state and sessions are kept"
-    )
-    group.add_argument(
-        "--agent-heartbeat-interval",
-        metavar="SECONDS",
-        type=float,
-        default=None,
-        help=f"seconds between heartbeats (default {AgentBounds().heartbeat_interval:g}; keep it "
-        "under the gateway's timeout)",
-    )
 
 
 def agent_options_from_args(
@@ -212,6 +191,8 @@ class AgentLoop(Service):
         self._http: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
+        import aiohttp
+
         if self._main is not None:
             return
         for saved in self.state.load():
@@ -233,6 +214,8 @@ class AgentLoop(Service):
     # -- the connection ------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        import aiohttp
+
         backoff = Backoff(self.options.backoff_initial, self.options.backoff_max)
         while True:
             started = self.clock()
@@ -251,6 +234,8 @@ class AgentLoop(Service):
             await asyncio.sleep(backoff.next_delay())
 
     async def _connect_once(self) -> None:
+        import aiohttp
+
         assert self._http is not None
         ws = await self._http.ws_connect(
             self.options.url,
@@ -281,6 +266,8 @@ class AgentLoop(Service):
             await ws.close()
 
     async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        import aiohttp
+
         async for frame in ws:
             if frame.type == aiohttp.WSMsgType.TEXT:
                 self._receive(frame.data)
@@ -490,6 +477,8 @@ async def run_agent(
             session_config, data_dir=options.state_dir / "sessions"
         )
     stop = stop or asyncio.Event()
+    from arp.agents.sessions import SessionManager
+
     async with SessionManager(session_config) as sessions, AgentLoop(options, sessions):
         await stop.wait()
 

@@ -19,7 +19,8 @@ Rules, in the order they are checked (the first that fails answers):
 
 from __future__ import annotations
 
-import hmac
+# hmac.compare_digest itself, without hmac's hashlib (and OpenSSL's digests: idle RSS of arps).
+from _operator import _compare_digest as compare_digest
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -74,7 +75,7 @@ def decide(
     rules: Rules,
 ) -> Decision:
     """Whether `msg` may register; `port_holders` maps each held TCP port to its client_id."""
-    if rules.auth_token is not None and not hmac.compare_digest(
+    if rules.auth_token is not None and not compare_digest(
         (msg.auth_token or "").encode(), rules.auth_token.encode()
     ):
         return Refuse(
@@ -96,7 +97,7 @@ def decide(
         return Refuse(problem, retryable=False, reason="client_id")
     takeover = False
     if known is not None and known.live:
-        if msg.resume_key is None or not hmac.compare_digest(
+        if msg.resume_key is None or not compare_digest(
             msg.resume_key.encode(), known.resume_key.encode()
         ):
             return Refuse(

@@ -8,10 +8,11 @@ requests meanwhile get a clear "offline" answer rather than "unknown".
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
+import os
 import re
-import secrets
 import socket
 import time
 from collections import deque
@@ -133,10 +134,15 @@ class Carrier(Protocol):
     def abort(self) -> None: ...
 
 
+def _token_urlsafe(nbytes: int) -> str:
+    """`secrets.token_urlsafe`, without the secrets module's hmac and hashlib (idle RSS)."""
+    return base64.urlsafe_b64encode(os.urandom(nbytes)).rstrip(b"=").decode("ascii")
+
+
 @dataclass(eq=False)
 class ClientState:
     client_id: str
-    resume_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    resume_key: str = field(default_factory=lambda: _token_urlsafe(24))
     control: Control | None = None
     disconnected_at: float | None = None
     pool: deque[Link] = field(default_factory=deque)
@@ -210,7 +216,7 @@ class Pools:
         )
         now = time.monotonic()
         for _ in range(max(0, deficit)):
-            proxy_conn_id = secrets.token_hex(8)
+            proxy_conn_id = os.urandom(8).hex()
             state.requested[proxy_conn_id] = now
             self.requested_total += 1
             state.control.send(frames.RequestNewProxyConn(proxy_conn_id=proxy_conn_id))

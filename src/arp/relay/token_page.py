@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import hashlib
-import html
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -44,6 +42,8 @@ class _TokenParts:
 
 
 def _csp_hash(text: str) -> str:
+    import hashlib  # the page's first serving only: a relay that never serves it does without
+
     digest = hashlib.sha256(text.encode("utf-8")).digest()
     return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
 
@@ -75,6 +75,8 @@ def token_page(message: str | None = None) -> bytes:
     The relay serves it, with `token_page_headers()`, for a ``GET /`` that names no client, and
     may serve it with a message (status 404) for ``GET /?token=X`` when X is not registered.
     """
+    import html  # as hashlib above
+
     parts = _token_parts()
     text = (
         parts.template.replace("{{style}}", parts.style)
