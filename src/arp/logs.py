@@ -8,7 +8,6 @@ data folder, falling back to `./arpc/logs/` where that folder cannot be written.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import os
 import sys

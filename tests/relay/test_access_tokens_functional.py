@@ -103,7 +103,9 @@ def test_a_generated_token_is_long_random_private_and_used_next_start(tmp_path: 
 def test_log_files_and_their_folder_are_private(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(logs.platformdirs, "user_data_dir", lambda *a, **k: str(tmp_path / "d"))
+    import platformdirs  # logs imports it where the folder is chosen
+
+    monkeypatch.setattr(platformdirs, "user_data_dir", lambda *a, **k: str(tmp_path / "d"))
     old = os.umask(0o022)
     try:
         folder = logs.log_folder("arpc")

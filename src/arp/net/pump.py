@@ -30,6 +30,8 @@ from collections.abc import Callable
 from arp.config import Limits
 from arp.net.links import Link
 from arp.net.readiness import readiness
+from arp.net.streams import FrameReader as FrameReader
+from arp.net.streams import pump_streams
 from arp.protocol.responses import ResponseTracker
 from arp.protocol.tunnel import (
     END_FRAME,
@@ -544,11 +546,15 @@ async def pump(
         leftover: bytes | None = None
         moved = [0, 0]
         try:
-            leftover = await _pump_streams(raw, tunnel, limits, initial, first, moved)
+            leftover = await pump_streams(raw, tunnel, limits, initial, first, moved)
         finally:
-            raw.close()
+            # A tunnel that did not end clean (a break, a close without its end frame, a reset
+            # of the raw side) reaches both peers as a reset, as on the splice path.
             if leftover is None:
-                tunnel.close()
+                raw.reset()
+                tunnel.reset()
+            else:
+                raw.close()
             if meter is not None:
                 meter(moved[0], moved[1])
         return leftover
@@ -564,100 +570,6 @@ async def pump(
         return await done
     finally:
         joint.abort()  # cancelled: close both; after the end, nothing
-
-
-# -- TLS links: the same frames through coroutines ---------------------------------------------
-
-
-async def _send_frames(src: Link, dst: Link, chunk: int, moved: list[int]) -> None:
-    while True:
-        data = await src.recv(chunk)
-        if not data:
-            await dst.send(END_FRAME)
-            return
-        moved[0] += len(data)
-        await dst.send(HEADER.pack(len(data)) + data)
-
-
-class FrameReader:
-    """Reads data frames from a link with coroutines (TLS tunnels, the client's error path)."""
-
-    def __init__(self, link: Link, initial: bytes, chunk: int) -> None:
-        self._link = link
-        self._pending = initial
-        self._chunk = chunk
-        self._decoder = TunnelDecoder()
-
-    async def payloads(self, sink: Callable[[bytes], object]) -> bool:
-        """Hand every payload to `sink` (awaiting it when it returns an awaitable) until the end
-        frame (True) or a clean close of the tunnel (False)."""
-        decoder = self._decoder
-        data, self._pending = self._pending, b""
-        while True:
-            if data:
-                for part in decoder.feed(memoryview(data)):
-                    result = sink(bytes(part))
-                    if asyncio.iscoroutine(result):
-                        await result
-                if decoder.ended:
-                    return True
-            data = await self._link.recv(self._chunk)
-            if not data:
-                decoder.close()
-                return False
-
-    def rest(self) -> bytes:
-        return self._decoder.rest
-
-
-async def _receive_frames(
-    src: Link, dst: Link, chunk: int, initial: bytes, first: Transform | None, moved: list[int]
-) -> bytes | None:
-    reader = FrameReader(src, initial, chunk)
-
-    async def sink(data: bytes) -> None:
-        nonlocal first
-        moved[1] += len(data)
-        if first is not None:
-            data, first = first(data), None
-        await dst.send(data)
-
-    ended = await reader.payloads(sink)
-    dst.shutdown_write()
-    return reader.rest() if ended else None
-
-
-async def _pump_streams(
-    raw: Link,
-    tunnel: Link,
-    limits: Limits,
-    initial: bytes,
-    first: Transform | None,
-    moved: list[int],
-) -> bytes | None:
-    loop = asyncio.get_running_loop()
-    outgoing = loop.create_task(_send_frames(raw, tunnel, limits.copy_chunk, moved))
-    incoming = loop.create_task(
-        _receive_frames(tunnel, raw, limits.copy_chunk, initial, first, moved)
-    )
-    tasks = [outgoing, incoming]
-    try:
-        pending: set[asyncio.Task[None] | asyncio.Task[bytes | None]] = set(tasks)
-        while pending:
-            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if any(not t.cancelled() and t.exception() is not None for t in finished):
-                break
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            if task.done() and not task.cancelled():
-                task.exception()  # retrieved: a peer's reset is an ordinary end
-    if outgoing.cancelled() or outgoing.exception() is not None:
-        return None
-    if incoming.cancelled() or incoming.exception() is not None:
-        return None
-    return incoming.result()
 
 
 class CountedSplice:

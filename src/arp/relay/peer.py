@@ -23,7 +23,7 @@ import contextlib
 import logging
 import socket
 import ssl
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from arp.config import Limits
 from arp.errors import ArpError, NotFound, RemoteProtocolError, Unavailable
@@ -34,10 +34,18 @@ from arp.protocol import frames
 from arp.protocol import peer as pp
 from arp.protocol.tunnel import data_frame
 from arp.relay.answers import HTTP_START
-from arp.relay.settings import ClusterSettings
+from arp.relay.public import Public
+from arp.relay.registry import ClientState, Pools
+from arp.relay.settings import ClusterSettings, RelayConfig
 
-if TYPE_CHECKING:
-    from arp.relay.server import Relay
+
+class Host(Protocol):
+    """What the peer port uses of the relay it serves (`arp.relay.server.Relay`)."""
+
+    config: RelayConfig
+    clients: dict[str, ClientState]
+    pools: Pools
+    public: Public
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +87,7 @@ async def _read(link: Link, decoder: pp.PeerDecoder) -> pp.PeerMessage:
 class PeerServer:
     """The listener of `--peer-port` and what it serves."""
 
-    def __init__(self, relay: Relay, settings: ClusterSettings, tls: ssl.SSLContext | None) -> None:
+    def __init__(self, relay: Host, settings: ClusterSettings, tls: ssl.SSLContext | None) -> None:
         self.relay = relay
         self.settings = settings
         self.bounds = settings.bounds

@@ -28,8 +28,8 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine, Iterator
+from typing import Any, Protocol
 
 from arp.errors import ArpError, NotFound
 from arp.net.links import Link, SocketLink
@@ -38,10 +38,20 @@ from arp.net.sockets import accept_loop, listen
 from arp.protocol import frames
 from arp.relay.cluster import Cluster, ClusterUnavailable
 from arp.relay.peer import carry, client_tls
-from arp.relay.registry import ClientState
+from arp.relay.public import Public
+from arp.relay.registry import ClientState, Pools
+from arp.relay.settings import RelayConfig
 
-if TYPE_CHECKING:
-    from arp.relay.server import Relay
+
+class Host(Protocol):
+    """What serving other nodes' clients uses of this node's relay (`arp.relay.server.Relay`)."""
+
+    config: RelayConfig
+    clients: dict[str, ClientState]
+    pools: Pools
+    public: Public
+
+    def public_spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +126,7 @@ class RemoteControl:
 class Remote:
     """Hands connections and requests for clients held elsewhere to their node."""
 
-    def __init__(self, relay: Relay, cluster: Cluster) -> None:
+    def __init__(self, relay: Host, cluster: Cluster) -> None:
         self.relay = relay
         self.cluster = cluster
         settings = relay.config.cluster
@@ -256,7 +266,7 @@ class Remote:
 class RemotePorts:
     """Listeners for the dedicated TCP ports other nodes' clients hold."""
 
-    def __init__(self, relay: Relay, remote: Remote) -> None:
+    def __init__(self, relay: Host, remote: Remote) -> None:
         self.relay = relay
         self.remote = remote
         self._ports: dict[int, tuple[socket.socket, asyncio.Task[None], str]] = {}
