@@ -226,7 +226,6 @@ class Notifier(Service):
         self._outboxes: list[Outbox] = []
         self._http: aiohttp.ClientSession | None = None
         self._unsubscribe: Callable[[], None] | None = None
-        self._closed = asyncio.Event()
 
     @property
     def delivered(self) -> int:
@@ -247,7 +246,7 @@ class Notifier(Service):
             self._outboxes.append(Outbox(target.shown, send, self.config))
         self._unsubscribe = self.manager.subscribe(self._on_notice)
 
-    async def close(self) -> None:
+    async def _shutdown(self) -> None:
         """Idempotent: notes not yet posted are dropped (a bounded wait for none)."""
         if self._unsubscribe is not None:
             self._unsubscribe()
@@ -256,11 +255,6 @@ class Notifier(Service):
         if self._http is not None:
             await self._http.close()
             self._http = None
-        self._closed.set()
-
-    async def wait_closed(self) -> None:
-        if self._http is not None:
-            await self._closed.wait()
 
     def _on_notice(self, notice: Notice) -> None:
         body = note(notice, self.console_url)

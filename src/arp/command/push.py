@@ -26,7 +26,6 @@ service wakes the service worker, which shows the notification::
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -236,7 +235,6 @@ class PushService(Service):
         self._outboxes: dict[str, Outbox] = {}
         self._http: aiohttp.ClientSession | None = None
         self._unsubscribe: Callable[[], None] | None = None
-        self._closed = asyncio.Event()
 
     @property
     def public_key(self) -> str:
@@ -258,7 +256,7 @@ class PushService(Service):
             self._add(subscription)
         self._unsubscribe = self.manager.subscribe(self._on_notice)
 
-    async def close(self) -> None:
+    async def _shutdown(self) -> None:
         """Idempotent: notes not yet pushed are dropped (a bounded wait)."""
         if self._unsubscribe is not None:
             self._unsubscribe()
@@ -269,11 +267,6 @@ class PushService(Service):
         if self._http is not None:
             await self._http.close()
             self._http = None
-        self._closed.set()
-
-    async def wait_closed(self) -> None:
-        if self._http is not None:
-            await self._closed.wait()
 
     def subscribe(self, subscription: Subscription) -> None:
         """Keep ``subscription`` (replacing one with its endpoint, or the oldest when full)."""

@@ -80,16 +80,12 @@ class AdminServer(Service):
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("admin port on %s:%d", self.bind, self.port)
 
-    async def close(self) -> None:
+    async def _shutdown(self) -> None:
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.relay.config.timeouts.shutdown):
                     await self._server.wait_closed()
-
-    async def wait_closed(self) -> None:
-        if self._server is not None:
-            await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._active >= self.bounds.max_connections:
