@@ -111,3 +111,21 @@ def test_token_from_subprotocols() -> None:
     assert auth.token_from_subprotocols("abc") is None
     assert auth.token_from_subprotocols("other, abc") is None
     assert auth.token_matches("abc", auth.hash_token("abc"))
+
+
+def test_a_deeply_nested_frame_is_dropped_as_bad_json_not_a_recursion_error() -> None:
+    """2,000 levels: the decoder's RecursionError escaped the gateway's ValueError handling."""
+    deep = "[" * 2000 + "]" * 2000
+    frame = '{"message_id": "x", "type": "log", "data": ' + deep + "}"
+    with pytest.raises(m.DroppedMessage) as caught:
+        m.parse(frame, allowed=frozenset({"log"}))
+    assert caught.value.reason == "bad_json"
+    assert m.too_large(frame, 10).message_id is None
+
+
+def test_a_deeply_nested_control_plane_body_is_a_protocol_error() -> None:
+    from arp.errors import RemoteProtocolError
+    from arp.gateway.server import Gateway
+
+    with pytest.raises(RemoteProtocolError):
+        Gateway._json(b'{"a": ' + b"[" * 2000 + b"]" * 2000 + b"}")

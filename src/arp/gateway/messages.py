@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from arp.errors import RemoteProtocolError
+from arp.protocol.json_depth import check_json_depth
 
 HEARTBEAT: Final = "heartbeat"
 TASK: Final = "task"
@@ -119,6 +120,7 @@ def _require_int(message: dict[str, Any], key: str) -> int:
 def parse(raw: str | bytes, *, allowed: frozenset[str]) -> dict[str, Any]:
     """One received frame → a checked message, or `DroppedMessage` saying why it is dropped."""
     try:
+        check_json_depth(raw)  # deep nesting would raise RecursionError, not ValueError
         message = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise DroppedMessage("bad_json", "the frame is not valid JSON") from None
@@ -146,6 +148,7 @@ def too_large(raw: str, max_bytes: int) -> DroppedMessage:
     """The drop of a frame over the message limit, with its id if one can be read (to ack it)."""
     message_id: str | None = None
     try:
+        check_json_depth(raw)
         message = json.loads(raw)
     except ValueError:
         message = None

@@ -61,6 +61,7 @@ from arp.gateway.metrics import GatewayMetrics
 from arp.gateway.poller import TaskPoller
 from arp.gateway.store import FINISHED, FULL, RedisUnavailable, Store
 from arp.lifecycle import Service
+from arp.protocol.json_depth import check_json_depth
 from arp.web_errors import answer_errors
 
 log = logging.getLogger(__name__)
@@ -231,6 +232,7 @@ class Gateway(Service):
     @staticmethod
     def _json(body: bytes) -> Any:
         try:
+            check_json_depth(body)  # deep nesting would raise RecursionError, not ValueError
             return json.loads(body or b"{}")
         except ValueError:
             raise RemoteProtocolError("the body is not valid JSON") from None
