@@ -256,3 +256,33 @@ async def test_kill_9_of_the_clients_node_while_requests_run(
         await reachable_everywhere(http, survivors)
         for n, node in enumerate(survivors * 10):
             assert await echo(http, node, n) == (200, str(n))
+
+
+async def test_a_download_through_a_peer_node_ends_as_a_reset_when_the_holder_dies(
+    three: list[Node], client: Client
+) -> None:
+    """Issue 19: a request in flight when the client's node dies fails cleanly, as a reset on
+    the public side, never as a clean end that would pass for a complete download."""
+    holder = next(n for n in three if n.relay == client.relay)
+    through = next(n for n in three if n is not holder)
+    timeout = aiohttp.ClientTimeout(total=units(10))
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        await reachable_everywhere(http, three)
+    size = 1 << 30  # far more than is read before the kill
+    reader, writer = await asyncio.open_connection(through.host, through.public)
+    writer.write(f"GET /blob/{size}?token=tester HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    got = 0
+    async with asyncio.timeout(units(10)):
+        while got < 1 << 20:  # the download is under way
+            chunk = await reader.read(65536)
+            assert chunk, "the download ended before the kill"
+            got += len(chunk)
+    holder.kill()
+    with pytest.raises(ConnectionResetError):
+        async with asyncio.timeout(units(20)):
+            while got < size:
+                chunk = await reader.read(1 << 20)
+                if not chunk:
+                    break  # a clean end: the assertion below fails
+                got += len(chunk)
+    writer.close()
