@@ -278,9 +278,21 @@ def supervise(spec_path: Path, ready: int | None) -> int:
     _kill_group(agent.pid)
     for pump in pumps:
         pump.join(float(spec["kill_wait"]))
+    # The exit record says the run is over: only once its process group is gone (SIGKILL is
+    # delivered asynchronously), within the same bound.
+    _wait_group_gone(agent.pid, time.monotonic() + float(spec["kill_wait"]))
     if run_dir.is_dir():
         write_json(run_dir / "exit", {"exit_code": code})
     return 0
+
+
+def _wait_group_gone(pgid: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.01)
 
 
 def _kill_group(pgid: int) -> None:
