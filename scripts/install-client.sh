@@ -26,23 +26,7 @@ config_home=${XDG_CONFIG_HOME:-$HOME/.config}
 default_unit_dir=$config_home/systemd/user
 prefix=${ARP_PREFIX:-$data_home/arp}
 unit_dir=${ARP_UNIT_DIR:-$default_unit_dir}
-uninstall=0
-flags=()
-while [ $# -gt 0 ]; do
-  case $1 in
-    --prefix) [ $# -ge 2 ] || die "--prefix needs a folder"; prefix=$2; shift 2 ;;
-    --prefix=*) prefix=${1#*=}; shift ;;
-    --unit-dir) [ $# -ge 2 ] || die "--unit-dir needs a folder"; unit_dir=$2; shift 2 ;;
-    --unit-dir=*) unit_dir=${1#*=}; shift ;;
-    --no-start) export ARP_NO_SYSTEMCTL=1; shift ;;
-    --uninstall) uninstall=1; shift ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    --) shift; flags+=("$@"); break ;;
-    *) die "unknown option $1 (arpc flags go after --; --help lists the options)" ;;
-  esac
-done
-case $prefix in /*) ;; *) die "--prefix must be an absolute path, not $prefix" ;; esac
-case $unit_dir in /*) ;; *) die "--unit-dir must be an absolute path, not $unit_dir" ;; esac
+parse_install_args arpc "$@"
 
 venv=$prefix/venv
 unit=$unit_dir/arpc.service

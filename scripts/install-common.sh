@@ -91,3 +91,27 @@ remove_install() {
   if [ -d "$venv" ]; then rm -rf "$venv"; say "  removed the venv $venv"; fi
   if [ -d "$prefix" ] && rmdir "$prefix" 2>/dev/null; then say "  removed $prefix"; fi
 }
+
+# The options both installers take, read into prefix and unit_dir (starting from the caller's
+# defaults), uninstall, and flags (the program's own flags, after --).
+parse_install_args() {
+  local program=$1
+  shift
+  uninstall=0
+  flags=()
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --prefix) [ $# -ge 2 ] || die "--prefix needs a folder"; prefix=$2; shift 2 ;;
+      --prefix=*) prefix=${1#*=}; shift ;;
+      --unit-dir) [ $# -ge 2 ] || die "--unit-dir needs a folder"; unit_dir=$2; shift 2 ;;
+      --unit-dir=*) unit_dir=${1#*=}; shift ;;
+      --no-start) export ARP_NO_SYSTEMCTL=1; shift ;;
+      --uninstall) uninstall=1; shift ;;
+      -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+      --) shift; flags+=("$@"); break ;;
+      *) die "unknown option $1 ($program flags go after --; --help lists the options)" ;;
+    esac
+  done
+  case $prefix in /*) ;; *) die "--prefix must be an absolute path, not $prefix" ;; esac
+  case $unit_dir in /*) ;; *) die "--unit-dir must be an absolute path, not $unit_dir" ;; esac
+}
