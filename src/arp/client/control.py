@@ -21,17 +21,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from arp import __version__
+from arp.client.tunnel import Target as Target
+from arp.client.tunnel import Targets, TunnelMachine, join
 from arp.config import DEFAULT_CONTROL_PORT, DEFAULT_PROXY_PORT, Limits, Timeouts
 from arp.errors import RegistrationError, RemoteProtocolError
 from arp.lifecycle import Service
 from arp.net.backoff import Backoff
-from arp.net.links import Link, open_link, read_message
-from arp.net.pump import FrameReader, pump
+from arp.net.links import Link, SocketLink, open_link, read_message
 from arp.net.sockets import raise_fd_limit, tune
 from arp.protocol import frames
 from arp.protocol.access_tokens import token_hash
-from arp.protocol.http import error_response
-from arp.protocol.tunnel import END_FRAME, data_frame
 
 log = logging.getLogger(__name__)
 
@@ -89,17 +88,6 @@ def _duration(seconds: float) -> str:
         return f"{minutes} min {rest} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes} min"
-
-
-@dataclass(frozen=True)
-class Target:
-    """A local service that tunnels are joined to."""
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +251,9 @@ class Client(Service):
         """Index of the relay in `config.addresses` being used (or tried)."""
         self._moving = False
         """The relay told us to move (it is stopping): go to the next one without a pause."""
+        self._targets = Targets(
+            config.http_target, config.tcp_targets, config.limits, config.timeouts
+        )
 
     @property
     def relay(self) -> RelayAddress:
@@ -466,6 +457,9 @@ class Client(Service):
                     frames.NewProxyConn(proxy_conn_id=proxy_conn_id, client_id=cfg.client_id)
                 )
             )
+            if isinstance(tunnel, SocketLink):
+                await TunnelMachine(tunnel, self._targets).run()
+                return
             decoder = frames.FrameDecoder(cfg.limits.max_frame)
             while True:
                 # Idle in the relay's pool for as long as it takes.
@@ -475,7 +469,7 @@ class Client(Service):
                         log.warning("relay refused a tunnel: %s", start.message)
                     tunnel.close()
                     return
-                leftover = await self._join(tunnel, start, decoder.take_rest())
+                leftover = await join(self._targets, tunnel, start, decoder.take_rest())
                 if leftover is None:
                     return  # the tunnel is closed
                 decoder = frames.FrameDecoder(cfg.limits.max_frame)
@@ -488,48 +482,3 @@ class Client(Service):
             if tunnel is not None:
                 tunnel.close()
             raise
-
-    async def _join(self, tunnel: Link, start: frames.StartProxy, initial: bytes) -> bytes | None:
-        """Carry one connection; the tunnel's bytes beyond it when it ended clean, else None
-        (the tunnel is closed then)."""
-        cfg = self.config
-        if start.tcp_port is None:
-            target = cfg.http_target
-        else:
-            found = cfg.tcp_targets.get(start.tcp_port)
-            if found is None:
-                log.warning("relay sent a connection for unknown TCP port %s", start.tcp_port)
-                tunnel.close()
-                return None
-            target = found
-        try:
-            local = await open_link(
-                target.host, target.port, timeout=cfg.timeouts.connect, limits=cfg.limits
-            )
-        except (OSError, TimeoutError) as exc:
-            log.warning("cannot reach local service %s: %s", target, exc)
-            answer = b""
-            if start.tcp_port is None:
-                # Where the service lives is this machine's business: the log above names
-                # it for its owner; the public answer does not.
-                answer = error_response(
-                    502,
-                    "cannot reach the local service behind this client (arpc's log says why)",
-                    origin="arpc",
-                )
-            return await self._refuse(tunnel, initial, answer)
-        return await pump(local, tunnel, cfg.limits, initial=initial)
-
-    async def _refuse(self, tunnel: Link, initial: bytes, answer: bytes) -> bytes | None:
-        """End a connection the local service cannot take: send `answer`, drop what the relay
-        sends until its end, within a deadline; the tunnel stays usable if that all went well."""
-        reader = FrameReader(tunnel, initial, self.config.limits.copy_chunk)
-        try:
-            async with asyncio.timeout(self.config.timeouts.connect):
-                await tunnel.send(data_frame(answer) + END_FRAME)
-                if await reader.payloads(lambda _: None):
-                    return reader.rest()
-        except (OSError, TimeoutError) as exc:
-            log.debug("tunnel closed after a refused connection: %s", exc)
-        tunnel.close()
-        return None

@@ -75,27 +75,53 @@ def listen(
     return sock
 
 
+def connect_literal(
+    host: str, port: int, limits: Limits, *, keepalive: bool = False
+) -> tuple[socket.socket, tuple[Any, ...], bool] | None:
+    """Start connecting a tuned, non-blocking socket to an IP literal without waiting: the
+    socket, the address and whether it is connected already (a loopback or LAN handshake is
+    usually done within the call); None when `host` is a name (then use `connect`). OSError
+    names the address; a socket that failed is closed."""
+    infos = _literal_address(host, port)
+    if infos is None:
+        return None
+    family, type_, proto, _, address = infos[0]
+    sock = _new_socket(family, type_, proto, limits, keepalive)
+    try:
+        connected = _start_connect(sock, address)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot connect to {host}:{port}: {exc.strerror}") from None
+    return sock, address, connected
+
+
+async def finish_connect(
+    sock: socket.socket, address: tuple[Any, ...], timeout: float, host: str, port: int
+) -> None:
+    """Wait, within `timeout`, for a connect `connect_literal` started; on failure the socket
+    is closed and OSError or TimeoutError names the address."""
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.get_running_loop().sock_connect(sock, address)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot connect to {host}:{port}: {exc.strerror}") from None
+    except BaseException:
+        sock.close()
+        raise
+
+
 async def connect(
     host: str, port: int, timeout: float, limits: Limits, *, keepalive: bool = False
 ) -> socket.socket:
     """A connected, tuned, non-blocking socket; OSError or TimeoutError names the address."""
-    loop = asyncio.get_running_loop()
-    infos = _literal_address(host, port)
-    if infos is not None:
-        # An IP literal: a loopback or LAN handshake is usually done before any deadline is due.
-        family, type_, proto, _, address = infos[0]
-        sock = _new_socket(family, type_, proto, limits, keepalive)
-        try:
-            if not _start_connect(sock, address):
-                async with asyncio.timeout(timeout):
-                    await loop.sock_connect(sock, address)
-        except OSError as exc:
-            sock.close()
-            raise OSError(exc.errno, f"cannot connect to {host}:{port}: {exc.strerror}") from None
-        except BaseException:
-            sock.close()
-            raise
+    started = connect_literal(host, port, limits, keepalive=keepalive)
+    if started is not None:
+        sock, address, connected = started
+        if not connected:
+            await finish_connect(sock, address, timeout, host, port)
         return sock
+    loop = asyncio.get_running_loop()
     last: OSError | None = None
     async with asyncio.timeout(timeout):
         for family, type_, proto, _, address in await loop.getaddrinfo(
