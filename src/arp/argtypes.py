@@ -16,12 +16,45 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from typing import TypeVar, overload
 
 from arp.config import DEFAULT_CONTROL_PORT, DEFAULT_PROXY_PORT
 
 _T = TypeVar("_T")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's own, told the terminal's width without `shutil`: argparse builds a formatter
+    for every `add_argument` and, left to itself, imports shutil (with zlib, bz2 and lzma:
+    0.7 MiB of an idle relay) to measure the terminal. Same rule as shutil: $COLUMNS, else the
+    terminal of stdout, else 80."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        if width is None:
+            width = _columns() - 2  # as argparse trims shutil's figure
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def _columns() -> int:
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns > 0:
+        return columns
+    stdout = sys.__stdout__
+    try:
+        return (os.get_terminal_size(stdout.fileno()).columns if stdout else 0) or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
 
 
 @overload

@@ -1,15 +1,41 @@
-"""How the programs run: on uvloop where it is installed, stopping cleanly on SIGINT/SIGTERM."""
+"""How the programs run: on uvloop where it is installed, stopping cleanly on SIGINT/SIGTERM.
+
+A process that will speak no TLS (plain `arps`, forward-mode `arpc` without --tls) can leave
+OpenSSL out: asyncio imports ssl as it loads, and ssl with libssl and libcrypto is about
+4.5 MiB of a 25 MiB process. `forgo_tls`, called before asyncio is imported, makes ``import
+ssl`` fail the way it does on a Python built without it, a case asyncio handles. uvloop needs
+ssl, so such a process runs on asyncio's own loop: the data path's sockets are served by
+`arp.net.readiness`'s epoll either way, and it relays as fast on both (docs/performance.md).
+This module imports asyncio only inside its functions, so the programs can import it first.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import signal
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 
+def forgo_tls() -> bool:
+    """Keep ssl (OpenSSL) out of this process for good; only before asyncio is imported.
+    Returns whether it took effect."""
+    if "ssl" in sys.modules or "asyncio" in sys.modules:
+        return False
+    sys.modules["ssl"] = None  # type: ignore[assignment]  # how importlib spells "absent"
+    return True
+
+
+def tls_forgone() -> bool:
+    """Whether `forgo_tls` took effect in this process."""
+    return "ssl" in sys.modules and sys.modules["ssl"] is None
+
+
 def run(main: Coroutine[Any, Any, int]) -> int:
     """Run `main` to completion on the fastest loop available; returns its exit code."""
+    import asyncio
+
+    if tls_forgone():
+        return asyncio.run(main)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - platforms without uvloop
@@ -19,6 +45,9 @@ def run(main: Coroutine[Any, Any, int]) -> int:
 
 def on_stop_signal(callback: Callable[[], object]) -> None:
     """Call `callback` on SIGINT or SIGTERM (once each), from the running loop."""
+    import asyncio
+    import signal
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:

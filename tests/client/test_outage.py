@@ -11,7 +11,8 @@ import logging
 
 import pytest
 
-from arp.client.control import Client, ClientConfig, OutageReport, Target
+from arp.client.config import ClientConfig, Target
+from arp.client.control import Client, OutageReport
 from arp.relay.server import Relay, RelayConfig
 from tests.conftest import free_port, units
 from tests.relay.conftest import fast_timeouts

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from arp.client.control import RelayAddress, Target, parse_relays
+from arp.client.config import RelayAddress, Target, parse_relays
 from tests.cluster.conftest import NodeFactory
 from tests.conftest import free_port, units
 from tests.relay.conftest import wait_until

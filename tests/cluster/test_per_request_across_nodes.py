@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from aiohttp import web
 
-from arp.client.control import Client, RelayAddress, Target
+from arp.client.config import RelayAddress, Target
+from arp.client.control import Client
 from tests.cluster.conftest import NodeFactory
 from tests.conftest import units
 from tests.relay.conftest import Stack, wait_until

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from arp.client.control import RelayAddress
+from arp.client.config import RelayAddress
 from tests.cluster.conftest import NodeFactory
 from tests.conftest import free_port, units
 from tests.relay.conftest import wait_until

@@ -20,7 +20,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from arp.client.control import Client, ClientConfig, RelayAddress, Target
+from arp.client.config import ClientConfig, RelayAddress, Target
+from arp.client.control import Client
 from arp.protocol import frames
 from tests.cluster.conftest import SECRET
 from tests.conftest import free_port, units

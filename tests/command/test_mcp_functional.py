@@ -22,7 +22,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult
 
 from arp.agents.history import HistoryReaders
-from arp.client.control import Target
+from arp.client.config import Target
 from arp.command.mcp import McpLimits, mcp_service
 from arp.command.mcp.service import McpService
 from arp.command.server import CommandServer

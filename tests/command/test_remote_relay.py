@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from arp.client.control import Target
+from arp.client.config import Target
 from arp.command.remote import RemoteConfig, RemoteServer
 from arp.command.remote_protocol import Defaults
 from arp.command.server import CommandServer

@@ -23,7 +23,8 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright
 
 from arp.agents.history import HistoryReaders
-from arp.client.control import Client, ClientConfig, Target
+from arp.client.config import ClientConfig, Target
+from arp.client.control import Client
 from arp.command.server import CommandServer
 from arp.config import Limits
 from arp.relay.server import Relay, RelayConfig

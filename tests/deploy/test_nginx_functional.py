@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 
-from arp.client.control import Target
+from arp.client.config import Target
 from arp.command.server import CommandServer
 from arp.protocol.forwarded import parse_networks
 from tests.command.sessions_support import fake_config, sse_events

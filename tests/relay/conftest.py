@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType, web
 
-from arp.client.control import Client, ClientConfig, Target
+from arp.client.config import ClientConfig, Target
+from arp.client.control import Client
 from arp.config import Limits, Timeouts
 from arp.relay.server import Relay, RelayConfig
 from tests.conftest import units

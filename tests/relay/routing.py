@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from arp.client.control import Target
+from arp.client.config import Target
 from tests.conftest import units
 from tests.relay.conftest import Stack
 

@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 
 from arp.client import cli as arpc_cli
-from arp.client.control import Target
+from arp.client.config import Target
 from arp.relay import cli as arps_cli
 
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 
-from arp.client.control import Client, Target
+from arp.client.config import Target
+from arp.client.control import Client
 from tests.conftest import units
 from tests.net.faultproxy import Direction, FaultProxy, Faults
 from tests.relay.conftest import Stack, StackFactory, wait_until

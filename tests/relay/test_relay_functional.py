@@ -16,7 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from arp.client.control import Client, ClientConfig, Target
+from arp.client.config import ClientConfig, Target
+from arp.client.control import Client
 from arp.protocol import frames
 from arp.protocol.tunnel import END_FRAME, data_frame
 from tests.conftest import units

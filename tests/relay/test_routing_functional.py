@@ -232,7 +232,7 @@ def parse_proxy_v2(data: bytes) -> tuple[tuple[str, int], tuple[str, int], int]:
 async def test_proxy_protocol_v2_on_a_raw_port_names_the_real_peer(
     make_stack: StackFactory,
 ) -> None:
-    from arp.client.control import Target
+    from arp.client.config import Target
     from tests.conftest import free_port
 
     received: asyncio.Queue[bytes] = asyncio.Queue()

@@ -23,7 +23,8 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from arp.client.control import Client, ClientConfig, Target
+from arp.client.config import ClientConfig, Target
+from arp.client.control import Client
 from arp.relay.server import Relay, RelayConfig
 from tests.conftest import units
 from tests.relay.conftest import fast_timeouts

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import logging
 import os
-import ssl
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from arp import __version__, logs
 from arp.argtypes import (
+    HelpFormatter,
     add_relay_ports,
     check_file,
     env_default,
@@ -22,7 +21,7 @@ from arp.argtypes import (
     port,
     positive_float,
 )
-from arp.client.control import Client, ClientConfig, Target, TlsSetupError, parse_relays
+from arp.client.config import ClientConfig, Target, parse_relays
 from arp.client.identity import (
     check_access_token,
     load_access_token,
@@ -37,9 +36,12 @@ from arp.config import SESSION_BOUNDS, Timeouts
 from arp.errors import ArpError
 from arp.gateway.agent_flags import add_agent_arguments
 from arp.protocol import frames
-from arp.runtime import on_stop_signal, run
+from arp.runtime import forgo_tls, on_stop_signal, run
 
 if TYPE_CHECKING:
+    import ssl
+
+    from arp.client.control import Client
     from arp.command.notify import Notifier
     from arp.command.server import CommandServer
 
@@ -85,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = Timeouts()
     parser = argparse.ArgumentParser(
         prog="arpc",
+        formatter_class=HelpFormatter,
         description="ARP client: connects out to an arps relay and exposes a local service "
         "(forward mode) or the built-in agent API (--command-mode).",
     )
@@ -224,6 +227,8 @@ def _sessions(args: argparse.Namespace) -> dict[str, object]:
 def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     if not (args.tls or args.tls_ca):
         return None
+    import ssl  # only with TLS: forward mode without it does without OpenSSL (arp.runtime)
+
     if args.tls_ca is not None:
         check_file("--tls-ca", args.tls_ca)
         try:
@@ -307,6 +312,10 @@ def announce(
 
 
 async def serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from arp.client.control import Client, TlsSetupError
+
     for flag, given in (("--remote", args.remote is not None), ("--enable-mcp", args.enable_mcp)):
         if given and not args.command_mode:
             log.error("%s serves the agents: it needs --command-mode", flag)
@@ -420,6 +429,19 @@ async def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def speaks_tls(args: argparse.Namespace) -> bool:
+    """Whether this start may need the ssl module: TLS to the relay, command mode (aiohttp,
+    Web Push) or the gateway agent (WebSockets). Forward mode without TLS leaves OpenSSL out
+    (`arp.runtime.forgo_tls`)."""
+    return bool(
+        args.tls
+        or args.tls_ca
+        or args.command_mode
+        or args.gateway
+        or os.environ.get("ARP_GATEWAY")
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -430,6 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tls_context(args)
     except ValueError as exc:
         parser.error(str(exc))
+    if not speaks_tls(args):
+        forgo_tls()
     try:
         return run(serve(args))
     except CannotStart as exc:

@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
-import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from arp import __version__
-from arp.client.tunnel import Target as Target
+from arp.client.config import ClientConfig, RelayAddress
 from arp.client.tunnel import Targets, TunnelMachine, join
-from arp.config import DEFAULT_CONTROL_PORT, DEFAULT_PROXY_PORT, Limits, Timeouts
 from arp.errors import RegistrationError, RemoteProtocolError
 from arp.lifecycle import Service
 from arp.net.backoff import Backoff
@@ -31,6 +28,9 @@ from arp.net.links import Link, SocketLink, open_link, read_message
 from arp.net.sockets import raise_fd_limit, tune
 from arp.protocol import frames
 from arp.protocol.access_tokens import token_hash
+
+if TYPE_CHECKING:
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -90,86 +90,6 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes} min"
 
 
-@dataclass(frozen=True, slots=True)
-class RelayAddress:
-    """One relay (node) arpc may register with: its host, control port and proxy port."""
-
-    host: str
-    control_port: int = DEFAULT_CONTROL_PORT
-    proxy_port: int = DEFAULT_PROXY_PORT
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.control_port}"
-
-
-def parse_relays(text: str, control_port: int, proxy_port: int) -> tuple[RelayAddress, ...]:
-    """``HOST[:CONTROL_PORT[:PROXY_PORT]]``, comma-separated (an IPv6 host with ports in
-    brackets); the
-    ports default to `control_port` and `proxy_port`. ValueError names a bad entry."""
-    relays: list[RelayAddress] = []
-    for raw in text.split(","):
-        entry = raw.strip()
-        if not entry:
-            raise ValueError(f"--server-addr {text!r}: an empty relay between commas")
-        if entry.startswith("["):
-            host, _, rest = entry[1:].partition("]")
-            parts = rest.split(":")[1:] if rest else []
-            if rest and not rest.startswith(":"):
-                raise ValueError(f"--server-addr: {entry!r} is not HOST[:CONTROL[:PROXY]]")
-        elif _is_ipv6(entry):
-            host, parts = entry, []  # a bare IPv6 address: ports only with brackets
-        else:
-            host, *parts = entry.split(":")
-        if not host or len(parts) > 2:
-            raise ValueError(f"--server-addr: {entry!r} is not HOST[:CONTROL[:PROXY]]")
-        ports = [control_port, proxy_port]
-        for i, part in enumerate(parts):
-            if not part.isdigit() or not 0 < int(part) < 65536:
-                raise ValueError(f"--server-addr: {entry!r}: {part!r} is not a port")
-            ports[i] = int(part)
-        relays.append(RelayAddress(host, ports[0], ports[1]))
-    return tuple(relays)
-
-
-def _is_ipv6(text: str) -> bool:
-    try:
-        return ipaddress.ip_address(text).version == 6
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True)
-class ClientConfig:
-    client_id: str
-    http_target: Target
-    """Where connections from the relay's shared public port go."""
-    server_addr: str = "127.0.0.1"
-    control_port: int = DEFAULT_CONTROL_PORT
-    proxy_port: int = DEFAULT_PROXY_PORT
-    tcp_targets: dict[int, Target] = field(default_factory=dict)
-    """Dedicated public TCP port on the relay → the local service it exposes."""
-    auth_token: str | None = None
-    access_tokens: tuple[str, ...] = ()
-    """Secrets that alone open this client on the relay (`arpc --access-token`); only their
-    hashes are sent. Empty: the client_id is the token, as before."""
-    tls: ssl.SSLContext | None = None
-    tls_server_name: str | None = None
-    forwarded_headers: bool = True
-    """Ask the relay to tell the local service who is calling (X-Forwarded-*)."""
-    proxy_protocol: bool = False
-    """Ask the relay for a PROXY protocol v2 header in front of each raw TCP port connection."""
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    limits: Limits = field(default_factory=Limits)
-    relays: tuple[RelayAddress, ...] = ()
-    """Several relays (cluster nodes) to register with, in turn: after a failure the client
-    moves to the next one. Empty: the one relay of `server_addr` and the two ports."""
-
-    @property
-    def addresses(self) -> tuple[RelayAddress, ...]:
-        return self.relays or (RelayAddress(self.server_addr, self.control_port, self.proxy_port),)
-
-
 # OpenSSL's verify codes (X509_V_ERR_*) that a person mends in one known way.
 _NAME_MISMATCH = frozenset({62, 64})  # host name, IP address
 _UNTRUSTED = frozenset({18, 19, 20, 21})  # self-signed, unknown issuer
@@ -190,9 +110,15 @@ class TlsSetupError(RegistrationError):
         super().__init__(message, retryable=False)
 
 
-def tls_setup_problem(exc: ssl.SSLError, config: ClientConfig) -> str | None:
+def tls_setup_problem(exc: BaseException, config: ClientConfig) -> str | None:
     """What to fix, when `exc` is a TLS failure that only a change of configuration mends;
-    None for one that may pass (a link cut mid-handshake)."""
+    None for one that may pass (a link cut mid-handshake) and for any other error."""
+    if config.tls is None:
+        return None  # no TLS here, and perhaps no ssl module loaded (`arp.runtime.forgo_tls`)
+    import ssl
+
+    if not isinstance(exc, ssl.SSLError):
+        return None
     where = f"{config.server_addr}:{config.control_port}"
     if isinstance(exc, ssl.SSLCertVerificationError):
         code, why = exc.verify_code, exc.verify_message
@@ -293,15 +219,13 @@ class Client(Service):
                     self._set_closed()
                     return
                 reason = f"the relay refused for now: {exc.message}"
-            except ssl.SSLError as exc:
+            except (OSError, RemoteProtocolError, EOFError) as exc:
                 problem = tls_setup_problem(exc, self.config)
                 if problem is not None:
                     log.error("cannot connect to the relay: %s", problem)
                     self.fatal_error = TlsSetupError(problem)
                     self._set_closed()
                     return
-                reason = str(exc) or type(exc).__name__
-            except (OSError, TimeoutError, RemoteProtocolError, EOFError) as exc:
                 reason = str(exc) or type(exc).__name__
             addresses = self.config.addresses
             if len(addresses) > 1:
@@ -474,7 +398,7 @@ class Client(Service):
                     return  # the tunnel is closed
                 decoder = frames.FrameDecoder(cfg.limits.max_frame)
                 decoder.receive_data(leftover)
-        except (OSError, TimeoutError, RemoteProtocolError, ssl.SSLError) as exc:
+        except (OSError, RemoteProtocolError) as exc:  # TimeoutError, ssl.SSLError: OSErrors
             log.debug("tunnel %s ended: %s", proxy_conn_id, exc)
             if tunnel is not None:
                 tunnel.close()

@@ -24,6 +24,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from arp.client.config import Target
 from arp.config import Limits, Timeouts
 from arp.errors import RemoteProtocolError
 from arp.net.links import Link, SocketLink, open_link
@@ -35,17 +36,6 @@ from arp.protocol.http import error_response
 from arp.protocol.tunnel import END_FRAME, data_frame
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Target:
-    """A local service that tunnels are joined to."""
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -313,8 +303,12 @@ class TunnelMachine:
         if joint is not None:
             joint.abort()
         task, self._task = self._task, None
-        if task is not None and task is not asyncio.current_task():
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            # The task's joint has the tunnel's descriptor registered: it must let go of it
+            # before the socket closes, or a new socket given the same number could be missed.
             task.cancel()
-        self._tunnel.close()
+            task.add_done_callback(lambda _: self._tunnel.close())
+        else:
+            self._tunnel.close()
         if not self._done.done():
             self._done.set_result(None)

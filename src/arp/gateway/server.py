@@ -66,6 +66,7 @@ from arp.web_errors import answer_errors
 
 log = logging.getLogger(__name__)
 
+
 class Gateway(Service):
     """The gateway server (an async context manager). `.port` is the bound port after start."""
 

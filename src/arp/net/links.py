@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import ssl
 import struct
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from arp.config import Limits
 from arp.net.readiness import wait_readable
 from arp.net.sockets import connect, peer_closed, reset, tune
 from arp.protocol import frames
+
+if TYPE_CHECKING:
+    import ssl  # annotations only: a process without TLS may have no ssl (arp.runtime)
 
 
 class Link:

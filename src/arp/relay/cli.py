@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import logging
 import os
 import socket
-import ssl
 import sys
 from collections.abc import Sequence
 
 from arp import __version__, logs
 from arp.argtypes import (
     DeprecatedAlias,
+    HelpFormatter,
     add_relay_ports,
     check_file,
     env_default,
@@ -38,9 +37,8 @@ from arp.gateway.config import (
 )
 from arp.protocol.forwarded import parse_networks
 from arp.relay.lease import DEFAULT_PREFIX
-from arp.relay.server import Relay, RelayConfig
-from arp.relay.settings import DEFAULT_PEER_PORT, AdminSettings, ClusterSettings
-from arp.runtime import on_stop_signal, run
+from arp.relay.settings import DEFAULT_PEER_PORT, AdminSettings, ClusterSettings, RelayConfig
+from arp.runtime import forgo_tls, on_stop_signal, run
 
 log = logging.getLogger("arps")
 
@@ -52,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = Timeouts()
     parser = argparse.ArgumentParser(
         prog="arps",
+        formatter_class=HelpFormatter,
         description="ARP relay: exposes clients behind NAT on a public port, routed by token.",
     )
     parser.add_argument("--version", action="version", version=f"arps {__version__}")
@@ -258,6 +257,8 @@ def check_tls(cert: str | None, key: str | None) -> None:
         return
     check_file("--tls-cert", cert)
     check_file("--tls-key", key)
+    import ssl  # only with --tls-cert: a relay without TLS does without OpenSSL (arp.runtime)
+
     try:
         ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
     except ssl.SSLError as exc:
@@ -323,6 +324,10 @@ async def serve(
     gateway_config: GatewayConfig | None,
     admin_settings: AdminSettings | None = None,
 ) -> int:
+    import asyncio
+
+    from arp.relay.server import Relay
+
     try:
         relay = Relay(config)
         await relay.start()
@@ -391,7 +396,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_deprecations(args, log)
     except (ValueError, argparse.ArgumentTypeError, ArpError) as exc:
         parser.error(str(exc))
+    if not speaks_tls(config, gateway_config, admin_settings):
+        forgo_tls()
     return run(serve(config, gateway_config, admin_settings))
+
+
+def speaks_tls(
+    config: RelayConfig, gateway: GatewayConfig | None, admin: AdminSettings | None
+) -> bool:
+    """Whether this relay may need the ssl module: TLS on its ports, a cluster (its peer links
+    and Redis may be TLS), the gateway (aiohttp, Redis) or the admin port (prometheus_client
+    imports ssl). A relay without any of them leaves OpenSSL out (`arp.runtime.forgo_tls`)."""
+    return bool(config.tls_cert or config.cluster is not None or gateway or admin)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ plain function call.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 
@@ -66,6 +65,8 @@ def resume_hash(resume_key: str | None) -> str:
     """What Redis keeps of a resume key: its SHA-256, never the key (another node compares)."""
     if not resume_key:
         return ""
+    import hashlib  # here: only cluster nodes hash resume keys (plain arps: idle RSS)
+
     return hashlib.sha256(resume_key.encode()).hexdigest()
 
 

@@ -47,6 +47,7 @@ class Host(Protocol):
     pools: Pools
     public: Public
 
+
 log = logging.getLogger(__name__)
 
 

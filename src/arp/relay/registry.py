@@ -134,7 +134,7 @@ class Carrier(Protocol):
     def abort(self) -> None: ...
 
 
-def _token_urlsafe(nbytes: int) -> str:
+def token_urlsafe(nbytes: int) -> str:
     """`secrets.token_urlsafe`, without the secrets module's hmac and hashlib (idle RSS)."""
     return base64.urlsafe_b64encode(os.urandom(nbytes)).rstrip(b"=").decode("ascii")
 
@@ -142,7 +142,7 @@ def _token_urlsafe(nbytes: int) -> str:
 @dataclass(eq=False)
 class ClientState:
     client_id: str
-    resume_key: str = field(default_factory=lambda: _token_urlsafe(24))
+    resume_key: str = field(default_factory=lambda: token_urlsafe(24))
     control: Control | None = None
     disconnected_at: float | None = None
     pool: deque[Link] = field(default_factory=deque)

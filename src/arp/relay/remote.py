@@ -53,6 +53,7 @@ class Host(Protocol):
 
     def public_spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
 
+
 log = logging.getLogger(__name__)
 
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import socket
-import ssl
 import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -31,11 +29,13 @@ from arp.relay.access import AccessIndex
 from arp.relay.limits import RegistrationGate
 from arp.relay.public import Public
 from arp.relay.registration import Known, Refuse, Rules, decide
-from arp.relay.registry import ClientState, ControlLink, Pools
+from arp.relay.registry import ClientState, ControlLink, Pools, token_urlsafe
 from arp.relay.settings import RelayConfig
 from arp.relay.tcp_ports import TcpPorts
 
 if TYPE_CHECKING:
+    import ssl
+
     from arp.relay.cluster import Cluster
     from arp.relay.peer import PeerServer
     from arp.relay.remote import Remote, RemotePorts
@@ -67,6 +67,8 @@ class Relay(Service):
         )
         self._tls: ssl.SSLContext | None = None
         if config.tls_cert and config.tls_key:
+            import ssl  # here: a relay without TLS does without OpenSSL (`arp.runtime`)
+
             self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self._tls.load_cert_chain(config.tls_cert, config.tls_key)
         self._listeners: list[socket.socket] = []
@@ -290,7 +292,7 @@ class Relay(Service):
         except RemoteProtocolError as exc:
             log.warning("control link from %s: %s", _addr(peer), exc.message)
             link.send(frames.Error(message=exc.message))
-        except (ConnectionError, OSError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
+        except (OSError, asyncio.IncompleteReadError) as exc:  # ssl.SSLError is an OSError
             log.debug("control link from %s ended: %s", _addr(peer), exc)
         finally:
             if state is not None and state.control is link:
@@ -325,7 +327,7 @@ class Relay(Service):
         if isinstance(decision, Refuse):
             refuse(decision.error, retryable=decision.retryable, reason=decision.reason)
             return None
-        resume_key = state.resume_key if state is not None else secrets.token_urlsafe(24)
+        resume_key = state.resume_key if state is not None else token_urlsafe(24)
         if self.cluster is not None:
             if msg.client_id in self._registering:
                 refuse(
@@ -546,7 +548,7 @@ class Relay(Service):
                 async with asyncio.timeout(timeouts.farewell):
                     await link.send(frames.encode(frames.Error(message=exc.message)))
             link.close()
-        except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
+        except OSError as exc:  # TimeoutError, ConnectionError and ssl.SSLError are OSErrors
             log.debug("proxy port: tunnel handshake failed: %s", exc)
             link.close()
         except BaseException:
