@@ -117,8 +117,11 @@ class Limits:
     """Public connections one caller address may hold at once (IPv6: per /64; a trusted front
     proxy is not counted, see `arp.relay.limits`); beyond, 503 and a close
     (`arps --max-connections-per-ip`)."""
-    socket_buffer: int = 1024 * 1024
-    """SO_SNDBUF / SO_RCVBUF asked for on every link."""
+    socket_buffer: int = 0
+    """SO_SNDBUF / SO_RCVBUF asked for on every link; 0 leaves them to the kernel, whose
+    autotuning grows each buffer to what its path needs (a fixed size turns that off): on
+    loopback it relays bulk as fast as 1 MiB did, keep-alive requests a few percent faster,
+    and two setsockopt calls per connection are saved."""
     pipe_size: int = 1024 * 1024
     """The kernel pipe size behind a zero-copy splice."""
     copy_chunk: int = 256 * 1024

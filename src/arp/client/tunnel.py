@@ -226,7 +226,14 @@ class TunnelMachine:
 
     def _join(self, local: SocketLink, rest: bytes) -> None:
         # The tunnel's reader stays registered: the joint's takes it over without a syscall.
-        joint = Joint(local, self._tunnel, self._targets.limits, on_end=self._ended, initial=rest)
+        joint = Joint(
+            local,
+            self._tunnel,
+            self._targets.limits,
+            on_end=self._ended,
+            initial=rest,
+            loop=self._loop,
+        )
         self._joint = joint
         joint.start()
 

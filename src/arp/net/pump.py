@@ -477,11 +477,13 @@ class Joint:
         initial: bytes = b"",
         first: Transform | None = None,
         meter: Meter | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         raw_sock, tunnel_sock = raw.sock, tunnel.sock
         if raw_sock is None or tunnel_sock is None:
             raise TypeError("a Joint joins plain sockets; TLS links go through pump()")
-        loop = asyncio.get_running_loop()
+        # A caller that knows the loop saves a getpid() (Python 3.11's get_running_loop).
+        loop = loop or asyncio.get_running_loop()
         self._raw, self._tunnel = raw, tunnel
         self._on_end = on_end
         self._meter = meter

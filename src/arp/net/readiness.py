@@ -23,6 +23,8 @@ Callback = Callable[[], None]
 _IN = getattr(select, "EPOLLIN", 1)
 _OUT = getattr(select, "EPOLLOUT", 4)
 _ERR = getattr(select, "EPOLLERR", 8) | getattr(select, "EPOLLHUP", 16)
+_READ = _IN | _ERR
+_WRITE = _OUT | _ERR
 _BATCH = 256
 """Ready sockets served per wake-up; more stay ready (level-triggered) for the next one."""
 
@@ -101,22 +103,21 @@ class _Nested:
             events = self._epoll.poll(0, _BATCH)
         except InterruptedError:
             return
+        readers, writers = self._readers, self._writers
         for fd, mask in events:
-            # Looked up per event: an earlier callback may have unregistered this socket.
-            if mask & (_IN | _ERR) and (reader := self._readers.get(fd)) is not None:
-                self._run(reader)
-            if mask & (_OUT | _ERR) and (writer := self._writers.get(fd)) is not None:
-                self._run(writer)
-
-    def _run(self, callback: Callback) -> None:
-        try:
-            callback()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._loop.call_exception_handler(
-                {"message": "exception in a socket readiness callback", "exception": exc}
-            )
+            # Looked up per event: an earlier callback may have unregistered this socket. The
+            # calls are made here, not through a helper: this loop runs once per relayed chunk.
+            try:
+                if mask & _READ and (reader := readers.get(fd)) is not None:
+                    reader()
+                if mask & _WRITE and (writer := writers.get(fd)) is not None:
+                    writer()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._loop.call_exception_handler(
+                    {"message": "exception in a socket readiness callback", "exception": exc}
+                )
 
 
 _NESTED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Nested] = weakref.WeakKeyDictionary()

@@ -20,13 +20,15 @@ log = logging.getLogger(__name__)
 
 
 def tune(sock: socket.socket, limits: Limits, *, keepalive: bool = False) -> None:
-    """TCP_NODELAY and large buffers; with `keepalive`, probes that find a dead peer of a
-    long-lived idle link (control links and pooled tunnels) within about a minute."""
+    """TCP_NODELAY (and `Limits.socket_buffer`, when set); with `keepalive`, probes that find
+    a dead peer of a long-lived idle link (control links and pooled tunnels) within about a
+    minute."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.socket_buffer)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, limits.socket_buffer)
+    if limits.socket_buffer:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.socket_buffer)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, limits.socket_buffer)
     if not keepalive:
         return
     with contextlib.suppress(OSError, AttributeError):
@@ -143,11 +145,17 @@ async def connect(
     raise OSError(getattr(last, "errno", None), f"cannot connect to {host}:{port}: {reason}")
 
 
+_SOCK_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
+
+
 def _new_socket(
     family: int, type_: int, proto: int, limits: Limits, keepalive: bool
 ) -> socket.socket:
-    sock = socket.socket(family, type_, proto)
-    sock.setblocking(False)
+    if _SOCK_NONBLOCK:
+        sock = socket.socket(family, type_ | _SOCK_NONBLOCK, proto)  # no ioctl to make it so
+    else:  # pragma: no cover - platforms without SOCK_NONBLOCK
+        sock = socket.socket(family, type_, proto)
+        sock.setblocking(False)
     # Everything is set before the handshake: the buffer sizes decide the window scale.
     tune(sock, limits, keepalive=keepalive)
     return sock

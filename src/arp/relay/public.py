@@ -43,6 +43,9 @@ from arp.relay.stats import RelayStats
 
 log = logging.getLogger(__name__)
 
+UNKNOWN = "unknown"
+"""The caller's address when the socket cannot tell it (gone already): not counted."""
+
 
 class Public:
     """Routing of the shared public port, and the splice every public connection ends in."""
@@ -108,24 +111,19 @@ class Public:
         try:
             peer = sock.getpeername()
         except OSError:
-            return Caller("unknown", trusted=False)
+            return Caller(UNKNOWN, trusted=False)
         ip = caller_ip(str(peer[0]))
         return Caller(ip, trusted=is_trusted(ip, self.config.trusted_proxies))
 
     # -- fast path ----------------------------------------------------------------------------
 
-    def _admit(self, sock: socket.socket) -> str | None:
+    def _admit(self, sock: socket.socket, caller: Caller) -> str | None:
         """Count a new connection under its caller's address (`arp.relay.limits`): the key
         ("" when not counted), or None when the address is over its share: then it is
         answered 503 (if the kernel takes it at once) and closed."""
-        try:
-            address = caller_ip(str(sock.getpeername()[0]))
-        except OSError:
+        if caller.trusted or caller.ip == UNKNOWN:
             return ""
-        networks = self.config.trusted_proxies
-        if networks and is_trusted(address, networks):
-            return ""
-        key = self.per_address.enter(address)
+        key = self.per_address.enter(caller.ip)
         if key is None:
             self.stats.answered(self._over_share)
             with contextlib.suppress(OSError):
@@ -137,17 +135,18 @@ class Public:
         """A public connection, started at once when it can be: its head is here (the port
         defers accepting until bytes arrive) and its client has a live pooled tunnel.
         Everything else, every error answer included, goes the way of a task."""
-        key = self._admit(sock)
+        caller = self.caller(sock)  # once: counting and the forwarded headers both need it
+        key = self._admit(sock, caller)
         if key is None:
             return None
         public = SocketLink(sock)
         limits = self.config.limits
         if not self._plain_tunnels or self.at_limit():
-            return self.serve(public, b"", key)
+            return self.serve(public, b"", key, caller)
         try:
             data = sock.recv(limits.max_head + 1)
         except (BlockingIOError, InterruptedError):
-            return self.serve(public, b"", key)
+            return self.serve(public, b"", key, caller)
         except OSError:
             data = b""
         if not data:
@@ -161,7 +160,7 @@ class Public:
         except ArpError:
             request = None  # answered by the task
         if not isinstance(request, Request):
-            return self.serve(public, data, key)
+            return self.serve(public, data, key, caller)
         recent = self._recent_route
         if recent is not None and recent[0] is request:
             route = recent[1]
@@ -170,11 +169,11 @@ class Public:
             self._recent_route = (request, route)
         state = self.client_for(route) if route is not None else None
         if route is None or state is None or state.control is None:
-            return self.serve(public, data, key)
+            return self.serve(public, data, key, caller)
         tunnel = self.pools.take_pooled(state)
         if tunnel is None:
-            return self.serve(public, data, key)
-        self._converse(public, stream, state, tunnel, request, route, key=key)
+            return self.serve(public, data, key, caller)
+        self._converse(public, stream, state, tunnel, request, route, key=key, caller=caller)
         return None
 
     def _converse(
@@ -188,6 +187,7 @@ class Public:
         on_end: asyncio.Future[None] | None = None,
         *,
         key: str = "",
+        caller: Caller | None = None,
     ) -> None:
         """Start routing `public` request by request, `request` first (on `tunnel`); counted
         here (and under its address `key`) unless a task that counts it waits for `on_end`."""
@@ -202,7 +202,9 @@ class Public:
             if on_end is not None and not on_end.done():
                 on_end.set_result(None)
 
-        conversation = Conversation(self, public, stream, self.caller(public.sock), ended)
+        if caller is None:
+            caller = self.caller(public.sock)
+        conversation = Conversation(self, public, stream, caller, ended)
         self.live.add(conversation)
         conversation.start(state, self.plain(tunnel), request, route)
 
@@ -227,8 +229,11 @@ class Public:
 
     # -- slow path ----------------------------------------------------------------------------
 
-    async def serve(self, public: SocketLink, initial: bytes, key: str = "") -> None:
-        """The slow path of one connection (`key`: its address count, released at the end)."""
+    async def serve(
+        self, public: SocketLink, initial: bytes, key: str = "", caller: Caller | None = None
+    ) -> None:
+        """The slow path of one connection (`key`: its address count, released at the end;
+        `caller`: who calls, when known already)."""
         try:
             if self.at_limit():
                 await self.answer(
@@ -237,7 +242,7 @@ class Public:
                 return
             self.count += 1
             try:
-                await self._route(public, initial)
+                await self._route(public, initial, caller)
             except ArpError as exc:
                 await self.answer(public, exc)
             finally:
@@ -245,7 +250,7 @@ class Public:
         finally:
             self.per_address.leave(key)
 
-    async def _route(self, public: SocketLink, initial: bytes) -> None:
+    async def _route(self, public: SocketLink, initial: bytes, caller: Caller | None) -> None:
         """Route one connection's first request; an `ArpError` raised before it reaches its
         client is its answer."""
         read = await self._read_head(public, initial)
@@ -266,7 +271,7 @@ class Public:
         request = stream.next_event()
         assert isinstance(request, Request)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._converse(public, stream, state, tunnel, request, route, done)
+        self._converse(public, stream, state, tunnel, request, route, done, caller=caller)
         await done
 
     def decide(
