@@ -345,9 +345,12 @@ def arp_relay(
         yield ArpPath(arps, arpc, f"http://127.0.0.1:{public}", control, proxy, env)
 
 
-def hold_idle(url: str, query: str, count: int, deadline_s: float) -> list[socket.socket]:
+def hold_idle(
+    url: str, query: str, count: int, deadline_s: float, first_source: int = 0
+) -> list[socket.socket]:
     """`count` keep-alive connections to `url`, each through one complete request and left
-    open (raw sockets, one at a time; bounded by `deadline_s` in all). Stops early at the
+    open (raw sockets, one at a time; bounded by `deadline_s` in all), from loopback source
+    addresses numbered on from `first_source` (connections held already). Stops early at the
     deadline or the first failure and returns what it opened."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     request = f"GET /{query} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
@@ -359,7 +362,7 @@ def hold_idle(url: str, query: str, count: int, deadline_s: float) -> list[socke
             sock.settimeout(max(0.1, min(5.0, deadline - time.monotonic())))
             # From many loopback addresses: arps bounds connections per caller address
             # (--max-connections-per-ip, 256), and these stand for many callers.
-            n = len(held) // IDLE_PER_SOURCE
+            n = (first_source + len(held)) // IDLE_PER_SOURCE
             sock.bind((f"127.1.{n // 250}.{2 + n % 250}", 0))
             sock.connect((host, int(port)))
             sock.sendall(request)
@@ -410,7 +413,9 @@ def per_idle_connection(
             try:
                 for i, client_id in enumerate(clients):
                     share = min(IDLE_PER_CLIENT, count - i * IDLE_PER_CLIENT)
-                    held += hold_idle(path.url, f"?token={client_id}", share, deadline_s=60)
+                    held += hold_idle(
+                        path.url, f"?token={client_id}", share, 60, first_source=len(held)
+                    )
                 time.sleep(1)
                 after = rss_mib(path.arps.pid)
             finally:

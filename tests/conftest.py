@@ -49,13 +49,22 @@ def _private_xdg_folders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
             os.environ[name] = value
 
 
+BOTH_LOOPS = ("tests/relay/", "tests/client/", "tests/net/", "tests/cluster/")
+"""The data path's tests, run on both loops the programs use: uvloop (TLS, command mode, the
+gateway) and asyncio's own (plain arps and forward-mode arpc, which leave OpenSSL out)."""
+
+
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
-    """Tests run on uvloop where the product does, so the data path is tested as it runs."""
+    """Tests run on the loops the product runs on, so the data path is tested as it runs."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - non-Linux
         return {"asyncio": asyncio.new_event_loop}
-    return {"uvloop": uvloop.new_event_loop}
+    factories: dict[str, Any] = {"uvloop": uvloop.new_event_loop}
+    path = item.path.as_posix()
+    if any(f"/{folder}" in path for folder in BOTH_LOOPS):
+        factories["asyncio"] = asyncio.new_event_loop
+    return factories
 
 
 @pytest.fixture
