@@ -95,9 +95,13 @@ class Limits:
     """The largest HTTP request head on the public port (beyond: 431)."""
     max_pool_size: int = 64
     """The most pre-warmed tunnels per client, whatever --pool-size asks."""
-    max_idle_tunnels: int = 64
+    max_idle_tunnels: int = 256
     """Idle tunnels the relay keeps per client: clean tunnels come back to the pool after their
-    connection, up to this many (at least --pool-size)."""
+    connection, up to this many (at least --pool-size); spares beyond --pool-size are closed
+    once idle for `Timeouts.idle_tunnel`. Above the client's usual concurrency, so a busy
+    client does not close tunnels only to ask for new ones a moment later: at 64, 50
+    concurrent callers opening a connection per request had arps and arpc open a tunnel every
+    few dozen connections (about a tenth of their CPU per connection)."""
     max_pending_tunnels: int = 256
     """Slow-path tunnel requests outstanding per client (beyond: 503)."""
     max_public_connections: int = 10_000
