@@ -51,6 +51,8 @@ class Service:
         self.accepted = 0
         self.held = asyncio.Event()
         self.hold_ended = asyncio.Event()
+        self.hold_reset = False
+        """The held connection ended by a reset (not a FIN, which would pass for a clean end)."""
         self._handlers: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self.port = 0
@@ -80,8 +82,11 @@ class Service:
                 try:
                     while await reader.read(65536):
                         pass
+                except ConnectionResetError:
+                    self.hold_reset = True
+                    raise
                 finally:
-                    self.hold_ended.set()  # a FIN or a reset: either way the connection ended
+                    self.hold_ended.set()
                 return
             writer.write(answer(number, path))
             await writer.drain()
@@ -341,6 +346,8 @@ async def test_cancelling_run_closes_the_tunnel_and_the_local_connection(
             assert relay.mine.fileno() == -1
             assert await relay.read_end() == b""  # no end frame: a cut, not a clean end
             await service.hold_ended.wait()
+    # The request was cut short: the service must not take a FIN for its complete end.
+    assert service.hold_reset
     assert service.accepted == 1
 
 

@@ -457,6 +457,7 @@ class Joint:
     """
 
     __slots__ = (
+        "_aborted",
         "_ended",
         "_incoming",
         "_initial",
@@ -489,6 +490,7 @@ class Joint:
         self._meter = meter
         self._initial = initial
         self._ended = False
+        self._aborted = False
         self._outgoing = _ToTunnel(loop, raw_sock, tunnel_sock, limits.pipe_size, self._done)
         self._incoming = FromTunnel(
             loop, tunnel_sock, raw_sock, limits.pipe_size, self._done, first
@@ -500,8 +502,11 @@ class Joint:
         self._incoming.start()
 
     def abort(self) -> None:
-        """End now (shutdown, cancellation): both links are closed; idempotent."""
+        """End now (shutdown, cancellation): both links are reset, since what they carried was
+        cut short and a FIN would pass for its complete end; idempotent (nothing after the
+        end)."""
         self._outgoing.clean = False
+        self._aborted = True
         self._end()
 
     def _done(self, flow: _Flow) -> None:
@@ -518,7 +523,9 @@ class Joint:
         self._incoming.stop()
         clean = self._outgoing.clean and self._incoming.clean
         leftover = self._incoming.leftover if clean else None
-        broken = self._outgoing.error is not None or self._incoming.error is not None
+        broken = (
+            self._aborted or self._outgoing.error is not None or self._incoming.error is not None
+        )
         (self._raw.reset if broken else self._raw.close)()  # a break: resets, never a clean end
         if leftover is None:
             (self._tunnel.reset if broken else self._tunnel.close)()
