@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -156,6 +157,7 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
 
 
 def _ms(text: str) -> float:
@@ -177,7 +179,20 @@ def wrk(url: str, seconds: int, connections: int, close: bool) -> WrkResult:
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors += int(non2xx.group(1)) if non2xx else 0
-    return WrkResult(rps, _ms(p50.group(1)) if p50 else 0, _ms(p99.group(1)) if p99 else 0, errors)
+    done = re.search(r"(\d+) requests in", out)
+    return WrkResult(
+        rps,
+        _ms(p50.group(1)) if p50 else 0,
+        _ms(p99.group(1)) if p99 else 0,
+        errors,
+        int(done.group(1)) if done else 0,
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _order(paths: dict[str, str], round_: int) -> list[str]:
@@ -554,6 +569,8 @@ def main() -> int:
                 peak["arpc"] = max(peak["arpc"], rss_mib(arpc.pid))
 
             rows: list[tuple[str, dict[str, float], str]] = []
+            cpu: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+            """(measure, ARP path) → µs of CPU per request in arps and in arpc, per round."""
             for base in paths.values():
                 wrk(f"{base}/{q}", 1, args.connections, False)  # warm-up
             for name, close in (("keep-alive req/s", False), ("connections/s", True)):
@@ -562,8 +579,22 @@ def main() -> int:
                 runs: dict[str, list[WrkResult]] = {path: [] for path in paths}
                 for round_ in range(args.rounds):
                     for path in _order(paths, round_):
+                        relay = relays.get(path)
+                        before = (
+                            [cpu_seconds(relay.arps.pid), cpu_seconds(relay.arpc.pid)]
+                            if relay is not None
+                            else []
+                        )
                         result = wrk(f"{paths[path]}/{q}", args.seconds, args.connections, close)
                         runs[path].append(result)
+                        if relay is not None and result.requests:
+                            spent = [
+                                cpu_seconds(relay.arps.pid) - before[0],
+                                cpu_seconds(relay.arpc.pid) - before[1],
+                            ]
+                            cpu[(name, path)].append(
+                                (spent[0] * 1e6 / result.requests, spent[1] * 1e6 / result.requests)
+                            )
                     sample()
                 errors = ", ".join(f"{p} {sum(r.errors for r in rs)}" for p, rs in runs.items())
                 rows.append((name, _median(runs, "rps"), f"errors: {errors}"))
@@ -617,6 +648,13 @@ def main() -> int:
         f"RSS MiB idle: arps {idle['arps']:.1f}, arpc {idle['arpc']:.1f}; "
         f"peak under load: arps {peak['arps']:.1f}, arpc {peak['arpc']:.1f}"
     )
+    for (measure, path), samples in cpu.items():
+        arps_us = statistics.median(a for a, _ in samples)
+        arpc_us = statistics.median(c for _, c in samples)
+        print(
+            f"CPU per request, {measure} ({path}): arps {arps_us:.1f} us, arpc {arpc_us:.1f} us "
+            "(user + system, median of the rounds)"
+        )
     for path, value in per_conn.items():
         print(
             f"arps RSS per idle routed keep-alive connection ({path}, "
