@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from arp.client.config import Target
-from arp.client.tunnel import Targets, TunnelMachine
+from arp.client.config import ClientConfig, Target
+from arp.client.tunnel import TunnelMachine
 from arp.config import Limits, Timeouts
 from arp.net.links import SocketLink
 from arp.net.sockets import connect, connect_literal, peer_closed
@@ -104,8 +104,17 @@ async def service() -> AsyncIterator[Service]:
     await found.close()
 
 
-def targets(http: Target, tcp: dict[int, Target] | None = None) -> Targets:
-    return Targets(http=http, tcp=tcp or {}, limits=LIMITS, timeouts=Timeouts(connect=units(2)))
+def targets(
+    http: Target, tcp: dict[int, Target] | None = None, connect_timeout: float = 2
+) -> ClientConfig:
+    """arpc's settings as far as a tunnel uses them: its services, bounds and deadlines."""
+    return ClientConfig(
+        client_id="machine",
+        http_target=http,
+        tcp_targets=tcp or {},
+        limits=LIMITS,
+        timeouts=Timeouts(connect=units(connect_timeout)),
+    )
 
 
 class Relay:
@@ -163,7 +172,7 @@ class Relay:
 
 
 @contextlib.asynccontextmanager
-async def tunnel_to(where: Targets) -> AsyncIterator[Relay]:
+async def tunnel_to(where: ClientConfig) -> AsyncIterator[Relay]:
     with socket.create_server(("127.0.0.1", 0)) as listener:
         mine = await connect("127.0.0.1", listener.getsockname()[1], units(2), LIMITS)
         theirs, _ = listener.accept()
@@ -286,11 +295,8 @@ async def test_a_handshake_that_does_not_complete_in_time_is_answered_502(
         assert probe is not None
         probe[0].close()
         assert not probe[2], "precondition: a handshake with this listener stays in progress"
-        where = Targets(
-            http=Target(host, port),
-            tcp={TCP_PORT: Target("127.0.0.1", service.port)},
-            limits=LIMITS,
-            timeouts=Timeouts(connect=units(0.3)),
+        where = targets(
+            Target(host, port), {TCP_PORT: Target("127.0.0.1", service.port)}, connect_timeout=0.3
         )
         async with tunnel_to(where) as relay, asyncio.timeout(units(5)):
             began = asyncio.get_running_loop().time()

@@ -321,7 +321,7 @@ async def serve(args: argparse.Namespace) -> int:
             log.error("%s serves the agents: it needs --command-mode", flag)
             return EXIT_REFUSED
     agent = None
-    if args.gateway or os.environ.get("ARP_GATEWAY"):
+    if runs_gateway_agent(args):
         from arp.gateway.agent import agent_options_from_args
 
         agent = agent_options_from_args(args)
@@ -433,13 +433,12 @@ def speaks_tls(args: argparse.Namespace) -> bool:
     """Whether this start may need the ssl module: TLS to the relay, command mode (aiohttp,
     Web Push) or the gateway agent (WebSockets). Forward mode without TLS leaves OpenSSL out
     (`arp.runtime.forgo_tls`)."""
-    return bool(
-        args.tls
-        or args.tls_ca
-        or args.command_mode
-        or args.gateway
-        or os.environ.get("ARP_GATEWAY")
-    )
+    return bool(args.tls or args.tls_ca or args.command_mode or runs_gateway_agent(args))
+
+
+def runs_gateway_agent(args: argparse.Namespace) -> bool:
+    """Whether this start runs the gateway agent (`--gateway`, or ARP_GATEWAY set)."""
+    return bool(args.gateway or os.environ.get("ARP_GATEWAY"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from arp import __version__
 from arp.client.config import ClientConfig, RelayAddress
-from arp.client.tunnel import Targets, TunnelMachine, join
+from arp.client.tunnel import TunnelMachine, join
 from arp.errors import RegistrationError, RemoteProtocolError
 from arp.lifecycle import Service
 from arp.net.backoff import Backoff
@@ -177,9 +177,6 @@ class Client(Service):
         """Index of the relay in `config.addresses` being used (or tried)."""
         self._moving = False
         """The relay told us to move (it is stopping): go to the next one without a pause."""
-        self._targets = Targets(
-            config.http_target, config.tcp_targets, config.limits, config.timeouts
-        )
 
     @property
     def relay(self) -> RelayAddress:
@@ -382,7 +379,7 @@ class Client(Service):
                 )
             )
             if isinstance(tunnel, SocketLink):
-                await TunnelMachine(tunnel, self._targets).run()
+                await TunnelMachine(tunnel, cfg).run()
                 return
             decoder = frames.FrameDecoder(cfg.limits.max_frame)
             while True:
@@ -393,7 +390,7 @@ class Client(Service):
                         log.warning("relay refused a tunnel: %s", start.message)
                     tunnel.close()
                     return
-                leftover = await join(self._targets, tunnel, start, decoder.take_rest())
+                leftover = await join(cfg, tunnel, start, decoder.take_rest())
                 if leftover is None:
                     return  # the tunnel is closed
                 decoder = frames.FrameDecoder(cfg.limits.max_frame)

@@ -20,12 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Coroutine
-from dataclasses import dataclass
-from typing import Any
 
-from arp.client.config import Target
-from arp.config import Limits, Timeouts
+from arp.client.config import ClientConfig, Target
 from arp.errors import RemoteProtocolError
 from arp.net.links import Link, SocketLink, open_link
 from arp.net.pump import FrameReader, Joint, pump
@@ -38,24 +34,14 @@ from arp.protocol.tunnel import END_FRAME, data_frame
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Targets:
-    """Where a tunnel's connection goes: the shared HTTP port's service, or the one a dedicated
-    public TCP port maps to; and the bounds and deadlines of the joins."""
-
-    http: Target
-    tcp: dict[int, Target]
-    limits: Limits
-    timeouts: Timeouts
-
-    def for_start(self, start: frames.StartProxy) -> Target | None:
-        """The service `start` names; None (logged) for a TCP port this client did not ask for."""
-        if start.tcp_port is None:
-            return self.http
-        found = self.tcp.get(start.tcp_port)
-        if found is None:
-            log.warning("relay sent a connection for unknown TCP port %s", start.tcp_port)
-        return found
+def target_for(config: ClientConfig, start: frames.StartProxy) -> Target | None:
+    """The service `start` names; None (logged) for a TCP port this client did not ask for."""
+    if start.tcp_port is None:
+        return config.http_target
+    found = config.tcp_targets.get(start.tcp_port)
+    if found is None:
+        log.warning("relay sent a connection for unknown TCP port %s", start.tcp_port)
+    return found
 
 
 _BAD_GATEWAY = error_response(
@@ -68,25 +54,25 @@ _BAD_GATEWAY = error_response(
 
 
 async def join(
-    targets: Targets, tunnel: Link, start: frames.StartProxy, initial: bytes
+    config: ClientConfig, tunnel: Link, start: frames.StartProxy, initial: bytes
 ) -> bytes | None:
     """Carry one connection as a coroutine; the tunnel's bytes beyond it when it ended clean,
     else None (the tunnel is closed then)."""
-    target = targets.for_start(start)
+    target = target_for(config, start)
     if target is None:
         tunnel.close()
         return None
     try:
         local = await open_link(
-            target.host, target.port, timeout=targets.timeouts.connect, limits=targets.limits
+            target.host, target.port, timeout=config.timeouts.connect, limits=config.limits
         )
     except (OSError, TimeoutError) as exc:
-        return await refuse(targets, tunnel, target, start, initial, exc)
-    return await pump(local, tunnel, targets.limits, initial=initial)
+        return await refuse(config, tunnel, target, start, initial, exc)
+    return await pump(local, tunnel, config.limits, initial=initial)
 
 
 async def refuse(
-    targets: Targets,
+    config: ClientConfig,
     tunnel: Link,
     target: Target,
     start: frames.StartProxy,
@@ -98,9 +84,9 @@ async def refuse(
     usable if that all went well."""
     log.warning("cannot reach local service %s: %s", target, exc)
     answer = _BAD_GATEWAY if start.tcp_port is None else b""
-    reader = FrameReader(tunnel, initial, targets.limits.copy_chunk)
+    reader = FrameReader(tunnel, initial, config.limits.copy_chunk)
     try:
-        async with asyncio.timeout(targets.timeouts.connect):
+        async with asyncio.timeout(config.timeouts.connect):
             await tunnel.send(data_frame(answer) + END_FRAME)
             if await reader.payloads(lambda _: None):
                 return reader.rest()
@@ -110,7 +96,7 @@ async def refuse(
     return None
 
 
-_START_HTTP = frames.encode(frames.StartProxy(tcp_port=None))
+_START_HTTP = frames.START_HTTP
 _START_HTTP_MESSAGE = frames.StartProxy(tcp_port=None)
 _RETRY = (BlockingIOError, InterruptedError)
 
@@ -121,6 +107,7 @@ class TunnelMachine:
 
     __slots__ = (
         "_closed",
+        "_config",
         "_decoder",
         "_done",
         "_fd",
@@ -129,19 +116,18 @@ class TunnelMachine:
         "_partial",
         "_ready",
         "_sock",
-        "_targets",
         "_task",
         "_tunnel",
     )
 
-    def __init__(self, tunnel: SocketLink, targets: Targets) -> None:
+    def __init__(self, tunnel: SocketLink, config: ClientConfig) -> None:
         self._loop = asyncio.get_running_loop()
         self._ready = readiness(self._loop)
         self._tunnel = tunnel
         self._sock = tunnel.sock
         self._fd = self._sock.fileno()
-        self._targets = targets
-        self._decoder = frames.FrameDecoder(targets.limits.max_frame)
+        self._config = config
+        self._decoder = frames.FrameDecoder(config.limits.max_frame)
         self._partial = False
         """The decoder holds part of a frame (the common case reads StartProxy whole)."""
         self._joint: Joint | None = None
@@ -209,27 +195,29 @@ class TunnelMachine:
     # -- joined: carrying one connection -------------------------------------------------------
 
     def _start(self, start: frames.StartProxy, rest: bytes) -> None:
-        targets = self._targets
-        target = targets.for_start(start)
+        config = self._config
+        target = target_for(config, start)
         if target is None:
             self._close()
             return
+        started: tuple[socket.socket, tuple[object, ...], bool] | OSError | None
         try:
-            started = connect_literal(target.host, target.port, targets.limits)
+            started = connect_literal(target.host, target.port, config.limits)
         except OSError as exc:
-            self._wait_for(self._refuse(target, start, rest, exc))
+            started = exc
+        if isinstance(started, tuple) and started[2]:
+            self._join(SocketLink(started[0]), rest)
             return
-        if started is None or not started[2]:
-            self._wait_for(self._join_later(start, rest, target, started))
-            return
-        self._join(SocketLink(started[0]), rest)
+        # The rest of this connection runs as a coroutine; the tunnel idles again after it.
+        self._ready.remove_reader(self._fd)
+        self._task = self._loop.create_task(self._join_later(start, rest, target, started))
 
     def _join(self, local: SocketLink, rest: bytes) -> None:
         # The tunnel's reader stays registered: the joint's takes it over without a syscall.
         joint = Joint(
             local,
             self._tunnel,
-            self._targets.limits,
+            self._config.limits,
             on_end=self._ended,
             initial=rest,
             loop=self._loop,
@@ -247,56 +235,45 @@ class TunnelMachine:
             return
         self._idle(leftover)
 
-    def _wait_for(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run the rest of this connection as a coroutine; the tunnel idles again after it."""
-        self._ready.remove_reader(self._fd)
-        self._task = self._loop.create_task(coro)
-
     async def _join_later(
         self,
         start: frames.StartProxy,
         rest: bytes,
         target: Target,
-        started: tuple[socket.socket, tuple[object, ...], bool] | None,
+        started: tuple[socket.socket, tuple[object, ...], bool] | OSError | None,
     ) -> None:
+        """A join that waits: `started` is a connect in progress, the error that refused it at
+        once, or None (a host name: `join` resolves it); then the tunnel idles again."""
         try:
-            if started is None:
-                leftover = await join(self._targets, self._tunnel, start, rest)
-            else:
-                sock, address, _ = started
-                try:
-                    await finish_connect(
-                        sock, address, self._targets.timeouts.connect, target.host, target.port
-                    )
-                except (OSError, TimeoutError) as exc:
-                    leftover = await refuse(self._targets, self._tunnel, target, start, rest, exc)
-                else:
-                    leftover = await pump(
-                        SocketLink(sock), self._tunnel, self._targets.limits, initial=rest
-                    )
+            leftover = await self._carry_later(start, rest, target, started)
         except BaseException:
             self._task = None
             self._close()
             raise
-        self._after_task(leftover)
-
-    async def _refuse(
-        self, target: Target, start: frames.StartProxy, rest: bytes, exc: OSError
-    ) -> None:
-        try:
-            leftover = await refuse(self._targets, self._tunnel, target, start, rest, exc)
-        except BaseException:
-            self._task = None
-            self._close()
-            raise
-        self._after_task(leftover)
-
-    def _after_task(self, leftover: bytes | None) -> None:
         self._task = None
         if leftover is None or self._closed:
             self._close()
             return
         self._idle(leftover)
+
+    async def _carry_later(
+        self,
+        start: frames.StartProxy,
+        rest: bytes,
+        target: Target,
+        started: tuple[socket.socket, tuple[object, ...], bool] | OSError | None,
+    ) -> bytes | None:
+        config, tunnel = self._config, self._tunnel
+        if started is None:
+            return await join(config, tunnel, start, rest)
+        if isinstance(started, OSError):
+            return await refuse(config, tunnel, target, start, rest, started)
+        sock, address, _ = started
+        try:
+            await finish_connect(sock, address, config.timeouts.connect, target.host, target.port)
+        except (OSError, TimeoutError) as exc:
+            return await refuse(config, tunnel, target, start, rest, exc)
+        return await pump(SocketLink(sock), tunnel, config.limits, initial=rest)
 
     # -- the end -------------------------------------------------------------------------------
 

@@ -270,6 +270,11 @@ def encode(message: Message, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
+START_HTTP = encode(StartProxy(tcp_port=None))
+"""What a tunnel taken for the shared HTTP port is told first: always these bytes, so arpc
+recognises them without decoding JSON."""
+
+
 def decode_body(body: bytes) -> Message:
     """The message in one frame's body."""
     try:

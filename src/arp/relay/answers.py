@@ -10,12 +10,8 @@ from __future__ import annotations
 
 from arp.errors import ArpError
 from arp.net.pump import Transform
-from arp.protocol import frames
 from arp.protocol import http as phttp
 from arp.relay.token_page import token_page, token_page_headers
-
-HTTP_START = frames.encode(frames.StartProxy(tcp_port=None))
-"""What a tunnel taken for the shared HTTP port is told first."""
 
 
 class HeadTimeout(ArpError):

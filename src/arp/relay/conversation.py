@@ -50,12 +50,13 @@ from arp.errors import ArpError
 from arp.net.links import Link, SocketLink
 from arp.net.pump import COPY_BUFFER, SPLICE_AVAILABLE, CountedSplice, FromTunnel
 from arp.net.readiness import readiness
+from arp.protocol import frames
 from arp.protocol import http as phttp
 from arp.protocol.forwarded import Caller, rewrite_head
 from arp.protocol.requests import END_OF_MESSAGE, Body, Request, RequestStream
 from arp.protocol.responses import ResponseTracker
 from arp.protocol.tunnel import END_FRAME, HEADER
-from arp.relay.answers import HTTP_START, cookie_transform, error_response
+from arp.relay.answers import cookie_transform, error_response
 from arp.relay.registry import ClientState, Pools
 from arp.relay.settings import RelayConfig
 from arp.relay.stats import RelayStats
@@ -222,7 +223,7 @@ class Conversation:
             if not request.upgrade and state.forwarded_headers:
                 self._door.recent = (request, self._caller, framed)
         self._last_request, self._last_route, self._last_framed = request, route, framed
-        out = [HTTP_START, framed]
+        out = [frames.START_HTTP, framed]
         self._upgrade_wait = self._stream.held
         self._down.start()
         self._pump(out)

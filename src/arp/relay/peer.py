@@ -33,7 +33,6 @@ from arp.net.sockets import accept_loop, listen
 from arp.protocol import frames
 from arp.protocol import peer as pp
 from arp.protocol.tunnel import data_frame
-from arp.relay.answers import HTTP_START
 from arp.relay.public import Public
 from arp.relay.registry import ClientState, Pools
 from arp.relay.settings import ClusterSettings, RelayConfig
@@ -203,7 +202,7 @@ class PeerServer:
                 relay.public.count -= 1
             return
         if carry.tcp_port is None:
-            opening = HTTP_START + data_frame(rest)
+            opening = frames.START_HTTP + data_frame(rest)
         else:
             opening = frames.encode(frames.StartProxy(tcp_port=carry.tcp_port)) + data_frame(rest)
         relay.public.count += 1
