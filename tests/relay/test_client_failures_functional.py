@@ -5,100 +5,19 @@ and a 502 for an unreachable local service keeps the local address in arpc's log
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import os
 import ssl
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from arp.client.control import Client, TlsSetupError
 from arp.relay.server import Relay
 from tests.conftest import free_port, units
-from tests.relay.conftest import Stack, StackFactory, Target
-
-SERVER_NAME = "relay.test"
-
-
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    """The CA that signed the relay's certificate."""
-    other_ca: Path
-    """A CA that signed nothing the relay serves."""
-    cert: Path
-    """The relay's certificate: for DNS name `SERVER_NAME` only (not 127.0.0.1)."""
-    key: Path
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _builder(
-    subject: str, issuer: x509.Name, key: ec.EllipticCurvePrivateKey
-) -> x509.CertificateBuilder:
-    now = dt.datetime.now(dt.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-    )
-
-
-def _ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    usage = x509.KeyUsage(
-        digital_signature=True, content_commitment=False, key_encipherment=False,
-        data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-        encipher_only=False, decipher_only=False,
-    )  # fmt: skip
-    cert = (
-        _builder(common_name, _name(common_name), key)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(usage, critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    folder = tmp_path_factory.mktemp("pki")
-    ca_key, ca_cert = _ca("ARP test CA")
-    _, other_cert = _ca("Some other CA")
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        _builder(SERVER_NAME, ca_cert.subject, key)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(SERVER_NAME)]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    pki = Pki(folder / "ca.pem", folder / "other-ca.pem", folder / "cert.pem", folder / "key.pem")
-    pki.ca.write_bytes(ca_cert.public_bytes(pem))
-    pki.other_ca.write_bytes(other_cert.public_bytes(pem))
-    pki.cert.write_bytes(cert.public_bytes(pem))
-    pki.key.write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return pki
+from tests.relay.conftest import SERVER_NAME, Pki, Stack, StackFactory, Target
 
 
 async def _stopped_by(stack: Stack, ca: Path, server_name: str | None) -> TlsSetupError:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port, units
-from tests.relay.test_client_failures_functional import SERVER_NAME, Pki, pki  # noqa: F401
+from tests.relay.conftest import SERVER_NAME, Pki
 
 OPENSSL = ("libssl", "libcrypto")
 
@@ -69,9 +69,11 @@ async def stop(*processes: asyncio.subprocess.Process) -> None:
 
 
 async def fetch(port: int, token: str) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET /?token={token} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
     async with asyncio.timeout(units(10)):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            f"GET /?token={token} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        )
         response = await reader.read()
     writer.close()
     return response
@@ -107,7 +109,7 @@ async def test_plain_arps_and_arpc_leave_openssl_out_and_relay(service: int) -> 
 
 async def test_tls_arps_and_arpc_load_openssl_and_relay_over_it(
     service: int,
-    pki: Pki,  # noqa: F811
+    pki: Pki,
 ) -> None:
     control, proxy, public = free_port(), free_port(), free_port()
     arps = await start(
