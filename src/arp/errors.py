@@ -84,6 +84,17 @@ class RemoteProtocolError(ProtocolError):
     """The peer sent something the protocol does not allow (bad JSON, unknown type, oversize)."""
 
 
+class TunnelProtocolError(RemoteProtocolError, ConnectionError):
+    """The tunnel's peer sent something that is not a data frame (`arp.protocol.tunnel`).
+
+    A `ConnectionError` too: for the public side it ends the connection like a broken link.
+    (Defined here, not beside the decoder: a compiled module cannot define a subclass of a
+    built-in exception, see `arp.native`.)
+    """
+
+    status = 502
+
+
 class LocalProtocolError(ProtocolError):
     """We were asked to send something the protocol does not allow."""
 
@@ -135,3 +146,26 @@ class TooManyRequests(ArpError):
 
 class Unavailable(ArpError):
     status = 503
+
+
+# Raised by compiled modules (`arp.native`), defined here: mypyc keeps no class attributes of
+# an exception class it compiles.
+
+
+class HeadError(RemoteProtocolError):
+    """The public connection's bytes are not a usable HTTP request head (400, 431)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message, status=status)
+
+
+class HeadTimeout(ArpError):
+    """The request head did not arrive within `Timeouts.head`."""
+
+    status = 408
+
+
+class TooManyFromAddress(Unavailable):
+    """One address holds its share of the public port already (503, Retry-After)."""
+
+    retry_after = 1

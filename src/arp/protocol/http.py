@@ -19,7 +19,7 @@ from urllib.parse import unquote_plus
 
 import httptools
 
-from arp.errors import RemoteProtocolError
+from arp.errors import HeadError as HeadError
 
 TOKEN_QUERY = "token"
 TOKEN_HEADER = b"x-arp-token"
@@ -62,13 +62,6 @@ class Route(NamedTuple):
     target: str | None = None
     """The request target the client should see, when the relay rewrites it: the original
     ``/?token=ID/path`` form names the client and the path in one query value."""
-
-
-class HeadError(RemoteProtocolError):
-    """The public connection's bytes are not a usable HTTP request head (400, 431)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message, status=status)
 
 
 def looks_like_http(data: bytes) -> bool:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from arp.protocol import http as phttp
 from arp.protocol.chunked import ChunkedScanner
@@ -77,11 +77,11 @@ the same bytes as the last one's (a client that opens a connection per request).
 class _State:
     """The stream's states (plain ints: compared on every event)."""
 
-    HEAD = 1
-    LENGTH = 2
-    CHUNKED = 3
-    HELD = 4  # after an Upgrade/CONNECT message: waiting for its response's status
-    RAW = 5
+    HEAD: Final = 1
+    LENGTH: Final = 2
+    CHUNKED: Final = 3
+    HELD: Final = 4  # after an Upgrade/CONNECT message: waiting for its response's status
+    RAW: Final = 5
 
 
 def framing_of(head: phttp.RequestHead) -> tuple[Framing, int]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import struct
 
-from arp.errors import RemoteProtocolError
+from arp.errors import TunnelProtocolError as TunnelProtocolError
 
 HEADER = struct.Struct(">I")
 """The data frame header: the payload's length."""
@@ -25,15 +25,6 @@ END_FRAME = HEADER.pack(0)
 """The data frame that ends one direction of a tunnel's connection."""
 MAX_DATA_FRAME = 1 << 24
 """The longest data frame a receiver accepts (a sender's frames are at most one pipeful)."""
-
-
-class TunnelProtocolError(RemoteProtocolError, ConnectionError):
-    """The tunnel's peer sent something that is not a data frame.
-
-    A `ConnectionError` too: for the public side it ends the connection like a broken link.
-    """
-
-    status = 502
 
 
 def data_frame(payload: bytes) -> bytes:

@@ -9,15 +9,10 @@ a token given in the query to the first response of the client it named.
 from __future__ import annotations
 
 from arp.errors import ArpError
+from arp.errors import HeadTimeout as HeadTimeout
 from arp.net.pump import Transform
 from arp.protocol import http as phttp
 from arp.relay.token_page import token_page, token_page_headers
-
-
-class HeadTimeout(ArpError):
-    """The request head did not arrive within `Timeouts.head`."""
-
-    status = 408
 
 
 def error_response(exc: ArpError) -> bytes:

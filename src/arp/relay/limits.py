@@ -19,7 +19,7 @@ import time
 from collections import OrderedDict, deque
 
 from arp.config import RegistrationBounds
-from arp.errors import Unavailable
+from arp.errors import TooManyFromAddress as TooManyFromAddress
 
 
 def address_key(address: str) -> str:
@@ -33,12 +33,6 @@ def address_key(address: str) -> str:
     if ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)
     return f"{ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)).network_address}/64"
-
-
-class TooManyFromAddress(Unavailable):
-    """One address holds its share of the public port already (503, Retry-After)."""
-
-    retry_after = 1
 
 
 class AddressCounts:
