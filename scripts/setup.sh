@@ -30,7 +30,7 @@ if [ ! -f "$want" ] && [ ! -f ".venv/.installed-dev-$hash" ]; then
   if [ "$dev" = 1 ]; then
     .venv/bin/python -m pip install -q -e '.[dev]'
   else
-    .venv/bin/python -m pip install -q -e .
+    .venv/bin/python -m pip install -q -e '.[native]'
   fi
   rm -f .venv/.installed-* && touch "$want"
 fi
@@ -41,6 +41,10 @@ if [ "$dev" = 1 ]; then
   { command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   [ -x /usr/bin/chromium ] || missing+=(chromium)
+  # A C compiler and Python's headers: the suite runs the compiled data path, as users do.
+  command -v cc >/dev/null 2>&1 || missing+=(gcc)
+  .venv/bin/python -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' ||
+    missing+=("$(basename "$(readlink -f "$(command -v "$python")")")-dev")
   # nginx: the HTTPS front of deploy/nginx/arp.conf, started privately by tests/deploy.
   { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || missing+=(nginx)
   if [ ${#missing[@]} -gt 0 ]; then
@@ -57,3 +61,7 @@ if [ "$dev" = 1 ]; then
     fi
   fi
 fi
+
+# The data path compiled by mypyc (src/arp/native.py); a no-op when the build matches the
+# sources, and without a C compiler ARP runs from its sources (this says so).
+.venv/bin/python scripts/build_native.py

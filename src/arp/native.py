@@ -1,0 +1,129 @@
+"""The data path compiled by mypyc, loaded only when it was built from exactly these sources.
+
+Why: on a keep-alive or new-connection load, the Python between the system calls is about
+half of arps' and arpc's own CPU per request. `scripts/build_native.py` (run by
+`scripts/setup.sh`) compiles the modules below with mypyc: the same source, type-checked as
+it is, turned into C. The build lives outside the source tree, in `build/native`, with a stamp
+of each source's size and modification time; if any source differs (edited since, another
+checkout, another Python), nothing compiled loads and every module runs from its source, so a
+stale build never runs. ``ARP_NATIVE=0`` runs the sources regardless.
+
+Nothing here imports more than `os` and `sys`: it runs as `arp` loads, before the idle RSS of a
+plain relay is counted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib.machinery import ExtensionFileLoader, ModuleSpec
+
+MODULES = (
+    "arp.net.readiness",
+    "arp.net.pump",
+    "arp.net.links",
+    "arp.net.bridge",
+    "arp.net.sockets",
+    "arp.protocol.tunnel",
+    "arp.protocol.requests",
+    "arp.protocol.responses",
+    "arp.protocol.http",
+    "arp.protocol.forwarded",
+    "arp.relay.conversation",
+    "arp.relay.public",
+    "arp.relay.answers",
+    "arp.relay.limits",
+    "arp.relay.stats",
+    "arp.client.tunnel",
+)
+"""The compiled set: the modules that run once per connection or per request."""
+
+GROUP = "arp_native"
+"""mypyc's name for the group of compiled modules."""
+LIBRARY = GROUP + "__mypyc"
+"""The module (a shared library) that holds the group's code; each compiled module's own
+extension is a small shim that imports it."""
+
+STAMP_VERSION = "arp-native 1"
+
+SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+"""The folder that holds the `arp` package (``src`` in a checkout)."""
+
+BUILD_DIR = os.path.join(os.path.dirname(SOURCE_ROOT), "build", "native")
+STAMP = os.path.join(BUILD_DIR, "STAMP")
+
+
+def source_path(module: str) -> str:
+    return os.path.join(SOURCE_ROOT, *module.split(".")) + ".py"
+
+
+def stamp_lines() -> list[str]:
+    """What the stamp must say for the sources as they are now."""
+    lines = [f"{STAMP_VERSION} {sys.implementation.cache_tag} {GROUP}"]
+    for module in MODULES:
+        info = os.stat(source_path(module))
+        lines.append(f"{module} {info.st_size} {info.st_mtime_ns}")
+    return lines
+
+
+def _extension(folder: str, stem: str) -> str | None:
+    """The built extension file for `stem` in `folder` (its suffix depends on the Python)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return None
+    prefix = stem + "."
+    for name in names:
+        if name.startswith(prefix) and name.endswith(".so"):
+            return os.path.join(folder, name)
+    return None
+
+
+def current() -> dict[str, str] | None:
+    """Module name → extension file, when the build matches the sources; else None."""
+    try:
+        with open(STAMP, encoding="utf-8") as file:
+            recorded = file.read().splitlines()
+        if recorded != stamp_lines():
+            return None
+    except OSError:
+        return None
+    files: dict[str, str] = {}
+    for module in (LIBRARY, *MODULES):
+        *package, stem = module.split(".")
+        path = _extension(os.path.join(BUILD_DIR, *package), stem)
+        if path is None:
+            return None
+        files[module] = path
+    return files
+
+
+class _Finder:
+    """Finds the compiled modules (and their shared library) in the build."""
+
+    def __init__(self, files: dict[str, str]) -> None:
+        self._files = files
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> ModuleSpec | None:
+        file = self._files.get(name)
+        if file is None:
+            return None
+        spec = ModuleSpec(name, ExtensionFileLoader(name, file), origin=file)
+        spec.has_location = True
+        return spec
+
+
+def active() -> bool:
+    """Whether the compiled data path is what this process runs."""
+    return any(isinstance(finder, _Finder) for finder in sys.meta_path)
+
+
+def install() -> bool:
+    """Put the build in front of the sources if it matches them; says whether it did."""
+    if os.environ.get("ARP_NATIVE", "1") == "0" or active():
+        return active()
+    files = current()
+    if files is None or any(module in sys.modules for module in MODULES):
+        return False
+    sys.meta_path.insert(0, _Finder(files))
+    return True
