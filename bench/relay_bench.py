@@ -99,6 +99,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def compiled(pid: int) -> bool:
+    """Whether the process runs ARP's data path compiled by mypyc (`arp.native`)."""
+    return "arp_native__mypyc" in Path(f"/proc/{pid}/maps").read_text()
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -458,9 +463,12 @@ def checkout(rev: str, tmp: Path) -> Path:
     tree.mkdir()
     root = Path(__file__).resolve().parent.parent
     archive = subprocess.run(
-        ["git", "-C", str(root), "archive", rev, "src"], capture_output=True, check=True
+        ["git", "-C", str(root), "archive", rev, "src", "scripts"], capture_output=True, check=True
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    if (tree / "scripts" / "build_native.py").exists():
+        # That revision's compiled data path, as its set-up would build it.
+        subprocess.run([PY, str(tree / "scripts" / "build_native.py")], check=True)
     return tree
 
 
@@ -557,6 +565,10 @@ def main() -> int:
                 paths[name] = stack.enter_context(start(tmp, target_port))
             time.sleep(1)
             idle = {"arps": rss_mib(arps.pid), "arpc": rss_mib(arpc.pid)}
+            native = {
+                name: compiled(path.arps.pid) and compiled(path.arpc.pid)
+                for name, path in relays.items()
+            }
             peak = dict(idle)
             per_conn = (
                 per_idle_connection(relays, target_port, args.idle_connections)
@@ -647,6 +659,10 @@ def main() -> int:
     print(
         f"RSS MiB idle: arps {idle['arps']:.1f}, arpc {idle['arpc']:.1f}; "
         f"peak under load: arps {peak['arps']:.1f}, arpc {peak['arpc']:.1f}"
+    )
+    print(
+        "Data path compiled by mypyc (arp.native): "
+        + ", ".join(f"{name} {'yes' if on else 'no'}" for name, on in native.items())
     )
     for (measure, path), samples in cpu.items():
         arps_us = statistics.median(a for a, _ in samples)
