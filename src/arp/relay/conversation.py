@@ -43,7 +43,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
 from arp.errors import ArpError
@@ -82,7 +82,7 @@ class Door(Protocol):
     this module does not import the one that imports it."""
 
     config: RelayConfig
-    clients: dict[str, ClientState]
+    clients: Mapping[str, ClientState]
     pools: Pools
     recent: tuple[Request, Caller, bytes] | None
     stats: RelayStats

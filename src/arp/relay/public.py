@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from arp.errors import ArpError, NotFound, Unavailable
@@ -53,7 +53,7 @@ class Public:
     def __init__(
         self,
         config: RelayConfig,
-        clients: dict[str, ClientState],
+        clients: Mapping[str, ClientState],
         pools: Pools,
         tasks: set[asyncio.Task[None]],
         *,

@@ -28,7 +28,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Mapping
 from typing import Any, Protocol
 
 from arp.errors import ArpError, NotFound
@@ -57,13 +57,14 @@ class Host(Protocol):
 log = logging.getLogger(__name__)
 
 
-class RoutingTable(dict[str, ClientState]):
+class RoutingTable(Mapping[str, ClientState]):
     """The client table the public port reads in a cluster: this node's clients (the relay's
     own table, which registration keeps) first, then the shadows of clients held elsewhere.
-    Only reads are served; the table itself stays empty."""
+
+    A `Mapping`, not a dict subclass: the public port is compiled (`arp.native`), and compiled
+    code reads a dict, even a subclass, with the dict's own functions, past these methods."""
 
     def __init__(self, local: dict[str, ClientState], shadows: dict[str, ClientState]) -> None:
-        super().__init__()
         self.local = local
         self.shadows = shadows
 
@@ -88,9 +89,6 @@ class RoutingTable(dict[str, ClientState]):
     def __iter__(self) -> Iterator[str]:
         yield from self.local
         yield from (k for k in self.shadows if k not in self.local)
-
-    def values(self) -> list[ClientState]:  # type: ignore[override]
-        return [*self.local.values(), *(s for k, s in self.shadows.items() if k not in self.local)]
 
 
 class RemoteControl:
