@@ -56,14 +56,16 @@ gateway) and asyncio's own (plain arps and forward-mode arpc, which leave OpenSS
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
     """Tests run on the loops the product runs on, so the data path is tested as it runs."""
+    from arp.net.selector import new_event_loop  # asyncio's own, as plain processes run it
+
     try:
         import uvloop
     except ImportError:  # pragma: no cover - non-Linux
-        return {"asyncio": asyncio.new_event_loop}
+        return {"asyncio": new_event_loop}
     factories: dict[str, Any] = {"uvloop": uvloop.new_event_loop}
     path = item.path.as_posix()
     if any(f"/{folder}" in path for folder in BOTH_LOOPS):
-        factories["asyncio"] = asyncio.new_event_loop
+        factories["asyncio"] = new_event_loop
     return factories
 
 

@@ -19,6 +19,7 @@ import sys
 from importlib.machinery import ExtensionFileLoader, ModuleSpec
 
 MODULES = (
+    "arp.net.selector",
     "arp.net.readiness",
     "arp.net.pump",
     "arp.net.links",

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 def forgo_tls() -> bool:
@@ -30,12 +33,18 @@ def tls_forgone() -> bool:
     return "ssl" in sys.modules and sys.modules["ssl"] is None
 
 
-def run(main: Coroutine[Any, Any, int]) -> int:
-    """Run `main` to completion on the fastest loop available; returns its exit code."""
+def run(
+    main: Coroutine[Any, Any, int],
+    plain_loop: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> int:
+    """Run `main` to completion on the fastest loop available; returns its exit code.
+    `plain_loop` makes the loop of a process without TLS (`arp.net.selector.new_event_loop`
+    for the data path), uvloop needing ssl."""
     import asyncio
 
     if tls_forgone():
-        return asyncio.run(main)
+        with asyncio.Runner(loop_factory=plain_loop) as runner:
+            return runner.run(main)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - platforms without uvloop

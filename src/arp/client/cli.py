@@ -453,8 +453,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     if not speaks_tls(args):
         forgo_tls()
+    from arp.net.selector import new_event_loop  # after forgo_tls: it loads asyncio
+
     try:
-        return run(serve(args))
+        return run(serve(args), plain_loop=new_event_loop)
     except CannotStart as exc:
         log.error("cannot start: %s", exc)
         return EXIT_REFUSED

@@ -1,4 +1,4 @@
-"""Readiness callbacks for the data path's sockets, through one epoll nested in the loop's.
+"""Readiness callbacks for the data path's sockets: the loop's own epoll, or one nested in it.
 
 Why not `loop.add_reader`: uvloop (libuv) makes a poll handle per file descriptor and closes it
 when the last callback goes, and a new handle probes the descriptor with an extra
@@ -7,7 +7,9 @@ so costs about seven syscalls, and the relay does it for several sockets per con
 a socket's registration is one ``epoll_ctl``; the nested epoll is itself one reader of the loop,
 and each of its wake-ups serves every ready socket.
 
-Elsewhere than Linux the loop's own methods are used.
+On asyncio's own loop made by `arp.net.selector.new_event_loop` (the plain processes) the
+loop's selector is that epoll, and nothing is nested. Elsewhere than Linux the loop's own
+methods are used.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import select
 import weakref
 from collections.abc import Callable
 from typing import Protocol
+
+from arp.net.selector import Selector
 
 Callback = Callable[[], None]
 
@@ -123,7 +127,7 @@ class _Nested:
 _NESTED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Nested] = weakref.WeakKeyDictionary()
 
 
-_last: tuple[asyncio.AbstractEventLoop, _Nested] | None = None
+_last: tuple[asyncio.AbstractEventLoop, Readiness] | None = None
 """The last loop asked for and its registry: asked for per connection, nearly always the same."""
 
 
@@ -135,6 +139,12 @@ def readiness(loop: asyncio.AbstractEventLoop) -> Readiness:
     last = _last
     if last is not None and last[0] is loop:
         return last[1]
+    # asyncio's own loop made by `arp.net.selector.new_event_loop`: its selector is the epoll.
+    # (`_selector` is asyncio's name for it, the one private name read here.)
+    selector = getattr(loop, "_selector", None)
+    if isinstance(selector, Selector):
+        _last = (loop, selector)
+        return selector
     nested = _NESTED.get(loop)
     if nested is None:
         nested = _NESTED[loop] = _Nested(loop)

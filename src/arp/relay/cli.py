@@ -398,7 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     if not speaks_tls(config, gateway_config, admin_settings):
         forgo_tls()
-    return run(serve(config, gateway_config, admin_settings))
+    from arp.net.selector import new_event_loop  # after forgo_tls: it loads asyncio
+
+    return run(serve(config, gateway_config, admin_settings), plain_loop=new_event_loop)
 
 
 def speaks_tls(

@@ -1,0 +1,213 @@
+"""asyncio's selector and the data path's readiness callbacks in one epoll (asyncio's own loop).
+
+Why: on asyncio's own loop (plain `arps`, forward-mode `arpc`: `arp.runtime.forgo_tls`) the
+nested epoll of `arp.net.readiness` costs, per wake-up, a second ``epoll_wait``, a loop
+`Handle`, and in the kernel a second level of wake-up callbacks for every ready socket. Here
+the loop's selector is that epoll: `select` calls a data-path socket's callback as soon as the
+kernel reports it, and returns the loop's own events to the loop as `selectors.EpollSelector`
+does. A descriptor may be registered by both sides at once (a coroutine's `sock_sendall` on a
+socket whose reads a callback serves): its epoll mask is the union, and each side hears only
+of its own events.
+
+`new_event_loop` makes such a loop (Linux; elsewhere asyncio's default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import select
+import selectors
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Callback = Callable[[], None]
+
+_IN = getattr(select, "EPOLLIN", 1)
+_OUT = getattr(select, "EPOLLOUT", 4)
+_ERR = getattr(select, "EPOLLERR", 8) | getattr(select, "EPOLLHUP", 16)
+_READ = _IN | _ERR
+_WRITE = _OUT | _ERR
+_BATCH = 256
+"""Events taken per wake-up; more stay ready (level-triggered) for the next one."""
+_EVENT_READ = selectors.EVENT_READ
+_EVENT_WRITE = selectors.EVENT_WRITE
+
+
+def _fd(fileobj: Any) -> int:
+    """As `selectors` maps a file object to its descriptor."""
+    if isinstance(fileobj, int):
+        fd = fileobj
+    else:
+        try:
+            fd = int(fileobj.fileno())
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f"Invalid file object: {fileobj!r}") from None
+    if fd < 0:
+        raise ValueError(f"Invalid file descriptor: {fd}")
+    return fd
+
+
+class Selector:
+    """The `selectors.BaseSelector` calls asyncio makes, plus `arp.net.readiness.Readiness`."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._keys: dict[int, selectors.SelectorKey] = {}
+        """The loop's registrations."""
+        self._readers: dict[int, Callback] = {}
+        self._writers: dict[int, Callback] = {}
+        """The data path's callbacks."""
+        self._masks: dict[int, int] = {}
+        """What epoll has for each descriptor: the union of both sides'."""
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """Told of an exception in a callback (set by `new_event_loop`)."""
+
+    # -- the data path (arp.net.readiness.Readiness) -----------------------------------------
+
+    def add_reader(self, fd: int, callback: Callback) -> None:
+        self._readers[fd] = callback
+        self._update(fd)
+
+    def remove_reader(self, fd: int) -> bool:
+        if self._readers.pop(fd, None) is None:
+            return False
+        self._update(fd)
+        return True
+
+    def add_writer(self, fd: int, callback: Callback) -> None:
+        self._writers[fd] = callback
+        self._update(fd)
+
+    def remove_writer(self, fd: int) -> bool:
+        if self._writers.pop(fd, None) is None:
+            return False
+        self._update(fd)
+        return True
+
+    # -- the loop's (selectors.BaseSelector) ---------------------------------------------------
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        if not events or events & ~(_EVENT_READ | _EVENT_WRITE):
+            raise ValueError(f"Invalid events: {events!r}")
+        fd = _fd(fileobj)
+        if fd in self._keys:
+            raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
+        key = selectors.SelectorKey(fileobj, fd, events, data)
+        self._keys[fd] = key
+        self._update(fd)
+        return key
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        fd = _fd(fileobj)
+        key = self._keys.pop(fd, None)
+        if key is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        self._update(fd)
+        return key
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        fd = _fd(fileobj)
+        key = self._keys.get(fd)
+        if key is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        if not events or events & ~(_EVENT_READ | _EVENT_WRITE):
+            raise ValueError(f"Invalid events: {events!r}")
+        key = selectors.SelectorKey(key.fileobj, fd, events, data)
+        self._keys[fd] = key
+        self._update(fd)
+        return key
+
+    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
+        key = self._keys.get(_fd(fileobj))
+        if key is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        return key
+
+    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
+        return {key.fileobj: key for key in self._keys.values()}
+
+    def close(self) -> None:
+        self._epoll.close()
+        self._keys.clear()
+        self._readers.clear()
+        self._writers.clear()
+        self._masks.clear()
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        """Wait for events; run the data path's callbacks; return the loop's events."""
+        if timeout is None:
+            wait = -1.0
+        elif timeout <= 0:
+            wait = 0.0
+        else:
+            wait = math.ceil(timeout * 1e3) * 1e-3  # epoll counts whole milliseconds
+        try:
+            events = self._epoll.poll(wait, _BATCH)
+        except InterruptedError:
+            return []
+        readers, writers, keys = self._readers, self._writers, self._keys
+        ready: list[tuple[selectors.SelectorKey, int]] = []
+        for fd, mask in events:
+            # Looked up per event: an earlier callback may have unregistered this socket.
+            try:
+                if mask & _READ and (reader := readers.get(fd)) is not None:
+                    reader()
+                if mask & _WRITE and (writer := writers.get(fd)) is not None:
+                    writer()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._report(exc)
+            key = keys.get(fd)
+            if key is not None:
+                # As EpollSelector: an error or hang-up wakes both a reader and a writer.
+                wanted = (_EVENT_WRITE if mask & ~_IN else 0) | (_EVENT_READ if mask & ~_OUT else 0)
+                wanted &= key.events
+                if wanted:
+                    ready.append((key, wanted))
+        return ready
+
+    def _report(self, exc: BaseException) -> None:
+        context = {"message": "exception in a socket readiness callback", "exception": exc}
+        if self.loop is not None:
+            self.loop.call_exception_handler(context)
+
+    def _update(self, fd: int) -> None:
+        key = self._keys.get(fd)
+        events = key.events if key is not None else 0
+        mask = (_IN if fd in self._readers or events & _EVENT_READ else 0) | (
+            _OUT if fd in self._writers or events & _EVENT_WRITE else 0
+        )
+        old = self._masks.get(fd, 0)
+        if mask == old:
+            return
+        try:
+            if not mask:
+                del self._masks[fd]
+                self._epoll.unregister(fd)
+            elif not old:
+                self._epoll.register(fd, mask)
+                self._masks[fd] = mask
+            else:
+                self._epoll.modify(fd, mask)
+                self._masks[fd] = mask
+        except FileExistsError:
+            # A descriptor closed while registered left its entry behind; this is a new
+            # socket with the same number.
+            self._epoll.modify(fd, mask)
+            self._masks[fd] = mask
+        except OSError:
+            # Closed already: the kernel dropped its registration with it.
+            if mask:
+                raise
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """asyncio's own loop on one `Selector` (Linux); elsewhere asyncio's default loop."""
+    if not hasattr(select, "epoll"):
+        return asyncio.new_event_loop()
+    selector = Selector()
+    loop = asyncio.SelectorEventLoop(selector)  # type: ignore[arg-type]
+    selector.loop = loop
+    return loop
