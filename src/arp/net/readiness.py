@@ -17,18 +17,10 @@ from __future__ import annotations
 import asyncio
 import select
 import weakref
-from collections.abc import Callable
 from typing import Protocol
 
-from arp.net.selector import Selector
+from arp.net.selector import Callback, Callbacks, Selector
 
-Callback = Callable[[], None]
-
-_IN = getattr(select, "EPOLLIN", 1)
-_OUT = getattr(select, "EPOLLOUT", 4)
-_ERR = getattr(select, "EPOLLERR", 8) | getattr(select, "EPOLLHUP", 16)
-_READ = _IN | _ERR
-_WRITE = _OUT | _ERR
 _BATCH = 256
 """Ready sockets served per wake-up; more stay ready (level-triggered) for the next one."""
 
@@ -45,83 +37,20 @@ class Readiness(Protocol):
     def remove_writer(self, fd: int) -> bool: ...
 
 
-class _Nested:
+class _Nested(Callbacks):
     """One epoll for many sockets, registered as a single reader with the loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._epoll = select.epoll()
-        self._readers: dict[int, Callback] = {}
-        self._writers: dict[int, Callback] = {}
-        self._masks: dict[int, int] = {}
+        super().__init__(loop)
         loop.add_reader(self._epoll.fileno(), self._dispatch)
-
-    def add_reader(self, fd: int, callback: Callback) -> None:
-        self._readers[fd] = callback
-        self._update(fd)
-
-    def remove_reader(self, fd: int) -> bool:
-        if self._readers.pop(fd, None) is None:
-            return False
-        self._update(fd)
-        return True
-
-    def add_writer(self, fd: int, callback: Callback) -> None:
-        self._writers[fd] = callback
-        self._update(fd)
-
-    def remove_writer(self, fd: int) -> bool:
-        if self._writers.pop(fd, None) is None:
-            return False
-        self._update(fd)
-        return True
-
-    def _update(self, fd: int) -> None:
-        mask = (_IN if fd in self._readers else 0) | (_OUT if fd in self._writers else 0)
-        old = self._masks.get(fd, 0)
-        if mask == old:
-            return
-        try:
-            if not mask:
-                del self._masks[fd]
-                self._epoll.unregister(fd)
-            elif not old:
-                self._epoll.register(fd, mask)
-                self._masks[fd] = mask
-            else:
-                self._epoll.modify(fd, mask)
-                self._masks[fd] = mask
-        except FileExistsError:
-            # A descriptor closed while registered left its entry behind; this is a new
-            # socket with the same number.
-            self._epoll.modify(fd, mask)
-            self._masks[fd] = mask
-        except (FileNotFoundError, OSError):
-            # Closed already: the kernel dropped its registration with it.
-            if not mask:
-                return
-            raise
 
     def _dispatch(self) -> None:
         try:
             events = self._epoll.poll(0, _BATCH)
         except InterruptedError:
             return
-        readers, writers = self._readers, self._writers
         for fd, mask in events:
-            # Looked up per event: an earlier callback may have unregistered this socket. The
-            # calls are made here, not through a helper: this loop runs once per relayed chunk.
-            try:
-                if mask & _READ and (reader := readers.get(fd)) is not None:
-                    reader()
-                if mask & _WRITE and (writer := writers.get(fd)) is not None:
-                    writer()
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._loop.call_exception_handler(
-                    {"message": "exception in a socket readiness callback", "exception": exc}
-                )
+            self._call(fd, mask)
 
 
 _NESTED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Nested] = weakref.WeakKeyDictionary()

@@ -48,22 +48,21 @@ def _fd(fileobj: Any) -> int:
     return fd
 
 
-class Selector:
-    """The `selectors.BaseSelector` calls asyncio makes, plus `arp.net.readiness.Readiness`."""
+class Callbacks:
+    """Readiness callbacks over one epoll: a socket's registration is one ``epoll_ctl``.
 
-    def __init__(self) -> None:
+    The base of `Selector` and of `arp.net.readiness`'s nested epoll; `_own_events` says what
+    else epoll must watch on a descriptor (the loop's registrations, for `Selector`).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
         self._epoll = select.epoll()
-        self._keys: dict[int, selectors.SelectorKey] = {}
-        """The loop's registrations."""
         self._readers: dict[int, Callback] = {}
         self._writers: dict[int, Callback] = {}
-        """The data path's callbacks."""
         self._masks: dict[int, int] = {}
-        """What epoll has for each descriptor: the union of both sides'."""
-        self.loop: asyncio.AbstractEventLoop | None = None
-        """Told of an exception in a callback (set by `new_event_loop`)."""
-
-    # -- the data path (arp.net.readiness.Readiness) -----------------------------------------
+        """What epoll has for each descriptor."""
+        self.loop = loop
+        """Told of an exception in a callback."""
 
     def add_reader(self, fd: int, callback: Callback) -> None:
         self._readers[fd] = callback
@@ -85,7 +84,65 @@ class Selector:
         self._update(fd)
         return True
 
-    # -- the loop's (selectors.BaseSelector) ---------------------------------------------------
+    def _own_events(self, fd: int) -> int:
+        return 0
+
+    def _call(self, fd: int, mask: int) -> None:
+        """Run `fd`'s callbacks for the epoll event `mask`. Looked up per event: an earlier
+        callback may have unregistered this socket."""
+        try:
+            if mask & _READ and (reader := self._readers.get(fd)) is not None:
+                reader()
+            if mask & _WRITE and (writer := self._writers.get(fd)) is not None:
+                writer()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            if self.loop is not None:
+                self.loop.call_exception_handler(
+                    {"message": "exception in a socket readiness callback", "exception": exc}
+                )
+
+    def _update(self, fd: int) -> None:
+        events = self._own_events(fd)
+        mask = (_IN if fd in self._readers or events & _EVENT_READ else 0) | (
+            _OUT if fd in self._writers or events & _EVENT_WRITE else 0
+        )
+        old = self._masks.get(fd, 0)
+        if mask == old:
+            return
+        try:
+            if not mask:
+                del self._masks[fd]
+                self._epoll.unregister(fd)
+            elif not old:
+                self._epoll.register(fd, mask)
+                self._masks[fd] = mask
+            else:
+                self._epoll.modify(fd, mask)
+                self._masks[fd] = mask
+        except FileExistsError:
+            # A descriptor closed while registered left its entry behind; this is a new
+            # socket with the same number.
+            self._epoll.modify(fd, mask)
+            self._masks[fd] = mask
+        except OSError:
+            # Closed already: the kernel dropped its registration with it.
+            if mask:
+                raise
+
+
+class Selector(Callbacks):
+    """The `selectors.BaseSelector` calls asyncio makes, on the data path's epoll."""
+
+    def __init__(self) -> None:
+        super().__init__(None)  # the loop comes after its selector: `new_event_loop`
+        self._keys: dict[int, selectors.SelectorKey] = {}
+        """The loop's registrations."""
+
+    def _own_events(self, fd: int) -> int:
+        key = self._keys.get(fd)
+        return key.events if key is not None else 0
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         if not events or events & ~(_EVENT_READ | _EVENT_WRITE):
@@ -146,19 +203,10 @@ class Selector:
             events = self._epoll.poll(wait, _BATCH)
         except InterruptedError:
             return []
-        readers, writers, keys = self._readers, self._writers, self._keys
+        keys = self._keys
         ready: list[tuple[selectors.SelectorKey, int]] = []
         for fd, mask in events:
-            # Looked up per event: an earlier callback may have unregistered this socket.
-            try:
-                if mask & _READ and (reader := readers.get(fd)) is not None:
-                    reader()
-                if mask & _WRITE and (writer := writers.get(fd)) is not None:
-                    writer()
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._report(exc)
+            self._call(fd, mask)
             key = keys.get(fd)
             if key is not None:
                 # As EpollSelector: an error or hang-up wakes both a reader and a writer.
@@ -167,40 +215,6 @@ class Selector:
                 if wanted:
                     ready.append((key, wanted))
         return ready
-
-    def _report(self, exc: BaseException) -> None:
-        context = {"message": "exception in a socket readiness callback", "exception": exc}
-        if self.loop is not None:
-            self.loop.call_exception_handler(context)
-
-    def _update(self, fd: int) -> None:
-        key = self._keys.get(fd)
-        events = key.events if key is not None else 0
-        mask = (_IN if fd in self._readers or events & _EVENT_READ else 0) | (
-            _OUT if fd in self._writers or events & _EVENT_WRITE else 0
-        )
-        old = self._masks.get(fd, 0)
-        if mask == old:
-            return
-        try:
-            if not mask:
-                del self._masks[fd]
-                self._epoll.unregister(fd)
-            elif not old:
-                self._epoll.register(fd, mask)
-                self._masks[fd] = mask
-            else:
-                self._epoll.modify(fd, mask)
-                self._masks[fd] = mask
-        except FileExistsError:
-            # A descriptor closed while registered left its entry behind; this is a new
-            # socket with the same number.
-            self._epoll.modify(fd, mask)
-            self._masks[fd] = mask
-        except OSError:
-            # Closed already: the kernel dropped its registration with it.
-            if mask:
-                raise
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
