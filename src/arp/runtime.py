@@ -4,8 +4,9 @@ A process that will speak no TLS (plain `arps`, forward-mode `arpc` without --tl
 OpenSSL out: asyncio imports ssl as it loads, and ssl with libssl and libcrypto is about
 4.5 MiB of a 25 MiB process. `forgo_tls`, called before asyncio is imported, makes ``import
 ssl`` fail the way it does on a Python built without it, a case asyncio handles. uvloop needs
-ssl, so such a process runs on asyncio's own loop: the data path's sockets are served by
-`arp.net.readiness`'s epoll either way, and it relays as fast on both (docs/performance.md).
+ssl, so such a process runs on asyncio's own loop, made by the caller's `plain_loop`
+(`arp.net.selector.new_event_loop`: the loop's selector is the data path's epoll, which
+under uvloop is nested in the loop's; docs/performance.md).
 This module imports asyncio only inside its functions, so the programs can import it first.
 """
 
