@@ -329,7 +329,7 @@ def page_response(
     """A complete response from ARP itself carrying a page (the console's token page), with
     `extra` raw header lines; the connection closes after it."""
     reason = "OK" if status == 200 else _REASONS.get(status, "Error")
-    lines = [f"HTTP/1.1 {status} {reason}", *(f"{k}: {v}" for k, v in headers.items())]
+    lines = [f"HTTP/1.1 {status} {reason}"] + [f"{k}: {v}" for k, v in headers.items()]
     lines += [f"Content-Length: {len(body)}", "Connection: close"]
     head = "\r\n".join(lines).encode("latin-1") + b"\r\n" + extra + b"\r\n"
     return head + (b"" if head_only else body)
