@@ -21,11 +21,22 @@ def units(n: float) -> float:
     return n * TIME_UNIT
 
 
+_HANDED_OUT: set[int] = set()
+"""Ports `free_port` gave already in this run."""
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (for child processes that take a port flag)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that was free a moment ago (for child processes that take a port flag),
+    and never one this run was given before: the kernel may hand a just-closed port out again,
+    and a node given the same port for two of its listeners cannot start (it happened once)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError(f"no port not handed out before after 100 tries on {host}")
 
 
 XDG_FOLDERS = ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME")
