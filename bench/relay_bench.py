@@ -93,10 +93,20 @@ uvloop.run(main())
 '''
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port, never one given before in this run (the kernel may hand a
+    just-closed port out again, and a relay given one port twice cannot start)."""
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no loopback port not handed out before after 100 tries")
 
 
 def compiled(pid: int) -> bool:
