@@ -1,15 +1,15 @@
 """The data path compiled by mypyc, loaded only when it was built from exactly these sources.
 
-Why: on a keep-alive or new-connection load, the Python between the system calls is about
-half of arps' and arpc's own CPU per request. `scripts/build_native.py` (run by
+Why: on a keep-alive or new-connection load, the Python between the system calls was about
+40 % of arps' and arpc's own CPU per request. `scripts/build_native.py` (run by
 `scripts/setup.sh`) compiles the modules below with mypyc: the same source, type-checked as
 it is, turned into C. The build lives outside the source tree, in `build/native`, with a stamp
 of each source's size and modification time; if any source differs (edited since, another
 checkout, another Python), nothing compiled loads and every module runs from its source, so a
 stale build never runs. ``ARP_NATIVE=0`` runs the sources regardless.
 
-Nothing here imports more than `os` and `sys`: it runs as `arp` loads, before the idle RSS of a
-plain relay is counted.
+It imports only `os`, `sys` and `importlib.machinery` (which Python has loaded at start-up
+already): it runs as `arp` loads, in every process, before a plain relay's idle RSS counts.
 """
 
 from __future__ import annotations
