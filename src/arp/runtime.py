@@ -39,18 +39,19 @@ def run(
     plain_loop: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> int:
     """Run `main` to completion on the fastest loop available; returns its exit code.
-    `plain_loop` makes the loop of a process without TLS (`arp.net.selector.new_event_loop`
-    for the data path), uvloop needing ssl."""
+    `plain_loop` makes the loop where uvloop cannot run (a process without TLS: uvloop needs
+    ssl; a platform without uvloop), `arp.net.selector.new_event_loop` for the data path."""
     import asyncio
 
-    if tls_forgone():
-        with asyncio.Runner(loop_factory=plain_loop) as runner:
-            return runner.run(main)
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - platforms without uvloop
-        return asyncio.run(main)
-    return uvloop.run(main)
+    if not tls_forgone():
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - platforms without uvloop
+            pass
+        else:
+            return uvloop.run(main)
+    with asyncio.Runner(loop_factory=plain_loop) as runner:
+        return runner.run(main)
 
 
 def on_stop_signal(callback: Callable[[], object]) -> None:

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from arp import __version__
 from arp.client.config import ClientConfig, RelayAddress
@@ -28,9 +27,6 @@ from arp.net.links import Link, SocketLink, open_link, read_message
 from arp.net.sockets import raise_fd_limit, tune
 from arp.protocol import frames
 from arp.protocol.access_tokens import token_hash
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 

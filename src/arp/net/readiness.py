@@ -19,10 +19,7 @@ import select
 import weakref
 from typing import Protocol
 
-from arp.net.selector import Callback, Callbacks, Selector
-
-_BATCH = 256
-"""Ready sockets served per wake-up; more stay ready (level-triggered) for the next one."""
+from arp.net.selector import BATCH, Callback, Callbacks, Selector
 
 
 class Readiness(Protocol):
@@ -46,7 +43,7 @@ class _Nested(Callbacks):
 
     def _dispatch(self) -> None:
         try:
-            events = self._epoll.poll(0, _BATCH)
+            events = self._epoll.poll(0, BATCH)
         except InterruptedError:
             return
         for fd, mask in events:

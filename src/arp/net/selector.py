@@ -28,8 +28,9 @@ _OUT = getattr(select, "EPOLLOUT", 4)
 _ERR = getattr(select, "EPOLLERR", 8) | getattr(select, "EPOLLHUP", 16)
 _READ = _IN | _ERR
 _WRITE = _OUT | _ERR
-_BATCH = 256
-"""Events taken per wake-up; more stay ready (level-triggered) for the next one."""
+BATCH = 256
+"""Events taken per wake-up (here and by the nested epoll of `arp.net.readiness`); more stay
+ready (level-triggered) for the next one."""
 _EVENT_READ = selectors.EVENT_READ
 _EVENT_WRITE = selectors.EVENT_WRITE
 
@@ -200,7 +201,7 @@ class Selector(Callbacks):
         else:
             wait = math.ceil(timeout * 1e3) * 1e-3  # epoll counts whole milliseconds
         try:
-            events = self._epoll.poll(wait, _BATCH)
+            events = self._epoll.poll(wait, BATCH)
         except InterruptedError:
             return []
         keys = self._keys
