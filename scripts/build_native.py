@@ -2,7 +2,6 @@
 
 Run by scripts/setup.sh; does nothing when the build matches the sources. Without a C
 compiler or mypyc it says so and exits 0: ARP then runs from its sources, only slower.
-`--check` exits 1 when the build is missing or stale (nothing is compiled).
 """
 
 from __future__ import annotations
@@ -54,17 +53,10 @@ def build() -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--check", action="store_true", help="only say whether the build is current"
-    )
-    args = parser.parse_args()
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     if native.current() is not None:
         print("native: the compiled data path is up to date")
         return 0
-    if args.check:
-        print("native: the compiled data path is missing or stale", file=sys.stderr)
-        return 1
     try:
         import mypyc.build  # noqa: F401
     except ImportError:

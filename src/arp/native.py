@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
-from importlib.machinery import ExtensionFileLoader, ModuleSpec
+from importlib.machinery import EXTENSION_SUFFIXES, ExtensionFileLoader, ModuleSpec
 
 MODULES = (
     "arp.net.selector",
@@ -67,19 +67,6 @@ def stamp_lines() -> list[str]:
     return lines
 
 
-def _extension(folder: str, stem: str) -> str | None:
-    """The built extension file for `stem` in `folder` (its suffix depends on the Python)."""
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return None
-    prefix = stem + "."
-    for name in names:
-        if name.startswith(prefix) and name.endswith(".so"):
-            return os.path.join(folder, name)
-    return None
-
-
 def current() -> dict[str, str] | None:
     """Module name → extension file, when the build matches the sources; else None."""
     try:
@@ -89,13 +76,13 @@ def current() -> dict[str, str] | None:
             return None
     except OSError:
         return None
-    files: dict[str, str] = {}
-    for module in (LIBRARY, *MODULES):
-        *package, stem = module.split(".")
-        path = _extension(os.path.join(BUILD_DIR, *package), stem)
-        if path is None:
-            return None
-        files[module] = path
+    # The suffix setuptools gives this Python's extensions (EXT_SUFFIX).
+    files = {
+        m: os.path.join(BUILD_DIR, *m.split(".")) + EXTENSION_SUFFIXES[0]
+        for m in (LIBRARY, *MODULES)
+    }
+    if not all(os.path.exists(path) for path in files.values()):
+        return None  # a build removed in part
     return files
 
 
