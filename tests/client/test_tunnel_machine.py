@@ -134,10 +134,11 @@ class Relay:
             await asyncio.sleep(units(0.002))
 
     async def _need(self, n: int) -> None:
-        while len(self._buffer) < n:
-            chunk = await asyncio.get_running_loop().sock_recv(self.sock, 1 << 20)
-            assert chunk, "the tunnel closed before the machine's end frame"
-            self._buffer += chunk
+        async with asyncio.timeout(units(5)):
+            while len(self._buffer) < n:
+                chunk = await asyncio.get_running_loop().sock_recv(self.sock, 1 << 20)
+                assert chunk, "the tunnel closed before the machine's end frame"
+                self._buffer += chunk
 
     async def read_frames(self) -> bytes:
         """Payloads up to the machine's end frame; nothing may follow it."""
@@ -161,9 +162,10 @@ class Relay:
     async def read_end(self) -> bytes:
         """What arrives until the machine's side closes (a FIN or a reset)."""
         received = bytes(self._buffer)
-        with contextlib.suppress(ConnectionResetError):
-            while chunk := await asyncio.get_running_loop().sock_recv(self.sock, 65536):
-                received += chunk
+        async with asyncio.timeout(units(5)):
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := await asyncio.get_running_loop().sock_recv(self.sock, 65536):
+                    received += chunk
         return received
 
     def open_and_idle(self) -> bool:
