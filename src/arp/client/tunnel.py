@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from typing import Final
 
 from arp.client.config import ClientConfig, Target
 from arp.errors import RemoteProtocolError
@@ -44,7 +45,7 @@ def target_for(config: ClientConfig, start: frames.StartProxy) -> Target | None:
     return found
 
 
-_BAD_GATEWAY = error_response(
+_BAD_GATEWAY: Final = error_response(
     502,
     # Where the service lives is this machine's business: the log names it for its owner; the
     # public answer does not.
@@ -96,9 +97,9 @@ async def refuse(
     return None
 
 
-_START_HTTP = frames.START_HTTP
-_START_HTTP_MESSAGE = frames.StartProxy(tcp_port=None)
-_RETRY = (BlockingIOError, InterruptedError)
+_START_HTTP: Final = frames.START_HTTP
+_START_HTTP_MESSAGE: Final = frames.StartProxy(tcp_port=None)
+_RETRY: Final = (BlockingIOError, InterruptedError)
 
 
 class TunnelMachine:

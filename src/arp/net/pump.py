@@ -26,6 +26,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable
+from typing import Final
 
 from arp.config import Limits
 from arp.net.links import Link
@@ -40,27 +41,27 @@ from arp.protocol.tunnel import (
     TunnelProtocolError,
 )
 
-SPLICE_AVAILABLE = sys.platform == "linux" and hasattr(os, "splice")
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-_SPLICE_FLAGS = (
+SPLICE_AVAILABLE: Final = sys.platform == "linux" and hasattr(os, "splice")
+_F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_SPLICE_FLAGS: Final = (
     getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2) if SPLICE_AVAILABLE else 0
 )
-COPY_BUFFER = 64 * 1024
+COPY_BUFFER: Final = 64 * 1024
 """A read that fills this buffer means bulk: the direction then switches to splice."""
 
 # One read buffer serves every flow: each chunk is sent before the next read (a partial send
 # keeps its remainder as bytes), and the loop runs one callback at a time.
-_SHARED = bytearray(COPY_BUFFER)
-_SHARED_VIEW = memoryview(_SHARED)
-_PAYLOAD_ROOM = COPY_BUFFER - HEADER.size
+_SHARED: Final = bytearray(COPY_BUFFER)
+_SHARED_VIEW: Final = memoryview(_SHARED)
+_PAYLOAD_ROOM: Final = COPY_BUFFER - HEADER.size
 
-_MSG_MORE = getattr(socket, "MSG_MORE", 0)
-_FRAMES_PER_WAKEUP = 4
+_MSG_MORE: Final = getattr(socket, "MSG_MORE", 0)
+_FRAMES_PER_WAKEUP: Final = 4
 
 Transform = Callable[[bytes], bytes]
 Meter = Callable[[int, int], None]
 """Told, once a connection ended, the payload bytes it moved: raw → tunnel, tunnel → raw."""
-_RETRY = (BlockingIOError, InterruptedError)
+_RETRY: Final = (BlockingIOError, InterruptedError)
 
 
 class _Flow:

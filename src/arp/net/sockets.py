@@ -12,7 +12,7 @@ import socket
 import struct
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Final
 
 from arp.config import SOCKET_OPTIONS, Limits
 
@@ -40,7 +40,7 @@ def tune(sock: socket.socket, limits: Limits, *, keepalive: bool = False) -> Non
 
 # Accepted sockets inherit the listener's options on Linux (buffers, TCP_NODELAY, keepalive), so
 # setting them once on the listener saves several syscalls per accepted connection.
-_ACCEPTED_INHERIT = sys.platform == "linux"
+_ACCEPTED_INHERIT: Final = sys.platform == "linux"
 
 
 def listen(
@@ -145,7 +145,7 @@ async def connect(
     raise OSError(getattr(last, "errno", None), f"cannot connect to {host}:{port}: {reason}")
 
 
-_SOCK_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
+_SOCK_NONBLOCK: Final = getattr(socket, "SOCK_NONBLOCK", 0)
 
 
 def _new_socket(
@@ -197,7 +197,7 @@ def _start_connect(sock: socket.socket, address: tuple[Any, ...]) -> bool:
     return True
 
 
-_LINGER_ZERO = struct.pack("ii", 1, 0)
+_LINGER_ZERO: Final = struct.pack("ii", 1, 0)
 
 
 def reset(sock: socket.socket) -> None:

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from arp.protocol.http import RequestHead
 
-NAMES = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip")
+NAMES: Final = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -14,19 +14,19 @@ Rules:
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple
+from typing import Final, NamedTuple
 from urllib.parse import unquote_plus
 
 import httptools
 
 from arp.errors import HeadError as HeadError
 
-TOKEN_QUERY = "token"
-TOKEN_HEADER = b"x-arp-token"
-TOKEN_COOKIE = "arp_token"
-COOKIE_MAX_AGE = 30 * 24 * 3600
+TOKEN_QUERY: Final = "token"
+TOKEN_HEADER: Final = b"x-arp-token"
+TOKEN_COOKIE: Final = "arp_token"
+COOKIE_MAX_AGE: Final = 30 * 24 * 3600
 
-_METHOD_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_METHOD_CHARS: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 class TokenSource(enum.Enum):
@@ -90,7 +90,7 @@ def parse_request_head(data: bytes, max_head: int) -> RequestHead | None:
     return HeadParser().parse(data[: end + 4])
 
 
-_METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH")}
+_METHODS: Final = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH")}
 
 
 class _Head:
@@ -290,7 +290,7 @@ def inject_header(first_chunk: bytes, header_line: bytes) -> bytes | None:
     return first_chunk[: eol + 2] + header_line + first_chunk[eol + 2 :]
 
 
-_REASONS = {
+_REASONS: Final = {
     400: "Bad Request",
     404: "Not Found",
     408: "Request Timeout",

@@ -63,13 +63,15 @@ class EndOfMessage:
         return "END_OF_MESSAGE"
 
 
-END_OF_MESSAGE = EndOfMessage()
+END_OF_MESSAGE: Final = EndOfMessage()
 
 Event = Request | Body | EndOfMessage
 
-_NONE, _LENGTH, _CHUNKED = Framing.NONE, Framing.LENGTH, Framing.CHUNKED
+_NONE: Final = Framing.NONE
+_LENGTH: Final = Framing.LENGTH
+_CHUNKED: Final = Framing.CHUNKED
 
-_recent: list[Request | None] = [None]
+_recent: Final[list[Request | None]] = [None]
 """The last bodiless request parsed by any stream: the first head of a new connection is often
 the same bytes as the last one's (a client that opens a connection per request)."""
 

@@ -16,14 +16,15 @@ slice, or, in splice mode, ask it only for how many bytes the current frame stil
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from arp.errors import TunnelProtocolError as TunnelProtocolError
 
-HEADER = struct.Struct(">I")
+HEADER: Final = struct.Struct(">I")
 """The data frame header: the payload's length."""
-END_FRAME = HEADER.pack(0)
+END_FRAME: Final = HEADER.pack(0)
 """The data frame that ends one direction of a tunnel's connection."""
-MAX_DATA_FRAME = 1 << 24
+MAX_DATA_FRAME: Final = 1 << 24
 """The longest data frame a receiver accepts (a sender's frames are at most one pipeful)."""
 
 

@@ -44,7 +44,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from arp.errors import ArpError
 from arp.net.links import Link, SocketLink
@@ -63,10 +63,10 @@ from arp.relay.stats import RelayStats
 
 log = logging.getLogger(__name__)
 
-_BUFFER = bytearray(64 * 1024)
-_VIEW = memoryview(_BUFFER)
+_BUFFER: Final = bytearray(64 * 1024)
+_VIEW: Final = memoryview(_BUFFER)
 """One read buffer for every conversation: its bytes are copied into the stream at once."""
-_RETRY = (BlockingIOError, InterruptedError)
+_RETRY: Final = (BlockingIOError, InterruptedError)
 
 
 def _nothing() -> None:

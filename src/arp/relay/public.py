@@ -24,7 +24,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any
+from typing import Any, Final
 
 from arp.errors import ArpError, NotFound, Unavailable
 from arp.net.bridge import BridgedTunnel
@@ -43,7 +43,7 @@ from arp.relay.stats import RelayStats
 
 log = logging.getLogger(__name__)
 
-UNKNOWN = "unknown"
+UNKNOWN: Final = "unknown"
 """The caller's address when the socket cannot tell it (gone already): not counted."""
 
 
