@@ -2,7 +2,9 @@
 
 The rest of tests/net, relay, client and cluster run on this loop too (their ``asyncio``
 variant); these cases are the ones only the shared epoll has: a socket both sides watch, an
-error that wakes both of the loop's directions, a callback that raises, the selector contract.
+error that wakes both of the loop's directions, a callback that raises, the selector contract,
+and the loop's own work (a handle, a timer, a stop, a wake-up from a thread) reaching the loop
+while data-path callbacks alone keep the epoll busy.
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import selectors
 import socket
-from collections.abc import Callable, Coroutine
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -179,3 +184,85 @@ def test_the_selector_contract_asyncio_relies_on() -> None:
         selector.close()
         a.close()
         b.close()
+
+
+@contextmanager
+def _always_ready(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> Iterator[None]:
+    """A data-path callback on a socket that stays readable (its byte is never read), so the
+    epoll reports it on every wake-up: only callbacks want those wake-ups."""
+    a, b = socket.socketpair()
+    ready = readiness(loop)
+    b.send(b"x")
+    ready.add_reader(a.fileno(), callback)
+    try:
+        yield
+    finally:
+        ready.remove_reader(a.fileno())
+        a.close()
+        b.close()
+
+
+def test_a_handle_a_callback_makes_ready_runs_while_callbacks_keep_the_epoll_busy() -> None:
+    async def check(loop: asyncio.AbstractEventLoop) -> None:
+        done = loop.create_future()
+        calls = 0
+
+        def busy() -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 50:  # by now the loop waits in select, with nothing of its own
+                loop.call_soon(done.set_result, calls)
+
+        started = time.monotonic()
+        with _always_ready(loop, busy):
+            assert await asyncio.wait_for(done, units(5)) == 50
+        # At once: not at the next deadline the loop knew of before (wait_for's).
+        assert time.monotonic() - started < units(1)
+
+    _run(check)
+
+
+def test_a_timer_a_callback_schedules_fires_while_callbacks_keep_the_epoll_busy() -> None:
+    async def check(loop: asyncio.AbstractEventLoop) -> None:
+        fired = loop.create_future()
+        scheduled = False
+
+        def busy() -> None:
+            nonlocal scheduled
+            if not scheduled:
+                scheduled = True
+                loop.call_later(units(0.05), lambda: fired.set_result(time.monotonic()))
+
+        started = time.monotonic()
+        with _always_ready(loop, busy):
+            at = await asyncio.wait_for(fired, units(2))
+        # On time: not at the next deadline the loop knew of before (wait_for's, 2 units).
+        assert units(0.05) <= at - started < units(1)
+
+    _run(check)
+
+
+def test_a_stop_from_a_callback_ends_run_forever() -> None:
+    loop = new_event_loop()
+    try:
+        with _always_ready(loop, loop.stop):
+            loop.call_later(units(5), loop.stop)  # a bound: run_forever must not wait this out
+            started = time.monotonic()
+            loop.run_forever()
+            assert time.monotonic() - started < units(2)
+    finally:
+        loop.close()
+
+
+def test_call_soon_threadsafe_reaches_a_loop_whose_epoll_only_callbacks_use() -> None:
+    async def check(loop: asyncio.AbstractEventLoop) -> None:
+        done = loop.create_future()
+        thread = threading.Thread(
+            target=lambda: loop.call_soon_threadsafe(done.set_result, "from a thread")
+        )
+        with _always_ready(loop, lambda: None):
+            thread.start()
+            assert await asyncio.wait_for(done, units(2)) == "from a thread"
+        thread.join(units(2))
+
+    _run(check)
