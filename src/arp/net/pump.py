@@ -37,6 +37,7 @@ from arp.protocol.responses import ResponseTracker
 from arp.protocol.tunnel import (
     END_FRAME,
     HEADER,
+    HEADER_SIZE,
     TunnelDecoder,
     TunnelProtocolError,
 )
@@ -53,7 +54,9 @@ COPY_BUFFER: Final = 64 * 1024
 # keeps its remainder as bytes), and the loop runs one callback at a time.
 _SHARED: Final = bytearray(COPY_BUFFER)
 _SHARED_VIEW: Final = memoryview(_SHARED)
-_PAYLOAD_ROOM: Final = COPY_BUFFER - HEADER.size
+_PAYLOAD_ROOM: Final = COPY_BUFFER - HEADER_SIZE
+_PAYLOAD_VIEW: Final = _SHARED_VIEW[HEADER_SIZE:]
+"""Where a read for the tunnel goes: after room for its frame header."""
 
 _MSG_MORE: Final = getattr(socket, "MSG_MORE", 0)
 _FRAMES_PER_WAKEUP: Final = 4
@@ -226,10 +229,10 @@ class _ToTunnel(_Flow):
                 self.moved += n
                 self._out = HEADER.pack(n) if n else END_FRAME
             else:
-                n = self._src.recv_into(_SHARED_VIEW[HEADER.size :])
+                n = self._src.recv_into(_PAYLOAD_VIEW)
                 self.moved += n
                 HEADER.pack_into(_SHARED, 0, n)
-                frame = _SHARED_VIEW[: HEADER.size + n]
+                frame = _SHARED_VIEW[: HEADER_SIZE + n]
                 if 0 < n < _PAYLOAD_ROOM:
                     # The common case, kept short: the frame goes out whole at once.
                     try:
@@ -322,9 +325,8 @@ class FromTunnel(_Flow):
         if n == 0:
             self._tunnel_closed()
             return
-        view = _SHARED_VIEW[:n]
         if self._first is None:
-            payload = self._decoder.single_frame(view)
+            payload = self._decoder.single_frame(_SHARED_VIEW, n)
             if payload is not None:
                 # The common case, kept short: one whole frame per read, sent on at once.
                 self.moved += len(payload)
@@ -341,7 +343,7 @@ class FromTunnel(_Flow):
                 if tracker is not None:
                     tracker.feed(payload)
                 return
-        self._take(view)
+        self._take(_SHARED_VIEW[:n])
 
     def _take(self, view: memoryview) -> None:
         """Split `view` into payload for the destination and frame headers; then send."""

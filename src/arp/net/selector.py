@@ -19,7 +19,7 @@ import math
 import select
 import selectors
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sized
 from typing import Any, Final
 
 Callback = Callable[[], None]
@@ -142,8 +142,10 @@ class Selector(Callbacks):
         self._keys: dict[int, selectors.SelectorKey] = {}
         """The loop's registrations."""
         self._loop_state: Any = None
-        """The loop whose ready handles, stop flag and timers `select` reads (asyncio's
-        `BaseEventLoop` keeps them in `_ready`, `_stopping` and `_scheduled`)."""
+        """The loop whose stop flag and timers `select` reads (asyncio's `BaseEventLoop`
+        keeps them in `_stopping` and `_scheduled`)."""
+        self._handles: Sized = ()
+        """That loop's ready handles (`_ready`, a deque it keeps for its whole life)."""
 
     def _own_events(self, fd: int) -> int:
         key = self._keys.get(fd)
@@ -225,7 +227,7 @@ class Selector(Callbacks):
                     if wanted:
                         ready.append((key, wanted))
             loop = self._loop_state
-            if ready or not events or loop is None or loop._ready or loop._stopping:
+            if ready or not events or loop is None or self._handles or loop._stopping:
                 return ready
             # Only callbacks woke: wait on, up to the loop's deadline or its next timer
             # (a callback may have scheduled one).
@@ -261,4 +263,5 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     selector.loop = loop
     if all(hasattr(loop, name) for name in ("_ready", "_stopping", "_scheduled")):
         selector._loop_state = loop  # else every wake-up goes back to the loop
+        selector._handles = loop._ready  # type: ignore[attr-defined]
     return loop

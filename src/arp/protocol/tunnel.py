@@ -22,6 +22,9 @@ from arp.errors import TunnelProtocolError as TunnelProtocolError
 
 HEADER: Final = struct.Struct(">I")
 """The data frame header: the payload's length."""
+HEADER_SIZE: Final = 4
+"""`HEADER.size`, as a constant: the compiled data path reads it without an attribute lookup."""
+assert HEADER.size == HEADER_SIZE
 END_FRAME: Final = HEADER.pack(0)
 """The data frame that ends one direction of a tunnel's connection."""
 MAX_DATA_FRAME: Final = 1 << 24
@@ -61,15 +64,16 @@ class TunnelDecoder:
         """No frame is partly read: a close here ends the direction like a FIN."""
         return not self.left and not self._header
 
-    def single_frame(self, view: memoryview) -> memoryview | None:
-        """The payload when `view` is exactly one whole data frame read between frames (the
-        common case, decided without building a list), else None and nothing is consumed."""
-        if self.left or self._header or len(view) <= HEADER.size:
+    def single_frame(self, view: memoryview, size: int) -> memoryview | None:
+        """The payload when the first `size` bytes of `view` are exactly one whole data frame
+        read between frames (the common case, decided without building a list or slicing
+        twice), else None and nothing is consumed."""
+        if self.left or self._header or size <= HEADER_SIZE:
             return None
         (length,) = HEADER.unpack_from(view)
-        if length != len(view) - HEADER.size:
+        if length != size - HEADER_SIZE:
             return None
-        return view[HEADER.size :]
+        return view[HEADER_SIZE:size]
 
     def feed(self, view: memoryview) -> list[memoryview]:
         """The payload slices in `view`, in order; stops at the end frame (see `ended`)."""
@@ -82,10 +86,10 @@ class TunnelDecoder:
                 pos += take
                 self.left -= take
                 continue
-            need = HEADER.size - len(self._header)
+            need = HEADER_SIZE - len(self._header)
             self._header += view[pos : pos + need]
             pos += need
-            if len(self._header) < HEADER.size:
+            if len(self._header) < HEADER_SIZE:
                 break
             self._take_header()
         if self.ended:
@@ -94,12 +98,12 @@ class TunnelDecoder:
 
     def header_needed(self) -> int:
         """How many bytes of the next header are still to be read (0 inside a payload)."""
-        return 0 if self.left else HEADER.size - len(self._header)
+        return 0 if self.left else HEADER_SIZE - len(self._header)
 
     def feed_header(self, data: bytes) -> None:
         """Header bytes alone (at most `header_needed()` of them), read in splice mode."""
         self._header += data
-        if len(self._header) == HEADER.size:
+        if len(self._header) == HEADER_SIZE:
             self._take_header()
 
     def consumed(self, count: int) -> None:
