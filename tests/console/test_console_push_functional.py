@@ -69,6 +69,29 @@ async def _registration_id(page: Page, origin: str) -> tuple[Any, str]:
         return cdp, await found
 
 
+async def _push_until_shown(
+    page: Page, cdp: Any, origin: str, registration_id: str, note: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Push `note` to the worker through DevTools and return the notifications once one with
+    its tag is shown. With both cores busy, Chromium now and then drops a push delivered this
+    way (about 1 in 15 runs: the worker fetches the icon, yet no notification is listed, while
+    a push event dispatched inside the worker at that moment shows at once), so an unanswered
+    push is delivered again; the tag makes a repeat replace, never add, a notification."""
+    tag = f"{note['event']}:{note['session_id']}"
+    for _ in range(3):
+        await cdp.send(
+            "ServiceWorker.deliverPushMessage",
+            {"origin": origin, "registrationId": registration_id, "data": json.dumps(note)},
+        )
+        deadline = asyncio.get_running_loop().time() + units(4)
+        while asyncio.get_running_loop().time() < deadline:
+            shown: list[dict[str, Any]] = await page.evaluate(NOTIFICATIONS)
+            if any(n["tag"] == tag for n in shown):
+                return shown
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"no notification tagged {tag!r} after three pushes")
+
+
 async def test_notify_me_subscribes_and_the_worker_shows_a_pushed_note(
     stack: ConsoleStack, new_page: PageFactory
 ) -> None:
@@ -104,15 +127,7 @@ async def test_notify_me_subscribes_and_the_worker_shows_a_pushed_note(
         "message": "Allow or deny before 12:00. Task: clean up",
         "url": f"{stack.base}/#/run/s-42",
     }
-    await cdp.send(
-        "ServiceWorker.deliverPushMessage",
-        {"origin": stack.base, "registrationId": registration_id, "data": json.dumps(note)},
-    )
-    shown: list[dict[str, Any]] = []
-    async with asyncio.timeout(units(10)):
-        while not shown:
-            shown = await page.evaluate(NOTIFICATIONS)
-            await asyncio.sleep(0.05)
+    shown = await _push_until_shown(page, cdp, stack.base, registration_id, note)
     [notification] = shown
     assert notification["title"] == note["title"]
     assert notification["body"] == note["message"]
@@ -121,13 +136,7 @@ async def test_notify_me_subscribes_and_the_worker_shows_a_pushed_note(
 
     # A note whose url names another origin opens the run in the worker's own scope instead.
     elsewhere = {**note, "event": "completed", "url": "https://elsewhere.example/#/run/s-42"}
-    await cdp.send(
-        "ServiceWorker.deliverPushMessage",
-        {"origin": stack.base, "registrationId": registration_id, "data": json.dumps(elsewhere)},
-    )
-    async with asyncio.timeout(units(10)):
-        while len(shown) < 2:
-            shown = await page.evaluate(NOTIFICATIONS)
-            await asyncio.sleep(0.05)
+    shown = await _push_until_shown(page, cdp, stack.base, registration_id, elsewhere)
+    assert len(shown) == 2
     completed = next(n for n in shown if n["tag"] == "completed:s-42")
     assert completed["data"]["url"] == f"{stack.base}/#/run/s-42"
