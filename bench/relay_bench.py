@@ -136,7 +136,7 @@ def wait_line(proc: subprocess.Popen[str], needle: str, timeout: float = 20) -> 
 
 @contextmanager
 def spawn(
-    *args: str, ready: str, env: dict[str, str] | None = None
+    *args: str, ready: str, env: dict[str, str] | None = None, timeout: float = 20
 ) -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(
         args,
@@ -147,7 +147,7 @@ def spawn(
         env=env,
     )
     try:
-        wait_line(proc, ready)
+        wait_line(proc, ready, timeout)
         # Keep draining output so the child never blocks on a full pipe.
         assert proc.stdout is not None
         os.set_blocking(proc.stdout.fileno(), False)

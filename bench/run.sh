@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
-# wrk and curl drive the loads; haproxy and OpenSSH are the relay benchmark's references.
+# wrk and curl drive the loads; haproxy and OpenSSH are the relay benchmark's references;
+# valgrind counts instructions (bench/instructions_bench.py).
 missing=()
-for pair in wrk:wrk curl:curl haproxy:haproxy ssh:openssh-client sshd:openssh-server; do
+for pair in wrk:wrk curl:curl haproxy:haproxy ssh:openssh-client sshd:openssh-server valgrind:valgrind; do
   command -v "${pair%%:*}" >/dev/null || [ -x "/usr/sbin/${pair%%:*}" ] || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
