@@ -1,14 +1,14 @@
-"""User-space instructions per keep-alive request in arps and arpc, counted by callgrind.
+"""User-space instructions per request in arps and arpc, counted by callgrind.
 
 Run by hand (`bash bench/run.sh instructions [--baseline REV]`). Wall-clock figures on a
 shared 2-core box drift by tens of percent between runs; instruction counts do not depend on
 what else the machine is doing, so they show what a change to the data path's code saves
 (the kernel's share, 70-75 % of a relay's time here, is not counted: see `relay_bench.py`).
 Both processes run under `valgrind --tool=callgrind`; after a warm-up their counters are
-zeroed, wrk drives keep-alive requests for `--seconds`, and each process's count since the
-zero is divided by the requests wrk completed. The count per request still moves a few
-percent from run to run (how many events one epoll wake-up brings), so `--rounds` are
-taken and the median printed.
+zeroed, wrk drives keep-alive requests (with `--close`, a new connection each) for
+`--seconds`, and each process's count since the zero is divided by the requests wrk
+completed. The count per request still moves a few percent from run to run (how many
+events one epoll wake-up brings), so `--rounds` are taken and the median printed.
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ def count(out: Path, pid: int) -> int:
     raise RuntimeError(f"no totals line in callgrind's dump for process {pid}")
 
 
-def measure(src: Path, seconds: int, tmp: Path) -> tuple[float, float]:
-    """(arps, arpc) instructions per keep-alive request, running the code under `src`."""
+def measure(src: Path, seconds: int, tmp: Path, close: bool) -> tuple[float, float]:
+    """(arps, arpc) instructions per request, running the code under `src`; with `close`,
+    every request on a new connection (``Connection: close``)."""
     out = Path(tempfile.mkdtemp(dir=tmp))
     env = dict(os.environ, PYTHONPATH=str(src))
     grind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/cg.%p"]
@@ -67,6 +68,8 @@ def measure(src: Path, seconds: int, tmp: Path) -> tuple[float, float]:
         )  # fmt: skip
         url = f"http://127.0.0.1:{public}/?token=bench"
         wrk = ["wrk", "-t1", "-c20", "--timeout", "10s", url]
+        if close:
+            wrk[1:1] = ["-H", "Connection: close"]
         subprocess.run([*wrk, "-d3s"], capture_output=True, timeout=60)  # warm-up
         for proc in (arps, arpc):
             subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True,
@@ -95,6 +98,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10, help="of keep-alive load per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
+        "--close", action="store_true", help="a new connection per request (Connection: close)"
+    )
+    parser.add_argument(
         "--baseline", action="append", default=[], help="also count ARP at this revision"
     )
     args = parser.parse_args()
@@ -111,12 +117,13 @@ def main() -> int:
         counts: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
         for round_ in range(args.rounds):
             for name, src in trees.items():
-                counts[name].append(measure(src, args.seconds, tmp))
+                counts[name].append(measure(src, args.seconds, tmp, args.close))
                 arps, arpc = counts[name][-1]
                 print(f"round {round_ + 1}, {name}: arps {arps:,.0f}, arpc {arpc:,.0f}")
                 sys.stdout.flush()
     print(
-        f"\nUser-space instructions per keep-alive request (callgrind, wrk -c20, "
+        f"\nUser-space instructions per {'new connection' if args.close else 'keep-alive request'}"
+        f" (callgrind, wrk -c20, "
         f"{args.seconds} s, median of {args.rounds} rounds)"
     )
     for name, runs in counts.items():
