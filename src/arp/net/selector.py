@@ -5,9 +5,10 @@ nested epoll of `arp.net.readiness` costs, per wake-up, a second ``epoll_wait``,
 `Handle`, and in the kernel a second level of wake-up callbacks for every ready socket. Here
 the loop's selector is that epoll: `select` calls a data-path socket's callback as soon as the
 kernel reports it, and returns the loop's own events to the loop as `selectors.EpollSelector`
-does. A descriptor may be registered by both sides at once (a coroutine's `sock_sendall` on a
-socket whose reads a callback serves): its epoll mask is the union, and each side hears only
-of its own events.
+does, once the loop has work (a wake-up only callbacks wanted stays in `select`). A
+descriptor may be registered by both sides at once (a coroutine's `sock_sendall` on a socket
+whose reads a callback serves): its epoll mask is the union, and each side hears only of its
+own events.
 
 `new_event_loop` makes such a loop (Linux; elsewhere asyncio's default).
 """
@@ -206,8 +207,9 @@ class Selector(Callbacks):
         callbacks wanted cost arpc about an eighth of its instructions per keep-alive
         request; here such wake-ups stay in this (compiled) loop.
         """
-        deadline = -1.0 if timeout is None else time.monotonic() + max(timeout, 0.0)
         wait = _wait_ms(timeout)
+        # No clock read when the loop waits for nothing (it has handles ready: the usual call).
+        deadline = time.monotonic() + wait if wait > 0 else wait
         keys = self._keys
         while True:
             try:
@@ -227,7 +229,7 @@ class Selector(Callbacks):
                     if wanted:
                         ready.append((key, wanted))
             loop = self._loop_state
-            if ready or not events or loop is None or self._handles or loop._stopping:
+            if ready or not events or not wait or loop is None or self._handles or loop._stopping:
                 return ready
             # Only callbacks woke: wait on, up to the loop's deadline or its next timer
             # (a callback may have scheduled one).
