@@ -22,7 +22,7 @@ from arp import native
 
 def build() -> None:
     from mypyc.build import mypycify
-    from setuptools import setup
+    from setuptools import Extension, setup
 
     sources = [os.path.relpath(native.source_path(m), native.SOURCE_ROOT) for m in native.MODULES]
     stamp = native.stamp_lines()  # taken before compiling: an edit meanwhile makes it stale
@@ -34,6 +34,10 @@ def build() -> None:
         extensions = mypycify(
             sources, opt_level="3", group_name=native.GROUP, target_dir=os.path.join(staging, "c")
         )
+        extensions += [
+            Extension(module, [source], extra_compile_args=["-O2", "-Wall", "-Werror"])
+            for module, source in native.EXTENSIONS.items()
+        ]
         setup(
             name="arp-native",
             ext_modules=extensions,
@@ -75,7 +79,10 @@ def main() -> int:
         if native.current() is not None:
             print("native: the compiled data path is up to date")
             return 0
-        print(f"native: compiling {len(native.MODULES)} modules with mypyc (about a minute)")
+        print(
+            f"native: compiling {len(native.MODULES)} modules with mypyc and"
+            f" {len(native.EXTENSIONS)} in C (about a minute)"
+        )
         sys.stdout.flush()
         started = time.monotonic()
         build()

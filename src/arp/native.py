@@ -39,13 +39,20 @@ MODULES = (
 )
 """The compiled set: the modules that run once per connection or per request."""
 
+EXTENSIONS = {
+    "arp.net._sockio": "arp/net/_sockio.c",
+    "arp.protocol._wire": "arp/protocol/_wire.c",
+}
+"""C modules built beside the compiled ones (module → source under `SOURCE_ROOT`); they load
+only with them."""
+
 GROUP = "arp_native"
 """mypyc's name for the group of compiled modules."""
 LIBRARY = GROUP + "__mypyc"
 """The module (a shared library) that holds the group's code; each compiled module's own
 extension is a small shim that imports it."""
 
-STAMP_VERSION = "arp-native 1"
+STAMP_VERSION = "arp-native 2"
 
 SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 """The folder that holds the `arp` package (``src`` in a checkout)."""
@@ -64,6 +71,9 @@ def stamp_lines() -> list[str]:
     for module in MODULES:
         info = os.stat(source_path(module))
         lines.append(f"{module} {info.st_size} {info.st_mtime_ns}")
+    for module, source in EXTENSIONS.items():
+        info = os.stat(os.path.join(SOURCE_ROOT, source))
+        lines.append(f"{module} {info.st_size} {info.st_mtime_ns}")
     return lines
 
 
@@ -79,7 +89,7 @@ def current() -> dict[str, str] | None:
     # The suffix setuptools gives this Python's extensions (EXT_SUFFIX).
     files = {
         m: os.path.join(BUILD_DIR, *m.split(".")) + EXTENSION_SUFFIXES[0]
-        for m in (LIBRARY, *MODULES)
+        for m in (LIBRARY, *MODULES, *EXTENSIONS)
     }
     if not all(os.path.exists(path) for path in files.values()):
         return None  # a build removed in part

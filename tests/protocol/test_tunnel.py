@@ -86,16 +86,6 @@ def test_closing_inside_a_frame_is_an_error_between_frames_is_not() -> None:
         half_header.close()
 
 
-def test_single_frame_takes_one_whole_frame_only() -> None:
-    decoder = TunnelDecoder()
-    frame = data_frame(b"payload")
-    assert bytes(decoder.single_frame(memoryview(frame + b"next"), len(frame)) or b"") == b"payload"
-    assert decoder.single_frame(memoryview(frame + END_FRAME), len(frame) + len(END_FRAME)) is None
-    assert decoder.single_frame(memoryview(frame), len(frame) - 1) is None
-    decoder.feed(memoryview(frame[:-1]))  # now inside a frame: never "single"
-    assert decoder.single_frame(memoryview(frame), len(frame)) is None
-
-
 def test_splice_mode_reads_headers_alone_and_counts_payload() -> None:
     decoder = TunnelDecoder()
     assert decoder.header_needed() == HEADER.size

@@ -31,6 +31,7 @@ from typing import Final
 from arp.config import Limits
 from arp.net.links import Link
 from arp.net.readiness import readiness
+from arp.net.sockio import recv_frame, recv_into, send
 from arp.net.streams import FrameReader as FrameReader
 from arp.net.streams import pump_streams
 from arp.protocol.responses import ResponseTracker
@@ -41,6 +42,7 @@ from arp.protocol.tunnel import (
     TunnelDecoder,
     TunnelProtocolError,
 )
+from arp.protocol.wire import single_frame
 
 SPLICE_AVAILABLE: Final = sys.platform == "linux" and hasattr(os, "splice")
 _F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -55,8 +57,7 @@ COPY_BUFFER: Final = 64 * 1024
 _SHARED: Final = bytearray(COPY_BUFFER)
 _SHARED_VIEW: Final = memoryview(_SHARED)
 _PAYLOAD_ROOM: Final = COPY_BUFFER - HEADER_SIZE
-_PAYLOAD_VIEW: Final = _SHARED_VIEW[HEADER_SIZE:]
-"""Where a read for the tunnel goes: after room for its frame header."""
+"""A read for the tunnel goes after room for its frame header (`recv_frame`)."""
 
 _MSG_MORE: Final = getattr(socket, "MSG_MORE", 0)
 _FRAMES_PER_WAKEUP: Final = 4
@@ -229,22 +230,21 @@ class _ToTunnel(_Flow):
                 self.moved += n
                 self._out = HEADER.pack(n) if n else END_FRAME
             else:
-                n = self._src.recv_into(_PAYLOAD_VIEW)
+                n = recv_frame(self._src, _SHARED)  # the payload, its header in front
                 self.moved += n
-                HEADER.pack_into(_SHARED, 0, n)
-                frame = _SHARED_VIEW[: HEADER_SIZE + n]
+                size = HEADER_SIZE + n
+                sent = 0
                 if 0 < n < _PAYLOAD_ROOM:
                     # The common case, kept short: the frame goes out whole at once.
                     try:
-                        sent = self._dst.send(frame)
+                        sent = send(self._dst, _SHARED, 0, size, 0)
                     except _RETRY:
                         sent = 0
-                    if sent == len(frame):
+                    if sent == size:
                         return
-                    frame = frame[sent:]
                 elif n == _PAYLOAD_ROOM and SPLICE_AVAILABLE:
                     self._open_pipe()  # bulk: later reads splice; this chunk still goes by copy
-                self._out = frame
+                self._out = _SHARED_VIEW[sent:size]
         except _RETRY:
             return
         except OSError as exc:
@@ -316,7 +316,7 @@ class FromTunnel(_Flow):
                     self._splice_in()
                     return
                 self._close_pipe()  # a counted body ended: the next head must be seen
-            n = self._src.recv_into(_SHARED)
+            n = recv_into(self._src, _SHARED, 0)
         except _RETRY:
             return
         except OSError as exc:
@@ -325,23 +325,23 @@ class FromTunnel(_Flow):
         if n == 0:
             self._tunnel_closed()
             return
-        if self._first is None:
-            payload = self._decoder.single_frame(_SHARED_VIEW, n)
-            if payload is not None:
+        if self._first is None and self._decoder.between_frames:
+            length = single_frame(_SHARED, n)
+            if length > 0:
                 # The common case, kept short: one whole frame per read, sent on at once.
-                self.moved += len(payload)
+                self.moved += length
                 try:
-                    sent = self._dst.send(payload)
+                    sent = send(self._dst, _SHARED, HEADER_SIZE, n, 0)
                 except _RETRY:
                     sent = 0
                 except OSError as exc:
                     self._finish(exc)
                     return
-                if sent < len(payload):
-                    self._out = payload[sent:]
+                if sent < length:
+                    self._out = _SHARED_VIEW[HEADER_SIZE + sent : n]
                     self._drain()
                 if tracker is not None:
-                    tracker.feed(payload)
+                    tracker.feed_at(_SHARED, HEADER_SIZE, n)
                 return
         self._take(_SHARED_VIEW[:n])
 

@@ -28,6 +28,7 @@ from typing import Final
 
 from arp.errors import ArpError
 from arp.protocol.chunked import ChunkedScanner
+from arp.protocol.wire import same_at
 
 _HEAD: Final = 0
 _BODY: Final = 1
@@ -37,14 +38,6 @@ _RAW: Final = 4
 _LOST: Final = 5
 
 _recent: tuple[bytes, int] = (b"", 0)
-
-
-def _starts_with(data: bytes | bytearray | memoryview, prefix: bytes) -> bool:
-    """`data` begins with `prefix`, compared as bytes: a memoryview's own `==` compares
-    item by item, about ten times the cost of a copy and a memcmp for a response head."""
-    if isinstance(data, memoryview):
-        return data[: len(prefix)].tobytes() == prefix
-    return data.startswith(prefix)
 
 
 class ResponseTracker:
@@ -121,26 +114,38 @@ class ResponseTracker:
         if not self._left:
             self._complete()
 
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Bytes of the response direction, in order, exactly as they go to the caller."""
-        pos, size = 0, len(data)
-        self.total += size
+    def feed_at(self, buffer: bytearray, start: int, end: int) -> None:
+        """`feed` of ``buffer[start:end]``: the read buffer as it is, no slice made."""
+        if not self._same_answer(buffer, start, end - start):
+            self.feed(memoryview(buffer)[start:end])
+
+    def _same_answer(self, data: bytes | bytearray | memoryview, start: int, size: int) -> bool:
+        """The keep-alive case, kept short: `size` bytes of `data` from `start` are the same
+        whole answer as the last one; counted if so."""
         last = self._last_head
-        if (
+        if not (
             last
             and self._state == _HEAD
             and size == len(last) + self._last_length
             and not self._buffer
-            and _starts_with(data, last)
             and self._methods
             and self._methods[0] == "GET"
+            and same_at(data, start, last)
         ):
-            # The keep-alive case, kept short: the same whole answer as the last one.
-            self._methods.popleft()
-            self.classes[2] += 1
-            if self.on_complete is not None:
-                self.on_complete()
+            return False
+        self.total += size
+        self._methods.popleft()
+        self.classes[2] += 1
+        if self.on_complete is not None:
+            self.on_complete()
+        return True
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Bytes of the response direction, in order, exactly as they go to the caller."""
+        pos, size = 0, len(data)
+        if self._same_answer(data, 0, size):
             return
+        self.total += size
         while pos < size:
             state = self._state
             if state == _BODY:

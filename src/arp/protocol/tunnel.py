@@ -64,17 +64,6 @@ class TunnelDecoder:
         """No frame is partly read: a close here ends the direction like a FIN."""
         return not self.left and not self._header
 
-    def single_frame(self, view: memoryview, size: int) -> memoryview | None:
-        """The payload when the first `size` bytes of `view` are exactly one whole data frame
-        read between frames (the common case, decided without building a list or slicing
-        twice), else None and nothing is consumed."""
-        if self.left or self._header or size <= HEADER_SIZE:
-            return None
-        (length,) = HEADER.unpack_from(view)
-        if length != size - HEADER_SIZE:
-            return None
-        return view[HEADER_SIZE:size]
-
     def feed(self, view: memoryview) -> list[memoryview]:
         """The payload slices in `view`, in order; stops at the end frame (see `ended`)."""
         parts: list[memoryview] = []

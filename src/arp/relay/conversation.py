@@ -50,6 +50,7 @@ from arp.errors import ArpError
 from arp.net.links import Link, SocketLink
 from arp.net.pump import COPY_BUFFER, SPLICE_AVAILABLE, CountedSplice, FromTunnel
 from arp.net.readiness import readiness
+from arp.net.sockio import recv_into, send
 from arp.protocol import frames
 from arp.protocol import http as phttp
 from arp.protocol.forwarded import Caller, rewrite_head
@@ -250,7 +251,7 @@ class Conversation:
             self._splice_body()
             return
         try:
-            n = self._psock.recv_into(_BUFFER)
+            n = recv_into(self._psock, _BUFFER, 0)
         except _RETRY:
             return
         except OSError:
@@ -424,7 +425,7 @@ class Conversation:
             self._out = data  # after the bytes in the pipe (`_on_tunnel_writable`)
             return
         try:
-            sent = self._tsock.send(data)
+            sent = send(self._tsock, data, 0, len(data), 0)
         except _RETRY:
             sent = 0
         except OSError:

@@ -1,0 +1,287 @@
+/* arp.net._sockio: the data path's socket calls, without what a non-blocking call to the
+ * socket module pays for per call (see arp/net/sockio.py, which falls back to the socket
+ * module's own methods when this is not built).
+ *
+ * Why: per keep-alive request arps and arpc each make four socket calls. Through the socket
+ * module each costs about 930 instructions before and after the system call itself: a method
+ * lookup, an argument tuple parsed by format string, a memoryview slice for the range, and a
+ * release and retake of the GIL. Here each is a fast call with a range in integers, and the
+ * GIL is kept: every call passes MSG_DONTWAIT, so none can block, whatever the socket's mode.
+ *
+ * Safety:
+ * - The descriptor is read from the socket object at each call, never cached: a closed
+ *   socket reads -1 and fails with EBADF, as the socket module's methods do.
+ * - The module reads the descriptor from the start of CPython's socket object (its first
+ *   field after the object header, as in CPython's socketmodule.h). On import it checks that
+ *   layout against `fileno()` of a real socket and refuses to load if they differ; the
+ *   callers then use the socket module.
+ * - Every range is checked against its buffer; the buffer is held through the call (with the
+ *   GIL kept, nothing resizes it meanwhile).
+ * - Errors raise OSError with errno, so the subclasses (BlockingIOError, ConnectionResetError,
+ *   BrokenPipeError) are those the socket module raises; EINTR retries after signal handlers
+ *   ran (PEP 475), as the socket module does.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0
+#endif
+
+/* The head of CPython's PySocketSockObject (Modules/socketmodule.h), SOCKET_T being int. */
+typedef struct {
+    PyObject_HEAD
+    int sock_fd;
+} SocketHead;
+
+static PyTypeObject *socket_type = NULL;
+
+#define HEADER_SIZE 4 /* arp.protocol.tunnel.HEADER: a big-endian unsigned 32-bit length */
+
+static int
+fd_of(PyObject *sock)
+{
+    if (!PyObject_TypeCheck(sock, socket_type)) {
+        PyErr_Format(PyExc_TypeError, "a socket is required, not %.100s", Py_TYPE(sock)->tp_name);
+        return -2;
+    }
+    return ((SocketHead *)sock)->sock_fd;
+}
+
+static int
+index_arg(PyObject *arg, const char *name, Py_ssize_t *out)
+{
+    Py_ssize_t value = PyLong_AsSsize_t(arg);
+    if (value == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (value < 0) {
+        PyErr_Format(PyExc_ValueError, "%s must not be negative", name);
+        return -1;
+    }
+    *out = value;
+    return 0;
+}
+
+/* recv() into buf[start:], retried on EINTR; -1 with an exception set on error. */
+static Py_ssize_t
+recv_at(int fd, char *buf, Py_ssize_t size)
+{
+    for (;;) {
+        ssize_t n = recv(fd, buf, (size_t)size, MSG_DONTWAIT);
+        if (n >= 0) {
+            return n;
+        }
+        if (errno != EINTR) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
+}
+
+PyDoc_STRVAR(recv_into_doc,
+"recv_into(sock, buffer, start) -> int\n\n"
+"Receive into buffer[start:] without blocking; the count received (0: the peer's end).");
+
+static PyObject *
+sockio_recv_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "recv_into(sock, buffer, start) takes 3 arguments");
+        return NULL;
+    }
+    int fd = fd_of(args[0]);
+    if (fd == -2) {
+        return NULL;
+    }
+    Py_ssize_t start;
+    if (index_arg(args[2], "start", &start) < 0) {
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE) < 0) {
+        return NULL;
+    }
+    Py_ssize_t n = -1;
+    if (start >= view.len) {
+        PyErr_SetString(PyExc_ValueError, "start must be inside the buffer");
+    } else {
+        n = recv_at(fd, (char *)view.buf + start, view.len - start);
+    }
+    PyBuffer_Release(&view);
+    return n < 0 ? NULL : PyLong_FromSsize_t(n);
+}
+
+PyDoc_STRVAR(recv_frame_doc,
+"recv_frame(sock, buffer) -> int\n\n"
+"Receive into buffer[4:] without blocking and write the data frame's header (the count,\n"
+"big-endian) into buffer[:4]: buffer[:4 + count] is then one frame (count 0: the end frame).");
+
+static PyObject *
+sockio_recv_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "recv_frame(sock, buffer) takes 2 arguments");
+        return NULL;
+    }
+    int fd = fd_of(args[0]);
+    if (fd == -2) {
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE) < 0) {
+        return NULL;
+    }
+    Py_ssize_t n = -1;
+    if (view.len <= HEADER_SIZE || view.len - HEADER_SIZE > (Py_ssize_t)UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "the buffer must hold a header and a payload");
+    } else {
+        unsigned char *p = (unsigned char *)view.buf;
+        n = recv_at(fd, (char *)p + HEADER_SIZE, view.len - HEADER_SIZE);
+        if (n >= 0) {
+            uint32_t length = (uint32_t)n;
+            p[0] = (unsigned char)(length >> 24);
+            p[1] = (unsigned char)(length >> 16);
+            p[2] = (unsigned char)(length >> 8);
+            p[3] = (unsigned char)length;
+        }
+    }
+    PyBuffer_Release(&view);
+    return n < 0 ? NULL : PyLong_FromSsize_t(n);
+}
+
+PyDoc_STRVAR(send_doc,
+"send(sock, data, start, end, flags) -> int\n\n"
+"Send data[start:end] without blocking (MSG_DONTWAIT | MSG_NOSIGNAL added to flags); the\n"
+"count sent.");
+
+static PyObject *
+sockio_send(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "send(sock, data, start, end, flags) takes 5 arguments");
+        return NULL;
+    }
+    int fd = fd_of(args[0]);
+    if (fd == -2) {
+        return NULL;
+    }
+    Py_ssize_t start, end;
+    if (index_arg(args[2], "start", &start) < 0 || index_arg(args[3], "end", &end) < 0) {
+        return NULL;
+    }
+    long flags = PyLong_AsLong(args[4]);
+    if (flags == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (flags < 0 || flags > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "flags must be send()'s flags");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    Py_ssize_t sent = -1;
+    if (start > end || end > view.len) {
+        PyErr_SetString(PyExc_ValueError, "start:end must be a range inside the data");
+    } else {
+        for (;;) {
+            ssize_t n = send(fd, (const char *)view.buf + start, (size_t)(end - start),
+                             (int)flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (n >= 0) {
+                sent = n;
+                break;
+            }
+            if (errno != EINTR) {
+                PyErr_SetFromErrno(PyExc_OSError);
+                break;
+            }
+            if (PyErr_CheckSignals() < 0) {
+                break;
+            }
+        }
+    }
+    PyBuffer_Release(&view);
+    return sent < 0 ? NULL : PyLong_FromSsize_t(sent);
+}
+
+static PyMethodDef sockio_methods[] = {
+    {"recv_into", (PyCFunction)(void (*)(void))sockio_recv_into, METH_FASTCALL, recv_into_doc},
+    {"recv_frame", (PyCFunction)(void (*)(void))sockio_recv_frame, METH_FASTCALL,
+     recv_frame_doc},
+    {"send", (PyCFunction)(void (*)(void))sockio_send, METH_FASTCALL, send_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+/* The descriptor at the head of a socket object must be what fileno() says, for a real
+ * socket of this interpreter; else this module must not load. */
+static int
+check_layout(void)
+{
+    PyObject *module = PyImport_ImportModule("_socket");
+    if (module == NULL) {
+        return -1;
+    }
+    PyObject *type = PyObject_GetAttrString(module, "socket");
+    Py_DECREF(module);
+    if (type == NULL) {
+        return -1;
+    }
+    if (!PyType_Check(type) || ((PyTypeObject *)type)->tp_basicsize < (Py_ssize_t)sizeof(SocketHead)) {
+        Py_DECREF(type);
+        PyErr_SetString(PyExc_ImportError, "_socket.socket is not the object this module reads");
+        return -1;
+    }
+    PyObject *sock = PyObject_CallFunction(type, "iii", AF_UNIX, SOCK_STREAM, 0);
+    if (sock == NULL) {
+        Py_DECREF(type);
+        return -1;
+    }
+    PyObject *fileno = PyObject_CallMethod(sock, "fileno", NULL);
+    long expected = fileno == NULL ? -1 : PyLong_AsLong(fileno);
+    Py_XDECREF(fileno);
+    int matches = expected >= 0 && ((SocketHead *)sock)->sock_fd == (int)expected;
+    PyObject *closed = PyObject_CallMethod(sock, "close", NULL);
+    Py_XDECREF(closed);
+    Py_DECREF(sock);
+    if (PyErr_Occurred()) {
+        Py_DECREF(type);
+        return -1;
+    }
+    if (!matches) {
+        Py_DECREF(type);
+        PyErr_SetString(PyExc_ImportError,
+                        "socket objects do not hold their descriptor where this module reads it");
+        return -1;
+    }
+    socket_type = (PyTypeObject *)type; /* kept for the interpreter's life */
+    return 0;
+}
+
+static struct PyModuleDef sockio_module = {
+    PyModuleDef_HEAD_INIT,
+    "arp.net._sockio",
+    "The data path's non-blocking socket calls (see arp/net/sockio.py).",
+    -1,
+    sockio_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__sockio(void)
+{
+    if (socket_type == NULL && check_layout() < 0) {
+        return NULL;
+    }
+    return PyModule_Create(&sockio_module);
+}

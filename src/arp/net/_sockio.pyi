@@ -1,0 +1,9 @@
+"""Types of `arp.net._sockio` (src/arp/net/_sockio.c); see `arp.net.sockio`."""
+
+import socket
+
+def recv_into(sock: socket.socket, buffer: bytearray, start: int, /) -> int: ...
+def recv_frame(sock: socket.socket, buffer: bytearray, /) -> int: ...
+def send(
+    sock: socket.socket, data: bytes | bytearray | memoryview, start: int, end: int, flags: int, /
+) -> int: ...

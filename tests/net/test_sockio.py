@@ -1,0 +1,197 @@
+"""The data path's socket calls (`arp.net.sockio`): the C ones and the socket module's agree,
+over real sockets, in what they move and in what they raise."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from arp import native
+from arp.net import sockio
+from arp.protocol.tunnel import HEADER
+
+
+@dataclass(frozen=True)
+class Calls:
+    name: str
+    recv_into: Callable[[socket.socket, bytearray, int], int]
+    recv_frame: Callable[[socket.socket, bytearray], int]
+    send: Callable[[socket.socket, bytes | bytearray | memoryview, int, int, int], int]
+
+
+def _implementations() -> list[Calls]:
+    calls = [Calls("socket module", sockio._recv_into, sockio._recv_frame, sockio._send)]
+    if native.active():
+        from arp.net import _sockio
+
+        calls.append(Calls("C", _sockio.recv_into, _sockio.recv_frame, _sockio.send))
+    return calls
+
+
+IMPLEMENTATIONS = _implementations()
+each = pytest.mark.parametrize("calls", IMPLEMENTATIONS, ids=lambda calls: calls.name)
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A connected TCP pair on loopback, both non-blocking, as the data path's sockets are."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        a = socket.create_connection(server.getsockname())
+        b, _ = server.accept()
+    for sock in (a, b):
+        sock.setblocking(False)
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+def _wait_readable(sock: socket.socket) -> None:
+    import select
+
+    assert select.select([sock], [], [], 5)[0], "nothing arrived within 5 s"
+
+
+def test_the_suite_runs_the_c_calls() -> None:
+    assert sockio.BUILT, "arp.net._sockio is not built: run bash scripts/setup.sh --dev"
+    assert [calls.name for calls in IMPLEMENTATIONS] == ["socket module", "C"]
+
+
+@each
+def test_send_a_range_and_receive_it_at_an_offset(
+    calls: Calls, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = pair
+    assert calls.send(a, b"..hello..", 2, 7, 0) == 5
+    _wait_readable(b)
+    buffer = bytearray(b"#" * 16)
+    assert calls.recv_into(b, buffer, 3) == 5
+    assert buffer == b"###hello########"
+
+
+@each
+def test_recv_frame_writes_the_header_in_front(
+    calls: Calls, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = pair
+    a.sendall(b"payload")
+    _wait_readable(b)
+    buffer = bytearray(64)
+    assert calls.recv_frame(b, buffer) == 7
+    assert bytes(buffer[:11]) == HEADER.pack(7) + b"payload"
+    a.shutdown(socket.SHUT_WR)
+    _wait_readable(b)
+    assert calls.recv_frame(b, buffer) == 0
+    assert bytes(buffer[:4]) == HEADER.pack(0)  # the end frame
+
+
+@each
+def test_a_read_never_takes_more_than_the_room(
+    calls: Calls, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = pair
+    a.sendall(b"0123456789")
+    _wait_readable(b)
+    small = bytearray(b"......")
+    assert calls.recv_frame(b, small) == 2
+    assert small == HEADER.pack(2) + b"01"
+    assert calls.recv_into(b, small, 4) == 2
+    assert small[4:] == b"23"
+    rest = bytearray(16)
+    assert calls.recv_into(b, rest, 0) == 6
+    assert rest[:6] == b"456789"
+
+
+@each
+def test_nothing_ready_raises_blocking_io_error_even_on_a_blocking_socket(
+    calls: Calls, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = pair
+    b.setblocking(True)  # MSG_DONTWAIT: the call still cannot block
+    with pytest.raises(BlockingIOError):
+        calls.recv_into(b, bytearray(8), 0)
+    with pytest.raises(BlockingIOError):
+        calls.recv_frame(b, bytearray(8))
+    a.setblocking(True)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    chunk = b"x" * 65536
+    with pytest.raises(BlockingIOError):
+        for _ in range(10_000):  # a bounded fill of both kernel buffers
+            calls.send(a, chunk, 0, len(chunk), 0)
+
+
+@each
+def test_a_closed_socket_is_ebadf_and_a_reset_peer_is_its_errno(
+    calls: Calls, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = pair
+    closed = socket.socket()
+    closed.close()
+    with pytest.raises(OSError) as caught:
+        calls.recv_into(closed, bytearray(8), 0)
+    assert caught.value.errno == errno.EBADF
+    with pytest.raises(OSError) as caught:
+        calls.send(closed, b"x", 0, 1, 0)
+    assert caught.value.errno == errno.EBADF
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    b.close()  # a reset
+    _wait_readable(a)
+    with pytest.raises(ConnectionResetError):
+        calls.recv_into(a, bytearray(8), 0)
+    with pytest.raises(BrokenPipeError):  # and no SIGPIPE
+        calls.send(a, b"x", 0, 1, 0)
+
+
+@each
+def test_bad_arguments_are_clear_errors(
+    calls: Calls, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = pair
+    buffer = bytearray(8)
+    for start in (-1, 8, 9):
+        with pytest.raises(ValueError):
+            calls.recv_into(b, buffer, start)
+    with pytest.raises(ValueError):
+        calls.recv_frame(b, bytearray(4))  # no room for a payload
+    for start, end in ((-1, 2), (2, 1), (0, 9)):
+        with pytest.raises(ValueError):
+            calls.send(a, buffer, start, end, 0)
+    with pytest.raises((TypeError, BufferError)):
+        calls.recv_into(b, b"read-only", 0)  # type: ignore[arg-type]
+    with pytest.raises((TypeError, AttributeError)):
+        calls.recv_into(b.fileno(), buffer, 0)  # type: ignore[arg-type]
+    with pytest.raises((TypeError, AttributeError)):
+        calls.send("not a socket", b"x", 0, 1, 0)  # type: ignore[arg-type]
+    assert calls.send(a, b"x", 0, 0, 0) == 0  # an empty range sends nothing
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=8))
+def test_what_one_sends_the_other_receives_in_order(chunks: list[bytes]) -> None:
+    """Generated chunks through every pairing of the two implementations."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        a = socket.create_connection(server.getsockname())
+        b, _ = server.accept()
+    with a, b:
+        b.setblocking(False)
+        for sender in IMPLEMENTATIONS:
+            for receiver in IMPLEMENTATIONS:
+                for chunk in chunks:
+                    assert sender.send(a, b"<" + chunk + b">", 1, len(chunk) + 1, 0) == len(chunk)
+                want = b"".join(chunks)
+                got = bytearray()
+                buffer = bytearray(128)
+                while len(got) < len(want):
+                    _wait_readable(b)
+                    n = receiver.recv_frame(b, buffer)
+                    assert n > 0
+                    assert bytes(buffer[:4]) == HEADER.pack(n)
+                    got += buffer[4 : 4 + n]
+                assert bytes(got) == want
