@@ -133,3 +133,87 @@ def test_the_tracker_sees_upgrades_bodies_until_close_and_nonsense() -> None:
     tracker, _ = response_tracker()
     tracker.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")  # nobody asked
     assert tracker.lost
+
+
+GET_A = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+GET_B = b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n"
+POST = b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
+
+
+def test_repeat_is_the_last_bodiless_head_only_when_it_is_all_there_is() -> None:
+    stream = RequestStream(4096)
+    stream.feed(GET_A)
+    (first,) = events(stream)
+    assert isinstance(first, Request)
+    assert stream.repeat(bytearray(GET_A + b"junk"), len(GET_A)) is first
+    assert stream.repeat(bytearray(GET_A), len(GET_A) - 1) is None  # cut short
+    assert stream.repeat(bytearray(GET_A + GET_A), 2 * len(GET_A)) is None  # two: fed, parsed
+    assert stream.repeat(bytearray(GET_B), len(GET_B)) is None  # other bytes
+    stream.feed(b"G")
+    assert stream.repeat(bytearray(GET_A), len(GET_A)) is None  # something is buffered
+    stream = RequestStream(4096)
+    stream.feed(POST)
+    assert [type(e) for e in events(stream)] == [Request, Body, type(END_OF_MESSAGE)]
+    assert stream.repeat(bytearray(POST), len(POST)) is None  # a head with a body is never one
+    stream.feed(b"GET /u HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n")
+    events(stream)
+    assert stream.held
+    assert stream.repeat(bytearray(GET_A), len(GET_A)) is None  # held for the answer
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.sampled_from([GET_A, GET_B, POST, b"\r\n"]), min_size=1, max_size=12),
+    st.lists(st.integers(min_value=1, max_value=80), min_size=1, max_size=20),
+)
+def test_repeat_gives_what_feeding_would(requests: list[bytes], cuts: list[int]) -> None:
+    """The same events, read after read, whether a read is taken by `repeat` or fed."""
+    data = b"".join(requests)
+    reads: list[bytes] = []
+    pos = 0
+    for cut in itertools.cycle(cuts):
+        if pos >= len(data):
+            break
+        reads.append(data[pos : pos + cut])
+        pos += cut
+    reads += [GET_A, GET_A]  # whole repeats, which `repeat` can take
+    plain, fast = RequestStream(4096), RequestStream(4096)
+    for read in reads:
+        plain.feed(read)
+        want = events(plain)
+        repeated = fast.repeat(bytearray(read), len(read))
+        if repeated is not None:
+            got: list[object] = [repeated]
+        else:
+            fast.feed(read)
+            got = events(fast)
+        assert [(type(e), getattr(e, "raw", e)) for e in got] == [
+            (type(e), getattr(e, "raw", e)) for e in want
+        ]
+        assert (fast.idle, fast.buffered) == (plain.idle, plain.buffered)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from([0, 1, 2, 3]), min_size=1, max_size=10))
+def test_feed_at_counts_as_feed_does(picks: list[int]) -> None:
+    """The read buffer with an offset (`feed_at`) and a slice of it (`feed`) count the same."""
+    answers = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno",  # the same head, another body
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+    ]
+    by_slice, by_offset = ResponseTracker(4096), ResponseTracker(4096)
+    for pick in picks:
+        answer = answers[pick]
+        buffer = bytearray(b"\x00" * 4 + answer + b"tail")
+        for tracker in (by_slice, by_offset):
+            tracker.expect("GET")
+        by_slice.feed(memoryview(buffer)[4 : 4 + len(answer)])
+        by_offset.feed_at(buffer, 4, 4 + len(answer))
+        assert (by_offset.outstanding, by_offset.total, by_offset.classes) == (
+            by_slice.outstanding,
+            by_slice.total,
+            by_slice.classes,
+        )
+    assert by_offset.outstanding == 0 and by_offset.total == sum(len(answers[p]) for p in picks)

@@ -29,11 +29,12 @@ from collections.abc import Callable
 from typing import Final
 
 from arp.config import Limits
+from arp.net import sockio
 from arp.net.links import Link
 from arp.net.readiness import readiness
-from arp.net.sockio import recv_frame, recv_into, send
 from arp.net.streams import FrameReader as FrameReader
 from arp.net.streams import pump_streams
+from arp.protocol import wire
 from arp.protocol.responses import ResponseTracker
 from arp.protocol.tunnel import (
     END_FRAME,
@@ -42,7 +43,6 @@ from arp.protocol.tunnel import (
     TunnelDecoder,
     TunnelProtocolError,
 )
-from arp.protocol.wire import single_frame
 
 SPLICE_AVAILABLE: Final = sys.platform == "linux" and hasattr(os, "splice")
 _F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -58,6 +58,12 @@ _SHARED: Final = bytearray(COPY_BUFFER)
 _SHARED_VIEW: Final = memoryview(_SHARED)
 _PAYLOAD_ROOM: Final = COPY_BUFFER - HEADER_SIZE
 """A read for the tunnel goes after room for its frame header (`recv_frame`)."""
+
+# Final: compiled code calls these from C statics; an imported name is a dict lookup per call.
+_recv_into: Final = sockio.recv_into
+_recv_frame: Final = sockio.recv_frame
+_send: Final = sockio.send
+_single_frame: Final = wire.single_frame
 
 _MSG_MORE: Final = getattr(socket, "MSG_MORE", 0)
 _FRAMES_PER_WAKEUP: Final = 4
@@ -230,14 +236,14 @@ class _ToTunnel(_Flow):
                 self.moved += n
                 self._out = HEADER.pack(n) if n else END_FRAME
             else:
-                n = recv_frame(self._src, _SHARED)  # the payload, its header in front
+                n = _recv_frame(self._src, _SHARED)  # the payload, its header in front
                 self.moved += n
                 size = HEADER_SIZE + n
                 sent = 0
                 if 0 < n < _PAYLOAD_ROOM:
                     # The common case, kept short: the frame goes out whole at once.
                     try:
-                        sent = send(self._dst, _SHARED, 0, size, 0)
+                        sent = _send(self._dst, _SHARED, 0, size, 0)
                     except _RETRY:
                         sent = 0
                     if sent == size:
@@ -316,7 +322,7 @@ class FromTunnel(_Flow):
                     self._splice_in()
                     return
                 self._close_pipe()  # a counted body ended: the next head must be seen
-            n = recv_into(self._src, _SHARED, 0)
+            n = _recv_into(self._src, _SHARED, 0)
         except _RETRY:
             return
         except OSError as exc:
@@ -326,12 +332,12 @@ class FromTunnel(_Flow):
             self._tunnel_closed()
             return
         if self._first is None and self._decoder.between_frames:
-            length = single_frame(_SHARED, n)
+            length = _single_frame(_SHARED, n)
             if length > 0:
                 # The common case, kept short: one whole frame per read, sent on at once.
                 self.moved += length
                 try:
-                    sent = send(self._dst, _SHARED, HEADER_SIZE, n, 0)
+                    sent = _send(self._dst, _SHARED, HEADER_SIZE, n, 0)
                 except _RETRY:
                     sent = 0
                 except OSError as exc:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Final, NamedTuple
 
 from arp.protocol import http as phttp
+from arp.protocol import wire
 from arp.protocol.chunked import ChunkedScanner
 from arp.protocol.http import HeadError
 
@@ -71,6 +72,8 @@ _NONE: Final = Framing.NONE
 _LENGTH: Final = Framing.LENGTH
 _CHUNKED: Final = Framing.CHUNKED
 
+_same_at: Final = wire.same_at
+"""Final: compiled code calls it from a C static; an imported name is a dict lookup per call."""
 _recent: Final[list[Request | None]] = [None]
 """The last bodiless request parsed by any stream: the first head of a new connection is often
 the same bytes as the last one's (a client that opens a connection per request)."""
@@ -140,6 +143,18 @@ class RequestStream:
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         self._buffer += data
+
+    def repeat(self, data: bytearray, size: int) -> Request | None:
+        """The last bodiless head again when `data`'s first `size` bytes are exactly its bytes
+        and nothing else is buffered: what `feed` of them and `next_event` would give, with
+        the stream as it was (the keep-alive case, without copying or parsing). Else None, and
+        the caller feeds them."""
+        if self._state != _State.HEAD or self._buffer:
+            return None
+        last = self._last or _recent[0]
+        if last is None or len(last.raw) != size or not _same_at(data, 0, last.raw):
+            return None
+        return last
 
     @property
     def idle(self) -> bool:

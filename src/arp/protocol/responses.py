@@ -27,8 +27,8 @@ from collections.abc import Callable
 from typing import Final
 
 from arp.errors import ArpError
+from arp.protocol import wire
 from arp.protocol.chunked import ChunkedScanner
-from arp.protocol.wire import same_at
 
 _HEAD: Final = 0
 _BODY: Final = 1
@@ -36,6 +36,9 @@ _CHUNKED: Final = 2
 _UNTIL_CLOSE: Final = 3
 _RAW: Final = 4
 _LOST: Final = 5
+
+_same_at: Final = wire.same_at
+"""Final: compiled code calls it from a C static; an imported name is a dict lookup per call."""
 
 _recent: tuple[bytes, int] = (b"", 0)
 
@@ -130,7 +133,7 @@ class ResponseTracker:
             and not self._buffer
             and self._methods
             and self._methods[0] == "GET"
-            and same_at(data, start, last)
+            and _same_at(data, start, last)
         ):
             return False
         self.total += size

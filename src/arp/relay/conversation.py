@@ -47,14 +47,14 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Final, Protocol
 
 from arp.errors import ArpError
+from arp.net import sockio
 from arp.net.links import Link, SocketLink
 from arp.net.pump import COPY_BUFFER, SPLICE_AVAILABLE, CountedSplice, FromTunnel
 from arp.net.readiness import readiness
-from arp.net.sockio import recv_into, send
 from arp.protocol import frames
 from arp.protocol import http as phttp
 from arp.protocol.forwarded import Caller, rewrite_head
-from arp.protocol.requests import END_OF_MESSAGE, Body, Request, RequestStream
+from arp.protocol.requests import END_OF_MESSAGE, Body, Event, Request, RequestStream
 from arp.protocol.responses import ResponseTracker
 from arp.protocol.tunnel import END_FRAME, HEADER
 from arp.relay.answers import cookie_transform, error_response
@@ -68,6 +68,9 @@ _BUFFER: Final = bytearray(64 * 1024)
 _VIEW: Final = memoryview(_BUFFER)
 """One read buffer for every conversation: its bytes are copied into the stream at once."""
 _RETRY: Final = (BlockingIOError, InterruptedError)
+# Final: compiled code calls these from C statics; an imported name is a dict lookup per call.
+_recv_into: Final = sockio.recv_into
+_send: Final = sockio.send
 
 
 def _nothing() -> None:
@@ -251,7 +254,7 @@ class Conversation:
             self._splice_body()
             return
         try:
-            n = recv_into(self._psock, _BUFFER, 0)
+            n = _recv_into(self._psock, _BUFFER, 0)
         except _RETRY:
             return
         except OSError:
@@ -268,20 +271,29 @@ class Conversation:
             self._public_eof = True
             self._pause_reading()
         else:
+            repeat = self._stream.repeat(_BUFFER, n)
+            if repeat is not None:
+                self._pump([], repeat)
+                return
             self._stream.feed(_VIEW[:n])
         self._pump([])
 
-    def _pump(self, out: list[bytes]) -> None:
-        """Forward every complete event buffered; stop at a route change."""
+    def _pump(self, out: list[bytes], first: Request | None = None) -> None:
+        """Forward every complete event buffered, `first` (the stream's `repeat`) before them;
+        stop at a route change."""
         stream = self._stream
         door = self._door
         tracker = self._tracker
         while not self._upgrade_wait and self._pending is None:
-            try:
-                event = stream.next_event()
-            except ArpError as exc:
-                self._pending = exc
-                break
+            if first is not None:
+                event: Event | None = first
+                first = None
+            else:
+                try:
+                    event = stream.next_event()
+                except ArpError as exc:
+                    self._pending = exc
+                    break
             if event is None:
                 break
             if type(event) is Body:
@@ -425,7 +437,7 @@ class Conversation:
             self._out = data  # after the bytes in the pipe (`_on_tunnel_writable`)
             return
         try:
-            sent = send(self._tsock, data, 0, len(data), 0)
+            sent = _send(self._tsock, data, 0, len(data), 0)
         except _RETRY:
             sent = 0
         except OSError:

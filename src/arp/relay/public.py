@@ -211,7 +211,14 @@ class Public:
     def client_for(self, route: phttp.Route) -> ClientState | None:
         """The client `route`'s token opens: its client_id (a client without access tokens) or
         one of its access tokens (`arp.relay.access`); None when it opens nothing."""
-        state = self.clients.get(route.token)
+        clients = self.clients
+        state: ClientState | None
+        if isinstance(clients, dict):  # noqa: SIM108 (the same call, compiled two ways)
+            # The plain relay's dict: compiled code reads it with the dict's own lookup, where
+            # a `Mapping`'s get is a method call (a RoutingTable's, in a cluster).
+            state = clients.get(route.token)
+        else:
+            state = clients.get(route.token)
         if state is not None and not state.access_hashes:
             return state
         if self.access and (found := self.access.find(route.token)) is not None:
