@@ -4,9 +4,11 @@ over real sockets, in what they move and in what they raise."""
 from __future__ import annotations
 
 import errno
+import select
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -23,14 +25,21 @@ class Calls:
     recv_into: Callable[[socket.socket, bytearray, int], int]
     recv_frame: Callable[[socket.socket, bytearray], int]
     send: Callable[[socket.socket, bytes | bytearray | memoryview, int, int, int], int]
+    dispatch: Callable[..., list[tuple[Any, int]] | None]
 
 
 def _implementations() -> list[Calls]:
-    calls = [Calls("socket module", sockio._recv_into, sockio._recv_frame, sockio._send)]
+    calls = [
+        Calls(
+            "socket module", sockio._recv_into, sockio._recv_frame, sockio._send, sockio._dispatch
+        )
+    ]
     if native.active():
         from arp.net import _sockio
 
-        calls.append(Calls("C", _sockio.recv_into, _sockio.recv_frame, _sockio.send))
+        calls.append(
+            Calls("C", _sockio.recv_into, _sockio.recv_frame, _sockio.send, _sockio.dispatch)
+        )
     return calls
 
 
@@ -195,3 +204,97 @@ def test_what_one_sends_the_other_receives_in_order(chunks: list[bytes]) -> None
                     assert bytes(buffer[:4]) == HEADER.pack(n)
                     got += buffer[4 : 4 + n]
                 assert bytes(got) == want
+
+
+def _table(entries: dict[int, Any]) -> list[Any]:
+    table: list[Any] = [None] * (max(entries, default=0) + 1)
+    for fd, value in entries.items():
+        table[fd] = value
+    return table
+
+
+@each
+def test_dispatch_runs_each_ready_sockets_callbacks_and_hands_back_the_loops(
+    calls: Calls, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = pair
+    heard: list[str] = []
+    errors: list[BaseException] = []
+    with select.epoll() as epoll:
+        assert calls.dispatch(epoll, 0, 8, [], [], [], errors.append) is None  # nothing ready
+        epoll.register(b.fileno(), select.EPOLLIN | select.EPOLLOUT)
+        epoll.register(a.fileno(), select.EPOLLOUT)
+        readers = _table({b.fileno(): lambda: heard.append("b read")})
+        writers = _table(
+            {b.fileno(): lambda: heard.append("b write"), a.fileno(): lambda: heard.append("a")}
+        )
+        key = object()
+        a.sendall(b"x")
+        _wait_readable(b)
+        ready = calls.dispatch(epoll, 1000, 8, readers, writers, _table({a.fileno(): key}),
+                               errors.append)  # fmt: skip
+        assert sorted(heard) == ["a", "b read", "b write"]
+        assert heard.index("b read") < heard.index("b write")  # the reader first
+        assert ready == [(key, select.EPOLLOUT)]
+        assert errors == []
+
+
+@each
+def test_dispatch_looks_each_callback_up_just_before_it_runs(
+    calls: Calls, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = pair
+    heard: list[str] = []
+    with select.epoll() as epoll:
+        epoll.register(b.fileno(), select.EPOLLIN | select.EPOLLOUT)
+        writers = _table({b.fileno(): lambda: heard.append("writer")})
+
+        def reader() -> None:
+            heard.append("reader")
+            writers[b.fileno()] = None  # an earlier callback removes a later one
+
+        a.sendall(b"x")
+        _wait_readable(b)
+        calls.dispatch(epoll, 0, 8, _table({b.fileno(): reader}), writers, None, print)
+        assert heard == ["reader"]
+
+
+@each
+def test_dispatch_reports_a_failing_callback_and_goes_on(
+    calls: Calls, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = pair
+    heard: list[str] = []
+    errors: list[BaseException] = []
+    with select.epoll() as epoll:
+        epoll.register(b.fileno(), select.EPOLLIN | select.EPOLLOUT)
+
+        def failing() -> None:
+            raise RuntimeError("callback bug")
+
+        a.sendall(b"x")
+        _wait_readable(b)
+        readers = _table({b.fileno(): failing})
+        writers = _table({b.fileno(): lambda: heard.append("writer")})
+        assert calls.dispatch(epoll, 0, 8, readers, writers, None, errors.append) == []
+        assert [str(e) for e in errors] == ["callback bug"]
+        assert errors[0].__traceback__ is not None
+        assert heard == ["writer"]
+
+        def leaving() -> None:
+            raise SystemExit(3)
+
+        with pytest.raises(SystemExit):
+            calls.dispatch(epoll, 0, 8, _table({b.fileno(): leaving}), [], None, errors.append)
+        assert len(errors) == 1
+
+
+@each
+def test_dispatch_refuses_bad_arguments(calls: Calls) -> None:
+    epoll = select.epoll()
+    for timeout, maxevents in ((-2, 8), (0, 0), (0, 5000)):
+        with pytest.raises(ValueError):
+            calls.dispatch(epoll, timeout, maxevents, [], [], None, print)
+    epoll.close()
+    with pytest.raises(ValueError):  # a closed epoll
+        calls.dispatch(epoll, 0, 8, [], [], None, print)

@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -216,11 +217,151 @@ sockio_send(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return sent < 0 ? NULL : PyLong_FromSsize_t(sent);
 }
 
+#define BATCH_MAX 1024 /* arp.net.selector.BATCH is at most this */
+
+/* The entry for `fd` in a list indexed by descriptor (borrowed), or NULL for none. */
+static PyObject *
+at(PyObject *list, int fd)
+{
+    if (fd < 0 || fd >= PyList_GET_SIZE(list)) {
+        return NULL;
+    }
+    PyObject *item = PyList_GET_ITEM(list, fd);
+    return item == Py_None ? NULL : item;
+}
+
+/* Call a callback (looked up just before, kept alive through the call); report an exception
+ * to on_error, except SystemExit and KeyboardInterrupt, which go up. -1: one went up. */
+static int
+run_callback(PyObject *callback, PyObject *on_error)
+{
+    Py_INCREF(callback);
+    PyObject *result = PyObject_CallNoArgs(callback);
+    Py_DECREF(callback);
+    if (result != NULL) {
+        Py_DECREF(result);
+        return 0;
+    }
+    if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
+        PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+        return -1;
+    }
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (traceback != NULL && value != NULL) {
+        PyException_SetTraceback(value, traceback);
+    }
+    PyObject *reported = PyObject_CallOneArg(on_error, value != NULL ? value : Py_None);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(traceback);
+    if (reported == NULL) {
+        return -1;
+    }
+    Py_DECREF(reported);
+    return 0;
+}
+
+PyDoc_STRVAR(dispatch_doc,
+"dispatch(epoll, timeout_ms, maxevents, readers, writers, loop_keys, on_error)\n\n"
+"One epoll_wait (the GIL released only when it may wait), then for each event the reader\n"
+"readers[fd] (on EPOLLIN, ERR, HUP), then the writer writers[fd] (on EPOLLOUT, ERR, HUP),\n"
+"each looked up just before its call. Returns None when no event came, else the list of\n"
+"(loop_keys[fd], mask) for the events of descriptors the loop has registered (loop_keys:\n"
+"a list indexed by descriptor, or None). An exception in a callback goes to on_error(exc),\n"
+"but SystemExit and KeyboardInterrupt, which are raised (the events left stay ready).");
+
+static PyObject *
+sockio_dispatch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError,
+                        "dispatch(epoll, timeout_ms, maxevents, readers, writers, loop_keys, "
+                        "on_error) takes 7 arguments");
+        return NULL;
+    }
+    PyObject *readers = args[3], *writers = args[4], *loop_keys = args[5], *on_error = args[6];
+    if (!PyList_CheckExact(readers) || !PyList_CheckExact(writers) ||
+        (loop_keys != Py_None && !PyList_CheckExact(loop_keys))) {
+        PyErr_SetString(PyExc_TypeError, "readers, writers and loop_keys must be lists");
+        return NULL;
+    }
+    long timeout = PyLong_AsLong(args[1]);
+    if (timeout == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    long maxevents = PyLong_AsLong(args[2]);
+    if (maxevents == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (timeout < -1 || timeout > INT_MAX || maxevents < 1 || maxevents > BATCH_MAX) {
+        PyErr_SetString(PyExc_ValueError, "timeout_ms must be -1 or more, maxevents 1 to 1024");
+        return NULL;
+    }
+    int epfd = PyObject_AsFileDescriptor(args[0]); /* a closed epoll raises here */
+    if (epfd < 0) {
+        return NULL;
+    }
+    struct epoll_event events[BATCH_MAX];
+    int count;
+    if (timeout == 0) {
+        count = epoll_wait(epfd, events, (int)maxevents, 0); /* cannot block: GIL kept */
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        count = epoll_wait(epfd, events, (int)maxevents, (int)timeout);
+        Py_END_ALLOW_THREADS
+    }
+    if (count < 0) {
+        if (errno == EINTR) {
+            /* A signal: its handler runs now; the caller sees no event and goes back to the
+             * loop, which handles it. */
+            return PyErr_CheckSignals() < 0 ? NULL : Py_NewRef(Py_None);
+        }
+        PyErr_SetFromErrno(PyExc_OSError);
+        return NULL;
+    }
+    if (count == 0) {
+        Py_RETURN_NONE;
+    }
+    PyObject *ready = PyList_New(0);
+    if (ready == NULL) {
+        return NULL;
+    }
+    for (int i = 0; i < count; i++) {
+        int fd = events[i].data.fd;
+        uint32_t mask = events[i].events;
+        PyObject *callback;
+        if (mask & (EPOLLIN | EPOLLERR | EPOLLHUP) && (callback = at(readers, fd)) != NULL &&
+            run_callback(callback, on_error) < 0) {
+            goto fail;
+        }
+        if (mask & (EPOLLOUT | EPOLLERR | EPOLLHUP) && (callback = at(writers, fd)) != NULL &&
+            run_callback(callback, on_error) < 0) {
+            goto fail;
+        }
+        PyObject *key;
+        if (loop_keys != Py_None && (key = at(loop_keys, fd)) != NULL) {
+            PyObject *pair = Py_BuildValue("(OI)", key, (unsigned int)mask);
+            if (pair == NULL || PyList_Append(ready, pair) < 0) {
+                Py_XDECREF(pair);
+                goto fail;
+            }
+            Py_DECREF(pair);
+        }
+    }
+    return ready;
+fail:
+    Py_DECREF(ready);
+    return NULL;
+}
+
 static PyMethodDef sockio_methods[] = {
     {"recv_into", (PyCFunction)(void (*)(void))sockio_recv_into, METH_FASTCALL, recv_into_doc},
     {"recv_frame", (PyCFunction)(void (*)(void))sockio_recv_frame, METH_FASTCALL,
      recv_frame_doc},
     {"send", (PyCFunction)(void (*)(void))sockio_send, METH_FASTCALL, send_doc},
+    {"dispatch", (PyCFunction)(void (*)(void))sockio_dispatch, METH_FASTCALL, dispatch_doc},
     {NULL, NULL, 0, NULL},
 };
 

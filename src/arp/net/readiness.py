@@ -17,9 +17,13 @@ from __future__ import annotations
 import asyncio
 import select
 import weakref
-from typing import Protocol
+from typing import Final, Protocol
 
+from arp.net import sockio
 from arp.net.selector import BATCH, Callback, Callbacks, Selector
+
+_dispatch: Final = sockio.dispatch
+"""Final: compiled code calls it from a C static, not by a lookup per call."""
 
 
 class Readiness(Protocol):
@@ -42,12 +46,7 @@ class _Nested(Callbacks):
         loop.add_reader(self._epoll.fileno(), self._dispatch)
 
     def _dispatch(self) -> None:
-        try:
-            events = self._epoll.poll(0, BATCH)
-        except InterruptedError:
-            return
-        for fd, mask in events:
-            self._call(fd, mask)
+        _dispatch(self._epoll, 0, BATCH, self._readers, self._writers, None, self._report)
 
 
 _NESTED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Nested] = weakref.WeakKeyDictionary()

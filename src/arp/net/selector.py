@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable, Mapping, Sized
 from typing import Any, Final
 
+from arp.net import sockio
+
 Callback = Callable[[], None]
 
 _IN: Final = getattr(select, "EPOLLIN", 1)
@@ -35,6 +37,9 @@ BATCH: Final = 256
 ready (level-triggered) for the next one."""
 _EVENT_READ: Final = selectors.EVENT_READ
 _EVENT_WRITE: Final = selectors.EVENT_WRITE
+_dispatch: Final = sockio.dispatch
+"""Final, as `_monotonic`: compiled code calls them from C statics, not by a lookup per call."""
+_monotonic: Final = time.monotonic
 
 
 def _fd(fileobj: Any) -> int:
@@ -51,38 +56,62 @@ def _fd(fileobj: Any) -> int:
     return fd
 
 
+def _at(table: list[Any], fd: int) -> Any:
+    """`table`'s entry for `fd`, or None."""
+    return table[fd] if 0 <= fd < len(table) else None
+
+
+def _put(table: list[Any], fd: int, value: object) -> None:
+    """Set `table`'s entry for `fd`, growing it to the highest descriptor seen."""
+    if fd < 0:
+        raise ValueError(f"Invalid file descriptor: {fd}")
+    if fd >= len(table):
+        table.extend([None] * (fd + 1 - len(table)))
+    table[fd] = value
+
+
+def _take(table: list[Any], fd: int) -> Any:
+    """Clear `table`'s entry for `fd`; what it was, or None."""
+    value = _at(table, fd)
+    if value is not None:
+        table[fd] = None
+    return value
+
+
 class Callbacks:
     """Readiness callbacks over one epoll: a socket's registration is one ``epoll_ctl``.
 
     The base of `Selector` and of `arp.net.readiness`'s nested epoll; `_own_events` says what
-    else epoll must watch on a descriptor (the loop's registrations, for `Selector`).
+    else epoll must watch on a descriptor (the loop's registrations, for `Selector`). The
+    callbacks are in lists indexed by descriptor, which `arp.net.sockio.dispatch` reads for
+    each event (in C when built).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
         self._epoll = select.epoll()
-        self._readers: dict[int, Callback] = {}
-        self._writers: dict[int, Callback] = {}
+        self._readers: list[Callback | None] = []
+        self._writers: list[Callback | None] = []
         self._masks: dict[int, int] = {}
         """What epoll has for each descriptor."""
         self.loop = loop
         """Told of an exception in a callback."""
 
     def add_reader(self, fd: int, callback: Callback) -> None:
-        self._readers[fd] = callback
+        _put(self._readers, fd, callback)
         self._update(fd)
 
     def remove_reader(self, fd: int) -> bool:
-        if self._readers.pop(fd, None) is None:
+        if _take(self._readers, fd) is None:
             return False
         self._update(fd)
         return True
 
     def add_writer(self, fd: int, callback: Callback) -> None:
-        self._writers[fd] = callback
+        _put(self._writers, fd, callback)
         self._update(fd)
 
     def remove_writer(self, fd: int) -> bool:
-        if self._writers.pop(fd, None) is None:
+        if _take(self._writers, fd) is None:
             return False
         self._update(fd)
         return True
@@ -90,26 +119,17 @@ class Callbacks:
     def _own_events(self, fd: int) -> int:
         return 0
 
-    def _call(self, fd: int, mask: int) -> None:
-        """Run `fd`'s callbacks for the epoll event `mask`. Looked up per event: an earlier
-        callback may have unregistered this socket."""
-        try:
-            if mask & _READ and (reader := self._readers.get(fd)) is not None:
-                reader()
-            if mask & _WRITE and (writer := self._writers.get(fd)) is not None:
-                writer()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            if self.loop is not None:
-                self.loop.call_exception_handler(
-                    {"message": "exception in a socket readiness callback", "exception": exc}
-                )
+    def _report(self, exc: BaseException) -> None:
+        """An exception in a callback: the loop's exception handler hears of it."""
+        if self.loop is not None:
+            self.loop.call_exception_handler(
+                {"message": "exception in a socket readiness callback", "exception": exc}
+            )
 
     def _update(self, fd: int) -> None:
         events = self._own_events(fd)
-        mask = (_IN if fd in self._readers or events & _EVENT_READ else 0) | (
-            _OUT if fd in self._writers or events & _EVENT_WRITE else 0
+        mask = (_IN if _at(self._readers, fd) is not None or events & _EVENT_READ else 0) | (
+            _OUT if _at(self._writers, fd) is not None or events & _EVENT_WRITE else 0
         )
         old = self._masks.get(fd, 0)
         if mask == old:
@@ -142,6 +162,8 @@ class Selector(Callbacks):
         super().__init__(None)  # the loop comes after its selector: `new_event_loop`
         self._keys: dict[int, selectors.SelectorKey] = {}
         """The loop's registrations."""
+        self._loop_keys: list[selectors.SelectorKey | None] = []
+        """The same, indexed by descriptor (for `dispatch`)."""
         self._loop_state: Any = None
         """The loop whose stop flag and timers `select` reads (asyncio's `BaseEventLoop`
         keeps them in `_stopping` and `_scheduled`)."""
@@ -160,6 +182,7 @@ class Selector(Callbacks):
             raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
         key = selectors.SelectorKey(fileobj, fd, events, data)
         self._keys[fd] = key
+        _put(self._loop_keys, fd, key)
         self._update(fd)
         return key
 
@@ -168,6 +191,7 @@ class Selector(Callbacks):
         key = self._keys.pop(fd, None)
         if key is None:
             raise KeyError(f"{fileobj!r} is not registered")
+        _take(self._loop_keys, fd)
         self._update(fd)
         return key
 
@@ -180,6 +204,7 @@ class Selector(Callbacks):
             raise ValueError(f"Invalid events: {events!r}")
         key = selectors.SelectorKey(key.fileobj, fd, events, data)
         self._keys[fd] = key
+        _put(self._loop_keys, fd, key)
         self._update(fd)
         return key
 
@@ -195,6 +220,7 @@ class Selector(Callbacks):
     def close(self) -> None:
         self._epoll.close()
         self._keys.clear()
+        self._loop_keys.clear()
         self._readers.clear()
         self._writers.clear()
         self._masks.clear()
@@ -209,27 +235,23 @@ class Selector(Callbacks):
         """
         wait = _wait_ms(timeout)
         # No clock read when the loop waits for nothing (it has handles ready: the usual call).
-        deadline = time.monotonic() + wait if wait > 0 else wait
-        keys = self._keys
+        deadline = _monotonic() + wait * 1e-3 if wait > 0 else -1.0
         while True:
-            try:
-                events = self._epoll.poll(wait, BATCH)
-            except InterruptedError:
-                return []
+            events = _dispatch(
+                self._epoll, wait, BATCH, self._readers, self._writers, self._loop_keys,
+                self._report,
+            )  # fmt: skip
+            if events is None:
+                return []  # the timeout (or a signal, which the loop handles)
             ready: list[tuple[selectors.SelectorKey, int]] = []
-            for fd, mask in events:
-                self._call(fd, mask)
-                key = keys.get(fd)
-                if key is not None:
-                    # As EpollSelector: an error or hang-up wakes both a reader and a writer.
-                    wanted = (_EVENT_WRITE if mask & ~_IN else 0) | (
-                        _EVENT_READ if mask & ~_OUT else 0
-                    )
-                    wanted &= key.events
-                    if wanted:
-                        ready.append((key, wanted))
+            for key, mask in events:
+                # As EpollSelector: an error or hang-up wakes both a reader and a writer.
+                wanted = (_EVENT_WRITE if mask & ~_IN else 0) | (_EVENT_READ if mask & ~_OUT else 0)
+                wanted &= key.events
+                if wanted:
+                    ready.append((key, wanted))
             loop = self._loop_state
-            if ready or not events or not wait or loop is None or self._handles or loop._stopping:
+            if ready or not wait or loop is None or self._handles or loop._stopping:
                 return ready
             # Only callbacks woke: wait on, up to the loop's deadline or its next timer
             # (a callback may have scheduled one).
@@ -239,21 +261,21 @@ class Selector(Callbacks):
                 when = float(scheduled[0]._when)
                 end = when if end < 0 else min(end, when)
             if end < 0:
-                wait = -1.0
+                wait = -1
             else:
-                left = end - time.monotonic()
+                left = end - _monotonic()
                 if left <= 0:
                     return ready
                 wait = _wait_ms(left)
 
 
-def _wait_ms(timeout: float | None) -> float:
+def _wait_ms(timeout: float | None) -> int:
     """epoll's timeout: -1 for none, else whole milliseconds, rounded up."""
     if timeout is None:
-        return -1.0
+        return -1
     if timeout <= 0:
-        return 0.0
-    return math.ceil(timeout * 1e3) * 1e-3
+        return 0
+    return math.ceil(timeout * 1e3)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

@@ -1,4 +1,4 @@
-"""The data path's non-blocking socket calls: the C ones of `arp.net._sockio` when built.
+"""The data path's socket calls and epoll dispatch: the C ones of `arp.net._sockio` when built.
 
 Why: through the socket module each call of the four per keep-alive request costs about 930
 instructions around the system call (a method lookup, a parsed argument tuple, a memoryview
@@ -7,20 +7,29 @@ path, `arp.native`) makes the same calls with ranges in integers and keeps the G
 every call passes ``MSG_DONTWAIT`` and cannot block. Without the build (``ARP_NATIVE=0``, no
 C compiler) the functions below do the same through the socket module.
 
+`dispatch` is the readiness callbacks' loop (`arp.net.selector`): one ``epoll_wait`` and a
+call per event, where asyncio's epoll wrapper makes a tuple per event, mallocs its event
+array per wait and releases the GIL even for a poll that cannot wait.
+
 They raise what the socket module raises (BlockingIOError when nothing is ready, the errno's
 OSError subclass otherwise); ranges outside their buffer are a ValueError.
 """
 
 from __future__ import annotations
 
+import select
 import socket
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
 from arp.protocol.tunnel import HEADER, HEADER_SIZE
 
 Buffer = bytes | bytearray | memoryview
 _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
 _NOSIGNAL: Final = getattr(socket, "MSG_NOSIGNAL", 0)
+_IN: Final = getattr(select, "EPOLLIN", 1)
+_OUT: Final = getattr(select, "EPOLLOUT", 4)
+_ERR: Final = getattr(select, "EPOLLERR", 8) | getattr(select, "EPOLLHUP", 16)
 
 
 def _recv_into(sock: socket.socket, buffer: bytearray, start: int) -> int:
@@ -46,7 +55,44 @@ def _send(sock: socket.socket, data: Buffer, start: int, end: int, flags: int) -
     return sock.send(memoryview(data)[start:end], flags | _DONTWAIT | _NOSIGNAL)
 
 
+def _dispatch(
+    epoll: Any,
+    timeout_ms: int,
+    maxevents: int,
+    readers: list[Any],
+    writers: list[Any],
+    loop_keys: list[Any] | None,
+    on_error: Callable[[BaseException], object],
+) -> list[tuple[Any, int]] | None:
+    """One epoll wait, its events' callbacks run: a reader (``readers[fd]``) on EPOLLIN, ERR
+    or HUP, then a writer on EPOLLOUT, ERR or HUP, each looked up just before its call (an
+    earlier one may have removed it). None when no event came, else ``(loop_keys[fd], mask)``
+    for each event of a descriptor the loop has registered. An exception in a callback goes
+    to `on_error`, but SystemExit and KeyboardInterrupt, which go up."""
+    if timeout_ms < -1 or not 1 <= maxevents <= 1024:
+        raise ValueError("timeout_ms must be -1 or more, maxevents 1 to 1024")
+    events = epoll.poll(timeout_ms * 1e-3 if timeout_ms >= 0 else -1, maxevents)
+    if not events:
+        return None
+    ready: list[tuple[Any, int]] = []
+    for fd, mask in events:
+        for wanted, table in ((_IN | _ERR, readers), (_OUT | _ERR, writers)):
+            callback = table[fd] if mask & wanted and 0 <= fd < len(table) else None
+            if callback is None:
+                continue
+            try:
+                callback()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                on_error(exc)
+        if loop_keys is not None and 0 <= fd < len(loop_keys) and loop_keys[fd] is not None:
+            ready.append((loop_keys[fd], mask))
+    return ready
+
+
 try:
+    from arp.net._sockio import dispatch as dispatch
     from arp.net._sockio import recv_frame as recv_frame
     from arp.net._sockio import recv_into as recv_into
     from arp.net._sockio import send as send
@@ -54,5 +100,5 @@ try:
     BUILT = True
     """Whether the C calls are what runs (the compiled data path is built and loaded)."""
 except ImportError:  # not built: the same calls through the socket module
-    recv_into, recv_frame, send = _recv_into, _recv_frame, _send
+    recv_into, recv_frame, send, dispatch = _recv_into, _recv_frame, _send, _dispatch
     BUILT = False
