@@ -295,6 +295,8 @@ def test_dispatch_refuses_bad_arguments(calls: Calls) -> None:
     for timeout, maxevents in ((-2, 8), (0, 0), (0, 5000)):
         with pytest.raises(ValueError):
             calls.dispatch(epoll, timeout, maxevents, [], [], None, print)
+    with pytest.raises((TypeError, AttributeError)):
+        calls.dispatch(object(), 0, 8, [], [], None, print)
     epoll.close()
     with pytest.raises(ValueError):  # a closed epoll
         calls.dispatch(epoll, 0, 8, [], [], None, print)

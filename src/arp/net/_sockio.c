@@ -11,10 +11,11 @@
  * Safety:
  * - The descriptor is read from the socket object at each call, never cached: a closed
  *   socket reads -1 and fails with EBADF, as the socket module's methods do.
- * - The module reads the descriptor from the start of CPython's socket object (its first
- *   field after the object header, as in CPython's socketmodule.h). On import it checks that
- *   layout against `fileno()` of a real socket and refuses to load if they differ; the
- *   callers then use the socket module.
+ * - The module reads the descriptor from the start of CPython's socket and epoll objects
+ *   (their first field after the object header, as in CPython's socketmodule.h and
+ *   selectmodule.c). On import it checks that layout against `fileno()` of a real socket and
+ *   a real epoll and refuses to load if either differs; the callers then use the socket and
+ *   select modules.
  * - Every range is checked against its buffer; the buffer is held through the call (with the
  *   GIL kept, nothing resizes it meanwhile).
  * - Errors raise OSError with errno, so the subclasses (BlockingIOError, ConnectionResetError,
@@ -42,7 +43,14 @@ typedef struct {
     int sock_fd;
 } SocketHead;
 
+/* The head of CPython's pyEpoll_Object (Modules/selectmodule.c). */
+typedef struct {
+    PyObject_HEAD
+    int epfd;
+} EpollHead;
+
 static PyTypeObject *socket_type = NULL;
+static PyTypeObject *epoll_type = NULL;
 
 #define HEADER_SIZE 4 /* arp.protocol.tunnel.HEADER: a big-endian unsigned 32-bit length */
 
@@ -299,8 +307,14 @@ sockio_dispatch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "timeout_ms must be -1 or more, maxevents 1 to 1024");
         return NULL;
     }
-    int epfd = PyObject_AsFileDescriptor(args[0]); /* a closed epoll raises here */
+    if (!PyObject_TypeCheck(args[0], epoll_type)) {
+        PyErr_Format(PyExc_TypeError, "a select.epoll is required, not %.100s",
+                     Py_TYPE(args[0])->tp_name);
+        return NULL;
+    }
+    int epfd = ((EpollHead *)args[0])->epfd; /* read per call, as the descriptor of a socket */
     if (epfd < 0) {
+        PyErr_SetString(PyExc_ValueError, "I/O operation on closed epoll object");
         return NULL;
     }
     struct epoll_event events[BATCH_MAX];
@@ -365,48 +379,53 @@ static PyMethodDef sockio_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-/* The descriptor at the head of a socket object must be what fileno() says, for a real
- * socket of this interpreter; else this module must not load. */
+/* The descriptor at the head of `module.name`'s objects must be what fileno() says, for a
+ * real one made by calling the type with `args`; else this module must not load. The type is
+ * kept (a new reference) in *out. */
 static int
-check_layout(void)
+check_layout(const char *module_name, const char *name, PyObject *args, PyTypeObject **out)
 {
-    PyObject *module = PyImport_ImportModule("_socket");
+    PyObject *module = PyImport_ImportModule(module_name);
     if (module == NULL) {
         return -1;
     }
-    PyObject *type = PyObject_GetAttrString(module, "socket");
+    PyObject *type = PyObject_GetAttrString(module, name);
     Py_DECREF(module);
     if (type == NULL) {
         return -1;
     }
-    if (!PyType_Check(type) || ((PyTypeObject *)type)->tp_basicsize < (Py_ssize_t)sizeof(SocketHead)) {
+    if (!PyType_Check(type) ||
+        ((PyTypeObject *)type)->tp_basicsize < (Py_ssize_t)sizeof(SocketHead)) {
         Py_DECREF(type);
-        PyErr_SetString(PyExc_ImportError, "_socket.socket is not the object this module reads");
+        PyErr_Format(PyExc_ImportError, "%s.%s is not the object this module reads",
+                     module_name, name);
         return -1;
     }
-    PyObject *sock = PyObject_CallFunction(type, "iii", AF_UNIX, SOCK_STREAM, 0);
-    if (sock == NULL) {
+    PyObject *object = PyObject_Call(type, args, NULL);
+    if (object == NULL) {
         Py_DECREF(type);
         return -1;
     }
-    PyObject *fileno = PyObject_CallMethod(sock, "fileno", NULL);
+    PyObject *fileno = PyObject_CallMethod(object, "fileno", NULL);
     long expected = fileno == NULL ? -1 : PyLong_AsLong(fileno);
     Py_XDECREF(fileno);
-    int matches = expected >= 0 && ((SocketHead *)sock)->sock_fd == (int)expected;
-    PyObject *closed = PyObject_CallMethod(sock, "close", NULL);
+    /* SocketHead and EpollHead share their layout: an int after the object header. */
+    int matches = expected >= 0 && ((SocketHead *)object)->sock_fd == (int)expected;
+    PyObject *closed = PyObject_CallMethod(object, "close", NULL);
     Py_XDECREF(closed);
-    Py_DECREF(sock);
+    Py_DECREF(object);
     if (PyErr_Occurred()) {
         Py_DECREF(type);
         return -1;
     }
     if (!matches) {
         Py_DECREF(type);
-        PyErr_SetString(PyExc_ImportError,
-                        "socket objects do not hold their descriptor where this module reads it");
+        PyErr_Format(PyExc_ImportError,
+                     "%s.%s objects do not hold their descriptor where this module reads it",
+                     module_name, name);
         return -1;
     }
-    socket_type = (PyTypeObject *)type; /* kept for the interpreter's life */
+    *out = (PyTypeObject *)type; /* kept for the interpreter's life */
     return 0;
 }
 
@@ -421,8 +440,21 @@ static struct PyModuleDef sockio_module = {
 PyMODINIT_FUNC
 PyInit__sockio(void)
 {
-    if (socket_type == NULL && check_layout() < 0) {
-        return NULL;
+    if (socket_type == NULL) {
+        PyObject *args = Py_BuildValue("(iii)", AF_UNIX, SOCK_STREAM, 0);
+        int failed = args == NULL || check_layout("_socket", "socket", args, &socket_type) < 0;
+        Py_XDECREF(args);
+        if (failed) {
+            return NULL;
+        }
+    }
+    if (epoll_type == NULL) {
+        PyObject *args = PyTuple_New(0);
+        int failed = args == NULL || check_layout("select", "epoll", args, &epoll_type) < 0;
+        Py_XDECREF(args);
+        if (failed) {
+            return NULL;
+        }
     }
     return PyModule_Create(&sockio_module);
 }

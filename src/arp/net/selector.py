@@ -16,12 +16,13 @@ own events.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import select
 import selectors
 import time
 from collections.abc import Callable, Mapping, Sized
-from typing import Any, Final
+from typing import Any, Final, TypeVarTuple, Unpack
 
 from arp.net import sockio
 
@@ -164,11 +165,24 @@ class Selector(Callbacks):
         """The loop's registrations."""
         self._loop_keys: list[selectors.SelectorKey | None] = []
         """The same, indexed by descriptor (for `dispatch`)."""
-        self._loop_state: Any = None
-        """The loop whose stop flag and timers `select` reads (asyncio's `BaseEventLoop`
-        keeps them in `_stopping` and `_scheduled`)."""
+        self._told = False
+        """The loop tells this selector of stops and new timers (`_Loop`): `select` may
+        then stay in its own loop while only callbacks woke."""
         self._handles: Sized = ()
         """That loop's ready handles (`_ready`, a deque it keeps for its whole life)."""
+        self._stop_asked = False
+        """The loop was told to stop during this `select`."""
+        self._next_timer = math.inf
+        """The earliest timer the loop was given during this `select` (loop time)."""
+
+    def loop_stopping(self) -> None:
+        """The loop was told to stop (`_Loop.stop`)."""
+        self._stop_asked = True
+
+    def timer_at(self, when: float) -> None:
+        """The loop has a new timer due at `when` (`_Loop.call_at`)."""
+        if when < self._next_timer:
+            self._next_timer = when
 
     def _own_events(self, fd: int) -> int:
         key = self._keys.get(fd)
@@ -236,6 +250,10 @@ class Selector(Callbacks):
         wait = _wait_ms(timeout)
         # No clock read when the loop waits for nothing (it has handles ready: the usual call).
         deadline = _monotonic() + wait * 1e-3 if wait > 0 else -1.0
+        # The loop's timers until now are in `timeout`; those it is given from now on, and a
+        # stop, it tells `timer_at` and `loop_stopping`.
+        self._stop_asked = False
+        self._next_timer = math.inf
         while True:
             events = _dispatch(
                 self._epoll, wait, BATCH, self._readers, self._writers, self._loop_keys,
@@ -250,16 +268,13 @@ class Selector(Callbacks):
                 wanted &= key.events
                 if wanted:
                     ready.append((key, wanted))
-            loop = self._loop_state
-            if ready or not wait or loop is None or self._handles or loop._stopping:
+            if ready or not wait or not self._told or self._handles or self._stop_asked:
                 return ready
-            # Only callbacks woke: wait on, up to the loop's deadline or its next timer
-            # (a callback may have scheduled one).
+            # Only callbacks woke: wait on, up to the loop's deadline or a timer a callback
+            # gave it.
             end = deadline
-            scheduled = loop._scheduled
-            if scheduled:
-                when = float(scheduled[0]._when)
-                end = when if end < 0 else min(end, when)
+            if self._next_timer < math.inf:
+                end = self._next_timer if end < 0 else min(end, self._next_timer)
             if end < 0:
                 wait = -1
             else:
@@ -278,14 +293,43 @@ def _wait_ms(timeout: float | None) -> int:
     return math.ceil(timeout * 1e3)
 
 
+_Ts = TypeVarTuple("_Ts")
+
+
+class _Loop(asyncio.SelectorEventLoop):
+    """asyncio's own loop, telling its `Selector` of a stop and of each new timer: what
+    `select` needs to know when only callbacks woke, which it would otherwise read from the
+    loop's private attributes on every wake-up."""
+
+    def __init__(self, selector: Selector) -> None:
+        super().__init__(selector)  # type: ignore[arg-type]
+        self._told_selector = selector
+
+    def stop(self) -> None:
+        super().stop()
+        self._told_selector.loop_stopping()
+
+    def call_at(
+        self,
+        when: float,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: Unpack[_Ts],
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        handle = super().call_at(when, callback, *args, context=context)
+        self._told_selector.timer_at(when)
+        return handle
+
+
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """asyncio's own loop on one `Selector` (Linux); elsewhere asyncio's default loop."""
     if not hasattr(select, "epoll"):
         return asyncio.new_event_loop()
     selector = Selector()
-    loop = asyncio.SelectorEventLoop(selector)  # type: ignore[arg-type]
+    loop = _Loop(selector)
     selector.loop = loop
-    if all(hasattr(loop, name) for name in ("_ready", "_stopping", "_scheduled")):
-        selector._loop_state = loop  # else every wake-up goes back to the loop
-        selector._handles = loop._ready  # type: ignore[attr-defined]
+    handles = getattr(loop, "_ready", None)
+    if handles is not None:
+        selector._handles = handles
+        selector._told = True  # else every wake-up goes back to the loop
     return loop
