@@ -45,6 +45,8 @@ EXTENSIONS = {
 }
 """C modules built beside the compiled ones (module → source under `SOURCE_ROOT`); they load
 only with them."""
+HEADERS = ("arp/_native_args.h",)
+"""What those C modules include of ours (in the stamp, as their sources are)."""
 
 GROUP = "arp_native"
 """mypyc's name for the group of compiled modules."""
@@ -71,9 +73,9 @@ def stamp_lines() -> list[str]:
     for module in MODULES:
         info = os.stat(source_path(module))
         lines.append(f"{module} {info.st_size} {info.st_mtime_ns}")
-    for module, source in EXTENSIONS.items():
+    for name, source in (*EXTENSIONS.items(), *((header, header) for header in HEADERS)):
         info = os.stat(os.path.join(SOURCE_ROOT, source))
-        lines.append(f"{module} {info.st_size} {info.st_mtime_ns}")
+        lines.append(f"{name} {info.st_size} {info.st_mtime_ns}")
     return lines
 
 

@@ -26,6 +26,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "../_native_args.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
@@ -52,8 +54,6 @@ typedef struct {
 static PyTypeObject *socket_type = NULL;
 static PyTypeObject *epoll_type = NULL;
 
-#define HEADER_SIZE 4 /* arp.protocol.tunnel.HEADER: a big-endian unsigned 32-bit length */
-
 static int
 fd_of(PyObject *sock)
 {
@@ -62,21 +62,6 @@ fd_of(PyObject *sock)
         return -2;
     }
     return ((SocketHead *)sock)->sock_fd;
-}
-
-static int
-index_arg(PyObject *arg, const char *name, Py_ssize_t *out)
-{
-    Py_ssize_t value = PyLong_AsSsize_t(arg);
-    if (value == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (value < 0) {
-        PyErr_Format(PyExc_ValueError, "%s must not be negative", name);
-        return -1;
-    }
-    *out = value;
-    return 0;
 }
 
 /* recv() into buf[start:], retried on EINTR; -1 with an exception set on error. */

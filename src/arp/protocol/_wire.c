@@ -10,25 +10,10 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "../_native_args.h"
+
 #include <stdint.h>
 #include <string.h>
-
-#define HEADER_SIZE 4 /* arp.protocol.tunnel.HEADER: a big-endian unsigned 32-bit length */
-
-static int
-index_arg(PyObject *arg, const char *name, Py_ssize_t *out)
-{
-    Py_ssize_t value = PyLong_AsSsize_t(arg);
-    if (value == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (value < 0) {
-        PyErr_Format(PyExc_ValueError, "%s must not be negative", name);
-        return -1;
-    }
-    *out = value;
-    return 0;
-}
 
 PyDoc_STRVAR(single_frame_doc,
 "single_frame(buffer, size) -> int\n\n"
