@@ -210,7 +210,7 @@ sockio_send(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return sent < 0 ? NULL : PyLong_FromSsize_t(sent);
 }
 
-#define BATCH_MAX 1024 /* arp.net.selector.BATCH is at most this */
+#define BATCH_MAX 1024 /* arp.net.sockio.MAX_BATCH; arp.net.selector.BATCH is at most this */
 
 /* The entry for `fd` in a list indexed by descriptor (borrowed), or NULL for none. */
 static PyObject *

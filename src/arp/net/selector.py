@@ -30,10 +30,7 @@ Callback = Callable[[], None]
 
 _IN: Final = getattr(select, "EPOLLIN", 1)
 _OUT: Final = getattr(select, "EPOLLOUT", 4)
-_ERR: Final = getattr(select, "EPOLLERR", 8) | getattr(select, "EPOLLHUP", 16)
-_READ: Final = _IN | _ERR
-_WRITE: Final = _OUT | _ERR
-BATCH: Final = 256
+BATCH: Final = 256  # at most sockio.MAX_BATCH
 """Events taken per wake-up (here and by the nested epoll of `arp.net.readiness`); more stay
 ready (level-triggered) for the next one."""
 _EVENT_READ: Final = selectors.EVENT_READ

@@ -30,6 +30,9 @@ _NOSIGNAL: Final = getattr(socket, "MSG_NOSIGNAL", 0)
 _IN: Final = getattr(select, "EPOLLIN", 1)
 _OUT: Final = getattr(select, "EPOLLOUT", 4)
 _ERR: Final = getattr(select, "EPOLLERR", 8) | getattr(select, "EPOLLHUP", 16)
+MAX_BATCH: Final = 1024
+"""The most events `dispatch` takes per wait (`BATCH_MAX` in _sockio.c, its event array on the
+stack)."""
 
 
 def _recv_into(sock: socket.socket, buffer: bytearray, start: int) -> int:
@@ -69,7 +72,7 @@ def _dispatch(
     earlier one may have removed it). None when no event came, else ``(loop_keys[fd], mask)``
     for each event of a descriptor the loop has registered. An exception in a callback goes
     to `on_error`, but SystemExit and KeyboardInterrupt, which go up."""
-    if timeout_ms < -1 or not 1 <= maxevents <= 1024:
+    if timeout_ms < -1 or not 1 <= maxevents <= MAX_BATCH:
         raise ValueError("timeout_ms must be -1 or more, maxevents 1 to 1024")
     events = epoll.poll(timeout_ms * 1e-3 if timeout_ms >= 0 else -1, maxevents)
     if not events:

@@ -120,7 +120,7 @@ class ResponseTracker:
     def feed_at(self, buffer: bytearray, start: int, end: int) -> None:
         """`feed` of ``buffer[start:end]``: the read buffer as it is, no slice made."""
         if not self._same_answer(buffer, start, end - start):
-            self.feed(memoryview(buffer)[start:end])
+            self._scan(memoryview(buffer)[start:end])
 
     def _same_answer(self, data: bytes | bytearray | memoryview, start: int, size: int) -> bool:
         """The keep-alive case, kept short: `size` bytes of `data` from `start` are the same
@@ -145,9 +145,12 @@ class ResponseTracker:
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Bytes of the response direction, in order, exactly as they go to the caller."""
+        if not self._same_answer(data, 0, len(data)):
+            self._scan(data)
+
+    def _scan(self, data: bytes | bytearray | memoryview) -> None:
+        """`feed` of bytes that are not the same answer again: read as they come."""
         pos, size = 0, len(data)
-        if self._same_answer(data, 0, size):
-            return
         self.total += size
         while pos < size:
             state = self._state
