@@ -181,6 +181,42 @@ def test_bad_arguments_are_clear_errors(
     assert calls.send(a, b"x", 0, 0, 0) == 0  # an empty range sends nothing
 
 
+class _Bytes(bytearray):
+    """A bytearray subclass: read through the buffer protocol, not directly."""
+
+
+@each
+def test_every_kind_of_buffer_works_and_a_bytearray_is_free_after(
+    calls: Calls, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    """bytes and bytearray are read directly in C, other buffers through the buffer protocol;
+    each works, and a bytearray can be resized after every call (its export released, on
+    errors too)."""
+    import array
+
+    a, b = pair
+    for data in (b"bytes", bytearray(b"array"), _Bytes(b"subcl"), memoryview(b"mview")):
+        assert calls.send(a, data, 0, 5, 0) == 5
+    _wait_readable(b)
+    targets = [bytearray(5), _Bytes(5), memoryview(bytearray(5)), array.array("B", bytes(5))]
+    for target in targets:
+        assert calls.recv_into(b, target, 0) == 5  # type: ignore[arg-type]
+    assert [bytes(t) for t in targets] == [b"bytes", b"array", b"subcl", b"mview"]
+    buffer = bytearray(8)
+    for _ in range(3):
+        with pytest.raises(BlockingIOError):
+            calls.recv_into(b, buffer, 0)
+        with pytest.raises(BlockingIOError):
+            calls.recv_frame(b, buffer)
+        with pytest.raises(ValueError):
+            calls.send(a, buffer, 0, 9, 0)
+        assert calls.send(a, buffer, 0, 1, 0) == 1
+        _wait_readable(b)
+        assert calls.recv_into(b, buffer, 7) == 1
+        buffer.extend(b"x")  # BufferError if an export were still held
+        del buffer[-1:]
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=8))
 def test_what_one_sends_the_other_receives_in_order(chunks: list[bytes]) -> None:

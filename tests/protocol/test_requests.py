@@ -217,3 +217,19 @@ def test_feed_at_counts_as_feed_does(picks: list[int]) -> None:
             by_slice.classes,
         )
     assert by_offset.outstanding == 0 and by_offset.total == sum(len(answers[p]) for p in picks)
+
+
+def test_a_tracker_that_always_owes_one_keeps_its_methods_in_order_and_bounded() -> None:
+    """A pipelining caller keeps one request in flight: every answer still belongs to the
+    right method (a HEAD's answer has no body), and the methods of done responses go."""
+    tracker, done = response_tracker()
+    tracker.expect("GET")
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    for n in range(1, 1001):
+        method = "HEAD" if n % 7 == 0 else "GET"
+        tracker.expect(method)
+        answers_head = n > 1 and (n - 1) % 7 == 0  # request n - 1 was a HEAD: no body
+        tracker.feed(ok[:-2] if answers_head else ok)
+        assert tracker.outstanding == 1 and not tracker.lost, n
+    assert len(done) == 1000
+    assert len(tracker._methods) <= 64 + 1  # the done head is dropped as it grows

@@ -100,3 +100,39 @@ def test_a_frame_of_any_payload_is_single(payload: bytes) -> None:
     frame = bytearray(data_frame(payload))
     for single_frame, _ in IMPLEMENTATIONS:
         assert single_frame(frame + b"x" * 3, len(frame)) == len(payload)
+
+
+class _Bytes(bytearray):
+    """A bytearray subclass: read through the buffer protocol, not directly."""
+
+
+@pytest.mark.parametrize(("single_frame", "same_at"), IMPLEMENTATIONS)
+def test_every_kind_of_buffer_reads_alike_and_is_free_after(
+    single_frame: SingleFrame, same_at: SameAt
+) -> None:
+    """bytes and bytearray are read directly in C, anything else through the buffer protocol;
+    each gives the same answers, and a bytearray can be resized after every call (its export
+    is released, on errors too)."""
+    frame = data_frame(b"payload")
+    import array
+
+    kinds: list[Callable[[bytes], bytes | bytearray | memoryview]] = [
+        bytes,
+        bytearray,
+        _Bytes,
+        memoryview,
+        lambda b: memoryview(array.array("B", b)),
+    ]
+    for kind in kinds:
+        buffer = kind(frame + b"HTTP")
+        assert single_frame(buffer, len(frame)) == len(b"payload")
+        assert same_at(buffer, len(frame), kind(b"HTTP"))
+        assert not same_at(buffer, len(frame), kind(b"HTTPS"))
+    resizable = bytearray(frame)
+    for _ in range(3):
+        single_frame(resizable, len(frame))
+        same_at(resizable, 0, resizable)
+        with pytest.raises(ValueError):
+            single_frame(resizable, len(resizable) + 1)
+        resizable.extend(b"x")  # BufferError if an export were still held
+        del resizable[-1:]

@@ -53,13 +53,21 @@ typedef struct {
 
 static PyTypeObject *socket_type = NULL;
 static PyTypeObject *epoll_type = NULL;
+/* The last subclass of _socket.socket seen (socket.socket, in practice), held: checking it
+ * first spares the MRO walk of PyType_IsSubtype on every call. */
+static PyTypeObject *socket_subtype = NULL;
 
 static int
 fd_of(PyObject *sock)
 {
-    if (!PyObject_TypeCheck(sock, socket_type)) {
-        PyErr_Format(PyExc_TypeError, "a socket is required, not %.100s", Py_TYPE(sock)->tp_name);
-        return -2;
+    PyTypeObject *type = Py_TYPE(sock);
+    if (type != socket_subtype && type != socket_type) {
+        if (!PyType_IsSubtype(type, socket_type)) {
+            PyErr_Format(PyExc_TypeError, "a socket is required, not %.100s", type->tp_name);
+            return -2;
+        }
+        Py_INCREF(type);
+        Py_XSETREF(socket_subtype, type);
     }
     return ((SocketHead *)sock)->sock_fd;
 }
@@ -102,17 +110,17 @@ sockio_recv_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (index_arg(args[2], "start", &start) < 0) {
         return NULL;
     }
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE) < 0) {
+    Span span;
+    if (span_get(args[1], 1, &span) < 0) {
         return NULL;
     }
     Py_ssize_t n = -1;
-    if (start >= view.len) {
+    if (start >= span.len) {
         PyErr_SetString(PyExc_ValueError, "start must be inside the buffer");
     } else {
-        n = recv_at(fd, (char *)view.buf + start, view.len - start);
+        n = recv_at(fd, span.buf + start, span.len - start);
     }
-    PyBuffer_Release(&view);
+    span_release(&span);
     return n < 0 ? NULL : PyLong_FromSsize_t(n);
 }
 
@@ -132,16 +140,16 @@ sockio_recv_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (fd == -2) {
         return NULL;
     }
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE) < 0) {
+    Span span;
+    if (span_get(args[1], 1, &span) < 0) {
         return NULL;
     }
     Py_ssize_t n = -1;
-    if (view.len <= HEADER_SIZE || view.len - HEADER_SIZE > (Py_ssize_t)UINT32_MAX) {
+    if (span.len <= HEADER_SIZE || span.len - HEADER_SIZE > (Py_ssize_t)UINT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "the buffer must hold a header and a payload");
     } else {
-        unsigned char *p = (unsigned char *)view.buf;
-        n = recv_at(fd, (char *)p + HEADER_SIZE, view.len - HEADER_SIZE);
+        unsigned char *p = (unsigned char *)span.buf;
+        n = recv_at(fd, (char *)p + HEADER_SIZE, span.len - HEADER_SIZE);
         if (n >= 0) {
             uint32_t length = (uint32_t)n;
             p[0] = (unsigned char)(length >> 24);
@@ -150,7 +158,7 @@ sockio_recv_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             p[3] = (unsigned char)length;
         }
     }
-    PyBuffer_Release(&view);
+    span_release(&span);
     return n < 0 ? NULL : PyLong_FromSsize_t(n);
 }
 
@@ -182,16 +190,16 @@ sockio_send(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "flags must be send()'s flags");
         return NULL;
     }
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) {
+    Span span;
+    if (span_get(args[1], 0, &span) < 0) {
         return NULL;
     }
     Py_ssize_t sent = -1;
-    if (start > end || end > view.len) {
+    if (start > end || end > span.len) {
         PyErr_SetString(PyExc_ValueError, "start:end must be a range inside the data");
     } else {
         for (;;) {
-            ssize_t n = send(fd, (const char *)view.buf + start, (size_t)(end - start),
+            ssize_t n = send(fd, span.buf + start, (size_t)(end - start),
                              (int)flags | MSG_DONTWAIT | MSG_NOSIGNAL);
             if (n >= 0) {
                 sent = n;
@@ -206,7 +214,7 @@ sockio_send(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
         }
     }
-    PyBuffer_Release(&view);
+    span_release(&span);
     return sent < 0 ? NULL : PyLong_FromSsize_t(sent);
 }
 

@@ -31,25 +31,25 @@ wire_single_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (index_arg(args[1], "size", &size) < 0) {
         return NULL;
     }
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+    Span span;
+    if (span_get(args[0], 0, &span) < 0) {
         return NULL;
     }
     long result = -1;
-    if (size > view.len) {
-        PyBuffer_Release(&view);
+    if (size > span.len) {
+        span_release(&span);
         PyErr_SetString(PyExc_ValueError, "size must be inside the buffer");
         return NULL;
     }
     if (size > HEADER_SIZE) {
-        const unsigned char *p = (const unsigned char *)view.buf;
+        const unsigned char *p = (const unsigned char *)span.buf;
         uint32_t length = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
                           ((uint32_t)p[2] << 8) | (uint32_t)p[3];
         if ((Py_ssize_t)length == size - HEADER_SIZE) {
             result = (long)length;
         }
     }
-    PyBuffer_Release(&view);
+    span_release(&span);
     return PyLong_FromLong(result);
 }
 
@@ -68,18 +68,18 @@ wire_same_at(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (index_arg(args[1], "start", &start) < 0) {
         return NULL;
     }
-    Py_buffer view, expected;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+    Span view, expected;
+    if (span_get(args[0], 0, &view) < 0) {
         return NULL;
     }
-    if (PyObject_GetBuffer(args[2], &expected, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&view);
+    if (span_get(args[2], 0, &expected) < 0) {
+        span_release(&view);
         return NULL;
     }
     int same = start <= view.len && expected.len <= view.len - start &&
-               memcmp((const char *)view.buf + start, expected.buf, (size_t)expected.len) == 0;
-    PyBuffer_Release(&expected);
-    PyBuffer_Release(&view);
+               memcmp(view.buf + start, expected.buf, (size_t)expected.len) == 0;
+    span_release(&expected);
+    span_release(&view);
     return PyBool_FromLong(same);
 }
 

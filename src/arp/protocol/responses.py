@@ -22,7 +22,6 @@ read.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from typing import Final
 
@@ -40,6 +39,10 @@ _LOST: Final = 5
 _same_at: Final = wire.same_at
 """Final: compiled code calls it from a C static; an imported name is a dict lookup per call."""
 
+_COMPACT_AT: Final = 64
+"""Methods of completed responses kept at the head of a tracker's list before they are
+dropped (a pipelining caller that always has one request in flight never empties it)."""
+
 _recent: tuple[bytes, int] = (b"", 0)
 
 
@@ -54,6 +57,7 @@ class ResponseTracker:
         "_left",
         "_max_head",
         "_methods",
+        "_oldest",
         "_state",
         "classes",
         "on_complete",
@@ -63,7 +67,10 @@ class ResponseTracker:
 
     def __init__(self, max_head: int) -> None:
         self._max_head = max_head
-        self._methods: deque[str] = deque()
+        self._methods: list[str] = []
+        self._oldest = 0
+        """The index in `_methods` of the oldest owed response's method: a list and an index
+        are read and popped natively in compiled code, where a deque's are method calls."""
         self._state = _HEAD
         self._buffer = b""  # a response head read in part
         self._left = 0
@@ -72,7 +79,8 @@ class ResponseTracker:
         # again needs no second reading (shared by the trackers of one process to start with).
         self._last_head, self._last_length = _recent
         self.owe = self._methods.append
-        """`expect`, as the deque's own method (the keep-alive path calls it per request)."""
+        """`expect`, as the list's own method (the keep-alive path calls it per request); the
+        list is only ever cleared in place, so this stays its method."""
         self.classes = [0] * 10
         """Final responses seen by status class (index 1 for 1xx, ...): the admin port's counts,
         one integer add per response."""
@@ -90,7 +98,7 @@ class ResponseTracker:
     @property
     def outstanding(self) -> int:
         """Responses owed and not yet complete."""
-        return len(self._methods)
+        return len(self._methods) - self._oldest
 
     @property
     def upgraded(self) -> bool:
@@ -126,18 +134,20 @@ class ResponseTracker:
         """The keep-alive case, kept short: `size` bytes of `data` from `start` are the same
         whole answer as the last one; counted if so."""
         last = self._last_head
-        if not (
-            last
-            and self._state == _HEAD
-            and size == len(last) + self._last_length
-            and not self._buffer
-            and self._methods
-            and self._methods[0] == "GET"
-            and _same_at(data, start, last)
+        methods = self._methods
+        oldest = self._oldest
+        if (
+            self._state != _HEAD
+            or size != len(last) + self._last_length
+            or len(last) == 0
+            or len(self._buffer) != 0
+            or oldest >= len(methods)
+            or methods[oldest] != "GET"
+            or not _same_at(data, start, last)
         ):
             return False
         self.total += size
-        self._methods.popleft()
+        self._pop()
         self.classes[2] += 1
         if self.on_complete is not None:
             self.on_complete()
@@ -188,23 +198,23 @@ class ResponseTracker:
             return len(data)
         used = end + 4 - len(self._buffer)
         head, self._buffer = chunk[: end + 4], b""
-        if head == self._last_head and self._methods and self._methods[0] == "GET":
+        method = self._method()
+        if head == self._last_head and method == "GET":
             # The same head as the last plain answer with a counted body (a repeated request).
             self.classes[2] += 1
             self._state, self._left = _BODY, self._last_length
             if not self._left:
                 self._complete()
             return pos + used
-        if not head.startswith(b"HTTP/1.") or not self._methods or not head[9:12].isdigit():
+        if not head.startswith(b"HTTP/1.") or not method or not head[9:12].isdigit():
             self._lose()
             return len(data)
         status = int(head[9:12])
-        method = self._methods[0]
         if status >= 200 or status == 101:
             self.classes[status // 100] += 1
         if status == 101 or (method == "CONNECT" and 200 <= status < 300):
             self._state = _RAW
-            self._methods.popleft()
+            self._pop()
             self._notify()
             return len(data)
         if status < 200:
@@ -253,9 +263,26 @@ class ResponseTracker:
             return
         self._state = _HEAD
         self._chunks = None
-        if self._methods:
-            self._methods.popleft()
+        if self._oldest < len(self._methods):
+            self._pop()
         self._notify()
+
+    def _method(self) -> str:
+        """The method of the oldest request owed a response; "" when none is owed."""
+        oldest = self._oldest
+        return self._methods[oldest] if oldest < len(self._methods) else ""
+
+    def _pop(self) -> None:
+        """The oldest owed response is complete. The list empties in place once all are,
+        and drops its done head now and then on a connection that always owes one."""
+        oldest = self._oldest + 1
+        if oldest == len(self._methods):
+            self._methods.clear()
+            oldest = 0
+        elif oldest >= _COMPACT_AT:
+            del self._methods[:oldest]
+            oldest = 0
+        self._oldest = oldest
 
     def _lose(self) -> None:
         self._state = _LOST
