@@ -221,7 +221,7 @@ def test_feed_at_counts_as_feed_does(picks: list[int]) -> None:
 
 def test_a_tracker_that_always_owes_one_keeps_its_methods_in_order_and_bounded() -> None:
     """A pipelining caller keeps one request in flight: every answer still belongs to the
-    right method (a HEAD's answer has no body), and the methods of done responses go."""
+    right method (a HEAD's answer has no body), and the ring of owed methods stays small."""
     tracker, done = response_tracker()
     tracker.expect("GET")
     ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -232,4 +232,24 @@ def test_a_tracker_that_always_owes_one_keeps_its_methods_in_order_and_bounded()
         tracker.feed(ok[:-2] if answers_head else ok)
         assert tracker.outstanding == 1 and not tracker.lost, n
     assert len(done) == 1000
-    assert len(tracker._methods) <= 64 + 1  # the done head is dropped as it grows
+    assert len(tracker._methods) <= 4  # never more than two owed at once
+
+
+def test_a_tracker_owed_many_answers_them_in_order() -> None:
+    """Deep pipelining grows the ring (past its first size, at every wrap point): the answers
+    still go to their methods in order."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    for depth in (1, 3, 4, 5, 9, 40):
+        tracker, done = response_tracker()
+        methods = ["HEAD" if n % 3 == 0 else "GET" for n in range(depth * 3)]
+        fed = 0
+        for n, method in enumerate(methods):
+            tracker.expect(method)
+            if n >= depth:  # keep `depth` owed, answering the oldest as each new one goes
+                tracker.feed(ok[:-2] if methods[fed] == "HEAD" else ok)
+                fed += 1
+        while fed < len(methods):
+            tracker.feed(ok[:-2] if methods[fed] == "HEAD" else ok)
+            fed += 1
+        assert not tracker.lost and tracker.outstanding == 0
+        assert len(done) == len(methods) and done[-1] == 0

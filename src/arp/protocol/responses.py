@@ -39,9 +39,9 @@ _LOST: Final = 5
 _same_at: Final = wire.same_at
 """Final: compiled code calls it from a C static; an imported name is a dict lookup per call."""
 
-_COMPACT_AT: Final = 64
-"""Methods of completed responses kept at the head of a tracker's list before they are
-dropped (a pipelining caller that always has one request in flight never empties it)."""
+_RING: Final = 4
+"""The first size of a tracker's ring of owed methods (a power of two): most callers have
+one request in flight, pipelining ones a few."""
 
 _recent: tuple[bytes, int] = (b"", 0)
 
@@ -58,19 +58,21 @@ class ResponseTracker:
         "_max_head",
         "_methods",
         "_oldest",
+        "_owed",
         "_state",
         "classes",
         "on_complete",
-        "owe",
         "total",
     )
 
     def __init__(self, max_head: int) -> None:
         self._max_head = max_head
-        self._methods: list[str] = []
+        self._methods: list[str] = [""] * _RING
+        """The methods of the requests owed a response, oldest first from `_oldest`: a ring
+        (its size a power of two, doubled when full), read and written natively in compiled
+        code, where a deque's are method calls and a list's append and clear allocate."""
         self._oldest = 0
-        """The index in `_methods` of the oldest owed response's method: a list and an index
-        are read and popped natively in compiled code, where a deque's are method calls."""
+        self._owed = 0
         self._state = _HEAD
         self._buffer = b""  # a response head read in part
         self._left = 0
@@ -78,9 +80,6 @@ class ResponseTracker:
         # The last plain 2xx head to a GET with a counted body, and its length: the same head
         # again needs no second reading (shared by the trackers of one process to start with).
         self._last_head, self._last_length = _recent
-        self.owe = self._methods.append
-        """`expect`, as the list's own method (the keep-alive path calls it per request); the
-        list is only ever cleared in place, so this stays its method."""
         self.classes = [0] * 10
         """Final responses seen by status class (index 1 for 1xx, ...): the admin port's counts,
         one integer add per response."""
@@ -91,14 +90,20 @@ class ResponseTracker:
         the relay sets it only while something waits for that."""
 
     def expect(self, method: str) -> None:
-        """A request went to the tunnel: one more response is owed (the relay may call
-        `owe`, the same without a Python frame)."""
-        self._methods.append(method)
+        """A request went to the tunnel: one more response is owed."""
+        ring, owed = self._methods, self._owed
+        if owed == len(ring):
+            # Full: the oldest first again, in a ring twice the size.
+            oldest = self._oldest
+            ring = self._methods = ring[oldest:] + ring[:oldest] + [""] * owed
+            self._oldest = 0
+        ring[(self._oldest + owed) & (len(ring) - 1)] = method
+        self._owed = owed + 1
 
     @property
     def outstanding(self) -> int:
         """Responses owed and not yet complete."""
-        return len(self._methods) - self._oldest
+        return self._owed
 
     @property
     def upgraded(self) -> bool:
@@ -134,15 +139,13 @@ class ResponseTracker:
         """The keep-alive case, kept short: `size` bytes of `data` from `start` are the same
         whole answer as the last one; counted if so."""
         last = self._last_head
-        methods = self._methods
-        oldest = self._oldest
         if (
             self._state != _HEAD
             or size != len(last) + self._last_length
             or len(last) == 0
             or len(self._buffer) != 0
-            or oldest >= len(methods)
-            or methods[oldest] != "GET"
+            or self._owed == 0
+            or self._methods[self._oldest] != "GET"
             or not _same_at(data, start, last)
         ):
             return False
@@ -263,26 +266,18 @@ class ResponseTracker:
             return
         self._state = _HEAD
         self._chunks = None
-        if self._oldest < len(self._methods):
+        if self._owed:
             self._pop()
         self._notify()
 
     def _method(self) -> str:
         """The method of the oldest request owed a response; "" when none is owed."""
-        oldest = self._oldest
-        return self._methods[oldest] if oldest < len(self._methods) else ""
+        return self._methods[self._oldest] if self._owed else ""
 
     def _pop(self) -> None:
-        """The oldest owed response is complete. The list empties in place once all are,
-        and drops its done head now and then on a connection that always owes one."""
-        oldest = self._oldest + 1
-        if oldest == len(self._methods):
-            self._methods.clear()
-            oldest = 0
-        elif oldest >= _COMPACT_AT:
-            del self._methods[:oldest]
-            oldest = 0
-        self._oldest = oldest
+        """The oldest owed response is complete."""
+        self._oldest = (self._oldest + 1) & (len(self._methods) - 1)
+        self._owed -= 1
 
     def _lose(self) -> None:
         self._state = _LOST

@@ -44,7 +44,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from arp.errors import ArpError
 from arp.net import sockio
@@ -81,9 +81,12 @@ def _frame(payload: bytes) -> bytes:
     return HEADER.pack(len(payload)) + payload
 
 
-class Door(Protocol):
-    """What a conversation needs of the public port (`arp.relay.public.Public`): named here so
-    this module does not import the one that imports it."""
+class Door:
+    """What a conversation needs of the public port; `arp.relay.public.Public` is the one door.
+
+    A base class, not a Protocol, so compiled code calls these through Public's vtable (a
+    Protocol's methods are looked up by name on every call: about 250 instructions for the
+    per-request `client_for`); this module still does not import the one that imports it."""
 
     config: RelayConfig
     clients: Mapping[str, ClientState]
@@ -91,21 +94,28 @@ class Door(Protocol):
     recent: tuple[Request, Caller, bytes] | None
     stats: RelayStats
 
-    def client_for(self, route: phttp.Route) -> ClientState | None: ...
+    def client_for(self, route: phttp.Route) -> ClientState | None:
+        raise NotImplementedError
 
     def decide(
         self, head: phttp.RequestHead, route: phttp.Route | None
-    ) -> tuple[bytes | None, ClientState | None]: ...
+    ) -> tuple[bytes | None, ClientState | None]:
+        raise NotImplementedError
 
-    def plain(self, tunnel: Link) -> Link: ...
+    def plain(self, tunnel: Link) -> Link:
+        raise NotImplementedError
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        raise NotImplementedError
 
-    async def take_tunnel(self, state: ClientState) -> Link: ...
+    async def take_tunnel(self, state: ClientState) -> Link:
+        raise NotImplementedError
 
-    def tunnel_done(self, state: ClientState, tunnel: Link, leftover: bytes | None) -> None: ...
+    def tunnel_done(self, state: ClientState, tunnel: Link, leftover: bytes | None) -> None:
+        raise NotImplementedError
 
-    async def send_and_close(self, link: Link, response: bytes) -> None: ...
+    async def send_and_close(self, link: Link, response: bytes) -> None:
+        raise NotImplementedError
 
 
 class Conversation:
@@ -315,7 +325,7 @@ class Conversation:
                 and not self._request_ended
                 and door.client_for(route) is self._state
             ):
-                tracker.owe(event.head.method)
+                tracker.expect(event.head.method)
                 if not framed:
                     framed = _frame(self._head_bytes(event, route))
                     self._last_request, self._last_route = event, route
@@ -432,7 +442,9 @@ class Conversation:
     def _send(self, out: list[bytes]) -> None:
         if not out or self._tsock is None:
             return
-        data = self._out + (out[0] if len(out) == 1 else b"".join(out))
+        data = out[0] if len(out) == 1 else b"".join(out)
+        if len(self._out):
+            data = self._out + data  # (a concatenation copies even when one side is empty)
         if self._splicer is not None and self._splicer.pending:
             self._out = data  # after the bytes in the pipe (`_on_tunnel_writable`)
             return

@@ -35,7 +35,7 @@ from arp.protocol.forwarded import Caller, caller_ip, is_trusted
 from arp.protocol.requests import Request, RequestStream
 from arp.relay.access import AccessIndex
 from arp.relay.answers import HeadTimeout, error_response, token_page_response
-from arp.relay.conversation import Conversation
+from arp.relay.conversation import Conversation, Door
 from arp.relay.limits import AddressCounts, TooManyFromAddress
 from arp.relay.registry import ClientState, Pools
 from arp.relay.settings import RelayConfig
@@ -47,7 +47,7 @@ UNKNOWN: Final = "unknown"
 """The caller's address when the socket cannot tell it (gone already): not counted."""
 
 
-class Public:
+class Public(Door):
     """Routing of the shared public port, and the splice every public connection ends in."""
 
     def __init__(
