@@ -169,3 +169,40 @@ class TooManyFromAddress(Unavailable):
     """One address holds its share of the public port already (503, Retry-After)."""
 
     retry_after = 1
+
+
+class ClientOffline(Unavailable):
+    """The client's control link is gone; no tunnel can be had now (503)."""
+
+    def __init__(self, client_id: str, offline_for: float) -> None:
+        super().__init__(f"client {client_id} is offline (disconnected {offline_for:.0f} s ago)")
+
+
+class TunnelTimeout(ArpError):
+    """The client did not open a tunnel in time (504)."""
+
+    status = 504
+
+    def __init__(self, client_id: str, timeout: float) -> None:
+        super().__init__(f"client {client_id} did not open a tunnel within {timeout:g} s")
+
+
+class TooManyPending(Unavailable):
+    """Too many tunnel requests are already outstanding for this client (503)."""
+
+    retry_after = 1
+
+    def __init__(self, client_id: str) -> None:
+        super().__init__(f"client {client_id} has too many requests waiting")
+
+
+class AtTunnelBound(Unavailable):
+    """Every tunnel the client may have is busy, or the client refused one more (503 with
+    Retry-After): it serves again as soon as one of its connections ends."""
+
+    retry_after = 1
+
+    def __init__(self, client_id: str) -> None:
+        super().__init__(
+            f"client {client_id} is serving as many connections as it allows; try again shortly"
+        )

@@ -34,6 +34,7 @@ MODULES = (
     "arp.relay.public",
     "arp.relay.answers",
     "arp.relay.limits",
+    "arp.relay.registry",
     "arp.relay.stats",
     "arp.client.tunnel",
 )

@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from arp.config import Limits, Timeouts
-from arp.errors import ArpError, Unavailable
+from arp.errors import AtTunnelBound as AtTunnelBound
+from arp.errors import ClientOffline as ClientOffline
+from arp.errors import TooManyPending as TooManyPending
+from arp.errors import TunnelTimeout as TunnelTimeout
 from arp.net.links import Link
 from arp.protocol import frames
 from arp.relay.stats import ClientStats, Histogram
@@ -40,33 +43,6 @@ def check_client_id(client_id: str) -> str | None:
     return None
 
 
-class ClientOffline(Unavailable):
-    """The client's control link is gone; no tunnel can be had now (503)."""
-
-    def __init__(self, state: ClientState) -> None:
-        super().__init__(
-            f"client {state.client_id} is offline (disconnected {state.offline_for():.0f} s ago)"
-        )
-
-
-class TunnelTimeout(ArpError):
-    """The client did not open a tunnel in time (504)."""
-
-    status = 504
-
-    def __init__(self, state: ClientState, timeout: float) -> None:
-        super().__init__(f"client {state.client_id} did not open a tunnel within {timeout:g} s")
-
-
-class TooManyPending(Unavailable):
-    """Too many tunnel requests are already outstanding for this client (503)."""
-
-    retry_after = 1
-
-    def __init__(self, state: ClientState) -> None:
-        super().__init__(f"client {state.client_id} has too many requests waiting")
-
-
 class Control(Protocol):
     """What the relay asks of a client's control link: a `ControlLink`, or, for a client that
     another cluster node holds, `arp.relay.remote.RemoteControl` (which opens tunnels over the
@@ -75,19 +51,6 @@ class Control(Protocol):
     def send(self, message: frames.Message) -> None: ...
 
     def close(self) -> None: ...
-
-
-class AtTunnelBound(Unavailable):
-    """Every tunnel the client may have is busy, or the client refused one more (503 with
-    Retry-After): it serves again as soon as one of its connections ends."""
-
-    retry_after = 1
-
-    def __init__(self, state: ClientState) -> None:
-        super().__init__(
-            f"client {state.client_id} is serving as many connections as it allows; "
-            "try again shortly"
-        )
 
 
 class ControlLink:
@@ -268,7 +231,7 @@ class Pools:
         while len(state.waiters) > len(state.requested):
             waiter = state.waiters.popleft()
             if not waiter.done():
-                waiter.set_exception(AtTunnelBound(state))
+                waiter.set_exception(AtTunnelBound(state.client_id))
                 return
 
     def take_pooled(self, state: ClientState) -> Link | None:
@@ -286,14 +249,14 @@ class Pools:
     async def take(self, state: ClientState, timeout: float) -> Link:
         """A tunnel for one public connection: pooled if one lives, else a fresh one in time."""
         if state.control is None:
-            raise ClientOffline(state)
+            raise ClientOffline(state.client_id, state.offline_for())
         link = self.take_pooled(state)
         if link is not None:
             return link
         if len(state.carrying) + len(state.waiters) >= self.max_tunnels:
-            raise AtTunnelBound(state)
+            raise AtTunnelBound(state.client_id)
         if len(state.requested) >= self.max_pending:
-            raise TooManyPending(state)
+            raise TooManyPending(state.client_id)
         waiter: asyncio.Future[Link] = asyncio.get_running_loop().create_future()
         state.waiters.append(waiter)
         self.top_up(state)
@@ -311,7 +274,7 @@ class Pools:
         if waiter.done():
             return waiter.result()  # the link, or ClientOffline
         self._abandon(state, waiter)
-        raise TunnelTimeout(state, timeout)
+        raise TunnelTimeout(state.client_id, timeout)
 
     def _abandon(self, state: ClientState, waiter: asyncio.Future[Link]) -> None:
         """Withdraw a waiter; a tunnel it was handed goes to the next one instead."""
@@ -332,7 +295,7 @@ class Pools:
         while state.waiters:
             waiter = state.waiters.popleft()
             if not waiter.done():
-                waiter.set_exception(ClientOffline(state))
+                waiter.set_exception(ClientOffline(state.client_id, state.offline_for()))
         state.requested.clear()
         if abort_carried:
             for carrier in list(state.carrying):
