@@ -26,19 +26,35 @@ class Calls:
     recv_frame: Callable[[socket.socket, bytearray], int]
     send: Callable[[socket.socket, bytes | bytearray | memoryview, int, int, int], int]
     dispatch: Callable[..., list[tuple[Any, int]] | None]
+    forward_frame: Callable[[socket.socket, socket.socket, bytearray], int | tuple[int, int]]
+    frame_out: Callable[[socket.socket, socket.socket, bytearray], int | tuple[int, int]]
 
 
 def _implementations() -> list[Calls]:
     calls = [
         Calls(
-            "socket module", sockio._recv_into, sockio._recv_frame, sockio._send, sockio._dispatch
+            "socket module",
+            sockio._recv_into,
+            sockio._recv_frame,
+            sockio._send,
+            sockio._dispatch,
+            sockio._forward_frame,
+            sockio._frame_out,
         )
     ]
     if native.active():
         from arp.net import _sockio
 
         calls.append(
-            Calls("C", _sockio.recv_into, _sockio.recv_frame, _sockio.send, _sockio.dispatch)
+            Calls(
+                "C",
+                _sockio.recv_into,
+                _sockio.recv_frame,
+                _sockio.send,
+                _sockio.dispatch,
+                _sockio.forward_frame,
+                _sockio.frame_out,
+            )
         )
     return calls
 
@@ -336,3 +352,143 @@ def test_dispatch_refuses_bad_arguments(calls: Calls) -> None:
     epoll.close()
     with pytest.raises(ValueError):  # a closed epoll
         calls.dispatch(epoll, 0, 8, [], [], None, print)
+
+
+@pytest.fixture
+def three() -> Iterator[tuple[socket.socket, socket.socket, socket.socket, socket.socket]]:
+    """Two connected pairs: (feed, src) and (dst, out): bytes written to feed are read from
+    src; what goes to dst comes out of out."""
+    socks: list[socket.socket] = []
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        for _ in range(2):
+            a = socket.create_connection(server.getsockname())
+            b, _ = server.accept()
+            socks += [a, b]
+    for sock in socks:
+        sock.setblocking(False)
+    try:
+        yield socks[0], socks[1], socks[3], socks[2]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _fill(sock: socket.socket) -> None:
+    """Send until nothing more fits (its peer reads nothing): the next send is partial or 0."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    for _ in range(10_000):
+        try:
+            sock.send(b"x" * 65536)
+        except BlockingIOError:
+            return
+    raise AssertionError("the socket never filled")
+
+
+def _read_all_of(sock: socket.socket, size: int) -> None:
+    """Wait until `size` bytes are readable from `sock` (a frame arrives whole, not cut)."""
+    for _ in range(500):
+        _wait_readable(sock)
+        if len(sock.recv(size, socket.MSG_PEEK)) >= size:
+            return
+    raise AssertionError(f"{size} bytes never arrived")
+
+
+def _read_all(sock: socket.socket, size: int) -> bytes:
+    got = b""
+    while len(got) < size:
+        _wait_readable(sock)
+        got += sock.recv(size - len(got))
+    return got
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.one_of(
+        st.binary(min_size=1, max_size=200).map(lambda body: HEADER.pack(len(body)) + body),
+        st.binary(min_size=1, max_size=64),
+    )
+)
+def test_forward_frame_sends_on_exactly_one_whole_frame(data: bytes) -> None:
+    """The n bytes read go on, without their header, only when they are one whole data frame
+    with a payload (-n); anything else (a cut frame, two frames, the end frame, not a frame)
+    stays in the buffer untouched and unsent (n)."""
+    whole = len(data) > 4 and HEADER.unpack_from(data)[0] == len(data) - 4
+    for calls in IMPLEMENTATIONS:
+        feed, src = socket.socketpair()
+        dst, out = socket.socketpair()
+        with feed, src, dst, out:
+            for sock in (src, dst, out):
+                sock.setblocking(False)
+            feed.sendall(data)
+            _read_all_of(src, len(data))
+            buffer = bytearray(256)
+            got = calls.forward_frame(src, dst, buffer)
+            assert bytes(buffer[: len(data)]) == data, calls.name
+            if whole:
+                assert got == -len(data), calls.name
+                assert _read_all(out, len(data) - 4) == data[4:]
+            else:
+                assert got == len(data), calls.name
+                with pytest.raises(BlockingIOError):
+                    out.recv(1)
+
+
+@each
+def test_forward_frame_with_a_full_destination_says_how_much_went(
+    calls: Calls, three: tuple[socket.socket, socket.socket, socket.socket, socket.socket]
+) -> None:
+    feed, src, dst, _ = three
+    _fill(dst)
+    frame = HEADER.pack(3000) + b"p" * 3000
+    feed.sendall(frame)
+    _read_all_of(src, len(frame))
+    buffer = bytearray(8192)
+    got = calls.forward_frame(src, dst, buffer)
+    assert isinstance(got, tuple) and got[0] == len(frame) and 0 <= got[1] < 3000
+    feed.close()
+    _wait_readable(src)
+    assert calls.forward_frame(src, dst, buffer) == 0  # the tunnel's end
+
+
+@each
+def test_frame_out_frames_a_read_and_sends_it_unless_it_fills_the_room(
+    calls: Calls, three: tuple[socket.socket, socket.socket, socket.socket, socket.socket]
+) -> None:
+    feed, src, dst, out = three
+    feed.sendall(b"hello")
+    _wait_readable(src)
+    buffer = bytearray(4 + 16)
+    assert calls.frame_out(src, dst, buffer) == 5
+    assert _read_all(out, 9) == HEADER.pack(5) + b"hello"
+    feed.sendall(b"0123456789abcdefXYZ")  # more than the room of 16: a full read, not sent
+    _read_all_of(src, 19)
+    assert calls.frame_out(src, dst, buffer) == 16
+    assert bytes(buffer) == HEADER.pack(16) + b"0123456789abcdef"
+    with pytest.raises(BlockingIOError):
+        out.recv(1)
+    assert calls.frame_out(src, dst, buffer) == 3
+    assert _read_all(out, 7) == HEADER.pack(3) + b"XYZ"
+    feed.shutdown(socket.SHUT_WR)
+    _wait_readable(src)
+    assert calls.frame_out(src, dst, buffer) == 0  # the end: its end frame is the caller's
+    assert bytes(buffer[:4]) == HEADER.pack(0)
+    with pytest.raises(BlockingIOError):
+        calls.frame_out(dst, src, buffer)  # nothing to read
+    with pytest.raises(ValueError):
+        calls.frame_out(src, dst, bytearray(4))
+    with pytest.raises(ValueError):
+        calls.forward_frame(src, dst, bytearray(4))
+
+
+@each
+def test_frame_out_with_a_full_tunnel_says_how_much_went(
+    calls: Calls, three: tuple[socket.socket, socket.socket, socket.socket, socket.socket]
+) -> None:
+    feed, src, dst, _ = three
+    _fill(dst)
+    feed.sendall(b"q" * 3000)
+    _read_all_of(src, 3000)
+    buffer = bytearray(4 + 8192)
+    got = calls.frame_out(src, dst, buffer)
+    assert isinstance(got, tuple) and got[0] == 3000 and 0 <= got[1] < 3004
+    assert bytes(buffer[:4]) == HEADER.pack(3000)

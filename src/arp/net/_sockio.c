@@ -218,6 +218,125 @@ sockio_send(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return sent < 0 ? NULL : PyLong_FromSsize_t(sent);
 }
 
+/* send() of buf[:size] without blocking, retried on EINTR: the count sent, 0 when the socket
+ * is full (EAGAIN), -1 with an exception set on any other error. */
+static Py_ssize_t
+send_some(int fd, const char *buf, Py_ssize_t size)
+{
+    for (;;) {
+        ssize_t n = send(fd, buf, (size_t)size, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n >= 0) {
+            return n;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return 0;
+        }
+        if (errno != EINTR) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
+}
+
+PyDoc_STRVAR(forward_frame_doc,
+"forward_frame(src, dst, buffer) -> int | tuple[int, int]\n\n"
+"Receive from the tunnel src into buffer without blocking. When the n bytes read are exactly\n"
+"one whole data frame with a payload, send the payload on to dst at once: -n when all of it\n"
+"went, (n, sent) when only `sent` bytes did (dst is full). Otherwise n, nothing sent (0: the\n"
+"tunnel's end).");
+
+static PyObject *
+sockio_forward_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "forward_frame(src, dst, buffer) takes 3 arguments");
+        return NULL;
+    }
+    int src = fd_of(args[0]), dst = src == -2 ? -2 : fd_of(args[1]);
+    if (dst == -2) {
+        return NULL;
+    }
+    Span span;
+    if (span_get(args[2], 1, &span) < 0) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (span.len <= HEADER_SIZE) {
+        PyErr_SetString(PyExc_ValueError, "the buffer must hold a header and a payload");
+        goto done;
+    }
+    Py_ssize_t n = recv_at(src, span.buf, span.len);
+    if (n < 0) {
+        goto done;
+    }
+    const unsigned char *p = (const unsigned char *)span.buf;
+    if (n <= HEADER_SIZE || ((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
+                             (uint32_t)p[3]) != (uint64_t)(n - HEADER_SIZE)) {
+        result = PyLong_FromSsize_t(n);
+        goto done;
+    }
+    Py_ssize_t sent = send_some(dst, span.buf + HEADER_SIZE, n - HEADER_SIZE);
+    if (sent >= 0) {
+        result = sent == n - HEADER_SIZE ? PyLong_FromSsize_t(-n) : Py_BuildValue("(nn)", n, sent);
+    }
+done:
+    span_release(&span);
+    return result;
+}
+
+PyDoc_STRVAR(frame_out_doc,
+"frame_out(src, dst, buffer) -> int | tuple[int, int]\n\n"
+"Receive from src into buffer[4:] without blocking and write the data frame's header in\n"
+"front (recv_frame). When 0 < n < len(buffer) - 4, send the frame buffer[:4 + n] to the\n"
+"tunnel dst at once: n when it all went, (n, sent) when only `sent` bytes did (dst is full).\n"
+"Otherwise n, nothing sent (0: src's end; a full buffer: the caller decides).");
+
+static PyObject *
+sockio_frame_out(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "frame_out(src, dst, buffer) takes 3 arguments");
+        return NULL;
+    }
+    int src = fd_of(args[0]), dst = src == -2 ? -2 : fd_of(args[1]);
+    if (dst == -2) {
+        return NULL;
+    }
+    Span span;
+    if (span_get(args[2], 1, &span) < 0) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (span.len <= HEADER_SIZE || span.len - HEADER_SIZE > (Py_ssize_t)UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "the buffer must hold a header and a payload");
+        goto done;
+    }
+    unsigned char *p = (unsigned char *)span.buf;
+    Py_ssize_t n = recv_at(src, span.buf + HEADER_SIZE, span.len - HEADER_SIZE);
+    if (n < 0) {
+        goto done;
+    }
+    uint32_t length = (uint32_t)n;
+    p[0] = (unsigned char)(length >> 24);
+    p[1] = (unsigned char)(length >> 16);
+    p[2] = (unsigned char)(length >> 8);
+    p[3] = (unsigned char)length;
+    if (n == 0 || n == span.len - HEADER_SIZE) {
+        result = PyLong_FromSsize_t(n);
+        goto done;
+    }
+    Py_ssize_t sent = send_some(dst, span.buf, HEADER_SIZE + n);
+    if (sent >= 0) {
+        result = sent == HEADER_SIZE + n ? PyLong_FromSsize_t(n) : Py_BuildValue("(nn)", n, sent);
+    }
+done:
+    span_release(&span);
+    return result;
+}
+
 #define BATCH_MAX 1024 /* arp.net.sockio.MAX_BATCH; arp.net.selector.BATCH is at most this */
 
 /* The entry for `fd` in a list indexed by descriptor (borrowed), or NULL for none. */
@@ -368,6 +487,9 @@ static PyMethodDef sockio_methods[] = {
     {"recv_frame", (PyCFunction)(void (*)(void))sockio_recv_frame, METH_FASTCALL,
      recv_frame_doc},
     {"send", (PyCFunction)(void (*)(void))sockio_send, METH_FASTCALL, send_doc},
+    {"forward_frame", (PyCFunction)(void (*)(void))sockio_forward_frame, METH_FASTCALL,
+     forward_frame_doc},
+    {"frame_out", (PyCFunction)(void (*)(void))sockio_frame_out, METH_FASTCALL, frame_out_doc},
     {"dispatch", (PyCFunction)(void (*)(void))sockio_dispatch, METH_FASTCALL, dispatch_doc},
     {NULL, NULL, 0, NULL},
 };

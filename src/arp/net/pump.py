@@ -34,7 +34,6 @@ from arp.net.links import Link
 from arp.net.readiness import readiness
 from arp.net.streams import FrameReader as FrameReader
 from arp.net.streams import pump_streams
-from arp.protocol import wire
 from arp.protocol.responses import ResponseTracker
 from arp.protocol.tunnel import (
     END_FRAME,
@@ -61,9 +60,8 @@ _PAYLOAD_ROOM: Final = COPY_BUFFER - HEADER_SIZE
 
 # Final: compiled code calls these from C statics; an imported name is a dict lookup per call.
 _recv_into: Final = sockio.recv_into
-_recv_frame: Final = sockio.recv_frame
-_send: Final = sockio.send
-_single_frame: Final = wire.single_frame
+_forward_frame: Final = sockio.forward_frame
+_frame_out: Final = sockio.frame_out
 
 _MSG_MORE: Final = getattr(socket, "MSG_MORE", 0)
 _FRAMES_PER_WAKEUP: Final = 4
@@ -236,19 +234,19 @@ class _ToTunnel(_Flow):
                 self.moved += n
                 self._out = HEADER.pack(n) if n else END_FRAME
             else:
-                n = _recv_frame(self._src, _SHARED)  # the payload, its header in front
+                # The payload with its header in front, sent at once unless it filled the room
+                # (the common case, kept short: the frame goes out whole in the same call).
+                got = _frame_out(self._src, self._dst, _SHARED)
+                if isinstance(got, int):
+                    n = got
+                    sent = HEADER_SIZE + n if 0 < n < _PAYLOAD_ROOM else 0
+                else:
+                    n, sent = got
                 self.moved += n
                 size = HEADER_SIZE + n
-                sent = 0
-                if 0 < n < _PAYLOAD_ROOM:
-                    # The common case, kept short: the frame goes out whole at once.
-                    try:
-                        sent = _send(self._dst, _SHARED, 0, size, 0)
-                    except _RETRY:
-                        sent = 0
-                    if sent == size:
-                        return
-                elif n == _PAYLOAD_ROOM and SPLICE_AVAILABLE:
+                if sent == size:
+                    return
+                if n == _PAYLOAD_ROOM and SPLICE_AVAILABLE:
                     self._open_pipe()  # bulk: later reads splice; this chunk still goes by copy
                 self._out = _SHARED_VIEW[sent:size]
         except _RETRY:
@@ -322,34 +320,34 @@ class FromTunnel(_Flow):
                     self._splice_in()
                     return
                 self._close_pipe()  # a counted body ended: the next head must be seen
-            n = _recv_into(self._src, _SHARED, 0)
+            if self._first is None and self._decoder.between_frames:
+                # The common case, kept short: a read that is one whole frame is sent on in
+                # the same call.
+                got = _forward_frame(self._src, self._dst, _SHARED)
+            else:
+                got = _recv_into(self._src, _SHARED, 0)
         except _RETRY:
             return
         except OSError as exc:
             self._finish(exc)
             return
-        if n == 0:
-            self._tunnel_closed()
-            return
-        if self._first is None and self._decoder.between_frames:
-            length = _single_frame(_SHARED, n)
-            if length > 0:
-                # The common case, kept short: one whole frame per read, sent on at once.
-                self.moved += length
-                try:
-                    sent = _send(self._dst, _SHARED, HEADER_SIZE, n, 0)
-                except _RETRY:
-                    sent = 0
-                except OSError as exc:
-                    self._finish(exc)
-                    return
-                if sent < length:
-                    self._out = _SHARED_VIEW[HEADER_SIZE + sent : n]
-                    self._drain()
+        if isinstance(got, int):
+            if got < 0:  # one whole frame of -got bytes, its payload all sent
+                self.moved += -got - HEADER_SIZE
                 if tracker is not None:
-                    tracker.feed_at(_SHARED, HEADER_SIZE, n)
+                    tracker.feed_at(_SHARED, HEADER_SIZE, -got)
                 return
-        self._take(_SHARED_VIEW[:n])
+            if got == 0:
+                self._tunnel_closed()
+            else:
+                self._take(_SHARED_VIEW[:got])
+            return
+        n, sent = got  # one whole frame, its payload sent in part: the rest waits
+        self.moved += n - HEADER_SIZE
+        self._out = _SHARED_VIEW[HEADER_SIZE + sent : n]
+        self._drain()
+        if tracker is not None:
+            tracker.feed_at(_SHARED, HEADER_SIZE, n)
 
     def _take(self, view: memoryview) -> None:
         """Split `view` into payload for the destination and frame headers; then send."""

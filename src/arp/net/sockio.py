@@ -7,6 +7,10 @@ path, `arp.native`) makes the same calls with ranges in integers and keeps the G
 every call passes ``MSG_DONTWAIT`` and cannot block. Without the build (``ARP_NATIVE=0``, no
 C compiler) the functions below do the same through the socket module.
 
+`forward_frame` and `frame_out` are a read and a send in one call, for the common case of a
+chunk that is one data frame (a keep-alive request or response): one call less per chunk,
+and none of the glue between the two in compiled Python.
+
 `dispatch` is the readiness callbacks' loop (`arp.net.selector`): one ``epoll_wait`` and a
 call per event, where asyncio's epoll wrapper makes a tuple per event, mallocs its event
 array per wait and releases the GIL even for a poll that cannot wait.
@@ -58,6 +62,39 @@ def _send(sock: socket.socket, data: Buffer, start: int, end: int, flags: int) -
     return sock.send(memoryview(data)[start:end], flags | _DONTWAIT | _NOSIGNAL)
 
 
+def _send_some(sock: socket.socket, data: memoryview) -> int:
+    """Send what fits; 0 when the socket is full."""
+    try:
+        return sock.send(data, _DONTWAIT | _NOSIGNAL)
+    except BlockingIOError:
+        return 0
+
+
+def _forward_frame(
+    src: socket.socket, dst: socket.socket, buffer: bytearray
+) -> int | tuple[int, int]:
+    """Receive from the tunnel `src` into `buffer`; when the n bytes read are exactly one whole
+    data frame with a payload, send the payload on to `dst` at once: -n when all of it went,
+    ``(n, sent)`` when only part did. Otherwise n, nothing sent (0: the tunnel's end)."""
+    if len(buffer) <= HEADER_SIZE:
+        raise ValueError("the buffer must hold a header and a payload")
+    n = src.recv_into(buffer, 0, _DONTWAIT)
+    if n <= HEADER_SIZE or HEADER.unpack_from(buffer)[0] != n - HEADER_SIZE:
+        return n
+    sent = _send_some(dst, memoryview(buffer)[HEADER_SIZE:n])
+    return -n if sent == n - HEADER_SIZE else (n, sent)
+
+
+def _frame_out(src: socket.socket, dst: socket.socket, buffer: bytearray) -> int | tuple[int, int]:
+    """`_recv_frame` from `src`; when 0 < n < the room, the frame goes to the tunnel `dst` at
+    once: n when it all went, ``(n, sent)`` when only part did. Otherwise n, nothing sent."""
+    n = _recv_frame(src, buffer)
+    if n == 0 or n == len(buffer) - HEADER_SIZE:
+        return n
+    sent = _send_some(dst, memoryview(buffer)[: HEADER_SIZE + n])
+    return n if sent == HEADER_SIZE + n else (n, sent)
+
+
 def _dispatch(
     epoll: Any,
     timeout_ms: int,
@@ -96,6 +133,8 @@ def _dispatch(
 
 try:
     from arp.net._sockio import dispatch as dispatch
+    from arp.net._sockio import forward_frame as forward_frame
+    from arp.net._sockio import frame_out as frame_out
     from arp.net._sockio import recv_frame as recv_frame
     from arp.net._sockio import recv_into as recv_into
     from arp.net._sockio import send as send
@@ -104,4 +143,5 @@ try:
     """Whether the C calls are what runs (the compiled data path is built and loaded)."""
 except ImportError:  # not built: the same calls through the socket module
     recv_into, recv_frame, send, dispatch = _recv_into, _recv_frame, _send, _dispatch
+    forward_frame, frame_out = _forward_frame, _frame_out
     BUILT = False

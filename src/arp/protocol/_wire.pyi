@@ -1,6 +1,5 @@
 """Types of `arp.protocol._wire` (src/arp/protocol/_wire.c); see `arp.protocol.wire`."""
 
-def single_frame(buffer: bytes | bytearray | memoryview, size: int, /) -> int: ...
 def same_at(
     buffer: bytes | bytearray | memoryview, start: int, expected: bytes | bytearray | memoryview, /
 ) -> bool: ...
