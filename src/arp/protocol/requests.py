@@ -149,7 +149,7 @@ class RequestStream:
         and nothing else is buffered: what `feed` of them and `next_event` would give, with
         the stream as it was (the keep-alive case, without copying or parsing). Else None, and
         the caller feeds them."""
-        if self._state != _State.HEAD or self._buffer:
+        if self._state != _State.HEAD or len(self._buffer) != 0:
             return None
         last = self._last or _recent[0]
         if last is None or len(last.raw) != size or not _same_at(data, 0, last.raw):

@@ -52,6 +52,7 @@ class ResponseTracker:
     __slots__ = (
         "_buffer",
         "_chunks",
+        "_classes",
         "_last_head",
         "_last_length",
         "_left",
@@ -59,8 +60,8 @@ class ResponseTracker:
         "_methods",
         "_oldest",
         "_owed",
+        "_same",
         "_state",
-        "classes",
         "on_complete",
         "total",
     )
@@ -80,9 +81,10 @@ class ResponseTracker:
         # The last plain 2xx head to a GET with a counted body, and its length: the same head
         # again needs no second reading (shared by the trackers of one process to start with).
         self._last_head, self._last_length = _recent
-        self.classes = [0] * 10
-        """Final responses seen by status class (index 1 for 1xx, ...): the admin port's counts,
-        one integer add per response."""
+        self._classes = [0] * 10
+        self._same = 0
+        """Same answers counted by `_same_answer` (2xx each): a native integer add, where an
+        item of a list is a boxed one; `classes` adds them in."""
         self.total = 0
         """Bytes of the response direction seen so far (fed or passed by count)."""
         self.on_complete: Callable[[], None] | None = None
@@ -104,6 +106,14 @@ class ResponseTracker:
     def outstanding(self) -> int:
         """Responses owed and not yet complete."""
         return self._owed
+
+    @property
+    def classes(self) -> list[int]:
+        """Final responses seen by status class (index 1 for 1xx, ...): the admin port's
+        counts."""
+        classes = list(self._classes)
+        classes[2] += self._same
+        return classes
 
     @property
     def upgraded(self) -> bool:
@@ -151,7 +161,7 @@ class ResponseTracker:
             return False
         self.total += size
         self._pop()
-        self.classes[2] += 1
+        self._same += 1
         if self.on_complete is not None:
             self.on_complete()
         return True
@@ -204,7 +214,7 @@ class ResponseTracker:
         method = self._method()
         if head == self._last_head and method == "GET":
             # The same head as the last plain answer with a counted body (a repeated request).
-            self.classes[2] += 1
+            self._same += 1
             self._state, self._left = _BODY, self._last_length
             if not self._left:
                 self._complete()
@@ -214,7 +224,7 @@ class ResponseTracker:
             return len(data)
         status = int(head[9:12])
         if status >= 200 or status == 101:
-            self.classes[status // 100] += 1
+            self._classes[status // 100] += 1
         if status == 101 or (method == "CONNECT" and 200 <= status < 300):
             self._state = _RAW
             self._pop()

@@ -62,7 +62,7 @@ class TunnelDecoder:
     @property
     def between_frames(self) -> bool:
         """No frame is partly read: a close here ends the direction like a FIN."""
-        return not self.left and not self._header
+        return self.left == 0 and len(self._header) == 0  # (len: native; `not` of bytes is not)
 
     def feed(self, view: memoryview) -> list[memoryview]:
         """The payload slices in `view`, in order; stops at the end frame (see `ended`)."""

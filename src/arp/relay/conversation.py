@@ -340,7 +340,7 @@ class Conversation:
             self._end_requests_if_due(out)
         if out:
             self._send(out)
-        if not self._reading or waiting or self._out:
+        if not self._reading or waiting or len(self._out) != 0:
             self._update_reading()
         tracker = self._tracker
         if tracker is not None and (waiting or tracker.on_complete is not None):
@@ -455,8 +455,8 @@ class Conversation:
         except OSError:
             self._abort()
             return
-        self._out = data[sent:]
-        if self._out and not self._writing:
+        self._out = data[sent:] if sent < len(data) else b""
+        if len(self._out) != 0 and not self._writing:
             self._writing = True
             self._ready.add_writer(self._tsock.fileno(), self._on_tunnel_writable)
 
