@@ -31,6 +31,7 @@ MODULES = (
     "arp.protocol.http",
     "arp.protocol.forwarded",
     "arp.relay.conversation",
+    "arp.relay.door",
     "arp.relay.public",
     "arp.relay.answers",
     "arp.relay.limits",

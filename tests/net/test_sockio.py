@@ -28,6 +28,9 @@ class Calls:
     dispatch: Callable[..., list[tuple[Any, int]] | None]
     forward_frame: Callable[[socket.socket, socket.socket, bytearray], int | tuple[int, int]]
     frame_out: Callable[[socket.socket, socket.socket, bytearray], int | tuple[int, int]]
+    forward_if_same: Callable[
+        [socket.socket, socket.socket, bytearray, bytes, bytes], int | tuple[int, int]
+    ]
 
 
 def _implementations() -> list[Calls]:
@@ -40,6 +43,7 @@ def _implementations() -> list[Calls]:
             sockio._dispatch,
             sockio._forward_frame,
             sockio._frame_out,
+            sockio._forward_if_same,
         )
     ]
     if native.active():
@@ -54,6 +58,7 @@ def _implementations() -> list[Calls]:
                 _sockio.dispatch,
                 _sockio.forward_frame,
                 _sockio.frame_out,
+                _sockio.forward_if_same,
             )
         )
     return calls
@@ -492,3 +497,43 @@ def test_frame_out_with_a_full_tunnel_says_how_much_went(
     got = calls.frame_out(src, dst, buffer)
     assert isinstance(got, tuple) and got[0] == 3000 and 0 <= got[1] < 3004
     assert bytes(buffer[:4]) == HEADER.pack(3000)
+
+
+@each
+def test_forward_if_same_sends_the_other_bytes_only_for_exactly_the_expected_ones(
+    calls: Calls, three: tuple[socket.socket, socket.socket, socket.socket, socket.socket]
+) -> None:
+    feed, src, dst, out = three
+    buffer = bytearray(64)
+    expected, instead = b"GET / HTTP/1.1\r\n\r\n", b"framed and rewritten"
+    for data, same in (
+        (expected, True),
+        (expected[:-1], False),  # cut short
+        (expected.replace(b"/", b"?"), False),  # as long, not the same
+        (expected + expected, False),  # more than it
+        (expected, True),
+    ):
+        feed.sendall(data)
+        _read_all_of(src, len(data))
+        got = calls.forward_if_same(src, dst, buffer, expected, instead)
+        assert bytes(buffer[: len(data)]) == data
+        if same:
+            assert got == -len(data)
+            assert _read_all(out, len(instead)) == instead
+        else:
+            assert got == len(data)
+            with pytest.raises(BlockingIOError):
+                out.recv(1)
+    with pytest.raises(BlockingIOError):
+        calls.forward_if_same(src, dst, buffer, expected, instead)
+    _fill(dst)
+    feed.sendall(expected)
+    _read_all_of(src, len(expected))
+    big = b"i" * 300_000  # more than the full socket takes
+    got = calls.forward_if_same(src, dst, buffer, expected, big)
+    assert isinstance(got, tuple) and got[0] == len(expected) and 0 <= got[1] < len(big)
+    feed.close()
+    _wait_readable(src)
+    assert calls.forward_if_same(src, dst, buffer, expected, instead) == 0
+    with pytest.raises(ValueError):
+        calls.forward_if_same(src, dst, bytearray(), expected, instead)

@@ -79,6 +79,39 @@ async def test_a_pipelined_burst_is_answered_in_order_by_the_right_clients(
         assert_no_foreign_tokens(found)
 
 
+async def test_the_same_request_again_is_rewritten_and_routed_every_time(
+    make_stack: StackFactory,
+) -> None:
+    """A read that repeats the last request byte for byte goes to the tunnel in the call that
+    reads it (`sockio.forward_if_same`); whole, cut in two, doubled in one read, or after
+    another client's request, each reaches its own client with the relay's headers."""
+    stack = await make_stack(client_id=None)
+    again, other = request(A, "header", "/again"), request(B, "header", "/other")
+    async with services(stack) as found, connection(stack.relay.public_port) as (reader, writer):
+        sent = 0
+        for chunks in (
+            [again],
+            [again],
+            [again[:10], again[10:]],  # a read that is part of it: fed and parsed as usual
+            [again + again],  # two in one read
+            [other],
+            [again],
+            [again],
+        ):
+            for chunk in chunks:
+                writer.write(chunk)
+                await writer.drain()
+                await asyncio.sleep(units(0.02))
+            for _ in range(len(chunks[0]) // len(again) or 1):
+                seen = (await read_response(reader)).json()
+                sent += 1
+                assert seen["headers"]["x-forwarded-for"] == "127.0.0.1", sent
+        assert [s["path"] for s in found[A].log] == ["/again"] * 7
+        assert [s["path"] for s in found[B].log] == ["/other"]
+        assert all(s["headers"]["x-forwarded-host"] == "relay.test" for s in found[A].log)
+        assert_no_foreign_tokens(found)
+
+
 async def test_bodies_of_both_framings_between_route_changes(make_stack: StackFactory) -> None:
     stack = await make_stack(client_id=None)
     big = os.urandom(300_000)

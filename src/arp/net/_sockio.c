@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -337,6 +338,61 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(forward_if_same_doc,
+"forward_if_same(src, dst, buffer, expected, instead) -> int | tuple[int, int]\n\n"
+"Receive from src into buffer without blocking. When the n bytes read are exactly\n"
+"`expected`, send `instead` to dst at once: -n when all of it went, (n, sent) when only\n"
+"`sent` bytes did (dst is full). Otherwise n, nothing sent (0: src's end).");
+
+static PyObject *
+sockio_forward_if_same(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError,
+                        "forward_if_same(src, dst, buffer, expected, instead) takes 5 arguments");
+        return NULL;
+    }
+    int src = fd_of(args[0]), dst = src == -2 ? -2 : fd_of(args[1]);
+    if (dst == -2) {
+        return NULL;
+    }
+    Span span, expected, instead;
+    if (span_get(args[2], 1, &span) < 0) {
+        return NULL;
+    }
+    if (span_get(args[3], 0, &expected) < 0) {
+        span_release(&span);
+        return NULL;
+    }
+    if (span_get(args[4], 0, &instead) < 0) {
+        span_release(&expected);
+        span_release(&span);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (span.len == 0) {
+        PyErr_SetString(PyExc_ValueError, "the buffer must not be empty");
+        goto done;
+    }
+    Py_ssize_t n = recv_at(src, span.buf, span.len);
+    if (n < 0) {
+        goto done;
+    }
+    if (n == 0 || n != expected.len || memcmp(span.buf, expected.buf, (size_t)n) != 0) {
+        result = PyLong_FromSsize_t(n);
+        goto done;
+    }
+    Py_ssize_t sent = send_some(dst, instead.buf, instead.len);
+    if (sent >= 0) {
+        result = sent == instead.len ? PyLong_FromSsize_t(-n) : Py_BuildValue("(nn)", n, sent);
+    }
+done:
+    span_release(&instead);
+    span_release(&expected);
+    span_release(&span);
+    return result;
+}
+
 #define BATCH_MAX 1024 /* arp.net.sockio.MAX_BATCH; arp.net.selector.BATCH is at most this */
 
 /* The entry for `fd` in a list indexed by descriptor (borrowed), or NULL for none. */
@@ -490,6 +546,8 @@ static PyMethodDef sockio_methods[] = {
     {"forward_frame", (PyCFunction)(void (*)(void))sockio_forward_frame, METH_FASTCALL,
      forward_frame_doc},
     {"frame_out", (PyCFunction)(void (*)(void))sockio_frame_out, METH_FASTCALL, frame_out_doc},
+    {"forward_if_same", (PyCFunction)(void (*)(void))sockio_forward_if_same, METH_FASTCALL,
+     forward_if_same_doc},
     {"dispatch", (PyCFunction)(void (*)(void))sockio_dispatch, METH_FASTCALL, dispatch_doc},
     {NULL, NULL, 0, NULL},
 };

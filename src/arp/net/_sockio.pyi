@@ -15,6 +15,14 @@ def forward_frame(
 def frame_out(
     src: socket.socket, dst: socket.socket, buffer: bytearray, /
 ) -> int | tuple[int, int]: ...
+def forward_if_same(
+    src: socket.socket,
+    dst: socket.socket,
+    buffer: bytearray,
+    expected: bytes,
+    instead: bytes,
+    /,
+) -> int | tuple[int, int]: ...
 def dispatch(
     epoll: Any,
     timeout_ms: int,

@@ -7,9 +7,10 @@ path, `arp.native`) makes the same calls with ranges in integers and keeps the G
 every call passes ``MSG_DONTWAIT`` and cannot block. Without the build (``ARP_NATIVE=0``, no
 C compiler) the functions below do the same through the socket module.
 
-`forward_frame` and `frame_out` are a read and a send in one call, for the common case of a
-chunk that is one data frame (a keep-alive request or response): one call less per chunk,
-and none of the glue between the two in compiled Python.
+`forward_frame`, `frame_out` and `forward_if_same` are a read and a send in one call, for the
+common case of a chunk that is one data frame (a keep-alive request or response) or, at the
+relay, a request that repeats the last one byte for byte (its rewritten head goes on): one
+call less per chunk, and none of the glue between the two in compiled Python.
 
 `dispatch` is the readiness callbacks' loop (`arp.net.selector`): one ``epoll_wait`` and a
 call per event, where asyncio's epoll wrapper makes a tuple per event, mallocs its event
@@ -95,6 +96,21 @@ def _frame_out(src: socket.socket, dst: socket.socket, buffer: bytearray) -> int
     return n if sent == HEADER_SIZE + n else (n, sent)
 
 
+def _forward_if_same(
+    src: socket.socket, dst: socket.socket, buffer: bytearray, expected: bytes, instead: bytes
+) -> int | tuple[int, int]:
+    """Receive from `src` into `buffer`; when the n bytes read are exactly `expected`, send
+    `instead` to `dst` at once: -n when all of it went, ``(n, sent)`` when only part did.
+    Otherwise n, nothing sent (0: the peer's end)."""
+    if not buffer:
+        raise ValueError("the buffer must not be empty")
+    n = src.recv_into(buffer, 0, _DONTWAIT)
+    if n == 0 or n != len(expected) or buffer[:n] != expected:
+        return n
+    sent = _send_some(dst, memoryview(instead))
+    return -n if sent == len(instead) else (n, sent)
+
+
 def _dispatch(
     epoll: Any,
     timeout_ms: int,
@@ -134,6 +150,7 @@ def _dispatch(
 try:
     from arp.net._sockio import dispatch as dispatch
     from arp.net._sockio import forward_frame as forward_frame
+    from arp.net._sockio import forward_if_same as forward_if_same
     from arp.net._sockio import frame_out as frame_out
     from arp.net._sockio import recv_frame as recv_frame
     from arp.net._sockio import recv_into as recv_into
@@ -143,5 +160,5 @@ try:
     """Whether the C calls are what runs (the compiled data path is built and loaded)."""
 except ImportError:  # not built: the same calls through the socket module
     recv_into, recv_frame, send, dispatch = _recv_into, _recv_frame, _send, _dispatch
-    forward_frame, frame_out = _forward_frame, _frame_out
+    forward_frame, frame_out, forward_if_same = _forward_frame, _frame_out, _forward_if_same
     BUILT = False

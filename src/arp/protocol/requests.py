@@ -156,6 +156,15 @@ class RequestStream:
             return None
         return last
 
+    def repeats(self, request: Request) -> bool:
+        """Whether a read of exactly `request`'s bytes would be `repeat` of it now (the caller
+        may then compare the bytes as it reads them, `arp.net.sockio.forward_if_same`)."""
+        return (
+            self._state == _State.HEAD
+            and len(self._buffer) == 0
+            and (self._last or _recent[0]) is request
+        )
+
     @property
     def idle(self) -> bool:
         """Between messages with nothing buffered: a close here loses nothing."""

@@ -43,8 +43,8 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Final
 
 from arp.errors import ArpError
 from arp.net import sockio
@@ -58,9 +58,8 @@ from arp.protocol.requests import END_OF_MESSAGE, Body, Event, Request, RequestS
 from arp.protocol.responses import ResponseTracker
 from arp.protocol.tunnel import END_FRAME, HEADER
 from arp.relay.answers import cookie_transform, error_response
-from arp.relay.registry import ClientState, Pools
-from arp.relay.settings import RelayConfig
-from arp.relay.stats import RelayStats
+from arp.relay.door import Door
+from arp.relay.registry import ClientState
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +70,7 @@ _RETRY: Final = (BlockingIOError, InterruptedError)
 # Final: compiled code calls these from C statics; an imported name is a dict lookup per call.
 _recv_into: Final = sockio.recv_into
 _send: Final = sockio.send
+_forward_if_same: Final = sockio.forward_if_same
 
 
 def _nothing() -> None:
@@ -79,43 +79,6 @@ def _nothing() -> None:
 
 def _frame(payload: bytes) -> bytes:
     return HEADER.pack(len(payload)) + payload
-
-
-class Door:
-    """What a conversation needs of the public port; `arp.relay.public.Public` is the one door.
-
-    A base class, not a Protocol, so compiled code calls these through Public's vtable (a
-    Protocol's methods are looked up by name on every call: about 250 instructions for the
-    per-request `client_for`); this module still does not import the one that imports it."""
-
-    config: RelayConfig
-    clients: Mapping[str, ClientState]
-    pools: Pools
-    recent: tuple[Request, Caller, bytes] | None
-    stats: RelayStats
-
-    def client_for(self, route: phttp.Route) -> ClientState | None:
-        raise NotImplementedError
-
-    def decide(
-        self, head: phttp.RequestHead, route: phttp.Route | None
-    ) -> tuple[bytes | None, ClientState | None]:
-        raise NotImplementedError
-
-    def plain(self, tunnel: Link) -> Link:
-        raise NotImplementedError
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        raise NotImplementedError
-
-    async def take_tunnel(self, state: ClientState) -> Link:
-        raise NotImplementedError
-
-    def tunnel_done(self, state: ClientState, tunnel: Link, leftover: bytes | None) -> None:
-        raise NotImplementedError
-
-    async def send_and_close(self, link: Link, response: bytes) -> None:
-        raise NotImplementedError
 
 
 class Conversation:
@@ -263,8 +226,18 @@ class Conversation:
         ):
             self._splice_body()
             return
+        request, tsock = self._last_request, self._tsock
         try:
-            n = _recv_into(self._psock, _BUFFER, 0)
+            if request is not None and tsock is not None and self._may_repeat(request):
+                # The keep-alive case, kept short: a read of exactly the last request's bytes
+                # sends its rewritten head on in the same call.
+                got = _forward_if_same(self._psock, tsock, _BUFFER, request.raw, self._last_framed)
+                if not isinstance(got, int) or got < 0:
+                    self._sent_again(request, got)
+                    return
+                n = got
+            else:
+                n = _recv_into(self._psock, _BUFFER, 0)
         except _RETRY:
             return
         except OSError:
@@ -287,6 +260,42 @@ class Conversation:
                 return
             self._stream.feed(_VIEW[:n])
         self._pump([])
+
+    def _may_repeat(self, request: Request) -> bool:
+        """Whether the next read, if it is exactly `request`'s bytes, may go to the tunnel as
+        its head did (`_pump` of the stream's `repeat`) with nothing else to do: nothing
+        waits or is queued, and the request's token still opens this tunnel's client."""
+        splicer = self._splicer
+        return (
+            self._tracker is not None
+            and self._pending is None
+            and not self._upgrade_wait
+            and not self._request_ended
+            and not self._discarding
+            and len(self._out) == 0
+            and (splicer is None or not splicer.pending)
+            and self._last_route is not None
+            and self._stream.repeats(request)
+            and self._door.client_for(self._last_route) is self._state
+        )
+
+    def _sent_again(self, request: Request, got: int | tuple[int, int]) -> None:
+        """`request` came again and its head went on (`sockio.forward_if_same`), all of it
+        (-n) or the first `sent` bytes of it ((n, sent)): what `_pump` does after a send."""
+        tracker = self._tracker
+        assert tracker is not None
+        n = -got if isinstance(got, int) else got[0]
+        self._reads += 1
+        self._bytes_in += n
+        tracker.expect(request.head.method)
+        if not isinstance(got, int):
+            self._out = self._last_framed[got[1] :]
+            if not self._writing and self._tsock is not None:
+                self._writing = True
+                self._ready.add_writer(self._tsock.fileno(), self._on_tunnel_writable)
+            self._update_reading()
+        if tracker.on_complete is not None:
+            self._listen_for_responses(tracker)
 
     def _pump(self, out: list[bytes], first: Request | None = None) -> None:
         """Forward every complete event buffered, `first` (the stream's `repeat`) before them;

@@ -35,7 +35,8 @@ from arp.protocol.forwarded import Caller, caller_ip, is_trusted
 from arp.protocol.requests import Request, RequestStream
 from arp.relay.access import AccessIndex
 from arp.relay.answers import HeadTimeout, error_response, token_page_response
-from arp.relay.conversation import Conversation, Door
+from arp.relay.conversation import Conversation
+from arp.relay.door import Door
 from arp.relay.limits import AddressCounts, TooManyFromAddress
 from arp.relay.registry import ClientState, Pools
 from arp.relay.settings import RelayConfig
