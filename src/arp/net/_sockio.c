@@ -242,6 +242,33 @@ send_some(int fd, const char *buf, Py_ssize_t size)
     }
 }
 
+/* The (src, dst, buffer, ...) arguments of the calls that read and send: both descriptors, and
+ * the buffer held writable in *span; -1 with an exception set otherwise. */
+static int
+read_send_args(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, const char *usage,
+               int *src, int *dst, Span *span)
+{
+    if (nargs != want) {
+        PyErr_Format(PyExc_TypeError, "%s takes %zd arguments", usage, want);
+        return -1;
+    }
+    if ((*src = fd_of(args[0])) == -2 || (*dst = fd_of(args[1])) == -2) {
+        return -1;
+    }
+    return span_get(args[2], 1, span);
+}
+
+/* The answer of a call that read n bytes and sent `sent` of `whole` (-1: an error is set):
+ * `all_sent` when it all went, else (n, sent). */
+static PyObject *
+sent_result(Py_ssize_t sent, Py_ssize_t whole, Py_ssize_t all_sent, Py_ssize_t n)
+{
+    if (sent < 0) {
+        return NULL;
+    }
+    return sent == whole ? PyLong_FromSsize_t(all_sent) : Py_BuildValue("(nn)", n, sent);
+}
+
 PyDoc_STRVAR(forward_frame_doc,
 "forward_frame(src, dst, buffer) -> int | tuple[int, int]\n\n"
 "Receive from the tunnel src into buffer without blocking. When the n bytes read are exactly\n"
@@ -252,16 +279,9 @@ PyDoc_STRVAR(forward_frame_doc,
 static PyObject *
 sockio_forward_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "forward_frame(src, dst, buffer) takes 3 arguments");
-        return NULL;
-    }
-    int src = fd_of(args[0]), dst = src == -2 ? -2 : fd_of(args[1]);
-    if (dst == -2) {
-        return NULL;
-    }
+    int src, dst;
     Span span;
-    if (span_get(args[2], 1, &span) < 0) {
+    if (read_send_args(args, nargs, 3, "forward_frame(src, dst, buffer)", &src, &dst, &span) < 0) {
         return NULL;
     }
     PyObject *result = NULL;
@@ -279,10 +299,8 @@ sockio_forward_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         result = PyLong_FromSsize_t(n);
         goto done;
     }
-    Py_ssize_t sent = send_some(dst, span.buf + HEADER_SIZE, n - HEADER_SIZE);
-    if (sent >= 0) {
-        result = sent == n - HEADER_SIZE ? PyLong_FromSsize_t(-n) : Py_BuildValue("(nn)", n, sent);
-    }
+    Py_ssize_t length = n - HEADER_SIZE;
+    result = sent_result(send_some(dst, span.buf + HEADER_SIZE, length), length, -n, n);
 done:
     span_release(&span);
     return result;
@@ -298,16 +316,9 @@ PyDoc_STRVAR(frame_out_doc,
 static PyObject *
 sockio_frame_out(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "frame_out(src, dst, buffer) takes 3 arguments");
-        return NULL;
-    }
-    int src = fd_of(args[0]), dst = src == -2 ? -2 : fd_of(args[1]);
-    if (dst == -2) {
-        return NULL;
-    }
+    int src, dst;
     Span span;
-    if (span_get(args[2], 1, &span) < 0) {
+    if (read_send_args(args, nargs, 3, "frame_out(src, dst, buffer)", &src, &dst, &span) < 0) {
         return NULL;
     }
     PyObject *result = NULL;
@@ -329,10 +340,7 @@ sockio_frame_out(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         result = PyLong_FromSsize_t(n);
         goto done;
     }
-    Py_ssize_t sent = send_some(dst, span.buf, HEADER_SIZE + n);
-    if (sent >= 0) {
-        result = sent == HEADER_SIZE + n ? PyLong_FromSsize_t(n) : Py_BuildValue("(nn)", n, sent);
-    }
+    result = sent_result(send_some(dst, span.buf, HEADER_SIZE + n), HEADER_SIZE + n, n, n);
 done:
     span_release(&span);
     return result;
@@ -347,17 +355,10 @@ PyDoc_STRVAR(forward_if_same_doc,
 static PyObject *
 sockio_forward_if_same(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError,
-                        "forward_if_same(src, dst, buffer, expected, instead) takes 5 arguments");
-        return NULL;
-    }
-    int src = fd_of(args[0]), dst = src == -2 ? -2 : fd_of(args[1]);
-    if (dst == -2) {
-        return NULL;
-    }
+    int src, dst;
     Span span, expected, instead;
-    if (span_get(args[2], 1, &span) < 0) {
+    if (read_send_args(args, nargs, 5, "forward_if_same(src, dst, buffer, expected, instead)",
+                       &src, &dst, &span) < 0) {
         return NULL;
     }
     if (span_get(args[3], 0, &expected) < 0) {
@@ -382,10 +383,7 @@ sockio_forward_if_same(PyObject *module, PyObject *const *args, Py_ssize_t nargs
         result = PyLong_FromSsize_t(n);
         goto done;
     }
-    Py_ssize_t sent = send_some(dst, instead.buf, instead.len);
-    if (sent >= 0) {
-        result = sent == instead.len ? PyLong_FromSsize_t(-n) : Py_BuildValue("(nn)", n, sent);
-    }
+    result = sent_result(send_some(dst, instead.buf, instead.len), instead.len, -n, n);
 done:
     span_release(&instead);
     span_release(&expected);
