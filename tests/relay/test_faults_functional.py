@@ -23,6 +23,7 @@ from arp.client.control import Client
 from tests.conftest import units
 from tests.net.faultproxy import Direction, FaultProxy, Faults
 from tests.relay.conftest import Stack, StackFactory, wait_until
+from tests.relay.routing import read_response
 
 MB = 1 << 20
 _RESET = struct.pack("ii", 1, 0)
@@ -286,3 +287,40 @@ async def test_a_public_reset_mid_upload_reaches_the_local_service_as_a_reset(
     writer.transport.abort()
     await wait_until(lambda: bool(raw_service.endings), units(5), "the service saw an end")
     assert raw_service.endings == ["reset"]
+
+
+async def test_a_full_tunnel_loses_no_repeated_request(proxied: ProxiedFactory) -> None:
+    """A read that repeats the last request byte for byte goes to the tunnel in the call that
+    reads it (`sockio.forward_if_same`). When the tunnel stops draining, that send goes out in
+    part, the rest waits and the relay stops reading the caller; once the tunnel drains again,
+    every request the caller sent is answered, in order."""
+    p = await proxied()
+    pad = "".join(f"X-Pad-{i}: {'p' * 4000}\r\n" for i in range(4))  # a 16 KB head
+    head = f"GET /echo?token=tester HTTP/1.1\r\nHost: relay\r\n{pad}\r\n".encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", p.stack.relay.public_port)
+    try:
+        writer.write(head)
+        assert (await asyncio.wait_for(read_response(reader), units(10))).status == 200
+        for connection in p.tunnels.connections:
+            connection.cut(Direction.DOWN)  # relay → client: the tunnel fills
+        sent, stalled = 1, False
+        for _ in range(3000):  # bounded: the buffers on the way hold a few MB at most
+            writer.write(head)
+            sent += 1
+            try:
+                await asyncio.wait_for(writer.drain(), units(1))
+            except TimeoutError:
+                stalled = True  # the relay stopped reading: its send to the tunnel waits
+                break
+            await asyncio.sleep(0.002)  # each request a read of its own, mostly
+        assert stalled, "the relay read every request although the tunnel did not drain"
+        for connection in p.tunnels.connections:
+            connection.resume()
+        for n in range(1, sent):
+            response = await asyncio.wait_for(read_response(reader), units(20))
+            assert response.status == 200, n
+            assert response.json()["path"] == "/echo", n
+        writer.write(head)  # and the connection still serves
+        assert (await asyncio.wait_for(read_response(reader), units(10))).status == 200
+    finally:
+        writer.close()
