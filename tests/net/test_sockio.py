@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import select
 import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -391,18 +392,27 @@ def _fill(sock: socket.socket) -> None:
 
 def _read_all_of(sock: socket.socket, size: int) -> None:
     """Wait until `size` bytes are readable from `sock` (a frame arrives whole, not cut)."""
-    for _ in range(500):
-        _wait_readable(sock)
-        if len(sock.recv(size, socket.MSG_PEEK)) >= size:
-            return
-    raise AssertionError(f"{size} bytes never arrived")
+    deadline = time.monotonic() + 5
+    while len(sock.recv(size, socket.MSG_PEEK) if _readable(sock) else b"") < size:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{size} bytes did not arrive within 5 s")
+        time.sleep(0.001)
+
+
+def _readable(sock: socket.socket) -> bool:
+    return bool(select.select([sock], [], [], 0.1)[0])
 
 
 def _read_all(sock: socket.socket, size: int) -> bytes:
+    """Exactly `size` bytes from `sock`, within 5 s; an end before them fails the test."""
     got = b""
+    deadline = time.monotonic() + 5
     while len(got) < size:
+        assert time.monotonic() < deadline, f"{len(got)} of {size} bytes within 5 s"
         _wait_readable(sock)
-        got += sock.recv(size - len(got))
+        chunk = sock.recv(size - len(got))
+        assert chunk, f"the peer ended after {len(got)} of {size} bytes"
+        got += chunk
     return got
 
 

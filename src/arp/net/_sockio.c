@@ -92,6 +92,47 @@ recv_at(int fd, char *buf, Py_ssize_t size)
     }
 }
 
+/* send() of buf[:size] without blocking (MSG_DONTWAIT | MSG_NOSIGNAL added to flags),
+ * retried on EINTR: the count sent; -1 with an exception set (BlockingIOError when full). */
+static Py_ssize_t
+send_at(int fd, const char *buf, Py_ssize_t size, int flags)
+{
+    for (;;) {
+        ssize_t n = send(fd, buf, (size_t)size, flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n >= 0) {
+            return n;
+        }
+        if (errno != EINTR) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
+}
+
+/* recv() into span[4:] with the data frame's header of the count written into span[:4]
+ * (the count; 0: the peer's end, an end frame); -1 with an exception set. */
+static Py_ssize_t
+recv_framed(int fd, Span *span)
+{
+    if (span->len <= HEADER_SIZE || span->len - HEADER_SIZE > (Py_ssize_t)UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "the buffer must hold a header and a payload");
+        return -1;
+    }
+    Py_ssize_t n = recv_at(fd, span->buf + HEADER_SIZE, span->len - HEADER_SIZE);
+    if (n >= 0) {
+        unsigned char *p = (unsigned char *)span->buf;
+        uint32_t length = (uint32_t)n;
+        p[0] = (unsigned char)(length >> 24);
+        p[1] = (unsigned char)(length >> 16);
+        p[2] = (unsigned char)(length >> 8);
+        p[3] = (unsigned char)length;
+    }
+    return n;
+}
+
 PyDoc_STRVAR(recv_into_doc,
 "recv_into(sock, buffer, start) -> int\n\n"
 "Receive into buffer[start:] without blocking; the count received (0: the peer's end).");
@@ -145,20 +186,7 @@ sockio_recv_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (span_get(args[1], 1, &span) < 0) {
         return NULL;
     }
-    Py_ssize_t n = -1;
-    if (span.len <= HEADER_SIZE || span.len - HEADER_SIZE > (Py_ssize_t)UINT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "the buffer must hold a header and a payload");
-    } else {
-        unsigned char *p = (unsigned char *)span.buf;
-        n = recv_at(fd, (char *)p + HEADER_SIZE, span.len - HEADER_SIZE);
-        if (n >= 0) {
-            uint32_t length = (uint32_t)n;
-            p[0] = (unsigned char)(length >> 24);
-            p[1] = (unsigned char)(length >> 16);
-            p[2] = (unsigned char)(length >> 8);
-            p[3] = (unsigned char)length;
-        }
-    }
+    Py_ssize_t n = recv_framed(fd, &span);
     span_release(&span);
     return n < 0 ? NULL : PyLong_FromSsize_t(n);
 }
@@ -199,47 +227,23 @@ sockio_send(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (start > end || end > span.len) {
         PyErr_SetString(PyExc_ValueError, "start:end must be a range inside the data");
     } else {
-        for (;;) {
-            ssize_t n = send(fd, span.buf + start, (size_t)(end - start),
-                             (int)flags | MSG_DONTWAIT | MSG_NOSIGNAL);
-            if (n >= 0) {
-                sent = n;
-                break;
-            }
-            if (errno != EINTR) {
-                PyErr_SetFromErrno(PyExc_OSError);
-                break;
-            }
-            if (PyErr_CheckSignals() < 0) {
-                break;
-            }
-        }
+        sent = send_at(fd, span.buf + start, end - start, (int)flags);
     }
     span_release(&span);
     return sent < 0 ? NULL : PyLong_FromSsize_t(sent);
 }
 
-/* send() of buf[:size] without blocking, retried on EINTR: the count sent, 0 when the socket
- * is full (EAGAIN), -1 with an exception set on any other error. */
+/* send_at() for the read-and-send calls: the count sent, 0 when the socket is full (no
+ * exception: the caller keeps the rest); -1 with an exception set on any other error. */
 static Py_ssize_t
 send_some(int fd, const char *buf, Py_ssize_t size)
 {
-    for (;;) {
-        ssize_t n = send(fd, buf, (size_t)size, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (n >= 0) {
-            return n;
-        }
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            return 0;
-        }
-        if (errno != EINTR) {
-            PyErr_SetFromErrno(PyExc_OSError);
-            return -1;
-        }
-        if (PyErr_CheckSignals() < 0) {
-            return -1;
-        }
+    Py_ssize_t n = send_at(fd, buf, size, 0);
+    if (n < 0 && PyErr_ExceptionMatches(PyExc_BlockingIOError)) {
+        PyErr_Clear(); /* rare: only when the destination is full */
+        return 0;
     }
+    return n;
 }
 
 /* The (src, dst, buffer, ...) arguments of the calls that read and send: both descriptors, and
@@ -322,20 +326,10 @@ sockio_frame_out(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *result = NULL;
-    if (span.len <= HEADER_SIZE || span.len - HEADER_SIZE > (Py_ssize_t)UINT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "the buffer must hold a header and a payload");
-        goto done;
-    }
-    unsigned char *p = (unsigned char *)span.buf;
-    Py_ssize_t n = recv_at(src, span.buf + HEADER_SIZE, span.len - HEADER_SIZE);
+    Py_ssize_t n = recv_framed(src, &span);
     if (n < 0) {
         goto done;
     }
-    uint32_t length = (uint32_t)n;
-    p[0] = (unsigned char)(length >> 24);
-    p[1] = (unsigned char)(length >> 16);
-    p[2] = (unsigned char)(length >> 8);
-    p[3] = (unsigned char)length;
     if (n == 0 || n == span.len - HEADER_SIZE) {
         result = PyLong_FromSsize_t(n);
         goto done;

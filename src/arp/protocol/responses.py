@@ -154,8 +154,7 @@ class ResponseTracker:
             or size != len(last) + self._last_length
             or len(last) == 0
             or len(self._buffer) != 0
-            or self._owed == 0
-            or self._methods[self._oldest] != "GET"
+            or self._method() != "GET"
             or not _same_at(data, start, last)
         ):
             return False

@@ -289,10 +289,7 @@ class Conversation:
         self._bytes_in += n
         tracker.expect(request.head.method)
         if not isinstance(got, int):
-            self._out = self._last_framed[got[1] :]
-            if not self._writing and self._tsock is not None:
-                self._writing = True
-                self._ready.add_writer(self._tsock.fileno(), self._on_tunnel_writable)
+            self._keep_out(self._last_framed[got[1] :])
             self._update_reading()
         if tracker.on_complete is not None:
             self._listen_for_responses(tracker)
@@ -464,8 +461,12 @@ class Conversation:
         except OSError:
             self._abort()
             return
-        self._out = data[sent:] if sent < len(data) else b""
-        if len(self._out) != 0 and not self._writing:
+        self._keep_out(data[sent:] if sent < len(data) else b"")
+
+    def _keep_out(self, rest: bytes) -> None:
+        """What a send to the tunnel left: it goes once the tunnel is writable."""
+        self._out = rest
+        if len(rest) != 0 and not self._writing and self._tsock is not None:
             self._writing = True
             self._ready.add_writer(self._tsock.fileno(), self._on_tunnel_writable)
 

@@ -6,7 +6,7 @@ it does not import the module that imports it.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from typing import Any
 
 from arp.net.links import Link
@@ -26,7 +26,6 @@ class Door:
     per-request `client_for`)."""
 
     config: RelayConfig
-    clients: Mapping[str, ClientState]
     pools: Pools
     recent: tuple[Request, Caller, bytes] | None
     stats: RelayStats
