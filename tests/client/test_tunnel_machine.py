@@ -16,7 +16,8 @@ from arp.client.config import ClientConfig, Target
 from arp.client.tunnel import TunnelMachine
 from arp.config import Limits, Timeouts
 from arp.net.links import SocketLink
-from arp.net.sockets import connect, connect_literal, peer_closed
+from arp.net.sockets import connect, connect_literal
+from arp.net.sockio import peer_closed
 from arp.protocol import frames
 from arp.protocol.tunnel import END_FRAME, HEADER, data_frame
 from tests.conftest import free_port, units

@@ -32,6 +32,8 @@
 #include <limits.h>
 #include <stdint.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -385,6 +387,69 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(peer_closed_doc,
+"peer_closed(sock) -> bool\n\n"
+"Whether an idle socket's peer has gone (FIN, RST) or sent bytes it should not have: a\n"
+"one-byte MSG_PEEK without blocking. False only when nothing waits to be read (EAGAIN).");
+
+static PyObject *
+sockio_peer_closed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 1) {
+        PyErr_SetString(PyExc_TypeError, "peer_closed(sock) takes 1 argument");
+        return NULL;
+    }
+    int fd = fd_of(args[0]);
+    if (fd == -2) {
+        return NULL;
+    }
+    char byte;
+    for (;;) {
+        ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR) {
+            if (PyErr_CheckSignals() < 0) {
+                return NULL;
+            }
+            continue;
+        }
+        /* EOF, bytes, or any error but "nothing yet" (a reset, a closed socket): unusable. */
+        return PyBool_FromLong(!(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)));
+    }
+}
+
+PyDoc_STRVAR(accept_doc,
+"accept(listener) -> int\n\n"
+"Accept one connection from a listening socket: its descriptor, already non-blocking and\n"
+"close-on-exec (accept4), or -1 when none is pending. Other errors raise OSError.");
+
+static PyObject *
+sockio_accept(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 1) {
+        PyErr_SetString(PyExc_TypeError, "accept(listener) takes 1 argument");
+        return NULL;
+    }
+    int fd = fd_of(args[0]);
+    if (fd == -2) {
+        return NULL;
+    }
+    for (;;) {
+        int conn = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (conn >= 0) {
+            return PyLong_FromLong(conn);
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return PyLong_FromLong(-1);
+        }
+        if (errno != EINTR) {
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return NULL;
+        }
+    }
+}
+
 #define BATCH_MAX 1024 /* arp.net.sockio.MAX_BATCH; arp.net.selector.BATCH is at most this */
 
 /* The entry for `fd` in a list indexed by descriptor (borrowed), or NULL for none. */
@@ -396,6 +461,109 @@ at(PyObject *list, int fd)
     }
     PyObject *item = PyList_GET_ITEM(list, fd);
     return item == Py_None ? NULL : item;
+}
+
+PyDoc_STRVAR(epoll_set_doc,
+"epoll_set(epoll, fd, old, new) -> None\n\n"
+"Change what epoll watches on fd from the mask `old` to `new` (0: not registered) in one\n"
+"epoll_ctl: ADD, MOD or DEL. A descriptor closed while registered is handled as the kernel\n"
+"left it: ADD over a stale entry becomes MOD, DEL of a closed one is already done. Other\n"
+"errors raise OSError.");
+
+static PyObject *
+sockio_epoll_set(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "epoll_set(epoll, fd, old, new) takes 4 arguments");
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[0], epoll_type)) {
+        PyErr_SetString(PyExc_TypeError, "epoll_set needs a select.epoll");
+        return NULL;
+    }
+    long fd = PyLong_AsLong(args[1]);
+    long old = fd == -1 && PyErr_Occurred() ? -1 : PyLong_AsLong(args[2]);
+    long mask = old == -1 && PyErr_Occurred() ? -1 : PyLong_AsLong(args[3]);
+    if (mask == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (fd < 0 || fd > INT_MAX || old < 0 || old > UINT32_MAX || mask < 0 || mask > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "fd and the masks must be epoll's");
+        return NULL;
+    }
+    int epfd = ((EpollHead *)args[0])->epfd;
+    struct epoll_event event;
+    memset(&event, 0, sizeof(event));
+    event.events = (uint32_t)mask;
+    event.data.fd = (int)fd;
+    if (mask == old) {
+        Py_RETURN_NONE;
+    }
+    int op = mask == 0 ? EPOLL_CTL_DEL : old == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+    /* epoll_ctl cannot block: the GIL is kept. */
+    if (epoll_ctl(epfd, op, (int)fd, &event) == 0) {
+        Py_RETURN_NONE;
+    }
+    if (op == EPOLL_CTL_ADD && errno == EEXIST &&
+        epoll_ctl(epfd, EPOLL_CTL_MOD, (int)fd, &event) == 0) {
+        Py_RETURN_NONE; /* a stale entry of a closed descriptor with the same number */
+    }
+    if (op == EPOLL_CTL_DEL && (errno == EBADF || errno == ENOENT)) {
+        Py_RETURN_NONE; /* closed already: the kernel dropped the registration with it */
+    }
+    return PyErr_SetFromErrno(PyExc_OSError);
+}
+
+PyDoc_STRVAR(peer_ip_doc,
+"peer_ip(sock) -> str | None\n\n"
+"The IP address of a connected IPv4 or IPv6 socket's peer, as text (an IPv6 scope id left\n"
+"out); None when it has none (a closed socket, a Unix socket, a peer gone already).");
+
+static PyObject *
+sockio_peer_ip(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 1) {
+        PyErr_SetString(PyExc_TypeError, "peer_ip(sock) takes 1 argument");
+        return NULL;
+    }
+    int fd = fd_of(args[0]);
+    if (fd == -2) {
+        return NULL;
+    }
+    struct sockaddr_storage address;
+    socklen_t length = sizeof(address);
+    if (getpeername(fd, (struct sockaddr *)&address, &length) < 0) {
+        Py_RETURN_NONE;
+    }
+    char text[INET6_ADDRSTRLEN];
+    size_t length_of_text = 0;
+    if (address.ss_family == AF_INET) {
+        /* By hand: glibc's inet_ntop formats IPv4 through sprintf (about 2,000 instructions). */
+        const unsigned char *octets =
+            (const unsigned char *)&((struct sockaddr_in *)&address)->sin_addr;
+        for (int i = 0; i < 4; i++) {
+            unsigned int octet = octets[i];
+            if (octet >= 100) {
+                text[length_of_text++] = (char)('0' + octet / 100);
+            }
+            if (octet >= 10) {
+                text[length_of_text++] = (char)('0' + octet / 10 % 10);
+            }
+            text[length_of_text++] = (char)('0' + octet % 10);
+            if (i < 3) {
+                text[length_of_text++] = '.';
+            }
+        }
+    } else if (address.ss_family == AF_INET6) {
+        if (inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&address)->sin6_addr, text,
+                      sizeof(text)) == NULL) {
+            Py_RETURN_NONE;
+        }
+        length_of_text = strlen(text);
+    } else {
+        Py_RETURN_NONE;
+    }
+    return PyUnicode_DecodeASCII(text, (Py_ssize_t)length_of_text, NULL);
 }
 
 /* Call a callback (looked up just before, kept alive through the call); report an exception
@@ -541,6 +709,11 @@ static PyMethodDef sockio_methods[] = {
     {"forward_if_same", (PyCFunction)(void (*)(void))sockio_forward_if_same, METH_FASTCALL,
      forward_if_same_doc},
     {"dispatch", (PyCFunction)(void (*)(void))sockio_dispatch, METH_FASTCALL, dispatch_doc},
+    {"peer_closed", (PyCFunction)(void (*)(void))sockio_peer_closed, METH_FASTCALL,
+     peer_closed_doc},
+    {"accept", (PyCFunction)(void (*)(void))sockio_accept, METH_FASTCALL, accept_doc},
+    {"epoll_set", (PyCFunction)(void (*)(void))sockio_epoll_set, METH_FASTCALL, epoll_set_doc},
+    {"peer_ip", (PyCFunction)(void (*)(void))sockio_peer_ip, METH_FASTCALL, peer_ip_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -14,8 +14,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from arp.config import Limits
+from arp.net import sockio
 from arp.net.readiness import wait_readable
-from arp.net.sockets import connect, peer_closed, reset, tune
+from arp.net.sockets import connect, reset, tune
 from arp.protocol import frames
 
 if TYPE_CHECKING:
@@ -86,8 +87,10 @@ class SocketLink(Link):
             await asyncio.get_running_loop().sock_sendall(self._sock, data[sent:])
 
     def shutdown_write(self) -> None:
-        with contextlib.suppress(OSError):
+        try:  # noqa: SIM105 - not contextlib.suppress: an object per connection
             self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
     def close(self) -> None:
         if not self._closed:
@@ -100,7 +103,7 @@ class SocketLink(Link):
             reset(self._sock)
 
     def is_idle_alive(self) -> bool:
-        return not self._closed and not peer_closed(self._sock)
+        return not self._closed and not sockio.peer_closed(self._sock)
 
 
 class StreamLink(Link):

@@ -28,14 +28,15 @@ from arp.net import sockio
 
 Callback = Callable[[], None]
 
-_IN: Final = getattr(select, "EPOLLIN", 1)
-_OUT: Final = getattr(select, "EPOLLOUT", 4)
+_IN: Final = int(getattr(select, "EPOLLIN", 1))
+_OUT: Final = int(getattr(select, "EPOLLOUT", 4))
 BATCH: Final = 256  # at most sockio.MAX_BATCH
 """Events taken per wake-up (here and by the nested epoll of `arp.net.readiness`); more stay
 ready (level-triggered) for the next one."""
 _EVENT_READ: Final = selectors.EVENT_READ
 _EVENT_WRITE: Final = selectors.EVENT_WRITE
 _dispatch: Final = sockio.dispatch
+_epoll_set: Final = sockio.epoll_set
 """Final, as `_monotonic`: compiled code calls them from C statics, not by a lookup per call."""
 _monotonic: Final = time.monotonic
 
@@ -132,25 +133,11 @@ class Callbacks:
         old = self._masks.get(fd, 0)
         if mask == old:
             return
-        try:
-            if not mask:
-                del self._masks[fd]
-                self._epoll.unregister(fd)
-            elif not old:
-                self._epoll.register(fd, mask)
-                self._masks[fd] = mask
-            else:
-                self._epoll.modify(fd, mask)
-                self._masks[fd] = mask
-        except FileExistsError:
-            # A descriptor closed while registered left its entry behind; this is a new
-            # socket with the same number.
-            self._epoll.modify(fd, mask)
+        _epoll_set(self._epoll, fd, old, mask)
+        if mask:
             self._masks[fd] = mask
-        except OSError:
-            # Closed already: the kernel dropped its registration with it.
-            if mask:
-                raise
+        else:
+            del self._masks[fd]
 
 
 class Selector(Callbacks):

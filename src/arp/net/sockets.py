@@ -15,28 +15,59 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 from arp.config import SOCKET_OPTIONS, Limits
+from arp.net import sockio
 
 log = logging.getLogger(__name__)
+
+
+_TCP: Final = int(socket.IPPROTO_TCP)
+_SOL: Final = int(socket.SOL_SOCKET)
+_NODELAY: Final = int(socket.TCP_NODELAY)
+_SNDBUF: Final = int(socket.SO_SNDBUF)
+_RCVBUF: Final = int(socket.SO_RCVBUF)
+_KEEPALIVE_OPTIONS: Final = tuple(
+    (level, option, value)
+    for level, name, value in (
+        (_SOL, "SO_KEEPALIVE", 1),
+        (_TCP, "TCP_KEEPIDLE", SOCKET_OPTIONS.keepalive_idle),
+        (_TCP, "TCP_KEEPINTVL", SOCKET_OPTIONS.keepalive_interval),
+        (_TCP, "TCP_KEEPCNT", SOCKET_OPTIONS.keepalive_count),
+    )
+    if (option := getattr(socket, name, None)) is not None
+)
+"""What `tune` sets for `keepalive`, as plain ints (the ones this platform has)."""
 
 
 def tune(sock: socket.socket, limits: Limits, *, keepalive: bool = False) -> None:
     """TCP_NODELAY (and `Limits.socket_buffer`, when set); with `keepalive`, probes that find
     a dead peer of a long-lived idle link (control links and pooled tunnels) within about a
-    minute."""
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if limits.socket_buffer:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.socket_buffer)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, limits.socket_buffer)
-    if not keepalive:
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, SOCKET_OPTIONS.keepalive_idle)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, SOCKET_OPTIONS.keepalive_interval)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, SOCKET_OPTIONS.keepalive_count)
+    minute. A refused option is skipped: none is needed for correctness.
 
+    (Plain ``try`` and ints, not ``contextlib.suppress`` and the socket module's names: each
+    suppress is a Python object entered and left, and arpc tunes two sockets per connection.)
+    """
+    try:  # noqa: SIM105 - see above
+        sock.setsockopt(_TCP, _NODELAY, 1)
+    except OSError:
+        pass
+    if limits.socket_buffer:
+        try:
+            sock.setsockopt(_SOL, _SNDBUF, limits.socket_buffer)
+            sock.setsockopt(_SOL, _RCVBUF, limits.socket_buffer)
+        except OSError:
+            pass
+    if keepalive:
+        for level, option, value in _KEEPALIVE_OPTIONS:
+            try:  # noqa: SIM105 - see above
+                sock.setsockopt(level, option, value)
+            except OSError:
+                pass
+
+
+_SOCK_NONBLOCK: Final = int(getattr(socket, "SOCK_NONBLOCK", 0))
+_ACCEPTED: Final = int(socket.SOCK_STREAM) | _SOCK_NONBLOCK
+"""The type an accepted socket is built with: SOCK_NONBLOCK tells the socket object that
+`sockio.accept` made it non-blocking (so it sets its own timeout to 0 without an ``ioctl``)."""
 
 # Accepted sockets inherit the listener's options on Linux (buffers, TCP_NODELAY, keepalive), so
 # setting them once on the listener saves several syscalls per accepted connection.
@@ -145,9 +176,6 @@ async def connect(
     raise OSError(getattr(last, "errno", None), f"cannot connect to {host}:{port}: {reason}")
 
 
-_SOCK_NONBLOCK: Final = getattr(socket, "SOCK_NONBLOCK", 0)
-
-
 def _new_socket(
     family: int, type_: int, proto: int, limits: Limits, keepalive: bool
 ) -> socket.socket:
@@ -164,16 +192,30 @@ def _new_socket(
 _AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]
 
 
+_LITERALS: Final[dict[tuple[str, int], list[_AddrInfo] | None]] = {}
+"""`_literal_address`'s answers: a process connects to few addresses (its targets, its relays),
+each once per connection."""
+_LITERALS_KEPT: Final = 256
+
+
 def _literal_address(host: str, port: int) -> list[_AddrInfo] | None:
     """getaddrinfo's answer for an IP literal, without a trip through the resolver."""
+    key = (host, port)
+    if key in _LITERALS:
+        return _LITERALS[key]
+    answer: list[_AddrInfo] | None = None
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
             socket.inet_pton(family, host)
         except OSError:
             continue
         address: tuple[Any, ...] = (host, port) if family == socket.AF_INET else (host, port, 0, 0)
-        return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address)]
-    return None
+        answer = [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address)]
+        break
+    if len(_LITERALS) >= _LITERALS_KEPT:
+        _LITERALS.clear()
+    _LITERALS[key] = answer
+    return answer
 
 
 def _start_connect(sock: socket.socket, address: tuple[Any, ...]) -> bool:
@@ -208,21 +250,6 @@ def reset(sock: socket.socket) -> None:
     sock.close()
 
 
-def peer_closed(sock: socket.socket) -> bool:
-    """Whether an idle socket's peer has gone (FIN, RST) or sent bytes it should not have.
-
-    Used on pooled tunnels before one is handed a request, so a dead tunnel never eats one.
-    """
-    try:
-        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except (BlockingIOError, InterruptedError):
-        return False
-    except OSError:
-        return True
-    # EOF (b""), or bytes an idle tunnel must never carry: either way it cannot be used.
-    return True
-
-
 def raise_fd_limit() -> None:
     """Lift the soft open-files limit to the hard one: each relayed connection holds several fds."""
     with contextlib.suppress(ValueError, OSError):
@@ -252,9 +279,10 @@ async def accept_loop(
     keepalive = bool(listener.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
     # `socket.accept()` is Python that reads the listener's family and type through enum
     # properties for every connection (about 15,000 instructions, a tenth of what arps spends
-    # on a new connection); the C accept and the socket built from known values are not.
+    # on a new connection); `sockio.accept` answers an int, -1 for "no more" rather than an
+    # exception, and its socket is non-blocking already: the one built on it from known values
+    # (`_ACCEPTED`) needs no ``ioctl``.
     family, proto = int(listener.family), listener.proto
-    accept: Callable[[], tuple[int, Any]] = listener._accept  # type: ignore[attr-defined]
     failed: asyncio.Future[None] = loop.create_future()
 
     def resume() -> None:
@@ -264,9 +292,7 @@ async def accept_loop(
     def on_readable() -> None:
         for _ in range(limits.listen_backlog):
             try:
-                conn = socket.socket(family, socket.SOCK_STREAM, proto, accept()[0])
-            except (BlockingIOError, InterruptedError):
-                return
+                conn_fd = sockio.accept(listener)
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     log.warning("%s: cannot accept (%s); pausing 100 ms", name, exc.strerror)
@@ -279,7 +305,9 @@ async def accept_loop(
                 loop.remove_reader(fd)
                 failed.set_exception(exc)
                 return
-            conn.setblocking(False)
+            if conn_fd < 0:
+                return
+            conn = socket.socket(family, _ACCEPTED, proto, conn_fd)
             if not _ACCEPTED_INHERIT:
                 tune(conn, limits, keepalive=keepalive)
             work = handle(conn)

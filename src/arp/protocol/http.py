@@ -257,11 +257,14 @@ def route(head: RequestHead, domain: str | None = None) -> Route | None:
 def set_cookie_header(token: str, *, secure: bool = False) -> bytes:
     """The header that remembers `token`; `secure` when the browser came over HTTPS."""
     value = token.encode("latin-1", "replace")
-    return (
-        b"Set-Cookie: " + TOKEN_COOKIE.encode() + b"=" + value
-        + b"; Path=/; Max-Age=" + str(COOKIE_MAX_AGE).encode()
-        + b"; HttpOnly; SameSite=Lax" + (b"; Secure" if secure else b"") + b"\r\n"
-    )  # fmt: skip
+    return b"".join((_COOKIE_START, value, _COOKIE_SECURE_END if secure else _COOKIE_END))
+
+
+_COOKIE_START: Final = b"Set-Cookie: " + TOKEN_COOKIE.encode() + b"="
+_COOKIE_END: Final = b"; Path=/; Max-Age=%d; HttpOnly; SameSite=Lax\r\n" % COOKIE_MAX_AGE
+_COOKIE_SECURE_END: Final = _COOKIE_END[:-2] + b"; Secure\r\n"
+"""`set_cookie_header`'s fixed parts, made once (a public connection that brings its token in
+the query gets one)."""
 
 
 def came_over_https(head: RequestHead) -> bool:

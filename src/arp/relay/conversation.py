@@ -541,8 +541,10 @@ class Conversation:
         self._release_tunnel(clean=flow.clean and not self._out and not spliced)
         if not carry_on:
             if flow.keep_open:
-                with contextlib.suppress(OSError):
+                try:  # noqa: SIM105 - not contextlib.suppress: an object per connection
                     self._psock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
             self._pending = None
             self._finish_quietly()
             return

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, Final
 
 from arp.errors import ArpError, NotFound, Unavailable
+from arp.net import sockio
 from arp.net.bridge import BridgedTunnel
 from arp.net.links import Link, SocketLink
 from arp.net.pump import Transform, pump
@@ -109,11 +110,10 @@ class Public(Door):
 
     def caller(self, sock: socket.socket) -> Caller:
         """Who is at the other end of a public connection, for the forwarded headers."""
-        try:
-            peer = sock.getpeername()
-        except OSError:
+        peer = sockio.peer_ip(sock)
+        if peer is None:
             return Caller(UNKNOWN, trusted=False)
-        ip = caller_ip(str(peer[0]))
+        ip = caller_ip(peer)
         return Caller(ip, trusted=is_trusted(ip, self.config.trusted_proxies))
 
     # -- fast path ----------------------------------------------------------------------------
