@@ -65,3 +65,19 @@ def on_stop_signal(callback: Callable[[], object]) -> None:
             loop.add_signal_handler(sig, callback)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
             signal.signal(sig, lambda *_: loop.call_soon_threadsafe(callback))
+
+
+def settle_heap() -> None:
+    """Once a server is up: collect what starting left behind, then leave every object alive
+    now out of the cyclic collector's passes for good (`gc.freeze`).
+
+    Why: the modules, classes and functions loaded at start-up are most of a process's
+    objects; without this each full collection walks all of them again, and relayed
+    connections allocate enough that one comes every couple of thousand (in arpc about a
+    tenth of what a new connection costs). Frozen objects are still freed by reference
+    counting; only a cycle among them would outlive its last reference.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()

@@ -36,7 +36,7 @@ from arp.config import SESSION_BOUNDS, Timeouts
 from arp.errors import ArpError
 from arp.gateway.agent_flags import add_agent_arguments
 from arp.protocol import frames
-from arp.runtime import forgo_tls, on_stop_signal, run
+from arp.runtime import forgo_tls, on_stop_signal, run, settle_heap
 
 if TYPE_CHECKING:
     import ssl
@@ -307,6 +307,7 @@ def announce(
                 target = config.tcp_targets.get(remote)
                 print(f"🔌 TCP: {public_host}:{remote} → {target}", flush=True)
             first = False
+            settle_heap()  # up: what start-up loaded stays out of the collector's passes
 
     return on_registered
 

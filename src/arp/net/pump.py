@@ -195,8 +195,10 @@ class _Flow:
 
     def _end_destination(self) -> None:
         """The source ended: the destination learns it by a FIN (raw) or an end frame."""
-        with contextlib.suppress(OSError):
+        try:  # noqa: SIM105 - not contextlib.suppress: an object per connection
             self._dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
     def _finish(self, exc: BaseException | None) -> None:
         if self._stopped:
@@ -214,11 +216,24 @@ class _Flow:
         self._ready.remove_writer(self._dst_fd)
         self._close_pipe()
 
+    def unhook(self) -> None:
+        """Forget the owner's callback once stopped for good: the owner holds this flow, so
+        the two would otherwise be a cycle that only the cyclic collector frees."""
+        self._on_done = _no_flow_done
+
     def _close_pipe(self) -> None:
         if self._pipe_r >= 0:
             os.close(self._pipe_r)
             os.close(self._pipe_w)
             self._pipe_r = self._pipe_w = -1
+
+
+def _no_flow_done(flow: _Flow) -> None:
+    """An unhooked flow's callback."""
+
+
+def _no_end(leftover: bytes | None) -> None:
+    """An ended joint's callback."""
 
 
 class _ToTunnel(_Flow):
@@ -528,6 +543,8 @@ class Joint:
         self._ended = True
         self._outgoing.stop()
         self._incoming.stop()
+        self._outgoing.unhook()  # no cycle joint → flow → joint outlives the end
+        self._incoming.unhook()
         clean = self._outgoing.clean and self._incoming.clean
         leftover = self._incoming.leftover if clean else None
         broken = (
@@ -538,7 +555,8 @@ class Joint:
             (self._tunnel.reset if broken else self._tunnel.close)()
         if self._meter is not None:
             self._meter(self._outgoing.moved, self._incoming.moved)
-        self._on_end(leftover)
+        on_end, self._on_end = self._on_end, _no_end  # nor one through the owner's callback
+        on_end(leftover)
 
 
 async def pump(

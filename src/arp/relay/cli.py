@@ -38,7 +38,7 @@ from arp.gateway.config import (
 from arp.protocol.forwarded import parse_networks
 from arp.relay.lease import DEFAULT_PREFIX
 from arp.relay.settings import DEFAULT_PEER_PORT, AdminSettings, ClusterSettings, RelayConfig
-from arp.runtime import forgo_tls, on_stop_signal, run
+from arp.runtime import forgo_tls, on_stop_signal, run, settle_heap
 
 log = logging.getLogger("arps")
 
@@ -378,6 +378,7 @@ async def serve(
         print(f"gateway listening on port {gateway.port}", flush=True)
     if admin is not None:
         print(f"admin port: http://{admin.bind}:{admin.port}/ (dashboard, /metrics)", flush=True)
+    settle_heap()
     await relay.wait_closed()
     log.info("arps stopped")
     return 0
