@@ -127,6 +127,55 @@ def test_cookie_is_injected_after_the_status_line() -> None:
     assert phttp.inject_header(b"HTTP/1.1 200 OK", header) is None
 
 
+def _inject_by_split(first: bytes, line: bytes) -> bytes | None:
+    """inject_header as first written (split the status line): the reference."""
+    if not first.startswith(b"HTTP/1."):
+        return None
+    eol = first.find(b"\r\n")
+    if eol == -1:
+        return None
+    parts = first[:eol].split(b" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit():
+        return None
+    status = int(parts[1])
+    if 100 <= status < 200 and status != 101:
+        return None
+    return first[: eol + 2] + line + first[eol + 2 :]
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                b"HTTP/1.",
+                b"1",
+                b"0",
+                b" ",
+                b"  ",
+                b"200",
+                b"101",
+                b"199",
+                b"\r\n",
+                b"\r",
+                b"OK",
+                b"x",
+                b"\xff",
+                b"12a",
+                b"\xd9\xa3",
+            ]
+        ),
+        max_size=12,
+    ).map(b"".join),
+    st.booleans(),
+)
+def test_inject_header_agrees_with_splitting_the_status_line(tail: bytes, prefixed: bool) -> None:
+    """Mutated status lines (odd spaces, no reason, cut lines, non-ASCII digits) get the
+    header where, and only where, splitting the line would have put it."""
+    first = (b"HTTP/1.1 " if prefixed else b"") + tail
+    line = b"Set-Cookie: a=b\r\n"
+    assert phttp.inject_header(first, line) == _inject_by_split(first, line)
+
+
 def test_error_response_is_complete() -> None:
     raw = phttp.error_response(404, "no client is registered with token x", origin="arps")
     head_part, _, body = raw.partition(b"\r\n\r\n")

@@ -284,13 +284,17 @@ def inject_header(first_chunk: bytes, header_line: bytes) -> bytes | None:
     eol = first_chunk.find(b"\r\n")
     if eol == -1:
         return None
-    parts = first_chunk[:eol].split(b" ", 2)
-    if len(parts) < 2 or not parts[1].isdigit():
+    space = first_chunk.find(b" ", 0, eol)
+    if space == -1:
         return None
-    status = int(parts[1])
+    end = first_chunk.find(b" ", space + 1, eol)
+    code = first_chunk[space + 1 : eol if end == -1 else end]
+    if not code.isdigit():
+        return None
+    status = int(code)
     if 100 <= status < 200 and status != 101:
         return None
-    return first_chunk[: eol + 2] + header_line + first_chunk[eol + 2 :]
+    return b"".join((first_chunk[: eol + 2], header_line, first_chunk[eol + 2 :]))
 
 
 _REASONS: Final = {

@@ -75,6 +75,12 @@ class TunnelDecoder:
                 pos += take
                 self.left -= take
                 continue
+            if not len(self._header) and size - pos >= HEADER_SIZE:
+                # A whole header (the usual case): read in place, no bytes object made.
+                (length,) = HEADER.unpack_from(view, pos)
+                pos += HEADER_SIZE
+                self._take_length(length)
+                continue
             need = HEADER_SIZE - len(self._header)
             self._header += view[pos : pos + need]
             pos += need
@@ -107,6 +113,9 @@ class TunnelDecoder:
     def _take_header(self) -> None:
         (length,) = HEADER.unpack(self._header)
         self._header = b""
+        self._take_length(length)
+
+    def _take_length(self, length: int) -> None:
         if length > MAX_DATA_FRAME:
             raise TunnelProtocolError(f"a data frame of {length} bytes is over the limit")
         self.left = length
