@@ -6,17 +6,18 @@ asyncio streams, since their bytes must pass through Python to be encrypted.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import contextlib
 import socket
 import struct
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from arp.config import Limits
 from arp.net import sockio
 from arp.net.readiness import wait_readable
-from arp.net.sockets import connect, reset, tune
+from arp.net.sockets import connect, reset, shut_write, tune
 from arp.protocol import frames
 
 if TYPE_CHECKING:
@@ -87,15 +88,12 @@ class SocketLink(Link):
             await asyncio.get_running_loop().sock_sendall(self._sock, data[sent:])
 
     def shutdown_write(self) -> None:
-        try:  # noqa: SIM105 - not contextlib.suppress: an object per connection
-            self._sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+        shut_write(self._sock)
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._sock.close()
+            _close_socket(self._sock)
 
     def reset(self) -> None:
         if not self._closed:
@@ -104,6 +102,13 @@ class SocketLink(Link):
 
     def is_idle_alive(self) -> bool:
         return not self._closed and not sockio.peer_closed(self._sock)
+
+
+_close_socket: Final = _socket.socket.close
+"""`socket.socket.close` without its Python wrapper (two interpreted calls per close, two
+closes per relayed connection in each process), which only defers the close while a
+`makefile()` is open: a link's socket never has one. The object's `fileno()` reads -1 after
+it, as after any close."""
 
 
 class StreamLink(Link):

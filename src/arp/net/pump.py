@@ -32,6 +32,7 @@ from arp.config import Limits
 from arp.net import sockio
 from arp.net.links import Link
 from arp.net.readiness import readiness
+from arp.net.sockets import shut_write
 from arp.net.streams import FrameReader as FrameReader
 from arp.net.streams import pump_streams
 from arp.protocol.responses import ResponseTracker
@@ -195,10 +196,7 @@ class _Flow:
 
     def _end_destination(self) -> None:
         """The source ended: the destination learns it by a FIN (raw) or an end frame."""
-        try:  # noqa: SIM105 - not contextlib.suppress: an object per connection
-            self._dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+        shut_write(self._dst)
 
     def _finish(self, exc: BaseException | None) -> None:
         if self._stopped:

@@ -56,10 +56,14 @@ _last: tuple[asyncio.AbstractEventLoop, Readiness] | None = None
 """The last loop asked for and its registry: asked for per connection, nearly always the same."""
 
 
+_HAS_EPOLL: Final = hasattr(select, "epoll")
+"""Asked once: `readiness` runs for every flow of every connection."""
+
+
 def readiness(loop: asyncio.AbstractEventLoop) -> Readiness:
     """The running loop's readiness registry for data-path sockets."""
     global _last
-    if not hasattr(select, "epoll"):
+    if not _HAS_EPOLL:
         return loop
     last = _last
     if last is not None and last[0] is loop:

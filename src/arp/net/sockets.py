@@ -196,13 +196,16 @@ _LITERALS: Final[dict[tuple[str, int], list[_AddrInfo] | None]] = {}
 """`_literal_address`'s answers: a process connects to few addresses (its targets, its relays),
 each once per connection."""
 _LITERALS_KEPT: Final = 256
+_UNKNOWN: Final[list[_AddrInfo]] = []
+"""Not in `_LITERALS` yet (one lookup where ``in`` and ``[]`` are two)."""
 
 
 def _literal_address(host: str, port: int) -> list[_AddrInfo] | None:
     """getaddrinfo's answer for an IP literal, without a trip through the resolver."""
     key = (host, port)
-    if key in _LITERALS:
-        return _LITERALS[key]
+    known = _LITERALS.get(key, _UNKNOWN)
+    if known is not _UNKNOWN:
+        return known
     answer: list[_AddrInfo] | None = None
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
@@ -218,6 +221,13 @@ def _literal_address(host: str, port: int) -> list[_AddrInfo] | None:
     return answer
 
 
+_EINPROGRESS: Final = errno.EINPROGRESS
+_EAGAIN: Final = errno.EAGAIN
+_EALREADY: Final = errno.EALREADY
+_EISCONN: Final = errno.EISCONN
+"""Constants: in compiled code ``errno.EAGAIN`` is a module attribute lookup at each use."""
+
+
 def _start_connect(sock: socket.socket, address: tuple[Any, ...]) -> bool:
     """Start connecting a non-blocking socket: True when connected already, False when the
     loop must wait for it; OSError when it failed.
@@ -228,15 +238,24 @@ def _start_connect(sock: socket.socket, address: tuple[Any, ...]) -> bool:
     paid for each connection arpc makes to its local service).
     """
     err = sock.connect_ex(address)
-    if err in (errno.EINPROGRESS, errno.EAGAIN):
+    if err in (_EINPROGRESS, _EAGAIN):
         err = sock.connect_ex(address)
-        if err in (errno.EINPROGRESS, errno.EALREADY, errno.EAGAIN):
+        if err in (_EINPROGRESS, _EALREADY, _EAGAIN):
             return False
-        if err == errno.EISCONN:
+        if err == _EISCONN:
             err = 0
     if err:
         raise OSError(err, os.strerror(err))
     return True
+
+
+def shut_write(sock: socket.socket) -> None:
+    """Half-close `sock` (a FIN); a socket that is gone already is no error. A plain ``try``,
+    not ``contextlib.suppress`` (an object per call): it runs once per relayed connection."""
+    try:  # noqa: SIM105 - see above
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
 
 
 _LINGER_ZERO: Final = struct.pack("ii", 1, 0)

@@ -51,6 +51,7 @@ from arp.net import sockio
 from arp.net.links import Link, SocketLink
 from arp.net.pump import COPY_BUFFER, SPLICE_AVAILABLE, CountedSplice, FromTunnel
 from arp.net.readiness import readiness
+from arp.net.sockets import shut_write
 from arp.protocol import frames
 from arp.protocol import http as phttp
 from arp.protocol.forwarded import Caller, rewrite_head
@@ -541,10 +542,7 @@ class Conversation:
         self._release_tunnel(clean=flow.clean and not self._out and not spliced)
         if not carry_on:
             if flow.keep_open:
-                try:  # noqa: SIM105 - not contextlib.suppress: an object per connection
-                    self._psock.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
+                shut_write(self._psock)
             self._pending = None
             self._finish_quietly()
             return
