@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import math
 import os
 import re
 import shutil
@@ -176,8 +177,9 @@ class WrkResult:
 
 
 def _ms(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    match = re.fullmatch(r"([\d.]+(?:e[+-]?\d+)?)(us|ms|s|m)", text)
     if not match:
+        print(f"bench: wrk printed a latency this cannot read: {text!r}", file=sys.stderr)
         return float("nan")
     value, unit = float(match.group(1)), match.group(2)
     return value * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
@@ -218,7 +220,13 @@ def _order(paths: dict[str, str], round_: int) -> list[str]:
 
 
 def _median(runs: dict[str, list[WrkResult]], field: str) -> dict[str, float]:
-    return {path: statistics.median(getattr(r, field) for r in rs) for path, rs in runs.items()}
+    """Each path's median of `field` over its rounds; a round whose figure could not be read
+    (nan, reported by `_ms`) is left out, and a path with none left reads nan."""
+    medians = {}
+    for path, rs in runs.items():
+        values = [v for r in rs if not math.isnan(v := getattr(r, field))]
+        medians[path] = statistics.median(values) if values else float("nan")
+    return medians
 
 
 def bulk(url: str, size: int) -> float:
