@@ -9,7 +9,7 @@ import os
 import select
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,21 +72,6 @@ def _accepted(calls: Calls, server: socket.socket) -> int:
         assert time.monotonic() < deadline, "no connection to accept within 5 s"
         select.select([server], [], [], 0.1)
     return fd
-
-
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    """A connected TCP pair on loopback, both non-blocking."""
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        a = socket.create_connection(server.getsockname())
-        b, _ = server.accept()
-    for sock in (a, b):
-        sock.setblocking(False)
-    try:
-        yield a, b
-    finally:
-        a.close()
-        b.close()
 
 
 @each

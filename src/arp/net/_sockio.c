@@ -387,6 +387,17 @@ done:
     return result;
 }
 
+/* The descriptor of a call's one argument, a socket; -2 with an exception set otherwise. */
+static int
+socket_arg(PyObject *const *args, Py_ssize_t nargs, const char *usage)
+{
+    if (nargs != 1) {
+        PyErr_Format(PyExc_TypeError, "%s takes 1 argument", usage);
+        return -2;
+    }
+    return fd_of(args[0]);
+}
+
 PyDoc_STRVAR(peer_closed_doc,
 "peer_closed(sock) -> bool\n\n"
 "Whether an idle socket's peer has gone (FIN, RST) or sent bytes it should not have: a\n"
@@ -395,11 +406,7 @@ PyDoc_STRVAR(peer_closed_doc,
 static PyObject *
 sockio_peer_closed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 1) {
-        PyErr_SetString(PyExc_TypeError, "peer_closed(sock) takes 1 argument");
-        return NULL;
-    }
-    int fd = fd_of(args[0]);
+    int fd = socket_arg(args, nargs, "peer_closed(sock)");
     if (fd == -2) {
         return NULL;
     }
@@ -425,11 +432,7 @@ PyDoc_STRVAR(accept_doc,
 static PyObject *
 sockio_accept(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 1) {
-        PyErr_SetString(PyExc_TypeError, "accept(listener) takes 1 argument");
-        return NULL;
-    }
-    int fd = fd_of(args[0]);
+    int fd = socket_arg(args, nargs, "accept(listener)");
     if (fd == -2) {
         return NULL;
     }
@@ -522,11 +525,7 @@ PyDoc_STRVAR(peer_ip_doc,
 static PyObject *
 sockio_peer_ip(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 1) {
-        PyErr_SetString(PyExc_TypeError, "peer_ip(sock) takes 1 argument");
-        return NULL;
-    }
-    int fd = fd_of(args[0]);
+    int fd = socket_arg(args, nargs, "peer_ip(sock)");
     if (fd == -2) {
         return NULL;
     }
