@@ -189,7 +189,13 @@ def wrk(url: str, seconds: int, connections: int, close: bool) -> WrkResult:
     args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     if close:
         args[1:1] = ["-H", "Connection: close"]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30).stdout
+    return parse_wrk(
+        subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30).stdout
+    )
+
+
+def parse_wrk(out: str) -> WrkResult:
+    """What a ``wrk --latency`` run printed: its rate, p50 and p99, errors and requests."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     # The distribution's own lines: a "+/- Stdev" figure such as 67.99% also ends in "99%".
     p50 = re.search(r"^\s*50%\s+(\S+)", out, re.MULTILINE)
