@@ -72,10 +72,10 @@ def settle_heap() -> None:
     now out of the cyclic collector's passes for good (`gc.freeze`).
 
     Why: the modules, classes and functions loaded at start-up are most of a process's
-    objects; without this each full collection walks all of them again, and relayed
-    connections allocate enough that one comes every couple of thousand (in arpc about a
-    tenth of what a new connection costs). Frozen objects are still freed by reference
-    counting; only a cycle among them would outlive its last reference.
+    objects, and without this every full collection walks all of them again; relayed
+    connections allocate enough container objects that full collections keep coming. Frozen
+    objects are still freed by reference counting; only a cycle among them would outlive its
+    last reference.
     """
     import gc
 

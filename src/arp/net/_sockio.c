@@ -481,27 +481,28 @@ sockio_epoll_set(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     if (!PyObject_TypeCheck(args[0], epoll_type)) {
-        PyErr_SetString(PyExc_TypeError, "epoll_set needs a select.epoll");
+        PyErr_Format(PyExc_TypeError, "a select.epoll is required, not %.100s",
+                     Py_TYPE(args[0])->tp_name);
         return NULL;
     }
-    long fd = PyLong_AsLong(args[1]);
-    long old = fd == -1 && PyErr_Occurred() ? -1 : PyLong_AsLong(args[2]);
-    long mask = old == -1 && PyErr_Occurred() ? -1 : PyLong_AsLong(args[3]);
-    if (mask == -1 && PyErr_Occurred()) {
+    Py_ssize_t fd, old, mask;
+    if (index_arg(args[1], "fd", &fd) < 0 || index_arg(args[2], "old", &old) < 0 ||
+        index_arg(args[3], "new", &mask) < 0) {
         return NULL;
     }
-    if (fd < 0 || fd > INT_MAX || old < 0 || old > UINT32_MAX || mask < 0 || mask > UINT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "fd and the masks must be epoll's");
+    if (fd > INT_MAX || old > UINT32_MAX || mask > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError,
+                        "fd must be a descriptor and old and new epoll event masks (32 bits)");
         return NULL;
+    }
+    if (mask == old) {
+        Py_RETURN_NONE;
     }
     int epfd = ((EpollHead *)args[0])->epfd;
     struct epoll_event event;
     memset(&event, 0, sizeof(event));
     event.events = (uint32_t)mask;
     event.data.fd = (int)fd;
-    if (mask == old) {
-        Py_RETURN_NONE;
-    }
     int op = mask == 0 ? EPOLL_CTL_DEL : old == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
     /* epoll_ctl cannot block: the GIL is kept. */
     if (epoll_ctl(epfd, op, (int)fd, &event) == 0) {

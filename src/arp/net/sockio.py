@@ -147,8 +147,9 @@ def _accept(listener: socket.socket) -> int:
 
 def _epoll_set(epoll: Any, fd: int, old: int, new: int) -> None:
     """Change what `epoll` watches on `fd` from the mask `old` to `new` (0: not registered)."""
-    if fd < 0 or old < 0 or new < 0:
-        raise ValueError("fd and the masks must be epoll's")
+    for name, value in (("fd", fd), ("old", old), ("new", new)):
+        if value < 0:
+            raise ValueError(f"{name} must not be negative")
     if new == old:
         return
     try:
@@ -158,10 +159,8 @@ def _epoll_set(epoll: Any, fd: int, old: int, new: int) -> None:
             epoll.register(fd, new)
         else:
             epoll.modify(fd, new)
-    except FileExistsError:
-        if old:
-            raise
-        epoll.modify(fd, new)  # a stale entry of a closed descriptor with the same number
+    except FileExistsError:  # (only register's): a stale entry of a closed descriptor
+        epoll.modify(fd, new)
     except OSError as exc:
         if new or exc.errno not in (errno.EBADF, errno.ENOENT):
             raise  # (a closed descriptor's registration went with it)
